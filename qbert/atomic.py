@@ -1,0 +1,113 @@
+"""Atomic outputs: every artefact is written to a temp file beside its target and renamed into place.
+
+A Ctrl-C or an error mid-write therefore leaves either the previous file or nothing, never half a file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from qbert.errors import QbertError
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early (before any expensive work) when the output cannot be written."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise QbertError(f"output directory {parent} does not exist; create it or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise QbertError(f"output directory {parent} is not writable; choose another --out")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temp path in the target's directory; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    check_output_dir(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_onnx(model: Any, path: Path | str) -> None:
+    """Save an ONNX model atomically (models over 2 GB go to one external-data file beside it)."""
+    import onnx
+
+    path = Path(path)
+    large = model.ByteSize() > 2**31 - 2**20 if hasattr(model, "ByteSize") else False
+    with atomic_path(path) as tmp:
+        if large:
+            data_name = path.name + ".data"
+            with atomic_path(path.with_name(data_name)) as tmp_data:
+                onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                          location=tmp_data.name)
+                _relink_external(tmp, tmp_data.name, data_name)
+        else:
+            onnx.save(model, str(tmp))
+
+
+def _relink_external(model_path: Path, old: str, new: str) -> None:
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location" and e.value == old:
+                e.value = new
+    onnx.save(m, str(model_path))
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sidecar_path(onnx_path: Path | str) -> Path:
+    """`model.onnx` → `model.onnx.json`: metadata that lets later commands need only the ONNX path."""
+    return Path(str(onnx_path) + ".json")
+
+
+def read_json(path: Path | str, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise QbertError(f"{what} {path} not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise QbertError(f"{what} {path} is not valid JSON ({e.__class__.__name__}); regenerate it") from None
+
+
+def _jsonable(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -1,0 +1,148 @@
+"""The `qbert` command line: one thin function per command; the work lives in the library."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qbert.errors import QbertError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (per-tensor, "
+                       "percentile, entropy, PEG), build TensorRT engines and measure accuracy and speed.")
+out = Console()
+err = Console(stderr=True)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into one line on stderr and exit code 2 (1 for Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except QbertError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except PermissionError as e:
+            err.print(f"[bold red]error:[/] permission denied: {e.filename}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; no partial output was written")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def show(title: str, rows: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    table = Table(title=escape(title), show_header=False, title_justify="left")
+    for key, value in rows.items():
+        table.add_row(escape(key), escape(f"{value:.4g}" if isinstance(value, float) else str(value)))
+    out.print(table)
+
+
+def save_result(path: Optional[Path], data: dict[str, Any]) -> None:
+    if path is not None:
+        from qbert.atomic import write_json
+
+        write_json(path, data)
+        err.print(f"wrote {path}")
+
+
+@app.command()
+@guarded
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="Hugging Face hub id or local model folder "
+                              "(a *ForSequenceClassification checkpoint)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="ONNX file to write; a sidecar <out>.json goes beside it."),
+    opset: int = typer.Option(17, help="ONNX opset (≥ 17 gives one LayerNormalization op per LayerNorm)."),
+    tolerance: float = typer.Option(1e-4, help="Fail if ONNX Runtime and PyTorch logits differ by more."),
+    max_length: int = typer.Option(128, help="Max sequence length recorded for later commands."),
+) -> None:
+    """Export a sequence classifier to a clean FP32 ONNX and check parity against PyTorch."""
+    from qbert.exporter.export import export as run_export
+
+    meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length)
+    show(f"exported {out_path}", {"model": model, "opset": meta["opset"], "layers": meta["num_layers"],
+                                  "hidden": meta["hidden_size"],
+                                  "parity max |Δlogit|": f"{meta['parity']['max_abs_logit_diff']:.2e}",
+                                  "sha256": meta["sha256"][:16] + "…", "seconds": meta["seconds"]})
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX from qbert export/calibrate (ort-cpu engine)."),
+    data: str = typer.Option(..., "--data", "-d", help="glue/qnli (needs network), or a local .tsv/.jsonl."),
+    engine: str = typer.Option("ort-cpu", help="ort-cpu | tensorrt | torch."),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT engine plan (for --engine tensorrt)."),
+    model: Optional[str] = typer.Option(None, "--model", help="HF model for --engine torch "
+                                        "(default: the ONNX sidecar's source model)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N rows."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result (with predictions) here."),
+) -> None:
+    """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
+    from qbert.artifacts import load_meta
+    from qbert.engines import open_engine
+    from qbert.eval.accuracy import evaluate
+    from qbert.eval.data import load_dataset_spec
+    from qbert.exporter.hf import load_tokenizer
+
+    if limit is not None and limit < 1:
+        raise QbertError("--limit must be at least 1")
+    if json_out is not None:
+        from qbert.atomic import check_output_dir
+
+        check_output_dir(json_out)
+    meta = load_meta(onnx) if onnx is not None else None
+    if engine == "torch":
+        source = model or (meta or {}).get("source_model")
+        if source is None:
+            raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
+        eng = open_engine("torch", source, threads=threads)
+        tokenizer, label2id = load_tokenizer(source), eng.model.config.label2id
+        max_length = (meta or {}).get("max_length", 128)
+    else:
+        if meta is None or onnx is None:
+            raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
+        target = str(plan) if engine == "tensorrt" and plan is not None else str(onnx)
+        if engine == "tensorrt" and plan is None:
+            raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
+        eng = open_engine(engine, target, threads=threads)
+        tokenizer, label2id, max_length = load_tokenizer(meta["tokenizer"]), meta["label2id"], meta["max_length"]
+    dataset = load_dataset_spec(data, label2id, limit)
+    result = evaluate(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
+    if meta is not None:
+        result["onnx"] = str(onnx)
+        result["quantization"] = meta.get("quantization")
+    save_result(json_out, result)
+    acc = result["accuracy"]
+    show(f"eval [{eng.name}]", {"data": data, "examples": result["examples"],
+                               "accuracy": "n/a (no labels)" if acc is None else f"{acc:.4f} "
+                               f"({result['correct']}/{result['labelled']})",
+                               "examples/s": result["examples_per_second"],
+                               "predictions sha256": result["predictions_sha256"][:16] + "…"})
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interrupted before a command took over
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data loading, accuracy, benchmarking and reports."""

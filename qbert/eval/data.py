@@ -1,0 +1,215 @@
+"""Sentence-pair classification data: GLUE QNLI from `datasets`, or local GLUE TSV / JSONL files.
+
+Tokenized once; batches are length-sorted with dynamic padding (fast), and results are mapped back to
+the original row order so predictions are comparable across engines.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from qbert.errors import QbertError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class Example:
+    first: str
+    second: str
+    label: int | None  # None when the source has no labels (test splits)
+
+
+@dataclass
+class Dataset:
+    """Raw examples plus where they came from (hashed, so recipes can record their calibration data)."""
+
+    examples: list[Example]
+    source: str
+    label_names: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([-1 if e.label is None else e.label for e in self.examples], dtype=np.int64)
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for e in self.examples:
+            h.update(f"{e.first}\t{e.second}\t{e.label}\n".encode())
+        return h.hexdigest()
+
+    def head(self, n: int | None) -> "Dataset":
+        return self if n is None else Dataset(self.examples[:n], self.source, self.label_names)
+
+
+def load_dataset_spec(spec: str, label2id: Mapping[str, int], limit: int | None = None) -> Dataset:
+    """`glue/qnli[:split]` (Hugging Face `datasets`), or a path to a `.tsv` or `.jsonl` file."""
+    path = Path(spec)
+    if path.suffix.lower() in (".tsv", ".jsonl", ".json") or path.exists():
+        if not path.is_file():
+            raise QbertError(f"data file {path} not found")
+        if path.stat().st_size == 0:
+            raise QbertError(f"data file {path} is empty")
+        reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_tsv
+        examples = reader(path, label2id, limit)
+    elif "/" in spec and not spec.startswith((".", "/")):
+        examples = _read_hub(spec, label2id, limit)
+    else:
+        raise QbertError(f"--data {spec!r}: expected a .tsv/.jsonl file or a hub spec like glue/qnli")
+    if not examples:
+        raise QbertError(f"data {spec} has no rows")
+    return Dataset(examples, spec, sorted(label2id, key=label2id.get))
+
+
+def _label(raw: str | int | None, label2id: Mapping[str, int], where: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str) and raw in label2id:
+        return label2id[raw]
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and value in label2id.values():
+        return value
+    raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id)}")
+
+
+def _read_tsv(path: Path, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+    """GLUE TSV: header with `question`/`sentence` (or `sentence1`/`sentence2`) and optional `label`.
+
+    Quoting is off: QNLI has sentences that start with a stray `"` which csv's default would swallow.
+    """
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(rows, None)
+            if not header:
+                raise QbertError(f"{path} is empty")
+            cols = {name.strip().lower(): i for i, name in enumerate(header)}
+            first_col = cols.get("question", cols.get("sentence1"))
+            second_col = cols.get("sentence", cols.get("sentence2"))
+            if first_col is None or second_col is None:
+                raise QbertError(f"{path}: header must name question+sentence (or sentence1+sentence2) "
+                                 f"columns, found {header}")
+            label_col = cols.get("label")
+            out: list[Example] = []
+            for lineno, row in enumerate(rows, start=2):
+                if limit is not None and len(out) >= limit:
+                    break
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise QbertError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
+                                     f"found {len(row)}")
+                label = _label(row[label_col], label2id, f"{path}:{lineno}") if label_col is not None else None
+                out.append(Example(row[first_col], row[second_col], label))
+    except UnicodeDecodeError as e:
+        raise QbertError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from None
+    return out
+
+
+def _read_jsonl(path: Path, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+    """One JSON object per line with question/sentence (or sentence1/sentence2) and label."""
+    out: list[Example] = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if limit is not None and len(out) >= limit:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    raise QbertError(f"{path}:{lineno}: not a JSON object") from None
+                if not isinstance(obj, dict):
+                    raise QbertError(f"{path}:{lineno}: not a JSON object")
+                first = obj.get("question", obj.get("sentence1"))
+                second = obj.get("sentence", obj.get("sentence2"))
+                if not isinstance(first, str) or not isinstance(second, str):
+                    raise QbertError(f"{path}:{lineno}: needs string fields question+sentence "
+                                     "(or sentence1+sentence2)")
+                out.append(Example(first, second, _label(obj.get("label"), label2id, f"{path}:{lineno}")))
+    except UnicodeDecodeError as e:
+        raise QbertError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from None
+    return out
+
+
+def _read_hub(spec: str, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+    """`glue/qnli` or `glue/qnli:train` through Hugging Face `datasets` (needs the network once)."""
+    name, _, split = spec.partition(":")
+    repo, _, config = name.partition("/")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(repo, config or None, split=split or "validation")
+    except Exception as e:  # datasets raises many types for offline/missing cases
+        raise QbertError(f"could not load {spec!r} with datasets ({e.__class__.__name__}); "
+                         "without network access pass a local .tsv/.jsonl path instead") from None
+    first_key = "question" if "question" in ds.column_names else "sentence1"
+    second_key = "sentence" if "sentence" in ds.column_names else "sentence2"
+    names = ds.features["label"].names if hasattr(ds.features.get("label"), "names") else None
+    out = []
+    for row in ds.select(range(min(limit, len(ds)))) if limit else ds:
+        raw = row.get("label")
+        raw = names[raw] if names is not None and raw is not None and raw >= 0 else (None if raw == -1 else raw)
+        out.append(Example(row[first_key], row[second_key], _label(raw, label2id, spec)))
+    return out
+
+
+@dataclass
+class Encoded:
+    """Token ids of every example (unpadded), ready to be cut into padded batches."""
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids])
+
+
+def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Encoded:
+    enc = tokenizer([e.first for e in dataset.examples], [e.second for e in dataset.examples],
+                    truncation=True, max_length=max_length)
+    type_ids = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
+    return Encoded([np.asarray(x, dtype=np.int64) for x in enc["input_ids"]],
+                   [np.asarray(x, dtype=np.int64) for x in type_ids])
+
+
+def pad_batch(encoded: Encoded, idx: Sequence[int], pad_id: int = 0, length: int | None = None
+              ) -> dict[str, np.ndarray]:
+    """Right-pad rows `idx` to the longest among them (or to `length`)."""
+    seq = length or max(len(encoded.input_ids[i]) for i in idx)
+    ids = np.full((len(idx), seq), pad_id, dtype=np.int64)
+    mask = np.zeros((len(idx), seq), dtype=np.int64)
+    types = np.zeros((len(idx), seq), dtype=np.int64)
+    for r, i in enumerate(idx):
+        n = min(len(encoded.input_ids[i]), seq)
+        ids[r, :n] = encoded.input_ids[i][:n]
+        types[r, :n] = encoded.token_type_ids[i][:n]
+        mask[r, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def batches(encoded: Encoded, batch_size: int, sort: bool = True, pad_id: int = 0,
+            pad_to: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield (row indices, padded feeds); length-sorted so each batch pads little."""
+    if batch_size < 1:
+        raise QbertError("--batch-size must be at least 1")
+    order = np.argsort(encoded.lengths, kind="stable") if sort else np.arange(len(encoded))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, pad_batch(encoded, idx, pad_id, pad_to)

@@ -1,0 +1,1 @@
+"""Hugging Face → ONNX export and the map of an exported BERT graph."""

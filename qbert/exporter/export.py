@@ -1,0 +1,160 @@
+"""HF sequence classifier → clean ONNX (opset ≥ 17, one LayerNormalization per LayerNorm), parity-checked.
+
+The model is traced through a thin wrapper that builds the additive attention mask itself
+((1 − mask) · −10⁴, FP16-safe), so the graph carries none of the SDPA/mask-building junk
+(IsNaN/Where/GatherND chains) that HF's mask utilities export to. MatMul weights are renamed after the
+module they belong to (`layer.3.output.dense.weight`), which is what calibration recipes refer to.
+"""
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qbert import __version__
+from qbert.atomic import atomic_path, check_output_dir, sha256_file, sidecar_path, write_json
+from qbert.errors import QbertError
+from qbert.eval.data import INPUT_NAMES
+
+MASK_VALUE = -10000.0
+
+# Sentence pairs of varied length for the parity check (padding is exercised by batching them).
+PARITY_PAIRS = [
+    ("What is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("When was the bridge built?", "Construction of the bridge began in 1933 and it opened to traffic four "
+     "years later, after a long debate about its colour, cost and the safety of the workers who built it."),
+    ("Who wrote it?", "Nobody knows."),
+    ("How many moons does Mars have?", "Mars has two small moons, Phobos and Deimos, which may be captured "
+     "asteroids."),
+]
+
+
+def _wrapper(model: Any) -> Any:
+    import torch
+
+    class Classifier(torch.nn.Module):
+        """Embeddings → encoder layers (explicit additive mask) → the model's own head."""
+
+        def __init__(self, hf: Any):
+            super().__init__()
+            self.hf = hf
+            self.backbone = hf.base_model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            b = self.backbone
+            h = b.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            ext = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * MASK_VALUE
+            for layer in b.encoder.layer:
+                h = layer(h, attention_mask=ext)
+                h = h[0] if isinstance(h, tuple) else h
+            if getattr(b, "pooler", None) is not None:  # BERT: pooler → dropout → linear
+                return self.hf.classifier(self.hf.dropout(b.pooler(h)))
+            return self.hf.classifier(h)  # RoBERTa-style heads read the first token themselves
+
+    return Classifier(model).eval()
+
+
+def parity_feeds(tokenizer: Any, max_length: int = 128) -> dict[str, np.ndarray]:
+    enc = tokenizer([q for q, _ in PARITY_PAIRS], [s for _, s in PARITY_PAIRS], truncation=True,
+                    max_length=max_length, padding=True, return_tensors="np")
+    feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    feeds["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(feeds["input_ids"])).astype(np.int64)
+    return feeds
+
+
+def _rename_weights(model: Any) -> None:
+    """Give MatMul weight initializers module names: `/layer.0/attention/self/query/MatMul` → `layer.0.attention.self.query.weight`."""
+    inits = {t.name: t for t in model.graph.initializer}
+    renames: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in inits:
+            scope = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+            if scope and node.input[1] not in renames and scope + ".weight" not in inits:
+                renames[node.input[1]] = scope + ".weight"
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for old, new in renames.items():
+        inits[old].name = new
+
+
+def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
+           max_length: int = 128) -> dict[str, Any]:
+    """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
+    import onnx
+    import onnxruntime as ort
+    import onnxscript.optimizer
+    import torch
+    import transformers
+
+    from qbert.exporter.hf import load_classifier
+
+    if opset < 17:
+        raise QbertError(f"--opset {opset}: needs ≥ 17 for the fused LayerNormalization op")
+    check_output_dir(out)
+    t0 = time.perf_counter()
+    model, tokenizer = load_classifier(model_spec)
+    feeds = parity_feeds(tokenizer, max_length)
+    wrapper = _wrapper(model)
+    args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
+    dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
+    dyn["logits"] = {0: "batch"}
+    with atomic_path(out) as tmp:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deliberate: it names nodes by module path and gives a cleaner
+            # BERT graph than the dynamo exporter (which leaves Dropout and mask-building nodes).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(wrapper, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
+                              dynamic_axes=dyn, opset_version=opset, do_constant_folding=True, dynamo=False)
+            reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        graph = onnxscript.optimizer.optimize(onnx.load(str(tmp)))
+        _rename_weights(graph)
+        graph.producer_name, graph.producer_version = "qbert", __version__
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, str(tmp))
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+        max_diff = float(np.abs(got - reference).max())
+        if not max_diff <= tolerance:
+            raise QbertError(f"parity check failed: max |Δlogit| = {max_diff:.3g} > {tolerance:g} "
+                             "(raise --tolerance only if you know why)")
+    cfg = model.config
+    meta = {
+        "format": "qbert-onnx",
+        "kind": "fp32",
+        "source_model": model_spec,
+        "tokenizer": str(Path(model_spec).expanduser().resolve()) if Path(model_spec).expanduser().exists()
+        else model_spec,
+        "model_type": cfg.model_type,
+        "label2id": {str(k): int(v) for k, v in cfg.label2id.items()},
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_hidden_layers,
+        "num_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "pad_token_id": int(tokenizer.pad_token_id or 0),
+        "max_length": max_length,
+        "opset": opset,
+        "parity": {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])},
+        "sha256": sha256_file(out),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "versions": versions(),
+    }
+    write_json(sidecar_path(out), meta)
+    return meta
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change the numbers (recorded in every sidecar and recipe)."""
+    import importlib.metadata as md
+
+    out = {"qbert": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tensorrt", "tensorrt_rtx"):
+        try:
+            out[pkg] = md.version(pkg.replace("_", "-"))
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,66 @@
+"""Loading Hugging Face sequence classifiers (local folder or hub id) with clear errors."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qbert.errors import QbertError
+
+SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return not spec.startswith((".", "/", "~")) and spec.count("/") <= 1 and not Path(spec).exists()
+
+
+def load_config(spec: str) -> Any:
+    from transformers import AutoConfig
+
+    path = Path(spec).expanduser()
+    if path.exists() and not path.is_dir():
+        raise QbertError(f"--model {spec}: expected a Hugging Face model folder or hub id, got a file")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise QbertError(f"--model {spec}: folder has no config.json, so it is not a Hugging Face model")
+    if not path.exists() and not _looks_like_hub_id(spec):
+        raise QbertError(f"--model {spec}: no such folder")
+    try:
+        config = AutoConfig.from_pretrained(str(path) if path.exists() else spec)
+    except (OSError, ValueError) as e:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise QbertError(f"--model {spec}: could not load a config{offline}: {str(e).splitlines()[0]}") from None
+    return config
+
+
+def check_classifier(config: Any, spec: str) -> None:
+    archs = config.architectures or []
+    if config.model_type not in SUPPORTED_TYPES:
+        raise QbertError(f"--model {spec}: model_type {config.model_type!r} is not BERT-family "
+                         f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise QbertError(f"--model {spec}: not a sequence classifier (architectures={archs}); "
+                         "fine-tune it with a classification head first")
+
+
+def load_classifier(spec: str) -> tuple[Any, Any]:
+    """Return (model in eval mode with eager attention, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = load_config(spec)
+    check_classifier(config, spec)
+    src = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise QbertError(f"--model {spec}: could not load weights/tokenizer: {str(e).splitlines()[0]}") from None
+    return model.eval(), tokenizer
+
+
+def load_tokenizer(location: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as e:
+        raise QbertError(f"could not load tokenizer from {location}: {str(e).splitlines()[0]}") from None
