@@ -134,6 +134,79 @@ def eval_cmd(
                                "predictions sha256": result["predictions_sha256"][:16] + "…"})
 
 
+@app.command()
+@guarded
+def calibrate(
+    onnx: Path = typer.Option(..., "--onnx", help="FP32 ONNX from qbert export."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (+ <out>.json sidecar)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
+                                       "Never your evaluation split."),
+    method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg."),
+    placement: str = typer.Option("trt", help="trt: GEMM inputs only (what TensorRT fuses) | full: the study's "
+                                  "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
+    target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
+    groups: int = typer.Option(4, help="PEG: number of channel groups (must divide the hidden size)."),
+    permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: sort channels by range first "
+                                 "(folded into weights; no runtime gather)."),
+    percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
+    samples: int = typer.Option(512, help="Calibration sequences."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    include_padding: bool = typer.Option(False, "--include-padding", help="Count padding tokens in the "
+                                         "statistics (pads to max length, like the study)."),
+    fp16_fallback: Optional[str] = typer.Option(None, "--fp16-fallback", help="Comma-separated tensors to keep "
+                                                "unquantized: keys (layer.3.x), globs (layer.*.h) or roles (x,h,y)."),
+    high_precision: Optional[str] = typer.Option(None, help="fp16 | fp32 for everything not INT8 "
+                                                 "(default: fp16 for --target trt, fp32 for ort-cpu)."),
+    recipe_in: Optional[Path] = typer.Option(None, "--recipe", help="Re-emit from this recipe; no calibration."),
+    recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the recipe "
+                                              "(default: <out>.recipe.json)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for calibration."),
+) -> None:
+    """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
+    import onnx as onnx_lib
+
+    from qbert.artifacts import load_meta, load_onnx
+    from qbert.atomic import check_output_dir, save_onnx, sha256_file, sidecar_path, write_json
+    from qbert.calibration.calibrate import calibrate as run_calibrate
+    from qbert.calibration.emit import emit
+    from qbert.calibration.recipe import Recipe
+
+    check_output_dir(out_path)
+    if out_path.resolve() == onnx.resolve():
+        raise QbertError("--out must differ from --onnx")
+    model = load_onnx(onnx, expect="fp32")
+    meta = load_meta(onnx)
+    if recipe_in is not None:
+        recipe = Recipe.load(recipe_in)
+    else:
+        if data is None:
+            raise QbertError("--data is required unless --recipe is given")
+        fallback = [p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else []
+        recipe = run_calibrate(onnx, meta, model, data, method=method, placement=placement, samples=samples,
+                               percentile=percentile, groups=groups, permute=permute,
+                               include_padding=include_padding, fallback=fallback, batch_size=batch_size,
+                               threads=threads)
+    qmodel, summary = emit(model, recipe, target, high_precision)
+    onnx_lib.checker.check_model(qmodel)
+    recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
+    save_onnx(qmodel, out_path)
+    if recipe_in is None or recipe_path.resolve() != recipe_in.resolve():
+        recipe.save(recipe_path)
+    quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
+             "permute": recipe.permute, "percentile": recipe.percentile, "recipe": str(recipe_path), **summary}
+    write_json(sidecar_path(out_path), {**meta, "kind": "qdq", "sha256": sha256_file(out_path),
+                                        "fp32_onnx": str(onnx), "quantization": quant})
+    show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
+                                                               else ""),
+                                    "placement": recipe.placement, "target": target,
+                                    "activations": summary["activation_dtype"],
+                                    "high precision": summary["high_precision"],
+                                    "quantized tensors": summary["quantized_sites"],
+                                    "quantized GEMMs": summary["quantized_gemms"],
+                                    "fp16/fp32 fallback": ", ".join(recipe.fallback) or "none",
+                                    "recipe": recipe_path})
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

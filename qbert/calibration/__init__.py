@@ -1,0 +1,1 @@
+"""Calibration: observe activations, pick scales (minmax/percentile/mse/entropy/PEG), emit Q/DQ ONNX."""

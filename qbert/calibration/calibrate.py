@@ -1,0 +1,92 @@
+"""`qbert calibrate`: observe the FP32 graph on calibration data, choose scales, write recipe + Q/DQ ONNX."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qbert.calibration import methods as M
+from qbert.calibration.observe import Observer
+from qbert.calibration.placement import apply_fallback, sites as placement_sites
+from qbert.calibration.recipe import Recipe, SiteScale
+from qbert.errors import QbertError
+from qbert.eval.data import batches, encode, load_dataset_spec
+from qbert.exporter.graph import parse
+from qbert.progress import progress_bar
+
+
+def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, method: str = "minmax",
+              placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
+              permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
+              batch_size: int = 16, threads: int | None = None, seed: int = 0) -> Recipe:
+    from qbert.exporter.hf import load_tokenizer
+
+    if method not in M.METHODS:
+        raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}")
+    if method == "percentile" and not 0.0 < percentile <= 100.0:
+        raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
+    if method == "peg":
+        M.check_groups(groups, meta["hidden_size"])
+    if samples < 1:
+        raise QbertError(f"--samples {samples}: must be at least 1")
+    graph = parse(model)
+    chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
+    dataset = load_dataset_spec(data, meta["label2id"])
+    if len(dataset.examples) < samples:
+        raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
+                         f"lower --samples or give more data")
+    rows = np.sort(np.random.default_rng(seed).choice(len(dataset.examples), samples, replace=False))
+    dataset.examples = [dataset.examples[i] for i in rows]
+    encoded = encode(dataset, load_tokenizer(meta["tokenizer"]), meta.get("max_length", 128))
+    pad_to = meta.get("max_length", 128) if include_padding else None
+    observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy"),
+                        include_padding=include_padding, threads=threads)
+    with progress_bar(f"calibrate [{method}]", total=len(encoded)) as advance:
+        stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.get("pad_token_id", 0),
+                                                    pad_to=pad_to)), advance)
+    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
+    return Recipe(
+        method=method, placement=placement, sites=scales,
+        percentile=percentile if method == "percentile" else None,
+        groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
+        permutation=permutation, fallback=dropped,
+        calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,
+                     "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(), "batch_size": batch_size,
+                     "include_padding": include_padding, "max_length": meta.get("max_length", 128)},
+        model={"onnx": str(onnx_path), "sha256": meta.get("sha256"), "source_model": meta.get("source_model")},
+        versions=_versions())
+
+
+def choose_scales(chosen, stats, method: str, percentile: float, groups: int, permute: bool
+                  ) -> tuple[dict[str, SiteScale], list[int] | None]:
+    """Per-site clip values from the statistics; PEG adds groups (and the stream permutation)."""
+    permutation = None
+    peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
+    if peg_sites and permute:
+        permutation = M.stream_permutation([stats[s.key].channel_amax for s in peg_sites])
+    out: dict[str, SiteScale] = {}
+    for site in chosen:
+        st = stats[site.key]
+        if site in peg_sites:
+            order = permutation if permutation is not None else np.arange(len(st.channel_amax))
+            bounds, group_amax = M.peg_groups(st.channel_amax, groups, order)
+            out[site.key] = SiteScale(site.tensor, max(group_amax), group_amax, bounds)
+            continue
+        if method == "percentile" and st.hist is not None:
+            amax = M.percentile_amax(st.hist, percentile)
+        elif method == "mse" and st.hist is not None:
+            amax = M.mse_amax(st.hist)
+        elif method == "entropy" and st.hist is not None:
+            amax = M.entropy_amax(st.hist)
+        else:
+            amax = st.amax
+        out[site.key] = SiteScale(site.tensor, float(min(amax, st.amax) if amax else st.amax))
+    return out, None if permutation is None else [int(i) for i in permutation]
+
+
+def _versions() -> dict[str, str]:
+    from qbert.exporter.export import versions
+
+    return versions()

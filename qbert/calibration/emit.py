@@ -1,0 +1,252 @@
+"""Recipe + FP32 graph + target → Q/DQ ONNX that runs on integer kernels.
+
+- Activations: per-tensor Q→DQ (`trt`: INT8, zero point 0; `ort-cpu`: UINT8, zero point 128 — the same
+  symmetric grid shifted, which is what ORT's fast x86 U8S8 kernels want).
+- Weights of every GEMM whose input is quantized: INT8 initializer + DequantizeLinear, per output channel
+  (axis 1 of the [in, out] MatMul weight).
+- PEG sites: K Slice→Q→DQ groups over contiguous channels; each consuming GEMM becomes K GEMMs over the
+  matching weight rows whose partial products are summed — K per-tensor INT8 GEMMs, legal for TensorRT and
+  fused by ORT into K MatMulIntegerToFloat. Non-GEMM consumers (full placement) read a Concat of the groups.
+- High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from qbert.calibration import placement as placement_mod
+from qbert.calibration.methods import QMAX, scale_of
+from qbert.calibration.peg import Initializers, fold_stream_permutation
+from qbert.calibration.recipe import Recipe, SiteScale
+from qbert.errors import QbertError
+from qbert.exporter.graph import BertGraph, Linear, parse
+
+TARGETS = ("trt", "ort-cpu")
+
+
+class Emitter:
+    def __init__(self, model: Any, target: str, high_precision: str):
+        if target not in TARGETS:
+            raise QbertError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+        if high_precision not in ("fp16", "fp32"):
+            raise QbertError(f"--high-precision {high_precision!r}: choose fp16 or fp32")
+        self.model, self.target, self.high = model, target, high_precision
+        self.inits = Initializers(model)
+        self.new_nodes: list[Any] = []
+        self.counter = 0
+        self.quantized_gemms = 0
+        self.weight_cache: dict[tuple[str, int, int], str] = {}
+
+    def uid(self, stem: str) -> str:
+        self.counter += 1
+        return f"qbert/{stem}/{self.counter}"
+
+    # -- activations -----------------------------------------------------------------------------------
+    def qdq(self, tensor: str, amax: float, stem: str) -> str:
+        scale = self.inits.add(f"{stem}.scale", np.array(scale_of(amax), dtype=np.float32))
+        if self.target == "trt":
+            zp = self.inits.add(f"{stem}.zero_point", np.array(0, dtype=np.int8))
+        else:
+            zp = self.inits.add(f"{stem}.zero_point", np.array(128, dtype=np.uint8))
+        q, dq = f"{stem}.q", f"{stem}.dq"
+        self.new_nodes += [helper.make_node("QuantizeLinear", [tensor, scale, zp], [q], name=self.uid(stem + "/Q")),
+                           helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
+        return dq
+
+    def slice_last(self, tensor: str, start: int, end: int, stem: str) -> str:
+        names = [self.inits.add(f"{stem}.{k}", np.array([v], dtype=np.int64))
+                 for k, v in (("starts", start), ("ends", end), ("axes", -1))]
+        out = f"{stem}.slice"
+        self.new_nodes.append(helper.make_node("Slice", [tensor, *names], [out], name=self.uid(stem + "/Slice")))
+        return out
+
+    # -- weights ---------------------------------------------------------------------------------------
+    def weight_dq(self, weight: str, rows: tuple[int, int] | None = None) -> str:
+        """INT8 per-output-channel weight (optionally a row slice) behind a DequantizeLinear."""
+        w = self.inits.get(weight).astype(np.float32)
+        key = (weight, *(rows or (0, w.shape[0])))
+        if key in self.weight_cache:
+            return self.weight_cache[key]
+        scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / QMAX
+        q = np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8)
+        if rows is not None:
+            q = q[rows[0]:rows[1]]
+        stem = f"{weight}.rows{key[1]}_{key[2]}" if rows else weight
+        qn = self.inits.add(f"{stem}.int8", q)
+        sn = self.inits.add(f"{stem}.scale", scale.astype(np.float32))
+        zn = self.inits.add(f"{stem}.zero_point", np.zeros(scale.shape, dtype=np.int8))
+        out = f"{stem}.dq"
+        self.new_nodes.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [out], axis=1,
+                                               name=self.uid(stem + "/DQ")))
+        self.weight_cache[key] = out
+        return out
+
+    def quantize_linear(self, lin: Linear, act_dq: str) -> None:
+        lin.node.input[0] = act_dq
+        lin.node.input[1] = self.weight_dq(lin.weight)
+        self.quantized_gemms += 1
+
+    def peg_linear(self, lin: Linear, group_dqs: list[str], bounds: list[list[int]]) -> None:
+        """Replace X·W by Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :])."""
+        out = lin.node.output[0]
+        partial = []
+        for k, ((a, b), dq) in enumerate(zip(bounds, group_dqs)):
+            name = f"{lin.name}.peg{k}"
+            self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(lin.weight, (a, b))], [name],
+                                                   name=self.uid(f"{lin.name}/MatMul_g{k}")))
+            partial.append(name)
+            self.quantized_gemms += 1
+        acc = partial[0]
+        for k, p in enumerate(partial[1:], start=1):
+            nxt = out if k == len(partial) - 1 else f"{lin.name}.pegsum{k}"
+            self.new_nodes.append(helper.make_node("Add", [acc, p], [nxt], name=self.uid(f"{lin.name}/AddG{k}")))
+            acc = nxt
+        lin.node.op_type = "Identity"  # removed below: the partial sums now produce `out`
+        del lin.node.input[:]
+        lin.node.input.append(acc if acc != out else "")
+
+    def finish(self) -> Any:
+        graph = self.model.graph
+        keep = [n for n in graph.node if not (n.op_type == "Identity" and list(n.input) == [""])]
+        del graph.node[:]
+        graph.node.extend(_toposort(keep + self.new_nodes, self.model))
+        _drop_unused_initializers(self.model)
+        if self.high == "fp16":
+            to_fp16(self.model)
+        return self.model
+
+
+def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = None) -> tuple[Any, dict]:
+    """Return (Q/DQ model, summary) for `target`; `high_precision` defaults to the target's fast dtype."""
+    high = high_precision or ("fp16" if target == "trt" else "fp32")
+    model = onnx.ModelProto()
+    model.CopyFrom(fp32)
+    graph = parse(model)
+    em = Emitter(model, target, high)
+    if recipe.permutation is not None:
+        fold_stream_permutation(graph, np.asarray(recipe.permutation), em.inits)
+    all_sites = placement_mod.sites(graph, recipe.placement)
+    linears = {l.name: l for l in graph.linears()}
+    for site in all_sites:
+        scale = recipe.sites.get(site.key)
+        if scale is None:
+            continue  # high-precision fallback
+        _emit_site(em, graph, site, scale, linears)
+    em.finish()
+    meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
+            "quantized_sites": len([s for s in all_sites if s.key in recipe.sites]),
+            "fallback": recipe.fallback, "activation_dtype": "int8" if target == "trt" else "uint8"}
+    return model, meta
+
+
+def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: SiteScale,
+               linears: dict[str, Linear]) -> None:
+    gemm_nodes = {linears[n].node.name: linears[n] for n in site.gemm_inputs}
+    if site.consumers is None:
+        targets = [(n.name, i) for n in graph.consumers(site.tensor) for i, x in enumerate(n.input)
+                   if x == site.tensor and not n.name.startswith("qbert/")]
+    else:
+        targets = site.consumers
+    nodes = {n.name: n for n in graph.model.graph.node}
+    stem = f"act.{site.key}"
+    if scale.bounds is None:
+        dq = em.qdq(site.tensor, scale.amax, stem)
+        for name, idx in targets:
+            if name in gemm_nodes and idx == 0:
+                em.quantize_linear(gemm_nodes[name], dq)
+            else:
+                nodes[name].input[idx] = dq
+                if nodes[name].op_type == "MatMul" and idx == 0:
+                    em.quantized_gemms += 1  # attention batched matmul with both operands quantized
+        return
+    group_dqs = []
+    for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):
+        sl = em.slice_last(site.tensor, a, b, f"{stem}.g{k}")
+        group_dqs.append(em.qdq(sl, amax, f"{stem}.g{k}"))
+    concat = None
+    for name, idx in targets:
+        if name in gemm_nodes and idx == 0:
+            em.peg_linear(gemm_nodes[name], group_dqs, scale.bounds)
+        else:
+            if concat is None:
+                concat = f"{stem}.concat"
+                em.new_nodes.append(helper.make_node("Concat", group_dqs, [concat], axis=-1,
+                                                     name=em.uid(stem + "/Concat")))
+            nodes[name].input[idx] = concat
+
+
+def _toposort(nodes: list[Any], model: Any) -> list[Any]:
+    ready = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    producers: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            producers[o] = i
+    order, placed, visiting = [], set(), set()
+
+    def visit(i: int) -> None:
+        stack = [(i, False)]
+        while stack:
+            j, done = stack.pop()
+            if j in placed:
+                continue
+            if done:
+                placed.add(j)
+                order.append(nodes[j])
+                continue
+            if j in visiting:
+                raise QbertError("internal error: cycle while emitting the Q/DQ graph")
+            visiting.add(j)
+            stack.append((j, True))
+            for x in nodes[j].input:
+                if x not in ready and x in producers and producers[x] not in placed:
+                    stack.append((producers[x], False))
+
+    for i in range(len(nodes)):
+        visit(i)
+    return order
+
+
+def _drop_unused_initializers(model: Any) -> None:
+    used = {x for n in model.graph.node for x in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def to_fp16(model: Any) -> None:
+    """FP16 everywhere that is not INT8, in the graph's own dtypes (TensorRT is strongly typed).
+
+    LayerNormalization keeps its default FP32 statistics (stash_type=1); the attention mask value −10⁴ and
+    BERT's activations fit FP16's range. Logits are cast back to FP32 for the caller.
+    """
+    from onnx import numpy_helper
+
+    for i, t in enumerate(model.graph.initializer):
+        if t.data_type == TensorProto.FLOAT:
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for n in model.graph.node:
+        if n.op_type == "Cast":
+            for a in n.attribute:
+                if a.name == "to" and a.i == TensorProto.FLOAT:
+                    a.i = TensorProto.FLOAT16
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+    for out in model.graph.output:
+        if out.type.tensor_type.elem_type == TensorProto.FLOAT:
+            half = out.name + ".fp16"
+            for n in model.graph.node:
+                for i, x in enumerate(n.output):
+                    if x == out.name:
+                        n.output[i] = half
+                for i, x in enumerate(n.input):
+                    if x == out.name:
+                        n.input[i] = half
+            model.graph.node.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT,
+                                                     name=f"qbert/{out.name}/CastFP32"))
+    del model.graph.value_info[:]

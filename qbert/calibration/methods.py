@@ -1,0 +1,106 @@
+"""Scale selection from streamed statistics (pure numpy): minmax, percentile, mse, entropy, and PEG groups.
+
+All methods are symmetric: they return an amax (clip value) and the INT8 scale is amax / 127. Nothing here
+can produce an unsigned range — the study's percentile code clamped the lower bound to 0 and zeroed every
+negative value; |x| histograms make that impossible by construction.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from qbert.calibration.observe import AbsHistogram
+from qbert.errors import QbertError
+
+METHODS = ("minmax", "percentile", "mse", "entropy", "peg")
+QMAX = 127.0
+TINY = 1e-8  # floor for all-zero tensors: scale must never be 0 or NaN
+
+
+def scale_of(amax: float) -> float:
+    return max(float(amax), TINY) / QMAX
+
+
+def percentile_amax(hist: AbsHistogram, percentile: float) -> float:
+    if not 0.0 < percentile <= 100.0:
+        raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
+    total = hist.counts.sum()
+    if total == 0:
+        return 0.0
+    cdf = np.cumsum(hist.counts)
+    i = int(np.searchsorted(cdf, percentile / 100.0 * total, side="left"))
+    return float(hist.edges[min(i, hist.bins - 1) + 1])
+
+
+def mse_amax(hist: AbsHistogram, candidates: int = 512) -> float:
+    """Clip value minimising the expected squared error: rounding noise (s²/12) below it, clipping above."""
+    counts = hist.counts.astype(np.float64)
+    if counts.sum() == 0:
+        return 0.0
+    centers = (hist.edges[:-1] + hist.edges[1:]) / 2
+    last = int(np.nonzero(counts)[0][-1]) + 1
+    clips = hist.edges[1:last + 1][np.unique(np.linspace(0, last - 1, min(candidates, last)).astype(int))]
+    c_n, c_m, c_m2 = (np.cumsum(counts), np.cumsum(counts * centers), np.cumsum(counts * centers ** 2))
+    tot_n, tot_m, tot_m2 = c_n[-1], c_m[-1], c_m2[-1]
+    idx = np.searchsorted(centers, clips, side="left")  # bins with center < clip are inside
+    inside = np.where(idx > 0, c_n[np.maximum(idx - 1, 0)], 0.0)
+    in_m = np.where(idx > 0, c_m[np.maximum(idx - 1, 0)], 0.0)
+    in_m2 = np.where(idx > 0, c_m2[np.maximum(idx - 1, 0)], 0.0)
+    out_n, out_m, out_m2 = tot_n - inside, tot_m - in_m, tot_m2 - in_m2
+    err = inside * (clips / QMAX) ** 2 / 12.0 + (out_m2 - 2 * clips * out_m + clips ** 2 * out_n)
+    return float(clips[int(np.argmin(err))])
+
+
+def entropy_amax(hist: AbsHistogram, target_bins: int = 128, max_bins: int = 2048) -> float:
+    """TensorRT's KL-divergence calibration on the |x| histogram (reduced to ≤ 2048 bins)."""
+    counts = hist.counts.astype(np.float64)
+    factor = max(1, hist.bins // max_bins)
+    counts = counts.reshape(-1, factor).sum(1)
+    width = hist.range / len(counts)
+    if counts.sum() == 0:
+        return 0.0
+    last = int(np.nonzero(counts)[0][-1]) + 1
+    if last <= target_bins:
+        return float(last * width)
+    best_i, best_kl = last, np.inf
+    for i in range(target_bins, last + 1, max(1, (last - target_bins) // 512)):
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()
+        src = counts[:i]
+        starts = (np.arange(target_bins) * i) // target_bins
+        chunk = np.repeat(np.arange(target_bins), np.diff(np.append(starts, i)))
+        nz = src > 0
+        sums, nzc = np.add.reduceat(src, starts), np.add.reduceat(nz.astype(np.float64), starts)
+        q = np.where(nz, sums[chunk] / np.maximum(nzc[chunk], 1), 0.0)
+        valid = p > 0
+        if (q[valid] == 0).any():
+            continue
+        pn, qn = p[valid] / p.sum(), q[valid] / q.sum()
+        kl = float(np.sum(pn * np.log(pn / qn)))
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return float(best_i * width)
+
+
+def peg_groups(channel_amax: np.ndarray, groups: int, order: np.ndarray) -> tuple[list[list[int]], list[float]]:
+    """Split channels (taken in `order`) into `groups` contiguous equal slices; one amax per slice."""
+    d = len(channel_amax)
+    check_groups(groups, d)
+    size = d // groups
+    bounds = [[k * size, (k + 1) * size] for k in range(groups)]
+    ordered = channel_amax[order]
+    return bounds, [float(ordered[a:b].max()) for a, b in bounds]
+
+
+def check_groups(groups: int, hidden: int) -> None:
+    if groups < 1:
+        raise QbertError(f"--groups {groups}: must be a positive integer")
+    if hidden % groups:
+        raise QbertError(f"--groups {groups} does not divide the hidden size {hidden}; pick a divisor "
+                         f"such as {', '.join(str(k) for k in range(2, 13) if hidden % k == 0)}")
+
+
+def stream_permutation(channel_amax: list[np.ndarray]) -> np.ndarray:
+    """One channel order for the whole residual stream: ascending by each channel's worst range relative to
+    its tensor's median, so channels that are outliers in any layer end up together in the last group."""
+    rel = np.max(np.stack([c / max(float(np.median(c)), TINY) for c in channel_amax]), axis=0)
+    return np.argsort(rel, kind="stable")

@@ -1,0 +1,138 @@
+"""Streaming activation statistics: ORT runs the FP32 graph with the observed tensors exposed as outputs.
+
+Per batch, each tensor is reduced at once to: absolute max, per-channel absolute max (hidden-dim tensors),
+a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
+bounded by one batch's activations (unlike ORT's calibrators, which keep every activation), and
+variable-length batches are no problem. Padding positions are excluded through the attention mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from qbert.calibration.placement import Site
+from qbert.errors import QbertError
+
+
+class AbsHistogram:
+    """Histogram of |x| over [0, range): when a value exceeds the range, the range doubles and pairs of
+    bins merge, so one pass suffices and resolution stays within 2× of the final range / bins."""
+
+    def __init__(self, bins: int = 4096):
+        self.bins = bins
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.range = 0.0
+
+    def add(self, a: np.ndarray) -> None:
+        if a.size == 0:
+            return
+        top = float(a.max())
+        if self.range == 0.0:
+            self.range = top if top > 0 else 1e-12
+        while top >= self.range:
+            merged = self.counts.reshape(-1, 2).sum(1)
+            self.counts = np.concatenate([merged, np.zeros(self.bins // 2, dtype=np.int64)])
+            self.range *= 2.0
+        idx = np.minimum((a * (self.bins / self.range)).astype(np.int64), self.bins - 1)
+        self.counts += np.bincount(idx.ravel(), minlength=self.bins)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, self.range, self.bins + 1)
+
+
+@dataclass
+class TensorStats:
+    amax: float = 0.0
+    count: int = 0
+    nonfinite: int = 0
+    channel_amax: np.ndarray | None = None
+    hist: AbsHistogram | None = None
+    sum_sq: float = 0.0
+    sum_x: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _token_mask(mask: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean mask broadcastable to a tensor of `layout` (bsh, bhsd, bhds, bhss)."""
+    m = mask.astype(bool)
+    if layout == "bsh":
+        return m[:, :, None]
+    if layout == "bhsd":
+        return m[:, None, :, None]
+    if layout == "bhds":
+        return m[:, None, None, :]
+    if layout == "bhss":
+        return m[:, None, :, None] & m[:, None, None, :]
+    raise ValueError(layout)
+
+
+def masked_values(x: np.ndarray, layout: str, mask: np.ndarray | None) -> np.ndarray:
+    """Rows of a [.., d] view with padding removed (bsh keeps channels as the last axis)."""
+    if mask is None:
+        return x.reshape(-1, x.shape[-1]) if layout == "bsh" else x.ravel()
+    if layout == "bsh":
+        return x[mask.astype(bool)]  # [tokens, d]
+    full = np.broadcast_to(_token_mask(mask, layout, x.shape), x.shape)
+    return x[full]
+
+
+class Observer:
+    """Feeds batches through ORT and accumulates TensorStats per site."""
+
+    def __init__(self, model, sites: list[Site], histograms: bool, include_padding: bool = False,
+                 threads: int | None = None, bins: int = 4096):
+        import onnx
+        import onnxruntime as ort
+
+        self.sites = sites
+        self.include_padding = include_padding
+        names = list(dict.fromkeys(s.tensor for s in sites))
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        existing = {o.name for o in probe.graph.output}
+        for name in names:
+            if name not in existing:
+                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.enable_cpu_mem_arena = False  # give each batch's activations back instead of pooling them
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        self.names = names
+        self.stats = {s.key: TensorStats(hist=AbsHistogram(bins) if histograms else None) for s in sites}
+
+    def observe(self, feeds: dict[str, np.ndarray]) -> None:
+        outs = dict(zip(self.names, self.session.run(self.names, feeds)))
+        mask = None if self.include_padding else feeds["attention_mask"]
+        for site in self.sites:
+            x = outs[site.tensor]
+            st = self.stats[site.key]
+            vals = masked_values(x, site.layout, mask)
+            finite = np.isfinite(vals)
+            if not finite.all():
+                st.nonfinite += int((~finite).sum())
+                vals = np.where(finite, vals, 0.0)
+            a = np.abs(vals)
+            if a.size:
+                st.amax = max(st.amax, float(a.max()))
+                if site.layout == "bsh":
+                    ch = a.max(axis=0)
+                    st.channel_amax = ch if st.channel_amax is None else np.maximum(st.channel_amax, ch)
+                if st.hist is not None:
+                    st.hist.add(a)
+            st.count += int(a.size)
+
+    def run(self, batches: Iterable[dict[str, np.ndarray]], advance=lambda n: None) -> dict[str, TensorStats]:
+        for feeds in batches:
+            self.observe(feeds)
+            advance(len(feeds["input_ids"]))
+        bad = [k for k, s in self.stats.items() if s.nonfinite]
+        if bad:
+            raise QbertError(f"activations contain NaN/Inf at {bad[:3]}: the FP32 model is broken for this "
+                             "data; check the model and inputs before calibrating")
+        return self.stats

@@ -1,0 +1,92 @@
+"""Where quantizers go. A Site is one activation tensor to quantize and the consumers that read it quantized.
+
+- `trt`: inputs of every GEMM (Q/K/V, attention output, FFN in/out) and both operands of the attention
+  batched matmuls; LayerNorm, Softmax, GELU and residual adds read the unquantized tensor. This is what
+  TensorRT fuses into INT8 kernels.
+- `full`: Bondarenko's W8A8 (the study's setting): every activation is quantized once after its producer and
+  all consumers read the quantized value — embedding sums, Q/K/V, scores, softmax, context, dense outputs,
+  residual sums (u, y), LayerNorm outputs (x, z), GELU output, FFN output (h).
+
+Pooler and classifier GEMMs stay high precision under both: they run once per sequence on a [batch, d]
+matrix (< 0.1 % of FLOPs at seq 128), and TensorRT/ModelOpt skip GEMMs with M = 1 at batch 1 anyway.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from qbert.errors import QbertError
+from qbert.exporter.graph import BertGraph
+
+PLACEMENTS = ("trt", "full")
+# Tensors in the residual stream's channel order: the ones PEG groups and the global permutation reorders.
+STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "g", "u", "x", "h", "y", "z")
+
+
+@dataclass
+class Site:
+    key: str  # e.g. layer.3.x — what recipes and --fp16-fallback patterns refer to
+    tensor: str  # ONNX tensor name
+    layout: str  # bsh, bhsd, bhds or bhss: which axes are batch/token (for padding masks)
+    consumers: list[tuple[str, int]] | None = None  # (node name, input index); None = every consumer
+    stream: bool = False  # in residual-stream channel order (PEG-eligible)
+    gemm_inputs: list[str] = field(default_factory=list)  # Linear names that read this site
+
+
+def _role(key: str) -> str:
+    return key.split(".", 2)[-1] if key.startswith("layer.") else key
+
+
+def sites(graph: BertGraph, placement: str) -> list[Site]:
+    if placement not in PLACEMENTS:
+        raise QbertError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
+    out: list[Site] = []
+    prev_key, prev_tensor = "emb.ln", graph.emb_ln.output[0]
+    if placement == "full":
+        a1, a2 = graph.emb_adds[:2]
+        out += [Site("emb.sum1", a1.output[0], "bsh", stream=True),
+                Site("emb.sum2", a2.output[0], "bsh", stream=True),
+                Site("emb.ln", prev_tensor, "bsh", stream=True)]
+    for layer in graph.layers:
+        lin, t, i = layer.linears, layer.tensors, layer.index
+        qkv = [lin[r] for r in ("query", "key", "value")]
+        if placement == "trt":
+            out += [
+                Site(prev_key, prev_tensor, "bsh", [(l.node.name, 0) for l in qkv], True, [l.name for l in qkv]),
+                Site(f"layer.{i}.q", t["q"], "bhsd", [(layer.bmm_qk.name, 0)]),
+                Site(f"layer.{i}.k_t", t["k_t"], "bhds", [(layer.bmm_qk.name, 1)]),
+                Site(f"layer.{i}.p", t["p"], "bhss", [(layer.bmm_pv.name, 0)]),
+                Site(f"layer.{i}.v", t["v"], "bhsd", [(layer.bmm_pv.name, 1)]),
+                Site(f"layer.{i}.context", t["context"], "bsh", [(lin["attn_out"].node.name, 0)], False,
+                     [lin["attn_out"].name]),
+                Site(f"layer.{i}.x", t["x"], "bsh", [(lin["ffn1"].node.name, 0)], True, [lin["ffn1"].name]),
+                Site(f"layer.{i}.a", t["a"], "bsh", [(lin["ffn2"].node.name, 0)], False, [lin["ffn2"].name]),
+            ]
+        else:
+            layouts = {"q": "bhsd", "k_t": "bhds", "scores": "bhss", "p": "bhss", "v": "bhsd"}
+            readers = {"context": ["attn_out"], "x": ["ffn1"], "a": ["ffn2"], "z": []}
+            for role in ("q", "k_t", "v", "scores", "p", "context", "g", "u", "x", "a", "h", "y", "z"):
+                out.append(Site(f"layer.{i}.{role}", t[role], layouts.get(role, "bsh"), None,
+                                role in STREAM_ROLES, [lin[r].name for r in readers.get(role, [])]))
+            if out and prev_key.startswith(("emb", "layer")):
+                first = next(s for s in out if s.key == prev_key)
+                first.gemm_inputs = [l.name for l in qkv]
+        prev_key, prev_tensor = f"layer.{i}.z", t["z"]
+    return out
+
+
+def apply_fallback(all_sites: list[Site], patterns: list[str]) -> tuple[list[Site], list[str]]:
+    """Drop sites matching any pattern (`layer.*.x`, `layer.3.*`, or a bare role like `h`)."""
+    if not patterns:
+        return all_sites, []
+    kept, dropped = [], []
+    for s in all_sites:
+        hit = any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(_role(s.key), p) or p == s.tensor
+                  for p in patterns)
+        (dropped if hit else kept).append(s)
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(_role(s.key), p)
+                                              or p == s.tensor for s in all_sites)]
+    if unknown:
+        raise QbertError(f"--fp16-fallback {unknown} match no quantized tensor; keys look like "
+                         f"{all_sites[0].key}, layer.0.x, or roles like x, h, y")
+    return kept, [s.key for s in dropped]
