@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qbert.errors import QbertError
@@ -28,10 +29,11 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except QbertError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except PermissionError as e:
-            err.print(f"[bold red]error:[/] permission denied: {e.filename}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] permission denied: {escape(str(e.filename))}", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; no partial output was written")
@@ -41,8 +43,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def show(title: str, rows: dict[str, Any]) -> None:
-    from rich.markup import escape
-
     table = Table(title=escape(title), show_header=False, title_justify="left")
     for key, value in rows.items():
         table.add_row(escape(key), escape(f"{value:.4g}" if isinstance(value, float) else str(value)))
@@ -205,6 +205,31 @@ def calibrate(
                                     "quantized GEMMs": summary["quantized_gemms"],
                                     "fp16/fp32 fallback": ", ".join(recipe.fallback) or "none",
                                     "recipe": recipe_path})
+
+
+@app.command()
+@guarded
+def build(
+    onnx: Path = typer.Option(..., "--onnx", help="Q/DQ ONNX from qbert calibrate --target trt (or any ONNX)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Engine plan to write (+ <out>.json sidecar)."),
+    backend: str = typer.Option("auto", help="auto | tensorrt | tensorrt-rtx (auto prefers tensorrt)."),
+    sm: int = typer.Option(86, help="TensorRT-RTX target compute capability (86 = RTX 30xx, e.g. RTX 3050)."),
+    shapes: Optional[str] = typer.Option(None, help="Profile min/opt/max as BxS/BxS/BxS (default 1x1/8x128/32x128)."),
+    opt_level: int = typer.Option(3, help="Builder optimization level 0-5."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update."),
+    force: bool = typer.Option(False, help="Rebuild even if an identical cached plan exists."),
+) -> None:
+    """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
+    from qbert.engines.tensorrt import build as run_build
+
+    with err.status(f"building {out_path} …"):
+        meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
+                         timing_cache=timing_cache, force=force)
+    show(f"engine {out_path}", {"backend": f"{meta['backend']} {meta['version']}", "target": meta["target"],
+                                "profile": " / ".join(f"{b}x{s}" for b, s in meta["profile"]),
+                                "plan MB": round(meta["plan_bytes"] / 2**20, 1),
+                                "cache": "hit (reused)" if meta["cache_hit"] else "miss (built)",
+                                "build s": meta["build_seconds"]})
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ WORDS = ("the a is was who what when where how many city river king war year bui
          "france paris bridge moon mars two small large first last people music book water red blue "
          "of in on at by and or not to from with for it he she they this that").split()
 OUTLIER_CHANNELS = (5, 19)
-OUTLIER_LAYER = 1
+OUTLIER_LAYER = 0
 
 requires_fixture = pytest.mark.skipif(not (FIXTURE / "config.json").is_file() or not EVAL_TSV.is_file(),
                                       reason="../shared fixture and data not present")

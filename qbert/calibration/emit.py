@@ -220,10 +220,14 @@ def to_fp16(model: Any) -> None:
     """FP16 everywhere that is not INT8, in the graph's own dtypes (TensorRT is strongly typed).
 
     LayerNormalization keeps its default FP32 statistics (stash_type=1); the attention mask value −10⁴ and
-    BERT's activations fit FP16's range. Logits are cast back to FP32 for the caller.
+    BERT's activations fit FP16's range. Logits are cast back to FP32 for the caller. The opset is raised to
+    19, the first whose QuantizeLinear/DequantizeLinear take FP16 scales.
     """
     from onnx import numpy_helper
 
+    for op in model.opset_import:  # FP16 Q/DQ scales need opset 19 (opset 17 allows only FP32 scales)
+        if op.domain in ("", "ai.onnx") and op.version < 19:
+            op.version = 19
     for i, t in enumerate(model.graph.initializer):
         if t.data_type == TensorProto.FLOAT:
             model.graph.initializer[i].CopyFrom(

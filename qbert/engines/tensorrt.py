@@ -1,0 +1,223 @@
+"""TensorRT and TensorRT-RTX behind one code path: the module is chosen at run time and imported lazily.
+
+Building needs no GPU with TensorRT-RTX (ahead-of-time for a compute capability, e.g. SM86 = RTX 3050);
+standard TensorRT builds for the GPU it runs on. Running needs a CUDA GPU and cuda-python (extra `gpu`).
+Networks are always strongly typed: the ONNX dtypes (INT8 Q/DQ, FP16 elsewhere) are the precision.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qbert.atomic import read_json, sha256_file, sidecar_path, write_bytes, write_json
+from qbert.engines.base import Engine
+from qbert.errors import QbertError
+from qbert.eval.data import INPUT_NAMES
+
+BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
+DEFAULT_SHAPES = ((1, 1), (8, 128), (32, 128))  # (batch, seq) min / opt / max
+
+
+def import_trt(backend: str = "auto") -> tuple[Any, str]:
+    """(module, backend name): `tensorrt` first under auto (it runs W8A8 INT8 GEMMs), else `tensorrt_rtx`."""
+    if backend not in BACKENDS:
+        raise QbertError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    order = {"auto": ("tensorrt", "tensorrt-rtx"), "tensorrt": ("tensorrt",), "tensorrt-rtx": ("tensorrt-rtx",)}
+    for name in order[backend]:
+        try:
+            module = __import__(name.replace("-", "_"))
+            return module, name
+        except ImportError:
+            continue
+    raise QbertError(f"no TensorRT module for --backend {backend}: pip install 'qbert[rtx]' (TensorRT-RTX) "
+                     "or 'qbert[trt]' (TensorRT)")
+
+
+def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
+    """`1x1/8x128/32x128` → ((1, 1), (8, 128), (32, 128))."""
+    if not spec:
+        return DEFAULT_SHAPES
+    try:
+        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in spec.split("/"))
+        assert len(shapes) == 3 and all(len(s) == 2 and min(s) >= 1 for s in shapes)
+    except (ValueError, AssertionError):
+        raise QbertError(f"--shapes {spec!r}: expected min/opt/max as BxS/BxS/BxS, e.g. 1x1/8x128/32x128") from None
+    for i in range(2):
+        if not shapes[0][i] <= shapes[1][i] <= shapes[2][i]:
+            raise QbertError(f"--shapes {spec!r}: need min ≤ opt ≤ max in each dimension")
+    return shapes
+
+
+def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shapes: str | None = None,
+          opt_level: int = 3, timing_cache: Path | None = None, force: bool = False) -> dict[str, Any]:
+    """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan."""
+    from qbert.artifacts import load_onnx
+
+    load_onnx(onnx_path)
+    trt, name = import_trt(backend)
+    profile = parse_shapes(shapes)
+    key_fields = {"onnx_sha256": sha256_file(onnx_path), "backend": name, "version": trt.__version__,
+                  "sm": sm if name == "tensorrt-rtx" else "current-gpu", "profile": profile,
+                  "opt_level": opt_level}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+    side = sidecar_path(out)
+    if not force and out.is_file() and side.is_file():
+        old = read_json(side, "engine sidecar")
+        if old.get("cache_key") == key and old.get("plan_sha256") == sha256_file(out):
+            return {**old, "cache_hit": True}
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # strongly typed is the only mode in TRT 11 / TRT-RTX
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+        raise QbertError(f"{name} cannot parse {onnx_path}: {errors[:400]}")
+    config = builder.create_builder_config()
+    config.builder_optimization_level = opt_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the inspector
+    if name == "tensorrt-rtx":
+        cc = getattr(trt.ComputeCapability, f"SM{sm}", None)
+        if cc is None:
+            valid = [c for c in dir(trt.ComputeCapability) if c.startswith("SM")]
+            raise QbertError(f"--sm {sm}: TensorRT-RTX {trt.__version__} targets {', '.join(valid)}")
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(cc, 0)
+    opt = builder.create_optimization_profile()
+    for inp in INPUT_NAMES:
+        opt.set_shape(inp, *profile)
+    config.add_optimization_profile(opt)
+    cache = None
+    if timing_cache is not None and hasattr(config, "create_timing_cache"):
+        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=True)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise QbertError(f"{name} failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    seconds = time.perf_counter() - t0
+    write_bytes(out, bytes(plan))
+    if cache is not None:
+        write_bytes(timing_cache, bytes(cache.serialize()))
+    meta = {"format": "qbert-plan", **key_fields, "cache_key": key, "plan_sha256": sha256_file(out),
+            "plan_bytes": out.stat().st_size, "onnx": str(onnx_path), "build_seconds": round(seconds, 2),
+            "target": f"SM{sm}" if name == "tensorrt-rtx" else "current GPU", "cache_hit": False}
+    write_json(side, meta)
+    return meta
+
+
+def check_plan(plan: Path) -> dict[str, Any]:
+    """Validate a plan file against its sidecar before handing it to TensorRT."""
+    if not plan.is_file():
+        raise QbertError(f"engine plan {plan} not found")
+    if plan.stat().st_size == 0:
+        raise QbertError(f"engine plan {plan} is empty; rebuild it with qbert build")
+    side = sidecar_path(plan)
+    if not side.is_file():
+        raise QbertError(f"{plan} has no qbert sidecar ({side.name}); it is foreign or incomplete — rebuild with qbert build")
+    meta = read_json(side, "engine sidecar")
+    if meta.get("format") != "qbert-plan":
+        raise QbertError(f"{side} is not a qbert engine sidecar; rebuild with qbert build")
+    if sha256_file(plan) != meta.get("plan_sha256"):
+        raise QbertError(f"{plan} does not match its sidecar (corrupt or replaced); rebuild with qbert build")
+    trt, name = import_trt(meta["backend"])
+    if trt.__version__ != meta.get("version"):
+        raise QbertError(f"{plan} was built with {name} {meta.get('version')}, this is {trt.__version__}; rebuild it")
+    return meta
+
+
+def gpu_available() -> tuple[bool, str]:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            return False, "cuda-python is not installed (pip install 'qbert[gpu]')"
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        return False, "no CUDA GPU is visible"
+    return True, f"{count} CUDA device(s)"
+
+
+class TensorRTEngine(Engine):
+    """Runs a plan with execute_async_v3 on device buffers; timing with CUDA events lives in bench."""
+
+    name = "tensorrt"
+
+    def __init__(self, plan: str, **_: Any):
+        self.plan = Path(plan)
+        self.meta = check_plan(self.plan)
+        ok, why = gpu_available()
+        if not ok:
+            raise QbertError(f"--engine tensorrt needs a CUDA GPU: {why}; use --engine ort-cpu on this machine")
+        from cuda.bindings import runtime as cudart
+
+        self.cudart = cudart
+        self.trt, self.backend = import_trt(self.meta["backend"])
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
+        if self.engine is None:
+            raise QbertError(f"{self.backend} could not deserialize {self.plan} (wrong GPU or version); rebuild it")
+        self.context = self.engine.create_execution_context()
+        _, self.stream = cudart.cudaStreamCreate()
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                self.cudart.cudaFree(ptr)
+            _, ptr = self.cudart.cudaMalloc(nbytes)
+            self.buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        cudart = self.cudart
+        kind = cudart.cudaMemcpyKind
+        for name in INPUT_NAMES:
+            arr = np.ascontiguousarray(feeds[name], dtype=np.int64)
+            self.context.set_input_shape(name, arr.shape)
+            ptr = self._buffer(name, arr.nbytes)
+            cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+            self.context.set_tensor_address(name, ptr)
+        shape = tuple(self.context.get_tensor_shape("logits"))
+        out = np.empty(shape, dtype=np.float32)
+        optr = self._buffer("logits", out.nbytes)
+        self.context.set_tensor_address("logits", optr)
+        self.context.execute_async_v3(self.stream)
+        cudart.cudaMemcpyAsync(out.ctypes.data, optr, out.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
+        cudart.cudaStreamSynchronize(self.stream)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "backend": self.backend, "version": self.trt.__version__,
+                "plan": str(self.plan), "target": self.meta.get("target"), "high_precision": "fp16",
+                "device_memory_bytes": int(getattr(self.engine, "device_memory_size_v2",
+                                                   getattr(self.engine, "device_memory_size", 0)))}
+
+    def census(self) -> dict[str, Any]:
+        """INT8 vs FP16 GEMM layers from IEngineInspector (needs DETAILED profiling verbosity at build)."""
+        inspector = self.engine.create_engine_inspector()
+        inspector.execution_context = self.context
+        info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
+        counts = {"int8": 0, "fp16": 0, "fp32": 0}
+        for layer in info.get("Layers", []):
+            if not isinstance(layer, dict):
+                continue
+            kind = str(layer.get("LayerType", "")) + str(layer.get("Name", ""))
+            if "gemm" in kind.lower() or "matmul" in kind.lower() or "MatrixMultiply" in kind:
+                fmt = json.dumps(layer.get("Inputs", [])) + str(layer.get("TacticName", ""))
+                counts["int8" if ("Int8" in fmt or "i8i8" in fmt) else "fp16" if "Half" in fmt else "fp32"] += 1
+        return {"gemm_layers": counts, "layers": len(info.get("Layers", []))}
+
+    def close(self) -> None:
+        for ptr, _ in self.buffers.values():
+            self.cudart.cudaFree(ptr)
+        self.buffers.clear()

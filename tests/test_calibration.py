@@ -1,0 +1,134 @@
+"""Q/DQ emission on the tiny BERT: legality (checker, TensorRT-RTX SM86 build), integer-kernel census,
+numerical agreement with an independent numpy fake-quant, PEG permutation exactness."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from qbert.artifacts import load_meta
+from qbert.calibration.calibrate import calibrate
+from qbert.calibration.emit import emit
+from qbert.calibration.recipe import Recipe
+from qbert.engines.onnxruntime import ort_census, session_options
+from qbert.eval.data import batches, encode, load_dataset_spec
+from qbert.exporter.hf import load_classifier
+from tests import numpy_bert
+from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
+
+CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("trt", "full")]
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_onnx):
+    return onnx.load(str(tiny_onnx)), load_meta(tiny_onnx)
+
+
+@pytest.fixture(scope="module")
+def recipes(tiny_onnx, tiny_tsv, fp32):
+    model, meta = fp32
+    return {(m, p): calibrate(tiny_onnx, meta, model, str(tiny_tsv), method=m, placement=p, samples=64,
+                              groups=4, batch_size=16) for m, p in CASES}
+
+
+def feeds_for(tiny_model, tiny_tsv, n=24):
+    _, tok = load_classifier(str(tiny_model))
+    ds = load_dataset_spec(str(tiny_tsv), {"entailment": 0, "not_entailment": 1}, limit=n)
+    return next(iter(batches(encode(ds, tok), n)))[1]
+
+
+@pytest.mark.parametrize("method,placement", CASES)
+def test_every_graph_is_valid_and_ort_runs_integer_kernels(recipes, fp32, tmp_path, method, placement):
+    model, _ = fp32
+    for target in ("ort-cpu", "trt"):
+        q, summary = emit(model, recipes[(method, placement)], target)
+        onnx.checker.check_model(q, full_check=True)
+        zps = [t for t in q.graph.initializer if t.name.endswith("zero_point")]
+        want = {"ort-cpu": {onnx.TensorProto.UINT8, onnx.TensorProto.INT8}, "trt": {onnx.TensorProto.INT8}}
+        assert {t.data_type for t in zps} <= want[target]
+        if target == "trt":
+            assert all(not onnx.numpy_helper.to_array(t).any() for t in zps)  # symmetric: zero points all 0
+        else:
+            path = tmp_path / f"{method}-{placement}.onnx"
+            onnx.save(q, str(path))
+            census = ort_census(str(path))
+            assert census["integer_gemms"] == summary["quantized_gemms"] > 0
+            if placement == "trt":
+                assert census["float_activation_gemms"] == 0
+
+
+@pytest.mark.parametrize("method,placement", CASES)
+def test_trt_target_builds_with_tensorrt_rtx_for_sm86(recipes, fp32, tmp_path, method, placement):
+    pytest.importorskip("tensorrt_rtx")
+    from qbert.engines.tensorrt import build
+
+    q, _ = emit(fp32[0], recipes[(method, placement)], "trt")
+    path = tmp_path / "q.onnx"
+    onnx.save(q, str(path))
+    meta = build(path, tmp_path / "q.plan", backend="tensorrt-rtx", sm=86, shapes="1x1/4x32/8x64", opt_level=0)
+    assert meta["target"] == "SM86" and meta["plan_bytes"] > 0
+
+
+def test_ort_matches_independent_numpy_fake_quant(recipes, fp32, tiny_model, tiny_tsv):
+    """The last FFN output of ORT's integer graph vs numpy fake-quant (and vs FP32)."""
+    from qbert.exporter.graph import parse
+
+    hf, _ = load_classifier(str(tiny_model))
+    recipe = recipes[("minmax", "trt")]
+    feeds = feeds_for(tiny_model, tiny_tsv)
+    q, _ = emit(fp32[0], recipe, "ort-cpu")
+    last = parse(fp32[0]).layers[-1].tensors["h"]
+    q.graph.output.append(onnx.helper.make_empty_tensor_value_info(last))
+    ref_q = numpy_bert.forward(hf, feeds, recipe, hidden=True)
+    ref_fp = numpy_bert.forward(hf, feeds, hidden=True)
+    real = feeds["attention_mask"].astype(bool)
+    quant_effect = np.abs(ref_q - ref_fp)[real].mean()
+    assert quant_effect > 1e-5  # the recipe really changes the numbers
+    for exact, bound in ((True, 1e-3), (False, 50.0)):
+        so = session_options(exact=exact)
+        got = ort.InferenceSession(q.SerializeToString(), so, providers=["CPUExecutionProvider"]).run([last], feeds)[0]
+        err = np.abs(got - ref_q)[real].mean()
+        # exact integer kernels reproduce the fake-quant; the fast x86 path adds saturation error on top
+        assert err < bound * quant_effect, (exact, err, quant_effect)
+
+
+def test_peg_permutation_is_exact_and_groups_hold_outliers(recipes, fp32, tiny_model, tiny_tsv):
+    recipe = recipes[("peg", "trt")]
+    perm = np.array(recipe.permutation)
+    assert sorted(perm.tolist()) == list(range(32))
+    assert set(perm[-8:].tolist()) >= set(OUTLIER_CHANNELS)  # planted channels share the last group
+    x = recipe.sites[f"layer.{OUTLIER_LAYER}.z"]  # LayerNorm output feeding the next Q/K/V
+    assert x.bounds == [[0, 8], [8, 16], [16, 24], [24, 32]]
+    assert x.group_amax[-1] == max(x.group_amax) > 3 * x.group_amax[0]
+    # Every site in fallback: only the folded permutation remains, so the function must be unchanged.
+    everything = Recipe(**{**recipe.__dict__, "sites": {}})
+    q, summary = emit(fp32[0], everything, "ort-cpu")
+    assert summary["quantized_gemms"] == 0
+    feeds = feeds_for(tiny_model, tiny_tsv)
+    a = ort.InferenceSession(fp32[0].SerializeToString()).run(["logits"], feeds)[0]
+    b = ort.InferenceSession(q.SerializeToString()).run(["logits"], feeds)[0]
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_peg_emits_k_sliced_gemms(recipes, fp32):
+    q, summary = emit(fp32[0], recipes[("peg", "trt")], "ort-cpu")
+    ops = [n.op_type for n in q.graph.node]
+    # per layer: Q/K/V read z (3 × 4 slices), FFN1 reads x (4), attn-out and FFN2 per-tensor, 2 BMMs
+    assert summary["quantized_gemms"] == 2 * (3 * 4 + 4 + 2 + 2)
+    assert ops.count("Slice") >= 2 * 2 * 4 and "Gather" not in [n.op_type for n in q.graph.node
+                                                                 if n.name.startswith("qbert/")]
+
+
+def test_fallback_and_recipe_roundtrip(tiny_onnx, tiny_tsv, fp32, tmp_path):
+    model, meta = fp32
+    r = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", placement="full", samples=32,
+                  fallback=["x", "h", "y"])
+    assert not any(k.endswith((".x", ".h", ".y")) for k in r.sites)
+    assert len(r.fallback) == 3 * 2
+    r.save(tmp_path / "r.json")
+    again = Recipe.load(tmp_path / "r.json")
+    a, _ = emit(model, r, "trt")
+    b, _ = emit(model, again, "trt")
+    assert a.SerializeToString() == b.SerializeToString()
+    assert json.loads((tmp_path / "r.json").read_text())["versions"]["onnxruntime"] == ort.__version__

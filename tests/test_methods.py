@@ -1,0 +1,84 @@
+"""Scale selection (pure numpy): symmetric ranges, percentile keeps negatives, robust to zeros."""
+import numpy as np
+import pytest
+
+from qbert.calibration import methods as M
+from qbert.calibration.observe import AbsHistogram
+from qbert.errors import QbertError
+
+
+def hist_of(*arrays, bins=4096):
+    h = AbsHistogram(bins)
+    for a in arrays:
+        h.add(np.abs(a))
+    return h
+
+
+def test_histogram_range_doubling_matches_numpy_percentile():
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(0, s, 20000) for s in (0.1, 1.0, 5.0)]  # range grows batch by batch
+    h = hist_of(*parts)
+    allv = np.abs(np.concatenate(parts))
+    assert h.counts.sum() == allv.size and h.range >= allv.max()
+    for p in (50.0, 99.0, 99.9):
+        assert M.percentile_amax(h, p) == pytest.approx(np.percentile(allv, p), rel=0.01, abs=h.range / 2048)
+
+
+def test_percentile_is_symmetric_and_keeps_negative_values():
+    """The study's percentile clamped the lower bound to 0, zeroing every negative value."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(-0.5, 1.0, 100000)
+    amax = M.percentile_amax(hist_of(x), 99.99)
+    s = M.scale_of(amax)
+    xq = np.clip(np.rint(x / s), -128, 127) * s
+    neg = x < -0.1
+    assert (xq[neg] < 0).all()
+    assert np.abs(xq - x)[np.abs(x) < amax].max() <= s / 2 + 1e-9
+
+
+@pytest.mark.parametrize("p", [0.0, -1.0, 100.5])
+def test_percentile_out_of_range(p):
+    with pytest.raises(QbertError, match=r"\(0, 100\]"):
+        M.percentile_amax(hist_of(np.ones(10)), p)
+
+
+def test_all_zero_tensor_gives_finite_positive_scale():
+    h = hist_of(np.zeros(1000))
+    for amax in (0.0, M.percentile_amax(h, 99.9), M.mse_amax(h), M.entropy_amax(h)):
+        s = M.scale_of(amax)
+        assert np.isfinite(s) and s > 0
+
+
+def test_mse_and_entropy_clip_heavy_tails_but_not_uniform():
+    rng = np.random.default_rng(2)
+    heavy = rng.standard_t(2, 200000)
+    h = hist_of(heavy)
+    top = np.abs(heavy).max()
+
+    def mse(c):
+        s = c / 127
+        return ((np.clip(np.rint(heavy / s), -127, 127) * s - heavy) ** 2).sum()
+
+    brute = min(mse(c) for c in np.linspace(top / 100, top, 200))
+    assert mse(M.mse_amax(h)) <= 1.05 * brute < mse(top)
+    assert M.entropy_amax(h) < 0.3 * top
+    uni = rng.uniform(-1, 1, 200000)
+    assert M.mse_amax(hist_of(uni)) > 0.9
+
+
+def test_peg_groups_put_outliers_together():
+    amax = np.ones(32)
+    amax[[5, 19]] = 100.0
+    order = M.stream_permutation([amax])
+    bounds, g = M.peg_groups(amax, 4, order)
+    assert bounds == [[0, 8], [8, 16], [16, 24], [24, 32]]
+    assert g[:3] == [1.0, 1.0, 1.0] and g[3] == 100.0
+    assert set(order[-2:].tolist()) == {5, 19}
+    _, g_plain = M.peg_groups(amax, 4, np.arange(32))
+    assert g_plain == [100.0, 1.0, 100.0, 1.0]
+
+
+@pytest.mark.parametrize("k", [0, -2, 5])
+def test_bad_group_counts(k):
+    with pytest.raises(QbertError, match="--groups"):
+        M.check_groups(k, 32)
