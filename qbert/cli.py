@@ -232,6 +232,78 @@ def build(
                                 "build s": meta["build_seconds"]})
 
 
+@app.command()
+@guarded
+def bench(
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on ONNX Runtime CPU."),
+    plan: Optional[Path] = typer.Option(None, "--plan", "--engine", help="TensorRT plan to time on the GPU."),
+    engine_kind: Optional[str] = typer.Option(None, help="ort-cpu | tensorrt (default: from --onnx/--plan)."),
+    batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    seq: int = typer.Option(128, help="Sequence length (inputs are padded/truncated to it)."),
+    warmup: int = typer.Option(20, help="Untimed warm-up runs per shape."),
+    iters: int = typer.Option(200, help="Timed runs per shape."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (ort-cpu; default: all cores)."),
+    exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
+) -> None:
+    """Latency (p50/p90/p99), throughput, memory and the integer-kernel census of a deployed model."""
+    from qbert.engines import open_engine
+    from qbert.eval.bench import data_feeds, model_bytes, peak_rss_bytes, random_feeds, time_engine
+
+    if (onnx is None) == (plan is None):
+        raise QbertError("give exactly one of --onnx (ONNX Runtime CPU) or --plan (TensorRT)")
+    kind = engine_kind or ("ort-cpu" if onnx is not None else "tensorrt")
+    try:
+        sizes = [int(b) for b in batch.split(",") if b.strip()]
+        assert sizes and min(sizes) >= 1 and seq >= 1 and iters >= 1 and warmup >= 0
+    except (ValueError, AssertionError):
+        raise QbertError(f"--batch {batch!r} / --seq / --iters: expected positive integers like 1,8") from None
+    if json_out is not None:
+        from qbert.atomic import check_output_dir
+
+        check_output_dir(json_out)
+    path = str(onnx if onnx is not None else plan)
+    from qbert.atomic import read_json, sidecar_path
+
+    side = read_json(sidecar_path(path), "sidecar") if sidecar_path(path).is_file() else {}
+    if "onnx" in side and sidecar_path(side["onnx"]).is_file():  # a plan: its ONNX's sidecar knows the model
+        side = read_json(sidecar_path(side["onnx"]), "sidecar")
+    vocab = int(side.get("vocab_size", 100))
+    rss_before = peak_rss_bytes()
+    eng = open_engine(kind, path, threads=threads, exact=exact)
+    encoded, pad = None, 0
+    if data is not None:
+        from qbert.eval.data import encode, load_dataset_spec
+        from qbert.exporter.hf import load_tokenizer
+
+        if "tokenizer" not in side:
+            raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
+        meta = side
+        ds = load_dataset_spec(data, meta["label2id"], limit=max(sizes))
+        encoded, pad = encode(ds, load_tokenizer(meta["tokenizer"]), seq), meta.get("pad_token_id", 0)
+    shapes = []
+    for b in sizes:
+        feeds = data_feeds(encoded, b, seq, pad) if encoded is not None else random_feeds(b, seq, vocab)
+        shapes.append(time_engine(eng, feeds, warmup, iters))
+    result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
+              "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before, "inputs":
+              "data" if encoded is not None else "random ids", "shapes": shapes, "census": eng.census()}
+    save_result(json_out, result)
+    table = Table(title=escape(f"bench [{eng.name}] {path}"), title_justify="left")
+    for col in ("batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s"):
+        table.add_column(col, justify="right")
+    for r in shapes:
+        table.add_row(str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", f"{r['sequences_per_s']:.1f}")
+    out.print(table)
+    census = result["census"]
+    show("memory and kernels", {"model on disk MB": round(result["model_bytes"] / 2**20, 1),
+                                "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
+                                "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
+                                "float GEMMs": census.get("float_gemms", "n/a")})
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,41 @@
+"""Helpers shared by the benchmark scripts: a bert-base-shaped random classifier with planted outliers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURE = SHARED / "fixtures" / "minilm-l6-qnli"
+TUNE = SHARED / "data" / "qnli" / "tune.tsv"
+QBERT = [sys.executable, "-m", "qbert.cli"]
+os.environ.update(HF_HUB_OFFLINE="1", QBERT_QUIET="1")
+
+
+def bert_base_like(folder: Path, layers: int = 12, hidden: int = 768, heads: int = 12) -> Path:
+    """Random BERT-base-shaped classifier (fixture tokenizer, 30,522 ids) with outlier channels 308 and 381
+    in the FFN output of every layer, as reported for BERT-base."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=4 * hidden, label2id={"entailment": 0, "not_entailment": 1},
+                        id2label={0: "entailment", 1: "not_entailment"})
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            for c in (308 % hidden, 381 % hidden):
+                layer.output.dense.bias[c] = 20.0
+                layer.output.LayerNorm.weight[c] = 5.0
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(FIXTURE)).save_pretrained(folder)
+    return folder
+
+
+def qbert(*args: str) -> None:
+    subprocess.run([*QBERT, *map(str, args)], check=True, stdout=subprocess.DEVNULL)

@@ -1,0 +1,126 @@
+"""INT8 speed on ONNX Runtime CPU, side by side in one run: FP32 (ORT transformer-optimized), qbert INT8
+(minmax, percentile, PEG K=4; `--target ort-cpu`, trt placement) and ORT's own `quantize_static`
+(QDQ, U8S8, per-channel, MatMul only) as the peer — on a bert-base-shaped model and the shared fixture.
+
+    python benchmarks/latency.py                # ≈ 15 min on 2 cores
+    python benchmarks/latency.py --quick        # fewer iterations
+
+Prints p50 latency per model and batch, and ratios to FP32 and to the peer. Target: qbert INT8 ≥ 1.8×
+FP32 at batch 1 and not slower than the peer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common import FIXTURE, ROOT, TUNE, bert_base_like, qbert
+
+
+def ort_fp32_optimized(src: Path, dst: Path, heads: int, hidden: int) -> Path:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    if not dst.exists():
+        optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden).save_model_to_file(str(dst))
+    return dst
+
+
+def ort_peer(src: Path, dst: Path, tokenized: list[dict]) -> Path:
+    """ONNX Runtime's own static INT8: QDQ, U8 activations, S8 per-channel weights, MatMul only."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(tokenized)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    if not dst.exists():
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    return dst
+
+
+def calib_rows(tokenizer_dir: Path, n: int = 16, seq: int = 128) -> list[dict]:
+    from transformers import AutoTokenizer
+
+    from qbert.eval.data import load_dataset_spec
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    ds = load_dataset_spec(str(TUNE), {"entailment": 0, "not_entailment": 1}, limit=n)
+    rows = []
+    for e in ds.examples:  # one fixed-length row per batch: ORT's calibrator cannot take ragged batches
+        enc = tok(e.first, e.second, truncation=True, max_length=seq, padding="max_length", return_tensors="np")
+        rows.append({k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    return rows
+
+
+def bench(path: Path, batches: list[int], iters: int, warmup: int) -> dict[int, float]:
+    from qbert.engines.onnxruntime import OrtCpuEngine
+    from qbert.eval.bench import random_feeds, time_engine
+
+    eng = OrtCpuEngine(str(path))
+    return {b: time_engine(eng, random_feeds(b, 128, 30522), warmup, iters if b == 1 else max(5, iters // 4))["p50_ms"]
+            for b in batches}
+
+
+def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args) -> list[dict]:
+    from qbert.engines.onnxruntime import ort_census
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = work / "fp32.onnx"
+    if not fp32.exists():
+        qbert("export", "--model", model_dir, "--out", fp32)
+    models = {"FP32 (ORT transformer-optimized)": ort_fp32_optimized(fp32, work / "fp32-opt.onnx", heads, hidden),
+              "ORT quantize_static INT8 (peer)": ort_peer(fp32, work / "ort-int8.onnx", calib_rows(model_dir))}
+    for label, flags in (("qbert INT8 minmax", ["--method", "minmax"]),
+                         ("qbert INT8 percentile 99.99", ["--method", "percentile"]),
+                         ("qbert INT8 PEG K=4", ["--method", "peg", "--groups", "4"])):
+        out = work / (label.split()[-1].replace("=", "") + ".onnx")
+        if not out.exists():
+            qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", "ort-cpu",
+                  "--placement", "trt", *flags, "--out", out)
+        models[label] = out
+    rows = []
+    for label, path in models.items():
+        p50 = bench(path, args.batch, args.iters, args.warmup)
+        census = ort_census(str(path))
+        rows.append({"suite": name, "model": label, "p50_ms": p50, "integer_gemms": census["integer_gemms"],
+                     "float_gemms": census["float_gemms"], "mb": path.stat().st_size / 2**20})
+        print(f"  {name}: {label}: " + ", ".join(f"b{b} {v:.1f} ms" for b, v in p50.items()), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "latency")
+    ap.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.iters, args.warmup = 20, 3
+    rows = suite("bert-base shape 12x768", bert_base_like(args.work / "bert-base-like"), args.work / "base", 12, 768,
+                 args)
+    rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
+    lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
+             "× peer (b=1) | int GEMMs | float GEMMs | MB |", "|" + "---|" * (len(args.batch) + 7)]
+    for r in rows:
+        fp = next(x for x in rows if x["suite"] == r["suite"] and x["model"].startswith("FP32"))
+        peer = next(x for x in rows if x["suite"] == r["suite"] and "peer" in x["model"])
+        b0 = args.batch[0]
+        lines.append(f"| {r['model']} | {r['suite']} | " + " | ".join(f"{r['p50_ms'][b]:.1f}" for b in args.batch)
+                     + f" | {fp['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | {peer['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | "
+                     f"{r['integer_gemms']} | {r['float_gemms']} | {r['mb']:.0f} |")
+    (args.work / "table.md").write_text("\n".join(lines) + "\n")
+    (args.work / "table.json").write_text(json.dumps(rows, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""TensorRT-RTX AOT build + cache on the CPU, plan validation, GPU skip, and `qbert bench` on ORT-CPU."""
+import json
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from qbert.artifacts import load_meta
+from qbert.calibration.calibrate import calibrate
+from qbert.calibration.emit import emit
+from qbert.cli import app
+from qbert.engines.tensorrt import check_plan, gpu_available
+from qbert.errors import QbertError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def qdq_pair(tiny_onnx, tiny_tsv, tmp_path_factory):
+    """A tiny Q/DQ graph for TensorRT (S8, FP16) and for ORT-CPU (U8, FP32), from one recipe."""
+    model, meta = onnx.load(str(tiny_onnx)), load_meta(tiny_onnx)
+    recipe = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", samples=32)
+    folder = tmp_path_factory.mktemp("qdq")
+    paths = {}
+    for target in ("trt", "ort-cpu"):
+        q, summary = emit(model, recipe, target)
+        paths[target] = folder / f"{target}.onnx"
+        onnx.save(q, str(paths[target]))
+        (folder / f"{target}.onnx.json").write_text(json.dumps({**meta, "quantization": summary}))
+    return paths
+
+
+def test_rtx_build_cache_hit_and_invalidation(qdq_pair, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    args = ["build", "--onnx", qdq_pair["trt"], "--out", tmp_path / "e.plan", "--shapes", "1x1/2x16/4x32",
+            "--opt-level", "0", "--backend", "tensorrt-rtx"]
+    r1 = runner.invoke(app, list(map(str, args)))
+    assert r1.exit_code == 0, r1.stderr
+    side = json.loads((tmp_path / "e.plan.json").read_text())
+    assert side["target"] == "SM86" and side["backend"] == "tensorrt-rtx" and not side["cache_hit"]
+    stamp = (tmp_path / "e.plan").stat().st_mtime_ns
+    r2 = runner.invoke(app, list(map(str, args)))
+    assert r2.exit_code == 0 and "hit" in r2.stdout
+    assert (tmp_path / "e.plan").stat().st_mtime_ns == stamp
+    # change the ONNX → new key → rebuild
+    m = onnx.load(str(qdq_pair["trt"]))
+    m.doc_string = "changed"
+    changed = tmp_path / "changed.onnx"
+    onnx.save(m, str(changed))
+    args[2] = changed
+    r3 = runner.invoke(app, list(map(str, args)))
+    assert r3.exit_code == 0 and "miss" in r3.stdout
+    assert json.loads((tmp_path / "e.plan.json").read_text())["cache_key"] != side["cache_key"]
+
+
+def test_corrupt_empty_and_foreign_plans_are_refused(qdq_pair, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from qbert.engines.tensorrt import build
+
+    plan = tmp_path / "e.plan"
+    build(qdq_pair["trt"], plan, backend="tensorrt-rtx", shapes="1x1/2x16/4x32", opt_level=0)
+    check_plan(plan)
+    data = plan.read_bytes()
+    plan.write_bytes(data[: len(data) // 2])
+    with pytest.raises(QbertError, match="does not match its sidecar"):
+        check_plan(plan)
+    plan.write_bytes(b"")
+    with pytest.raises(QbertError, match="empty"):
+        check_plan(plan)
+    foreign = tmp_path / "foreign.plan"
+    foreign.write_bytes(data)
+    with pytest.raises(QbertError, match="foreign"):
+        check_plan(foreign)
+    side = json.loads((tmp_path / "e.plan.json").read_text())
+    plan.write_bytes(data)
+    (tmp_path / "e.plan.json").write_text(json.dumps({**side, "version": "0.0.1"}))
+    with pytest.raises(QbertError, match="rebuild"):
+        check_plan(plan)
+
+
+def test_gpu_engine_refuses_cleanly_without_gpu(qdq_pair, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    ok, why = gpu_available()
+    if ok:
+        pytest.skip("a GPU is present; the no-GPU message is not reachable")
+    from qbert.engines.tensorrt import build
+
+    build(qdq_pair["trt"], tmp_path / "e.plan", backend="tensorrt-rtx", shapes="1x1/2x16/4x32", opt_level=0)
+    r = runner.invoke(app, ["bench", "--plan", str(tmp_path / "e.plan"), "--iters", "1"])
+    assert r.exit_code == 2 and "needs a CUDA GPU" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.gpu
+def test_tensorrt_runs_on_gpu(qdq_pair, tmp_path):
+    ok, why = gpu_available()
+    if not ok:
+        pytest.skip(f"no GPU: {why}")
+    from qbert.engines.tensorrt import TensorRTEngine, build
+    from qbert.eval.bench import random_feeds
+
+    build(qdq_pair["trt"], tmp_path / "e.plan", shapes="1x1/2x16/4x32")
+    out = TensorRTEngine(str(tmp_path / "e.plan")).run(random_feeds(2, 16, vocab=40))
+    assert out.shape == (2, 2)
+
+
+def test_bench_json_schema_and_integer_census(qdq_pair, tmp_path):
+    r = runner.invoke(app, ["bench", "--onnx", str(qdq_pair["ort-cpu"]), "--batch", "1,2", "--seq", "16",
+                            "--iters", "3", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.stderr
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert [s["batch"] for s in res["shapes"]] == [1, 2]
+    for s in res["shapes"]:
+        assert s["seq"] == 16 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["sequences_per_s"] > 0
+    assert res["engine"]["engine"] == "ort-cpu" and res["model_bytes"] > 0 and res["peak_rss_bytes"] > 0
+    # 2 layers × (6 linear GEMMs + 2 attention BMMs), all integer; pooler/classifier stay float
+    assert res["census"]["integer_gemms"] == 16 and res["census"]["float_activation_gemms"] == 0
