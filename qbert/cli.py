@@ -161,6 +161,9 @@ def calibrate(
     recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the recipe "
                                               "(default: <out>.recipe.json)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for calibration."),
+    auto_fp16: bool = typer.Option(False, "--auto-fp16", help="Keep the most sensitive tensors in high precision "
+                                   "until within --budget of FP32 (measured on held-out calibration rows)."),
+    budget: float = typer.Option(0.5, help="--auto-fp16: allowed accuracy loss in points."),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     import onnx as onnx_lib
@@ -185,7 +188,7 @@ def calibrate(
         recipe = run_calibrate(onnx, meta, model, data, method=method, placement=placement, samples=samples,
                                percentile=percentile, groups=groups, permute=permute,
                                include_padding=include_padding, fallback=fallback, batch_size=batch_size,
-                               threads=threads)
+                               threads=threads, auto_fp16=auto_fp16, budget=budget)
     qmodel, summary = emit(model, recipe, target, high_precision)
     onnx_lib.checker.check_model(qmodel)
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
@@ -218,13 +221,14 @@ def build(
     opt_level: int = typer.Option(3, help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update."),
     force: bool = typer.Option(False, help="Rebuild even if an identical cached plan exists."),
+    hw_compat: bool = typer.Option(False, help="Standard TensorRT: Ampere+ hardware compatibility."),
 ) -> None:
     """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
     from qbert.engines.tensorrt import build as run_build
 
     with err.status(f"building {out_path} …"):
         meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
-                         timing_cache=timing_cache, force=force)
+                         timing_cache=timing_cache, force=force, hw_compat=hw_compat)
     show(f"engine {out_path}", {"backend": f"{meta['backend']} {meta['version']}", "target": meta["target"],
                                 "profile": " / ".join(f"{b}x{s}" for b, s in meta["profile"]),
                                 "plan MB": round(meta["plan_bytes"] / 2**20, 1),
@@ -244,6 +248,7 @@ def bench(
     iters: int = typer.Option(200, help="Timed runs per shape."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (ort-cpu; default: all cores)."),
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
+    cuda_graph: bool = typer.Option(False, help="tensorrt: replay one captured CUDA graph per iteration."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
 ) -> None:
@@ -285,7 +290,7 @@ def bench(
     shapes = []
     for b in sizes:
         feeds = data_feeds(encoded, b, seq, pad) if encoded is not None else random_feeds(b, seq, vocab)
-        shapes.append(time_engine(eng, feeds, warmup, iters))
+        shapes.append(time_engine(eng, feeds, warmup, iters, cuda_graph))
     result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
               "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before, "inputs":
               "data" if encoded is not None else "random ids", "shapes": shapes, "census": eng.census()}
@@ -302,6 +307,60 @@ def bench(
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a")})
+
+
+@app.command()
+@guarded
+def analyze(
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX from qbert export."),
+    model: Optional[str] = typer.Option(None, "--model", help="HF model folder or id (exported on the fly)."),
+    data: str = typer.Option(..., "--data", "-d", help="Data to observe (.tsv/.jsonl or glue/qnli:train)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for analysis.json and the PNG plots."),
+    samples: int = typer.Option(128, help="Sequences for the statistics."),
+    heldout: int = typer.Option(256, help="Further rows for per-layer sensitivity."),
+    include_padding: bool = typer.Option(False, "--include-padding", help="Count padding (pads to max length, "
+                                         "as the study did)."),
+) -> None:
+    """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
+    from qbert.artifacts import load_meta, load_onnx
+    from qbert.atomic import write_json
+    from qbert.eval.analyze import analyze as run_analyze, plot
+    from qbert.eval.data import load_dataset_spec
+    from qbert.exporter.hf import load_tokenizer
+
+    if (onnx is None) == (model is None):
+        raise QbertError("give exactly one of --onnx or --model")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QbertError(f"--out {out_dir} is a file; give a folder")
+    if not out_dir.parent.resolve().is_dir():
+        raise QbertError(f"parent of --out {out_dir} does not exist")
+    out_dir.mkdir(exist_ok=True)
+    if onnx is None:
+        from qbert.exporter.export import export as run_export
+
+        onnx = out_dir / "fp32.onnx"
+        run_export(str(model), onnx)
+    fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
+    dataset = load_dataset_spec(data, meta["label2id"])
+    result = run_analyze(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples,
+                         heldout_rows=heldout, include_padding=include_padding)
+    result["plots"] = [p.name for p in plot(result, out_dir)]
+    write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": data, **result})
+    table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
+                  title_justify="left")
+    for col in ("layer", "kurt hidden", "kurt y", "top1% elem E", "top1% chan E (y)", "max/σ (y)",
+                "dominant ch (y)", "Δacc if quantized"):
+        table.add_column(col, justify="right")
+    t = result["layers"]
+    for i in range(meta["num_layers"]):
+        y = t["y"][i]
+        table.add_row(str(i), f"{t['hidden_states'][i + 1]['kurtosis']:.1f}", f"{y['kurtosis']:.1f}",
+                      f"{t['hidden_states'][i + 1]['top1pct_element_energy']:.2f}",
+                      f"{y['top1pct_channel_energy']:.2f}", f"{y['max_over_std']:.0f}",
+                      ",".join(map(str, y.get("dominant_channels", [])[:3])),
+                      f"{100 * result['sensitivity'][f'layer.{i}']['accuracy_drop']:+.1f}")
+    out.print(table)
+    err.print(f"wrote {out_dir}/analysis.json and {', '.join(result['plots'])}")
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from qbert.progress import progress_bar
 def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, method: str = "minmax",
               placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
-              batch_size: int = 16, threads: int | None = None, seed: int = 0) -> Recipe:
+              batch_size: int = 16, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
+              budget: float = 0.5, heldout_rows: int = 256) -> Recipe:
     from qbert.exporter.hf import load_tokenizer
 
     if method not in M.METHODS:
@@ -37,9 +38,16 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
     if len(dataset.examples) < samples:
         raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
                          f"lower --samples or give more data")
-    rows = np.sort(np.random.default_rng(seed).choice(len(dataset.examples), samples, replace=False))
-    dataset.examples = [dataset.examples[i] for i in rows]
-    encoded = encode(dataset, load_tokenizer(meta["tokenizer"]), meta.get("max_length", 128))
+    shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
+    rows = np.sort(shuffled[:samples])
+    held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16 only: rows not calibrated on
+    if auto_fp16 and len(held_rows) < 32:
+        raise QbertError(f"--auto-fp16 needs ≥ 32 held-out rows beyond --samples {samples}; "
+                         f"the data has {len(dataset.examples)}: lower --samples")
+    all_examples = dataset.examples
+    dataset.examples = [all_examples[i] for i in rows]
+    tokenizer = load_tokenizer(meta["tokenizer"])
+    encoded = encode(dataset, tokenizer, meta.get("max_length", 128))
     pad_to = meta.get("max_length", 128) if include_padding else None
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy"),
                         include_padding=include_padding, threads=threads)
@@ -47,7 +55,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
         stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.get("pad_token_id", 0),
                                                     pad_to=pad_to)), advance)
     scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
-    return Recipe(
+    recipe = Recipe(
         method=method, placement=placement, sites=scales,
         percentile=percentile if method == "percentile" else None,
         groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
@@ -57,6 +65,15 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
                      "include_padding": include_padding, "max_length": meta.get("max_length", 128)},
         model={"onnx": str(onnx_path), "sha256": meta.get("sha256"), "source_model": meta.get("source_model")},
         versions=_versions())
+    if auto_fp16:
+        from qbert.calibration.auto import auto_fallback
+        from qbert.eval.data import Dataset
+
+        held = Dataset([all_examples[i] for i in held_rows], data)
+        recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.get("max_length", 128)),
+                                       held.labels, budget, meta.get("pad_token_id", 0))
+        recipe.calibration["auto_fp16"] = report
+    return recipe
 
 
 def choose_scales(chosen, stats, method: str, percentile: float, groups: int, permute: bool

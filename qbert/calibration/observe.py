@@ -20,9 +20,10 @@ class AbsHistogram:
     """Histogram of |x| over [0, range): when a value exceeds the range, the range doubles and pairs of
     bins merge, so one pass suffices and resolution stays within 2× of the final range / bins."""
 
-    def __init__(self, bins: int = 4096):
+    def __init__(self, bins: int = 4096, energy: bool = False):
         self.bins = bins
         self.counts = np.zeros(bins, dtype=np.int64)
+        self.energy = np.zeros(bins) if energy else None  # Σ|x|² per bin, for energy-share statistics
         self.range = 0.0
 
     def add(self, a: np.ndarray) -> None:
@@ -34,9 +35,14 @@ class AbsHistogram:
         while top >= self.range:
             merged = self.counts.reshape(-1, 2).sum(1)
             self.counts = np.concatenate([merged, np.zeros(self.bins // 2, dtype=np.int64)])
+            if self.energy is not None:
+                self.energy = np.concatenate([self.energy.reshape(-1, 2).sum(1), np.zeros(self.bins // 2)])
             self.range *= 2.0
-        idx = np.minimum((a * (self.bins / self.range)).astype(np.int64), self.bins - 1)
-        self.counts += np.bincount(idx.ravel(), minlength=self.bins)
+        idx = np.minimum((a * (self.bins / self.range)).astype(np.int64), self.bins - 1).ravel()
+        self.counts += np.bincount(idx, minlength=self.bins)
+        if self.energy is not None:
+            flat = a.ravel().astype(np.float64)
+            self.energy += np.bincount(idx, weights=flat * flat, minlength=self.bins)
 
     @property
     def edges(self) -> np.ndarray:
@@ -50,9 +56,8 @@ class TensorStats:
     nonfinite: int = 0
     channel_amax: np.ndarray | None = None
     hist: AbsHistogram | None = None
-    sum_sq: float = 0.0
-    sum_x: float = 0.0
-    extra: dict = field(default_factory=dict)
+    moments: np.ndarray = field(default_factory=lambda: np.zeros(4))  # Σx, Σx², Σx³, Σx⁴ (analysis)
+    channel_energy: np.ndarray | None = None  # Σ over tokens of x² per channel (analysis)
 
 
 def _token_mask(mask: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -83,7 +88,7 @@ class Observer:
     """Feeds batches through ORT and accumulates TensorStats per site."""
 
     def __init__(self, model, sites: list[Site], histograms: bool, include_padding: bool = False,
-                 threads: int | None = None, bins: int = 4096):
+                 threads: int | None = None, bins: int = 4096, analysis: bool = False):
         import onnx
         import onnxruntime as ort
 
@@ -104,7 +109,9 @@ class Observer:
             so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
         self.names = names
-        self.stats = {s.key: TensorStats(hist=AbsHistogram(bins) if histograms else None) for s in sites}
+        self.analysis = analysis
+        self.stats = {s.key: TensorStats(hist=AbsHistogram(bins, energy=analysis) if histograms or analysis
+                                         else None) for s in sites}
 
     def observe(self, feeds: dict[str, np.ndarray]) -> None:
         outs = dict(zip(self.names, self.session.run(self.names, feeds)))
@@ -125,6 +132,13 @@ class Observer:
                     st.channel_amax = ch if st.channel_amax is None else np.maximum(st.channel_amax, ch)
                 if st.hist is not None:
                     st.hist.add(a)
+                if self.analysis:
+                    v = vals.astype(np.float64)
+                    v2 = v * v
+                    st.moments += [v.sum(), v2.sum(), (v2 * v).sum(), (v2 * v2).sum()]
+                    if site.layout == "bsh":
+                        e = v2.sum(axis=0)
+                        st.channel_energy = e if st.channel_energy is None else st.channel_energy + e
             st.count += int(a.size)
 
     def run(self, batches: Iterable[dict[str, np.ndarray]], advance=lambda n: None) -> dict[str, TensorStats]:

@@ -54,7 +54,8 @@ def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
 
 
 def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shapes: str | None = None,
-          opt_level: int = 3, timing_cache: Path | None = None, force: bool = False) -> dict[str, Any]:
+          opt_level: int = 3, timing_cache: Path | None = None, force: bool = False,
+          hw_compat: bool = False) -> dict[str, Any]:
     """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan."""
     from qbert.artifacts import load_onnx
 
@@ -63,7 +64,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     profile = parse_shapes(shapes)
     key_fields = {"onnx_sha256": sha256_file(onnx_path), "backend": name, "version": trt.__version__,
                   "sm": sm if name == "tensorrt-rtx" else "current-gpu", "profile": profile,
-                  "opt_level": opt_level}
+                  "opt_level": opt_level, "hw_compat": hw_compat}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
     side = sidecar_path(out)
     if not force and out.is_file() and side.is_file():
@@ -87,6 +88,8 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
             raise QbertError(f"--sm {sm}: TensorRT-RTX {trt.__version__} targets {', '.join(valid)}")
         config.num_compute_capabilities = 1
         config.set_compute_capability(cc, 0)
+    elif hw_compat:  # standard TensorRT: engines that also run on later GPUs (Ampere and newer)
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     opt = builder.create_optimization_profile()
     for inp in INPUT_NAMES:
         opt.set_shape(inp, *profile)
@@ -196,11 +199,39 @@ class TensorRTEngine(Engine):
         cudart.cudaStreamSynchronize(self.stream)
         return out
 
+    def time_gpu(self, feeds: dict[str, np.ndarray], warmup: int, iters: int, cuda_graph: bool = False
+                 ) -> np.ndarray:
+        """Per-iteration milliseconds between CUDA events (inputs stay on the device, as in deployment);
+        with `cuda_graph`, one captured enqueue is replayed to cut launch overhead."""
+        cudart = self.cudart
+        self.run(feeds)  # binds shapes and device buffers
+        launch = lambda: self.context.execute_async_v3(self.stream)  # noqa: E731
+        graph_exec = None
+        if cuda_graph:
+            cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
+            launch()
+            _, graph = cudart.cudaStreamEndCapture(self.stream)
+            _, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+            launch = lambda: cudart.cudaGraphLaunch(graph_exec, self.stream)  # noqa: E731
+        for _ in range(warmup):
+            launch()
+        _, start = cudart.cudaEventCreate()
+        _, stop = cudart.cudaEventCreate()
+        times = np.empty(iters)
+        for i in range(iters):
+            cudart.cudaEventRecord(start, self.stream)
+            launch()
+            cudart.cudaEventRecord(stop, self.stream)
+            cudart.cudaEventSynchronize(stop)
+            times[i] = cudart.cudaEventElapsedTime(start, stop)[1]
+        return times
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "backend": self.backend, "version": self.trt.__version__,
                 "plan": str(self.plan), "target": self.meta.get("target"), "high_precision": "fp16",
                 "device_memory_bytes": int(getattr(self.engine, "device_memory_size_v2",
-                                                   getattr(self.engine, "device_memory_size", 0)))}
+                                                   getattr(self.engine, "device_memory_size", 0))),
+                "weights_bytes": self.plan.stat().st_size}
 
     def census(self) -> dict[str, Any]:
         """INT8 vs FP16 GEMM layers from IEngineInspector (needs DETAILED profiling verbosity at build)."""

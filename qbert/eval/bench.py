@@ -33,18 +33,23 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def time_engine(engine: Engine, feeds: dict[str, np.ndarray], warmup: int = 20, iters: int = 200
-                ) -> dict[str, Any]:
-    for _ in range(warmup):
-        engine.run(feeds)
-    times = np.empty(iters)
-    with progress_bar(f"bench [{engine.name}] b={len(feeds['input_ids'])}", total=iters) as advance:
-        for i in range(iters):
-            t0 = time.perf_counter()
+def time_engine(engine: Engine, feeds: dict[str, np.ndarray], warmup: int = 20, iters: int = 200,
+                cuda_graph: bool = False) -> dict[str, Any]:
+    """Wall-clock per run on the CPU; CUDA events (optionally CUDA-graph replay) for GPU engines."""
+    if hasattr(engine, "time_gpu"):
+        ms = engine.time_gpu(feeds, warmup, iters, cuda_graph)
+        times = ms / 1e3
+    else:
+        for _ in range(warmup):
             engine.run(feeds)
-            times[i] = time.perf_counter() - t0
-            advance(1)
-    ms = times * 1e3
+        times = np.empty(iters)
+        with progress_bar(f"bench [{engine.name}] b={len(feeds['input_ids'])}", total=iters) as advance:
+            for i in range(iters):
+                t0 = time.perf_counter()
+                engine.run(feeds)
+                times[i] = time.perf_counter() - t0
+                advance(1)
+        ms = times * 1e3
     batch = len(feeds["input_ids"])
     return {"batch": batch, "seq": int(feeds["input_ids"].shape[1]), "iters": iters, "warmup": warmup,
             "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),

@@ -180,6 +180,10 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         return np.array([len(x) for x in self.input_ids])
 
+    def subset(self, idx) -> "Encoded":
+        idx = list(idx)
+        return Encoded([self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx])
+
 
 def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Encoded:
     enc = tokenizer([e.first for e in dataset.examples], [e.second for e in dataset.examples],

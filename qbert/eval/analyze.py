@@ -1,0 +1,156 @@
+"""`qbert analyze`: where the outliers are, how heavy-tailed each layer is, and which layers quantization hurts.
+
+Statistics stream through the same observers as calibration (bounded memory, padding masked by default).
+Sensitivity quantizes one layer's activations at a time (minmax, `full` placement, everything else FP32)
+and measures logit SQNR and accuracy on held-out rows of the given data.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qbert.calibration.calibrate import choose_scales
+from qbert.calibration.emit import emit
+from qbert.calibration.observe import Observer
+from qbert.calibration.placement import sites as placement_sites
+from qbert.calibration.recipe import Recipe
+from qbert.eval.data import Dataset, batches, encode
+from qbert.eval.stats import summarize
+from qbert.exporter.graph import parse
+from qbert.progress import progress_bar
+
+ROLES = ("x", "h", "y")
+
+
+def observe_all(model: Any, encoded, include_padding: bool, batch_size: int, pad_id: int, max_length: int):
+    """Statistics (with analysis moments) of every `full`-placement site on the encoded rows."""
+    all_sites = placement_sites(parse(model), "full")
+    obs = Observer(model, all_sites, histograms=True, include_padding=include_padding, analysis=True)
+    with progress_bar("observe", total=len(encoded)) as advance:
+        stats = obs.run((f for _, f in batches(encoded, batch_size, pad_id=pad_id,
+                                               pad_to=max_length if include_padding else None)), advance)
+    return all_sites, stats
+
+
+def logits_of(model: Any, encoded, batch_size: int, pad_id: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    from qbert.engines.onnxruntime import session_options
+
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    out = np.zeros((len(encoded), 0), dtype=np.float32)
+    for idx, feeds in batches(encoded, batch_size, pad_id=pad_id):
+        got = sess.run(["logits"], feeds)[0]
+        if out.shape[1] == 0:
+            out = np.zeros((len(encoded), got.shape[1]), dtype=np.float32)
+        out[idx] = got
+    return out
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = float(((reference - test) ** 2).sum())
+    return float("inf") if noise == 0 else 10 * math.log10(float((reference ** 2).sum()) / noise)
+
+
+def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list[str]], heldout, labels,
+                     fp_logits: np.ndarray, pad_id: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """For each unit (a set of site keys), quantize only it: logit SQNR (dB) and accuracy drop vs FP32."""
+    scales, _ = choose_scales(all_sites, stats, "minmax", 99.99, 1, False)
+    fp_acc = float((fp_logits.argmax(-1) == labels).mean())
+    out = {}
+    with progress_bar("sensitivity", total=len(keys_per_unit)) as advance:
+        for unit, keys in keys_per_unit.items():
+            recipe = Recipe(method="minmax", placement="full", sites={k: scales[k] for k in keys})
+            q, _ = emit(model, recipe, "ort-cpu")
+            logits = logits_of(q, heldout, batch_size, pad_id)
+            out[unit] = {"sqnr_db": sqnr_db(fp_logits, logits),
+                         "accuracy_drop": fp_acc - float((logits.argmax(-1) == labels).mean())}
+            advance(1)
+    return out
+
+
+def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, samples: int = 128,
+            heldout_rows: int = 256, include_padding: bool = False, batch_size: int = 16,
+            seed: int = 0) -> dict[str, Any]:
+    from qbert.errors import QbertError
+
+    if len(dataset.examples) < samples + 32:
+        raise QbertError(f"analysis needs at least {samples + 32} rows (samples + 32 held out); "
+                         f"the data has {len(dataset.examples)}: lower --samples")
+    order = np.random.default_rng(seed).permutation(len(dataset.examples))
+    pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
+    calib = pick(order[:samples])
+    held = pick(order[samples:samples + heldout_rows])
+    max_length, pad_id = meta.get("max_length", 128), meta.get("pad_token_id", 0)
+    enc_c, enc_h = encode(calib, tokenizer, max_length), encode(held, tokenizer, max_length)
+    all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, pad_id, max_length)
+    layers = meta["num_layers"]
+    hidden_keys = ["emb.ln"] + [f"layer.{i}.z" for i in range(layers)]
+    table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}
+    for role in ROLES:
+        table[role] = [summarize(stats[f"layer.{i}.{role}"]) for i in range(layers)]
+    fp_logits = logits_of(model, enc_h, 32, pad_id)
+    units = {f"layer.{i}": [s.key for s in all_sites if s.key.startswith(f"layer.{i}.")] for i in range(layers)}
+    sens = site_sensitivity(model, all_sites, stats, units, enc_h, held.labels, fp_logits, pad_id)
+    worst = max(range(layers), key=lambda i: table["y"][i]["kurtosis"])
+    return {"samples": samples, "heldout": len(held.examples), "include_padding": include_padding,
+            "layers": table, "sensitivity": sens, "worst_layer": worst,
+            "worst_channel_amax": stats[f"layer.{worst}.y"].channel_amax.tolist(),
+            "worst_channel_energy": stats[f"layer.{worst}.y"].channel_energy.tolist()}
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Four PNGs: kurtosis by layer, channel-energy curve, per-channel range of the worst layer, sensitivity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qbert.atomic import atomic_path
+
+    paths = []
+
+    def save(fig, name: str) -> None:
+        path = out_dir / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+
+    t = result["layers"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(len(t["hidden_states"])), [r["kurtosis"] for r in t["hidden_states"]], "o-",
+            label="hidden state (0 = embeddings)")
+    for role in ROLES:
+        ax.plot(range(1, len(t[role]) + 1), [r["kurtosis"] for r in t[role]], ".--", label=role)
+    ax.axhline(3, color="grey", lw=0.8)
+    ax.set(yscale="log", xlabel="layer", ylabel="Pearson kurtosis (Gaussian = 3)", title="Kurtosis by layer")
+    ax.legend(fontsize=7)
+    save(fig, "kurtosis.png")
+
+    energy = np.sort(np.asarray(result["worst_channel_energy"]))[::-1]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(np.arange(1, len(energy) + 1) / len(energy) * 100, np.cumsum(energy) / energy.sum())
+    ax.set(xscale="log", xlabel="% of channels (largest energy first)", ylabel="share of Σx²",
+           title=f"Channel energy, layer {result['worst_layer']} y")
+    save(fig, "channel_energy.png")
+
+    amax = np.asarray(result["worst_channel_amax"])
+    dom = t["y"][result["worst_layer"]].get("dominant_channels", [])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(np.arange(len(amax)), amax, width=1.0)
+    for c in dom[:3]:
+        ax.annotate(str(c), (c, amax[c]), ha="center", va="bottom", fontsize=8, color="red")
+    ax.set(xlabel="channel", ylabel="max |x|", title=f"Per-channel range, layer {result['worst_layer']} y")
+    save(fig, "channel_range.png")
+
+    sens = result["sensitivity"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(range(len(sens)), [v["accuracy_drop"] * 100 for v in sens.values()])
+    ax.set(xticks=range(len(sens)), xticklabels=[k.split(".")[-1] for k in sens], xlabel="layer quantized alone",
+           ylabel="accuracy drop (points)", title="Sensitivity (minmax W8A8, full placement)")
+    save(fig, "sensitivity.png")
+    return paths
