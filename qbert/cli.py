@@ -363,6 +363,37 @@ def analyze(
     err.print(f"wrote {out_dir}/analysis.json and {', '.join(result['plots'])}")
 
 
+@app.command()
+@guarded
+def reproduce(
+    model: str = typer.Option(..., "--model", help="HF sequence classifier (folder or hub id)."),
+    eval_data: str = typer.Option(..., "--eval-data", help="Labelled evaluation data (.tsv/.jsonl/glue/qnli)."),
+    calib_data: str = typer.Option(..., "--calib-data", help="Calibration data — a different split."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.json, plots and cache."),
+    engine: str = typer.Option("ort-cpu", help="ort-cpu (here) | tensorrt (needs a GPU)."),
+    samples: int = typer.Option(512, help="Calibration sequences per row."),
+    bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
+    only: Optional[str] = typer.Option(None, help="Comma-separated substrings: run only matching rows."),
+) -> None:
+    """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
+    from qbert.reproduce import reproduce as run_reproduce
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QbertError(f"--out {out_dir} is a file; give a folder")
+    if not out_dir.resolve().parent.is_dir():
+        raise QbertError(f"parent of --out {out_dir} does not exist")
+    report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
+                           bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None)
+    table = Table(title=f"reproduce [{engine}]", title_justify="left")
+    for col in ("setting", "accuracy", "p50 b=1 ms", "int/float GEMMs", "cached"):
+        table.add_column(col)
+    for r in report["rows"]:
+        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}%", f"{r['latency']['1']['p50_ms']:.1f}",
+                      f"{r['census']['integer_gemms']}/{r['census']['float_gemms']}", "yes" if r["cached"] else "")
+    out.print(table)
+    err.print(f"wrote {out_dir}/report.md and report.json")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

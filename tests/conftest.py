@@ -43,8 +43,9 @@ def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_enta
 
 
 def build_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64,
-                    plant: bool = True, classifier: bool = True, seed: int = 0) -> Path:
-    """Random BERT + WordPiece tokenizer; `plant` makes channels OUTLIER_CHANNELS dominate layer OUTLIER_LAYER's
+                    plant: bool = True, classifier: bool = True, seed: int = 0,
+                    outlier_layer: int = OUTLIER_LAYER) -> Path:
+    """Random BERT + WordPiece tokenizer; `plant` makes channels OUTLIER_CHANNELS dominate layer `outlier_layer`'s
     FFN output and residual stream, like the structured outliers of real BERTs."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
@@ -61,7 +62,7 @@ def build_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int 
     model = (BertForSequenceClassification if classifier else BertModel)(config).eval()
     if plant:
         bert = model.bert if classifier else model
-        layer = bert.encoder.layer[OUTLIER_LAYER]
+        layer = bert.encoder.layer[outlier_layer]
         with torch.no_grad():
             for c in OUTLIER_CHANNELS:
                 layer.output.dense.bias[c] = 25.0  # h: FFN output outlier

@@ -99,6 +99,7 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
     check_output_dir(out)
     t0 = time.perf_counter()
     model, tokenizer = load_classifier(model_spec)
+    max_length = min(max_length, model.config.max_position_embeddings)  # longer inputs cannot be embedded
     feeds = parity_feeds(tokenizer, max_length)
     wrapper = _wrapper(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)

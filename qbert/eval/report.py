@@ -1,0 +1,113 @@
+"""report.md + report.json for `qbert reproduce`: tables, plots and the study's claims side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qbert.atomic import atomic_path, write_json
+
+
+def _find(rows: list[dict], prefix: str) -> dict | None:
+    return next((r for r in rows if r["name"].startswith(prefix)), None)
+
+
+def _pct(r: dict | None) -> str:
+    return "—" if r is None else f"{100 * r['accuracy']:.2f}%"
+
+
+def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(claim, study, measured here, verdict) for each claim of the study."""
+    rows, an = report["rows"], report["analysis"]["layers"]
+    fp, naive = _find(rows, "FP32"), _find(rows, "W8A8 minmax, placement full")
+    mp, k3, k4 = _find(rows, "Mixed precision"), _find(rows, "PEG K=3 permuted"), _find(rows, "PEG K=4 permuted")
+    pcts = [r for r in rows if r["name"].startswith("Percentile")]
+    out = []
+    if fp and naive:
+        drop = 100 * (fp["accuracy"] - naive["accuracy"])
+        out.append(("Naive W8A8 collapses (to ≈ 54 %)", "89.66 → 54.33 %", f"{_pct(fp)} → {_pct(naive)}",
+                    "holds" if drop > 15 else f"does not hold (drop {drop:.1f} pt)"))
+    hk = max(r["kurtosis"] for r in an["hidden_states"])
+    he = max(r["top1pct_element_energy"] for r in an["hidden_states"])
+    yk = max(r["kurtosis"] for r in an["y"])
+    out.append(("Hidden states are heavy-tailed (kurtosis 271, top-1 % elements hold 55 % of energy)",
+                "271 / 55 % (padding counted)", f"max kurtosis {hk:.0f} / {100 * he:.0f} % (padding excluded); "
+                f"FFN residual sum y: kurtosis {yk:.0f}", "holds" if hk > 10 else "weaker on this model"))
+    if fp and mp:
+        gap = 100 * (fp["accuracy"] - mp["accuracy"])
+        out.append(("Mixed precision (x, h, y high precision) ≈ FP32", "89.42 vs 89.66 %", f"{_pct(mp)} vs {_pct(fp)}",
+                    "holds" if gap <= 1.5 else f"partly: {gap:.1f} pt below FP32"))
+    if fp and k3 and k4:
+        gap = 100 * (fp["accuracy"] - k4["accuracy"])
+        verdict = ("holds" if k3["accuracy"] < k4["accuracy"] and gap <= 3 else
+                   f"K=3 {'<' if k3['accuracy'] < k4['accuracy'] else '≥'} K=4; K=4 is {gap:.1f} pt below FP32")
+        out.append(("PEG: K=3 < K=4 ≈ FP32", "66.12 / 86.18 %", f"{_pct(k3)} / {_pct(k4)}", verdict))
+    if naive and pcts:
+        best = max(pcts, key=lambda r: r["accuracy"])
+        gain = 100 * (best["accuracy"] - naive["accuracy"])
+        out.append(("Percentile calibration does not help", "≈ 50.5 % for every p", ", ".join(
+            f"{r['name'].split()[-1]}: {_pct(r)}" for r in pcts),
+            "holds" if gain <= 1 else f"does not hold: {best['name']} gains {gain:.1f} pt (the study's percentile "
+            "zeroed negatives, bug B1)"))
+    if fp:
+        int8 = [r for r in rows if r["kind"] == "int8"]
+        if int8:
+            speed = [fp["latency"]["1"]["p50_ms"] / r["latency"]["1"]["p50_ms"] for r in int8]
+            size = [r["model_bytes"] / fp["model_bytes"] for r in int8]
+            out.append(("No latency/memory difference between methods", "58.4–59.1 ms, ≈ 418 MiB for all",
+                        f"INT8 rows {min(speed):.2f}–{max(speed):.2f}× FP32 speed at batch 1, "
+                        f"{min(size):.2f}–{max(size):.2f}× FP32 size",
+                        "holds" if max(speed) < 1.1 and min(size) > 0.9 else
+                        "does not hold: real integer kernels change both (the study timed FP32 models, bug B4)"))
+    return out
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    rows = report["rows"]
+    fp = _find(rows, "FP32")
+    lines = [f"# qbert reproduction report", "",
+             f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration `{report['calib_data']}` "
+             f"({report['samples']} sequences) · engine **{report['engine']}**", "",
+             "## Accuracy", "",
+             "| setting | accuracy | Δ vs FP32 | agrees with FP32 | placement | activations / high precision | "
+             "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        agree = sum(a == b for a, b in zip(r["predictions"], fp["predictions"])) / len(r["predictions"]) if fp else 1
+        place = r["flags"].get("placement", "—")
+        act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
+        c = r["census"]
+        lines.append(f"| {r['name']} | {_pct(r)} | {100 * (r['accuracy'] - fp['accuracy']):+.2f} | "
+                     f"{100 * agree:.1f}% | {place} | {act} / {r['high_precision'].upper()} | "
+                     f"{c['integer_gemms']} / {c['float_gemms']} |")
+    auto = _find(rows, "Auto mixed")
+    if auto and auto.get("auto_fp16"):
+        lines += ["", f"Auto mixed precision kept in high precision: {', '.join(auto['fallback']) or 'nothing'} "
+                  f"(held-out accuracy {100 * auto['auto_fp16']['steps'][-1]['accuracy']:.2f}% vs FP32 "
+                  f"{100 * auto['auto_fp16']['fp32_heldout_accuracy']:.2f}% on "
+                  f"{auto['auto_fp16']['heldout_rows']} calibration-split rows)."]
+    seq = rows[0]["latency"]["1"]["seq"] if rows else 128
+    lines += ["", "## Latency and memory", "", f"ONNX Runtime CPU, sequence length {seq}, random ids; p50 over "
+              "timed runs after warm-up; model size on disk.", "",
+              "| setting | p50 b=1 ms | p50 b=8 ms | × FP32 (b=1) | model MB | × FP32 size |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        l1, l8 = r["latency"]["1"]["p50_ms"], r["latency"]["8"]["p50_ms"]
+        lines.append(f"| {r['name']} | {l1:.1f} | {l8:.1f} | {fp['latency']['1']['p50_ms'] / l1:.2f}× | "
+                     f"{r['model_bytes'] / 2**20:.1f} | {r['model_bytes'] / fp['model_bytes']:.2f}× |")
+    an = report["analysis"]
+    lines += ["", "## Outliers", "", "| layer | kurtosis hidden | top-1 % element energy | kurtosis y | top-1 % "
+              "channel energy (y) | max/σ (y) | dominant channels (y) | Δacc, layer alone W8A8 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for i, y in enumerate(an["layers"]["y"]):
+        h = an["layers"]["hidden_states"][i + 1]
+        lines.append(f"| {i} | {h['kurtosis']:.1f} | {100 * h['top1pct_element_energy']:.0f}% | {y['kurtosis']:.0f} | "
+                     f"{100 * y['top1pct_channel_energy']:.0f}% | {y['max_over_std']:.0f} | "
+                     f"{', '.join(map(str, y.get('dominant_channels', [])[:3]))} | "
+                     f"{100 * an['sensitivity'][f'layer.{i}']['accuracy_drop']:+.1f} |")
+    lines += [""] + [f"![{p}]({p})" for p in an["plots"]]
+    lines += ["", "## The study, side by side", "", "| claim | study (BERT-base, QNLI) | measured here | verdict |",
+              "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(report)]
+    lines += ["", f"Versions: {report.get('versions')}", ""]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    slim = {**report, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in rows]}
+    write_json(out / "report.json", slim)

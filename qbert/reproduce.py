@@ -1,0 +1,149 @@
+"""`qbert reproduce`: the study's whole table on any model, resumable, written up as report.md + report.json.
+
+Each row (calibrate → emit → evaluate → bench) is cached under DIR/rows/ by a key of its inputs (FP32 ONNX
+hash, data hashes, flags, engine); an interrupted run picks up where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qbert.atomic import read_json, save_onnx, sha256_file, sidecar_path, write_json
+from qbert.errors import QbertError
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # fp32 | fp16 | int8
+    calibrate: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS = [
+    Row("FP32", "fp32"),
+    Row("FP16 (no INT8)", "fp16"),
+    Row("W8A8 minmax, placement full (the study's naive W8A8)", "int8", dict(method="minmax", placement="full")),
+    Row("W8A8 minmax, placement trt (GEMM inputs only)", "int8", dict(method="minmax", placement="trt")),
+    Row("Mixed precision: x, h, y high precision", "int8",
+        dict(method="minmax", placement="full", fallback=["x", "h", "y"])),
+    *[Row(f"PEG K={k}{' permuted' if p else ''}", "int8",
+          dict(method="peg", placement="full", groups=k, permute=p)) for k in (3, 4) for p in (True, False)],
+    *[Row(f"Percentile {p}", "int8", dict(method="percentile", placement="full", percentile=p))
+      for p in (99.0, 99.9, 99.99)],
+    Row("MSE", "int8", dict(method="mse", placement="full")),
+    Row("Auto mixed precision (budget 0.5 pt)", "int8",
+        dict(method="minmax", placement="full", auto_fp16=True, budget=0.5)),
+]
+
+STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
+    "FP32": 89.66, "W8A8": 54.33, "MP": 89.42, "PEG3": 66.12, "PEG4": 86.18, "PCT": 50.54,
+}
+
+
+def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str) -> str:
+    blob = json.dumps([row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
+            samples: int, engine: str, bench_iters: int) -> dict[str, Any]:
+    from qbert.calibration.calibrate import calibrate
+    from qbert.calibration.emit import emit
+    from qbert.calibration.recipe import Recipe
+    from qbert.engines import open_engine
+    from qbert.engines.onnxruntime import ort_census
+    from qbert.eval.accuracy import evaluate
+    from qbert.eval.bench import random_feeds, time_engine
+
+    t0 = time.perf_counter()
+    target = "ort-cpu" if engine == "ort-cpu" else "trt"
+    path = work / "model.onnx"
+    info: dict[str, Any] = {}
+    if row.kind == "fp32":
+        path = fp32_path
+    else:
+        recipe = (Recipe(method="none", placement="trt", sites={}) if row.kind == "fp16" else
+                  calibrate(fp32_path, meta, model, calib, samples=samples, **row.calibrate))
+        q, info = emit(model, recipe, target, "fp16" if row.kind == "fp16" else None)
+        save_onnx(q, path)
+        write_json(sidecar_path(path), {**meta, "kind": "qdq", "sha256": sha256_file(path)})
+        if row.kind == "int8":
+            recipe.save(work / "recipe.json")
+            info["fallback"] = recipe.fallback
+            info["auto_fp16"] = recipe.calibration.get("auto_fp16")
+    if engine != "ort-cpu":
+        raise QbertError("qbert reproduce runs --engine ort-cpu here; build and evaluate TensorRT plans with "
+                         "qbert build / qbert eval --engine tensorrt on a GPU machine")
+    eng = open_engine("ort-cpu", str(path))
+    result = evaluate(eng, eval_ds, tokenizer)
+    seq = min(128, meta.get("max_length", 128))
+    timing = {b: time_engine(eng, random_feeds(b, seq, meta.get("vocab_size", 100)), 3,
+                             bench_iters if b == 1 else max(3, bench_iters // 4)) for b in (1, 8)}
+    census = ort_census(str(path))
+    return {"name": row.name, "kind": row.kind, "flags": row.calibrate, "accuracy": result["accuracy"],
+            "correct": result["correct"], "examples": result["examples"], "predictions": result["predictions"],
+            "engine": eng.describe(), "target": target if row.kind != "fp32" else "fp32",
+            "high_precision": info.get("high_precision", "fp32"), "census": census,
+            "quantized_gemms": info.get("quantized_gemms", 0), "fallback": info.get("fallback", []),
+            "auto_fp16": info.get("auto_fp16"), "model_bytes": path.stat().st_size,
+            "latency": {str(b): t for b, t in timing.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
+              samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
+              only: list[str] | None = None) -> dict[str, Any]:
+    import onnx
+
+    from qbert.artifacts import load_meta
+    from qbert.eval.analyze import analyze, plot
+    from qbert.eval.data import load_dataset_spec
+    from qbert.exporter.export import export
+    from qbert.exporter.hf import load_tokenizer
+    from qbert.progress import progress_bar
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows").mkdir(exist_ok=True)
+    fp32_path = out / "fp32.onnx"
+    if not (fp32_path.is_file() and sidecar_path(fp32_path).is_file()):
+        export(model_spec, fp32_path)
+    meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
+    tokenizer = load_tokenizer(meta["tokenizer"])
+    eval_ds = load_dataset_spec(eval_data, meta["label2id"])
+    calib_ds = load_dataset_spec(calib_data, meta["label2id"])
+    if eval_ds.sha256() == calib_ds.sha256():
+        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+    analysis_path = out / "analysis.json"
+    if not analysis_path.is_file():
+        res = analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples)
+        res["plots"] = [p.name for p in plot(res, out)]
+        write_json(analysis_path, res)
+    analysis = read_json(analysis_path)
+    rows = [r for r in ROWS if not only or any(o.lower() in r.name.lower() for o in only)]
+    results = []
+    with progress_bar("reproduce", total=len(rows)) as advance:
+        for row in rows:
+            key = row_key(row, meta["sha256"], eval_ds.sha256(), calib_ds.sha256(), samples, engine)
+            cached = out / "rows" / f"{key}.json"
+            if cached.is_file():
+                results.append({**read_json(cached), "cached": True})
+            else:
+                work = out / "rows" / key
+                work.mkdir(exist_ok=True)
+                res = run_row(row, fp32_path, meta, model, calib_data, eval_ds, tokenizer, work, samples, engine,
+                              bench_iters)
+                write_json(cached, res)
+                results.append({**res, "cached": False})
+            advance(1)
+    report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
+              "samples": samples, "rows": results, "analysis": {k: analysis[k] for k in
+                                                               ("layers", "sensitivity", "worst_layer", "plots")},
+              "versions": meta.get("versions")}
+    from qbert.eval.report import write_report
+
+    write_report(report, out)
+    return report

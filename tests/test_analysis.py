@@ -1,0 +1,89 @@
+"""Outlier statistics, automatic mixed precision and the resumable reproduction on the tiny planted BERT."""
+import numpy as np
+import onnx
+import pytest
+
+from qbert.artifacts import load_meta
+from qbert.calibration.observe import AbsHistogram, TensorStats
+from qbert.eval.data import encode, load_dataset_spec
+from qbert.eval.stats import summarize
+from qbert.exporter.hf import load_tokenizer
+from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER, write_tsv
+
+
+def stats_of(x: np.ndarray) -> TensorStats:
+    """TensorStats fed the way the observer feeds them ([tokens, channels])."""
+    st = TensorStats(hist=AbsHistogram(4096, energy=True))
+    v = x.astype(np.float64)
+    st.moments += [v.sum(), (v ** 2).sum(), (v ** 3).sum(), (v ** 4).sum()]
+    st.channel_energy = (v ** 2).sum(0)
+    st.amax, st.count = float(np.abs(v).max()), v.size
+    st.hist.add(np.abs(v))
+    return st
+
+
+def test_kurtosis_and_energy_of_known_tensors():
+    rng = np.random.default_rng(0)
+    gauss = summarize(stats_of(rng.normal(size=(4000, 64))))
+    assert gauss["kurtosis"] == pytest.approx(3.0, abs=0.1)
+    assert gauss["top1pct_channel_energy"] < 0.05
+    uniform = summarize(stats_of(rng.uniform(-1, 1, size=(4000, 64))))
+    assert uniform["kurtosis"] == pytest.approx(1.8, abs=0.05)  # uniform: 9/5
+    x = rng.normal(size=(4000, 100))
+    x[:, 7] *= 40.0
+    spiky = summarize(stats_of(x))
+    assert spiky["dominant_channels"][0] == 7 and spiky["top1pct_channel_energy"] > 0.9
+    assert spiky["kurtosis"] > 20 and spiky["top1pct_element_energy"] > 0.3
+
+
+def test_analyze_finds_planted_channels(tiny_onnx, tiny_model, tmp_path):
+    from qbert.eval.analyze import analyze, plot
+
+    meta = load_meta(tiny_onnx)
+    data = write_tsv(tmp_path / "d.tsv", 120, seed=3)
+    ds = load_dataset_spec(str(data), meta["label2id"])
+    res = analyze(onnx.load(str(tiny_onnx)), meta, ds, load_tokenizer(meta["tokenizer"]), samples=48, heldout_rows=64)
+    y = res["layers"]["y"][OUTLIER_LAYER]
+    assert set(y["dominant_channels"][:2]) == set(OUTLIER_CHANNELS)
+    assert y["kurtosis"] > 9 and y["top1pct_channel_energy"] > 0.3  # Gaussian: 3 and ≈ 1/32
+    assert len(plot(res, tmp_path)) == 4 and (tmp_path / "kurtosis.png").stat().st_size > 1000
+
+
+def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
+    """Outliers planted in the last layer's FFN (where BERT has them): its h and y are the most sensitive."""
+    from qbert.calibration.auto import rank_sites
+    from qbert.calibration.calibrate import calibrate
+    from qbert.exporter.export import export
+    from tests.conftest import build_tiny_bert
+
+    export(str(build_tiny_bert(tmp_path / "m", outlier_layer=1)), tmp_path / "m.onnx")
+    meta, model = load_meta(tmp_path / "m.onnx"), onnx.load(str(tmp_path / "m.onnx"))
+    data = write_tsv(tmp_path / "d.tsv", 120, seed=4)
+    recipe = calibrate(tmp_path / "m.onnx", meta, model, str(data), method="minmax", placement="full", samples=48)
+    ds = load_dataset_spec(str(data), meta["label2id"], limit=48)
+    ranking = rank_sites(model, recipe, encode(ds, load_tokenizer(meta["tokenizer"])), meta["pad_token_id"])
+    top3 = {k for k, _ in ranking[:3]}
+    assert {"layer.1.h", "layer.1.y"} <= top3 and all(k.startswith("layer.1.") for k in top3), ranking[:5]
+    assert ranking[0][1] < ranking[-1][1] - 10  # dB
+    auto = calibrate(tmp_path / "m.onnx", meta, model, str(data), method="minmax", placement="full", samples=48,
+                     auto_fp16=True, budget=100.0, heldout_rows=64)
+    assert auto.calibration["auto_fp16"]["within_budget"] and auto.fallback == []  # generous budget: nothing kept
+
+
+def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatch):
+    from qbert import reproduce as rep
+
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 400, seed=6)
+    calls = []
+    real = rep.run_row
+    monkeypatch.setattr(rep, "run_row", lambda row, *a, **k: calls.append(row.name) or real(row, *a, **k))
+    only = ["FP32", "placement trt"]
+    first = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", samples=32, bench_iters=2,
+                          analysis_samples=32, only=only)
+    assert len(calls) == 2 and not any(r["cached"] for r in first["rows"])
+    second = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", samples=32, bench_iters=2,
+                           analysis_samples=32, only=only + ["Percentile 99.0"])
+    assert calls[2:] == ["Percentile 99.0"]  # only the new row ran
+    assert [r["cached"] for r in second["rows"]] == [True, True, False]
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "The study, side by side" in text and "kurtosis.png" in text
