@@ -37,6 +37,8 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
 
 def load_meta(onnx_path: Path | str) -> dict[str, Any]:
     """The sidecar JSON written next to every ONNX qbert produces."""
+    if not Path(onnx_path).is_file():
+        raise QbertError(f"ONNX file {onnx_path} not found")
     side = sidecar_path(onnx_path)
     if not side.is_file():
         raise QbertError(f"no sidecar {side} next to the ONNX; produce the ONNX with `qbert export`")

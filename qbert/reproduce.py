@@ -106,6 +106,8 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import progress_bar
 
+    if Path(eval_data).resolve() == Path(calib_data).resolve():
+        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"

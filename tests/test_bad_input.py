@@ -1,0 +1,154 @@
+"""Table-driven bad input: every command answers with one line naming the problem, exit 2, no partial file."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from qbert.cli import app
+from tests.conftest import build_tiny_bert, write_tsv
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def env(tiny_model, tiny_onnx, tiny_tsv, tmp_path_factory):
+    return build_env(tmp_path_factory.mktemp("bad"), tiny_model, tiny_onnx, tiny_tsv)
+
+
+def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dict:
+    """Good inputs plus one broken variant of each kind of file."""
+    shutil.copy(tiny_onnx, d / "m.onnx")
+    shutil.copy(str(tiny_onnx) + ".json", d / "m.onnx.json")
+    blob = (d / "m.onnx").read_bytes()
+    (d / "trunc.onnx").write_bytes(blob[: len(blob) // 3])
+    shutil.copy(d / "m.onnx.json", d / "trunc.onnx.json")
+    (d / "text.onnx").write_text("this is not a model\n")
+    m = onnx.load(str(d / "m.onnx"))
+    m.graph.input[2].name = "segment_ids"  # lacks token_type_ids
+    onnx.save(m, str(d / "noinput.onnx"))
+    m = onnx.load(str(d / "m.onnx"))
+    for t in m.graph.initializer:  # NaN LayerNorm weight → NaN activations
+        if t.name.endswith("embeddings.LayerNorm.weight"):
+            t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * float("nan"), t.name))
+    onnx.save(m, str(d / "nan.onnx"))
+    shutil.copy(d / "m.onnx.json", d / "nan.onnx.json")
+    (d / "nosidecar.onnx").write_bytes(blob)
+    write_tsv(d / "small.tsv", 10)
+    (d / "nocol.tsv").write_text("index\tquestion\tlabel\n0\tq\tentailment\n")
+    (d / "badlabel.tsv").write_text("index\tquestion\tsentence\tlabel\n0\tq\ts\tcontradiction\n")
+    (d / "empty.tsv").write_text("")
+    (d / "latin1.tsv").write_bytes(b"index\tquestion\tsentence\tlabel\n0\tq\tna\xefve\tentailment\n")
+    (d / "notmodel").mkdir()
+    build_tiny_bert(d / "base", classifier=False)
+    runner.invoke(app, ["calibrate", "--onnx", str(d / "m.onnx"), "--data", str(tiny_tsv), "--samples", "16",
+                        "--out", str(d / "q.onnx")])
+    (d / "plan.plan").write_bytes(b"\x00garbage plan")
+    (d / "empty.plan").write_bytes(b"")
+    (d / "afile").write_text("x")
+    return {"d": d, "tsv": str(tiny_tsv), "model": str(tiny_model)}
+
+
+# (case, argv template, expected words in the one-line error); {d} = the fixture folder, {o} = an empty output folder
+CASES = [
+    ("export: missing model path", "export --model {d}/missing --out {o}/x.onnx", "no such folder"),
+    ("export: folder that is not an HF model", "export --model {d}/notmodel --out {o}/x.onnx", "not a Hugging Face model"),
+    ("export: not a classifier", "export --model {d}/base --out {o}/x.onnx", "not a sequence classifier"),
+    ("export: output directory missing", "export --model {model} --out {o}/nodir/x.onnx", "does not exist"),
+    ("export: output parent is a file", "export --model {model} --out {d}/afile/x.onnx", "does not exist"),
+    ("export: opset below 17", "export --model {model} --out {o}/x.onnx --opset 13", "needs ≥ 17"),
+    ("eval: missing ONNX", "eval --onnx {d}/missing.onnx --data {tsv}", "not found"),
+    ("eval: truncated ONNX", "eval --onnx {d}/trunc.onnx --data {tsv}", "not a readable ONNX model"),
+    ("eval: ONNX without its sidecar", "eval --onnx {d}/nosidecar.onnx --data {tsv}", "no sidecar"),
+    ("eval: TSV missing columns", "eval --onnx {d}/m.onnx --data {d}/nocol.tsv --json {o}/r.json", "header must name"),
+    ("eval: unknown label", "eval --onnx {d}/m.onnx --data {d}/badlabel.tsv --json {o}/r.json", "unknown label"),
+    ("eval: empty TSV", "eval --onnx {d}/m.onnx --data {d}/empty.tsv --json {o}/r.json", "is empty"),
+    ("eval: non-UTF-8 TSV", "eval --onnx {d}/m.onnx --data {d}/latin1.tsv --json {o}/r.json", "not UTF-8"),
+    ("eval: missing data", "eval --onnx {d}/m.onnx --data {d}/none.tsv", "not found"),
+    ("eval: --limit 0", "eval --onnx {d}/m.onnx --data {tsv} --limit 0", "--limit"),
+    ("calibrate: not ONNX", "calibrate --onnx {d}/text.onnx --data {tsv} --out {o}/q.onnx", "not a readable ONNX"),
+    ("calibrate: ONNX lacks inputs", "calibrate --onnx {d}/noinput.onnx --data {tsv} --out {o}/q.onnx", "lacks inputs"),
+    ("calibrate: Q/DQ ONNX where FP32 expected", "calibrate --onnx {d}/q.onnx --data {tsv} --out {o}/q2.onnx",
+     "already quantized"),
+    ("calibrate: --groups does not divide hidden", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups 5 "
+     "--out {o}/q.onnx", "does not divide"),
+    ("calibrate: --groups 0", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups 0 --out {o}/q.onnx",
+     "positive"),
+    ("calibrate: --groups negative", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups -2 "
+     "--out {o}/q.onnx", "positive"),
+    ("calibrate: --percentile 0", "calibrate --onnx {d}/m.onnx --data {tsv} --method percentile --percentile 0 "
+     "--out {o}/q.onnx", "(0, 100]"),
+    ("calibrate: --percentile 101", "calibrate --onnx {d}/m.onnx --data {tsv} --method percentile --percentile 101 "
+     "--out {o}/q.onnx", "(0, 100]"),
+    ("calibrate: fewer rows than --samples", "calibrate --onnx {d}/m.onnx --data {d}/small.tsv --samples 64 "
+     "--out {o}/q.onnx", "lower --samples"),
+    ("calibrate: NaN activations", "calibrate --onnx {d}/nan.onnx --data {tsv} --samples 16 --out {o}/q.onnx",
+     "NaN/Inf"),
+    ("calibrate: unknown method", "calibrate --onnx {d}/m.onnx --data {tsv} --method magic --out {o}/q.onnx",
+     "--method"),
+    ("calibrate: fallback matches nothing", "calibrate --onnx {d}/m.onnx --data {tsv} --fp16-fallback nope "
+     "--out {o}/q.onnx", "match no quantized tensor"),
+    ("build: not ONNX", "build --onnx {d}/text.onnx --out {o}/e.plan", "not a readable ONNX"),
+    ("build: bad --shapes", "build --onnx {d}/q.onnx --out {o}/e.plan --shapes 8x128", "--shapes"),
+    ("bench: corrupt plan", "bench --plan {d}/plan.plan", "no qbert sidecar"),
+    ("bench: empty plan", "bench --plan {d}/empty.plan", "is empty"),
+    ("bench: both --onnx and --plan", "bench --onnx {d}/m.onnx --plan {d}/plan.plan", "exactly one"),
+    ("bench: bad --batch", "bench --onnx {d}/m.onnx --batch 0", "--batch"),
+    ("eval: FP32 ONNX as TensorRT plan", "eval --onnx {d}/m.onnx --engine tensorrt --plan {d}/m.onnx --data {tsv}",
+     "not a qbert engine sidecar"),
+    ("analyze: output is a file", "analyze --onnx {d}/m.onnx --data {tsv} --out {d}/afile", "is a file"),
+    ("reproduce: same eval and calibration data", "reproduce --model {model} --eval-data {tsv} --calib-data {tsv} "
+     "--out {o}/rep", "same rows"),
+]
+
+
+def run_case(env: dict, out: Path, argv: str):
+    args = argv.format(d=env["d"], o=out, tsv=env["tsv"], model=env["model"]).split()
+    r = runner.invoke(app, args)
+    return r, [l for l in r.stderr.strip().splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize("case,argv,needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(env, tmp_path, case, argv, needle):
+    out = tmp_path / "out"
+    out.mkdir()
+    before = sorted(p.name for p in env["d"].iterdir())
+    r, lines = run_case(env, out, argv)
+    assert r.exit_code == 2, (case, r.exit_code, r.stderr, r.stdout)
+    assert len(lines) == 1 and needle in lines[0], (case, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr
+    leftovers = [p.name for p in out.rglob("*") if p.is_file()]
+    assert leftovers == [], (case, leftovers)
+    assert sorted(p.name for p in env["d"].iterdir()) == before  # nothing written beside the inputs
+
+
+def test_table_in_readme_lists_every_case():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [c[0] for c in CASES if c[0] not in readme]
+    assert not missing, f"README's bad-input table lacks: {missing}"
+
+
+if __name__ == "__main__":  # prints the README's table: python -m tests.test_bad_input
+    import os
+    import tempfile
+
+    from qbert.exporter.export import export
+
+    os.environ.setdefault("QBERT_QUIET", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        model = build_tiny_bert(t / "model")
+        export(str(model), t / "tiny.onnx")
+        (t / "env").mkdir()
+        e = build_env(t / "env", model, t / "tiny.onnx", write_tsv(t / "tiny.tsv", 96))
+        print("| case | message (exit code 2, no output file) |\n|---|---|")
+        for case, argv, _ in CASES:
+            out = t / "out" / case.replace(" ", "_").replace("/", "_")
+            out.mkdir(parents=True)
+            _, lines = run_case(e, out, argv)
+            msg = lines[0].replace(tmp, "…").replace("|", "\\|") if lines else ""
+            print(f"| {case} | {msg} |")
