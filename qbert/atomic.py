@@ -50,21 +50,38 @@ def write_bytes(path: Path | str, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def external_data_threshold() -> int:
+    """Models larger than this are saved with their tensors in one `<name>.data` file (protobuf caps a
+    single file at 2 GB). QBERT_EXTERNAL_DATA_BYTES lowers it, so tests can force the large-model path."""
+    return int(os.environ.get("QBERT_EXTERNAL_DATA_BYTES", 2**31 - 2**24))
+
+
 def save_onnx(model: Any, path: Path | str) -> None:
-    """Save an ONNX model atomically (models over 2 GB go to one external-data file beside it)."""
+    """Save an ONNX model atomically, the external-data file included (both renamed into place)."""
     import onnx
 
     path = Path(path)
-    large = model.ByteSize() > 2**31 - 2**20 if hasattr(model, "ByteSize") else False
+    large = _proto_size(model) > external_data_threshold()
     with atomic_path(path) as tmp:
         if large:
             data_name = path.name + ".data"
             with atomic_path(path.with_name(data_name)) as tmp_data:
                 onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                          location=tmp_data.name)
+                          location=tmp_data.name, size_threshold=1024)
                 _relink_external(tmp, tmp_data.name, data_name)
         else:
             onnx.save(model, str(tmp))
+            stale = path.with_name(path.name + ".data")
+            if stale.exists():
+                stale.unlink()
+
+
+def _proto_size(model: Any) -> int:
+    """Serialized size without serializing (ByteSize fails past 2 GB on some protobuf builds)."""
+    try:
+        return model.ByteSize()
+    except Exception:
+        return 2**62
 
 
 def _relink_external(model_path: Path, old: str, new: str) -> None:
@@ -84,6 +101,14 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_onnx(path: Path | str) -> str:
+    """Hash of an ONNX model including its external-data file, if it has one."""
+    data = Path(str(path) + ".data")
+    if not data.is_file():
+        return sha256_file(path)
+    return hashlib.sha256((sha256_file(path) + sha256_file(data)).encode()).hexdigest()
 
 
 def sidecar_path(onnx_path: Path | str) -> Path:

@@ -150,7 +150,8 @@ def calibrate(
                                  "(folded into weights; no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
     samples: int = typer.Option(512, help="Calibration sequences."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "
+                                             "(default: as many as fit ~256 MB of observed activations)."),
     include_padding: bool = typer.Option(False, "--include-padding", help="Count padding tokens in the "
                                          "statistics (pads to max length, like the study)."),
     fp16_fallback: Optional[str] = typer.Option(None, "--fp16-fallback", help="Comma-separated tensors to keep "
@@ -169,7 +170,7 @@ def calibrate(
     import onnx as onnx_lib
 
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import check_output_dir, save_onnx, sha256_file, sidecar_path, write_json
+    from qbert.atomic import check_output_dir, save_onnx, sha256_onnx, sidecar_path, write_json
     from qbert.calibration.calibrate import calibrate as run_calibrate
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
@@ -177,7 +178,7 @@ def calibrate(
     check_output_dir(out_path)
     if out_path.resolve() == onnx.resolve():
         raise QbertError("--out must differ from --onnx")
-    model = load_onnx(onnx, expect="fp32")
+    load_onnx(onnx, expect="fp32")  # validates; calibration reloads it so the weights are held once
     meta = load_meta(onnx)
     if recipe_in is not None:
         recipe = Recipe.load(recipe_in)
@@ -185,19 +186,22 @@ def calibrate(
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
         fallback = [p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else []
-        recipe = run_calibrate(onnx, meta, model, data, method=method, placement=placement, samples=samples,
+        recipe = run_calibrate(onnx, meta, None, data, method=method, placement=placement, samples=samples,
                                percentile=percentile, groups=groups, permute=permute,
                                include_padding=include_padding, fallback=fallback, batch_size=batch_size,
                                threads=threads, auto_fp16=auto_fp16, budget=budget)
-    qmodel, summary = emit(model, recipe, target, high_precision)
-    onnx_lib.checker.check_model(qmodel)
+    qmodel, summary = emit(onnx_lib.load(str(onnx)), recipe, target, high_precision)
+    from qbert.atomic import _proto_size, external_data_threshold
+
+    if _proto_size(qmodel) <= external_data_threshold():
+        onnx_lib.checker.check_model(qmodel)  # larger models are checked by ORT/TensorRT when loaded
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     save_onnx(qmodel, out_path)
     if recipe_in is None or recipe_path.resolve() != recipe_in.resolve():
         recipe.save(recipe_path)
     quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
              "permute": recipe.permute, "percentile": recipe.percentile, "recipe": str(recipe_path), **summary}
-    write_json(sidecar_path(out_path), {**meta, "kind": "qdq", "sha256": sha256_file(out_path),
+    write_json(sidecar_path(out_path), {**meta, "kind": "qdq", "sha256": sha256_onnx(out_path),
                                         "fp32_onnx": str(onnx), "quantization": quant})
     show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
                                                                else ""),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qbert.atomic import read_json, save_onnx, sha256_file, sidecar_path, write_json
+from qbert.atomic import read_json, save_onnx, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
 
 
@@ -71,7 +71,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
                   calibrate(fp32_path, meta, model, calib, samples=samples, **row.calibrate))
         q, info = emit(model, recipe, target, "fp16" if row.kind == "fp16" else None)
         save_onnx(q, path)
-        write_json(sidecar_path(path), {**meta, "kind": "qdq", "sha256": sha256_file(path)})
+        write_json(sidecar_path(path), {**meta, "kind": "qdq", "sha256": sha256_onnx(path)})
         if row.kind == "int8":
             recipe.save(work / "recipe.json")
             info["fallback"] = recipe.fallback

@@ -17,10 +17,10 @@ from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
 
 
-def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, method: str = "minmax",
+def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str, method: str = "minmax",
               placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
-              batch_size: int = 16, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
+              batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
               budget: float = 0.5, heldout_rows: int = 256) -> Recipe:
     from qbert.exporter.hf import load_tokenizer
 
@@ -32,6 +32,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
         M.check_groups(groups, meta["hidden_size"])
     if samples < 1:
         raise QbertError(f"--samples {samples}: must be at least 1")
+    caller_model = model is not None
+    if model is None:  # load it here so the weights can be dropped once ORT has its own copy
+        import onnx
+
+        model = onnx.load(str(onnx_path))
     graph = parse(model)
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
     dataset = load_dataset_spec(data, meta["label2id"])
@@ -49,11 +54,16 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
     tokenizer = load_tokenizer(meta["tokenizer"])
     encoded = encode(dataset, tokenizer, meta.get("max_length", 128))
     pad_to = meta.get("max_length", 128) if include_padding else None
+    batch_size = batch_size or auto_batch_size(chosen, meta)
+    consume = not caller_model and not auto_fp16
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy"),
-                        include_padding=include_padding, threads=threads)
+                        include_padding=include_padding, threads=threads, consume=consume)
+    if consume:
+        del model, graph  # peak memory: ORT's copy of the weights is enough from here on
     with progress_bar(f"calibrate [{method}]", total=len(encoded)) as advance:
         stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.get("pad_token_id", 0),
                                                     pad_to=pad_to)), advance)
+    del observer
     scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
     recipe = Recipe(
         method=method, placement=placement, sites=scales,
@@ -74,6 +84,18 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any, data: str, meth
                                        held.labels, budget, meta.get("pad_token_id", 0))
         recipe.calibration["auto_fp16"] = report
     return recipe
+
+
+OBSERVED_BYTES_BUDGET = 256 * 2**20
+
+
+def auto_batch_size(chosen, meta: dict[str, Any], budget: int = OBSERVED_BYTES_BUDGET) -> int:
+    """Sequences per calibration batch such that the exposed activations of one batch stay within `budget`
+    (bert-base, `full` placement: ≈ 85 MB per 128-token sequence ⇒ 3 per batch; MiniLM-L6: ≈ 20 MB ⇒ 12)."""
+    seq, d = meta.get("max_length", 128), meta["hidden_size"]
+    width = {"bhss": meta["num_heads"] * seq, "bhsd": d, "bhds": d}
+    per_token = sum(width.get(s.layout, meta["intermediate_size"] if s.key.endswith(".a") else d) for s in chosen)
+    return int(max(1, min(32, budget // max(1, per_token * seq * 4))))
 
 
 def choose_scales(chosen, stats, method: str, percentile: float, groups: int, permute: bool

@@ -88,26 +88,42 @@ class Observer:
     """Feeds batches through ORT and accumulates TensorStats per site."""
 
     def __init__(self, model, sites: list[Site], histograms: bool, include_padding: bool = False,
-                 threads: int | None = None, bins: int = 4096, analysis: bool = False):
+                 threads: int | None = None, bins: int = 4096, analysis: bool = False, consume: bool = False):
+        """`consume=True` lets the observer move the model's weights out to a temporary file for ORT to load
+        (the caller must not use `model` afterwards): session creation then never holds two copies."""
         import onnx
         import onnxruntime as ort
 
         self.sites = sites
         self.include_padding = include_padding
         names = list(dict.fromkeys(s.tensor for s in sites))
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        existing = {o.name for o in probe.graph.output}
-        for name in names:
-            if name not in existing:
-                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        # Expose the observed tensors as extra outputs on the caller's model for as long as the session is
+        # being created (no second copy of the weights), then restore it.
+        n_outputs = len(model.graph.output)
+        existing = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_cpu_mem_arena = False  # give each batch's activations back instead of pooling them
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        from qbert.engines.onnxruntime import session_for
+
+        try:
+            if consume:
+                import tempfile
+                from pathlib import Path
+
+                with tempfile.TemporaryDirectory(prefix="qbert-observe-") as tmp:
+                    onnx.save(model, str(Path(tmp) / "m.onnx"), save_as_external_data=True,
+                              all_tensors_to_one_file=True, location="m.onnx.data")
+                    self.session = ort.InferenceSession(str(Path(tmp) / "m.onnx"), so,
+                                                        providers=["CPUExecutionProvider"])
+            else:
+                self.session = session_for(model, so)
+        finally:
+            del model.graph.output[n_outputs:]
         self.names = names
         self.analysis = analysis
         self.stats = {s.key: TensorStats(hist=AbsHistogram(bins, energy=analysis) if histograms or analysis

@@ -34,6 +34,20 @@ def session_options(threads: int | None = None, optimized_path: str | None = Non
     return so
 
 
+def session_for(model: Any, so: Any) -> Any:
+    """An ORT CPU session for an in-memory model; models past protobuf's 2 GB go through external data."""
+    import onnxruntime as ort
+
+    from qbert.atomic import _proto_size, external_data_threshold, save_onnx
+
+    if _proto_size(model) <= external_data_threshold():
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="qbert-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_onnx(model, path)
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 class OrtCpuEngine(Engine):
     name = "ort-cpu"
 

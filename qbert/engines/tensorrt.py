@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.atomic import read_json, sha256_file, sidecar_path, write_bytes, write_json
+from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, write_bytes, write_json
 from qbert.engines.base import Engine
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
@@ -62,7 +62,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     load_onnx(onnx_path)
     trt, name = import_trt(backend)
     profile = parse_shapes(shapes)
-    key_fields = {"onnx_sha256": sha256_file(onnx_path), "backend": name, "version": trt.__version__,
+    key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
                   "sm": sm if name == "tensorrt-rtx" else "current-gpu", "profile": profile,
                   "opt_level": opt_level, "hw_compat": hw_compat}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()

@@ -25,9 +25,13 @@ from qbert.progress import progress_bar
 ROLES = ("x", "h", "y")
 
 
-def observe_all(model: Any, encoded, include_padding: bool, batch_size: int, pad_id: int, max_length: int):
+def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | None, meta: dict[str, Any]):
     """Statistics (with analysis moments) of every `full`-placement site on the encoded rows."""
+    from qbert.calibration.calibrate import auto_batch_size
+
     all_sites = placement_sites(parse(model), "full")
+    max_length, pad_id = meta.get("max_length", 128), meta.get("pad_token_id", 0)
+    batch_size = batch_size or auto_batch_size(all_sites, meta)
     obs = Observer(model, all_sites, histograms=True, include_padding=include_padding, analysis=True)
     with progress_bar("observe", total=len(encoded)) as advance:
         stats = obs.run((f for _, f in batches(encoded, batch_size, pad_id=pad_id,
@@ -36,11 +40,9 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int, pad
 
 
 def logits_of(model: Any, encoded, batch_size: int, pad_id: int) -> np.ndarray:
-    import onnxruntime as ort
+    from qbert.engines.onnxruntime import session_for, session_options
 
-    from qbert.engines.onnxruntime import session_options
-
-    sess = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    sess = session_for(model, session_options())
     out = np.zeros((len(encoded), 0), dtype=np.float32)
     for idx, feeds in batches(encoded, batch_size, pad_id=pad_id):
         got = sess.run(["logits"], feeds)[0]
@@ -73,7 +75,7 @@ def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list
 
 
 def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, samples: int = 128,
-            heldout_rows: int = 256, include_padding: bool = False, batch_size: int = 16,
+            heldout_rows: int = 256, include_padding: bool = False, batch_size: int | None = None,
             seed: int = 0) -> dict[str, Any]:
     from qbert.errors import QbertError
 
@@ -86,7 +88,7 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     held = pick(order[samples:samples + heldout_rows])
     max_length, pad_id = meta.get("max_length", 128), meta.get("pad_token_id", 0)
     enc_c, enc_h = encode(calib, tokenizer, max_length), encode(held, tokenizer, max_length)
-    all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, pad_id, max_length)
+    all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, meta)
     layers = meta["num_layers"]
     hidden_keys = ["emb.ln"] + [f"layer.{i}.z" for i in range(layers)]
     table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}

@@ -8,6 +8,7 @@ module they belong to (`layer.3.output.dense.weight`), which is what calibration
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from qbert import __version__
-from qbert.atomic import atomic_path, check_output_dir, sha256_file, sidecar_path, write_json
+from qbert.atomic import check_output_dir, save_onnx, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
 
@@ -105,24 +106,27 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
     dyn["logits"] = {0: "batch"}
-    with atomic_path(out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
+        raw = Path(work) / "raw.onnx"  # large models: torch writes external data beside it, in `work`
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deliberate: it names nodes by module path and gives a cleaner
             # BERT graph than the dynamo exporter (which leaves Dropout and mask-building nodes).
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(wrapper, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
+            torch.onnx.export(wrapper, args, str(raw), input_names=list(INPUT_NAMES), output_names=["logits"],
                               dynamic_axes=dyn, opset_version=opset, do_constant_folding=True, dynamo=False)
             reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-        graph = onnxscript.optimizer.optimize(onnx.load(str(tmp)))
+        graph = onnxscript.optimizer.optimize(onnx.load(str(raw)))
         _rename_weights(graph)
         graph.producer_name, graph.producer_version = "qbert", __version__
-        onnx.checker.check_model(graph, full_check=True)
-        onnx.save(graph, str(tmp))
-        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+        checked = Path(work) / "model.onnx"
+        save_onnx(graph, checked)
+        onnx.checker.check_model(str(checked), full_check=True)  # by path: works past protobuf's 2 GB
+        got = ort.InferenceSession(str(checked), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
         max_diff = float(np.abs(got - reference).max())
         if not max_diff <= tolerance:
             raise QbertError(f"parity check failed: max |Δlogit| = {max_diff:.3g} > {tolerance:g} "
                              "(raise --tolerance only if you know why)")
+        save_onnx(onnx.load(str(checked)), out)
     cfg = model.config
     meta = {
         "format": "qbert-onnx",
@@ -141,7 +145,7 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
         "max_length": max_length,
         "opset": opset,
         "parity": {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])},
-        "sha256": sha256_file(out),
+        "sha256": sha256_onnx(out),
         "seconds": round(time.perf_counter() - t0, 2),
         "versions": versions(),
     }
