@@ -89,6 +89,7 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N rows."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+    exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result (with predictions) here."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
@@ -118,7 +119,7 @@ def eval_cmd(
         target = str(plan) if engine == "tensorrt" and plan is not None else str(onnx)
         if engine == "tensorrt" and plan is None:
             raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
-        eng = open_engine(engine, target, threads=threads)
+        eng = open_engine(engine, target, threads=threads, exact=exact)
         tokenizer, label2id, max_length = load_tokenizer(meta["tokenizer"]), meta["label2id"], meta["max_length"]
     dataset = load_dataset_spec(data, label2id, limit)
     result = evaluate(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
@@ -190,7 +191,7 @@ def calibrate(
                                percentile=percentile, groups=groups, permute=permute,
                                include_padding=include_padding, fallback=fallback, batch_size=batch_size,
                                threads=threads, auto_fp16=auto_fp16, budget=budget)
-    qmodel, summary = emit(onnx_lib.load(str(onnx)), recipe, target, high_precision)
+    qmodel, summary = emit(onnx_lib.load(str(onnx)), recipe, target, high_precision, copy=False)
     from qbert.atomic import _proto_size, external_data_threshold
 
     if _proto_size(qmodel) <= external_data_threshold():

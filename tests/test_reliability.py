@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.conftest import write_tsv
 
@@ -44,3 +45,48 @@ def test_same_inputs_give_byte_identical_onnx_and_recipe(tiny_onnx, tiny_tsv, tm
 
     versions = json.loads((tmp_path / "a" / "r.json").read_text())["versions"]
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(versions)
+
+
+def _interrupt_midway(real):
+    """Wrap a writer: write half of what it would, then behave as if Ctrl-C arrived."""
+
+    def wrapper(*args, **kwargs):
+        real(*args, **kwargs)
+        target = next(a for a in args if isinstance(a, (str, os.PathLike)))
+        data = open(target, "rb").read()
+        open(target, "wb").write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    return wrapper
+
+
+def test_ctrl_c_during_export_and_build_keeps_previous_output(tiny_model, tiny_onnx, tmp_path, monkeypatch):
+    import onnx
+    import pytest
+    from typer.testing import CliRunner
+
+    from qbert.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous export")
+    monkeypatch.setattr(onnx, "save", _interrupt_midway(onnx.save))
+    r = runner.invoke(app, ["export", "--model", str(tiny_model), "--out", str(out)])
+    assert r.exit_code == 130 and "interrupted" in r.stderr
+    assert out.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    monkeypatch.undo()
+
+    pytest.importorskip("tensorrt_rtx")
+    plan = tmp_path / "e.plan"
+    plan.write_bytes(b"previous plan")
+    real_write = Path.write_bytes
+
+    def half_then_ctrl_c(self, data):  # Ctrl-C halfway through writing the plan's temp file
+        real_write(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_ctrl_c)
+    r = runner.invoke(app, ["build", "--onnx", str(tiny_onnx), "--out", str(plan), "--shapes", "1x1/2x16/4x32",
+                            "--opt-level", "0", "--backend", "tensorrt-rtx"])
+    assert r.exit_code == 130
+    assert plan.read_bytes() == b"previous plan" and not (tmp_path / "e.plan.json").exists()

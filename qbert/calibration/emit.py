@@ -119,11 +119,16 @@ class Emitter:
         return self.model
 
 
-def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = None) -> tuple[Any, dict]:
-    """Return (Q/DQ model, summary) for `target`; `high_precision` defaults to the target's fast dtype."""
+def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = None, copy: bool = True
+         ) -> tuple[Any, dict]:
+    """Return (Q/DQ model, summary) for `target`; `high_precision` defaults to the target's fast dtype.
+    `copy=False` rewrites `fp32` in place (saves one copy of the weights when the caller is done with it)."""
     high = high_precision or ("fp16" if target == "trt" else "fp32")
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32)
+    if copy:
+        model = onnx.ModelProto()
+        model.CopyFrom(fp32)
+    else:
+        model = fp32
     graph = parse(model)
     em = Emitter(model, target, high)
     if recipe.permutation is not None:
