@@ -39,6 +39,7 @@ class Emitter:
         self.counter = 0
         self.quantized_gemms = 0
         self.weight_cache: dict[tuple[str, int, int], str] = {}
+        self.int8_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def uid(self, stem: str) -> str:
         self.counter += 1
@@ -66,12 +67,14 @@ class Emitter:
     # -- weights ---------------------------------------------------------------------------------------
     def weight_dq(self, weight: str, rows: tuple[int, int] | None = None) -> str:
         """INT8 per-output-channel weight (optionally a row slice) behind a DequantizeLinear."""
-        w = self.inits.get(weight).astype(np.float32)
-        key = (weight, *(rows or (0, w.shape[0])))
+        if weight not in self.int8_cache:
+            w = self.inits.get(weight).astype(np.float32)
+            scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / QMAX
+            self.int8_cache[weight] = (np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8), scale)
+        q, scale = self.int8_cache[weight]
+        key = (weight, *(rows or (0, q.shape[0])))
         if key in self.weight_cache:
             return self.weight_cache[key]
-        scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / QMAX
-        q = np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8)
         if rows is not None:
             q = q[rows[0]:rows[1]]
         stem = f"{weight}.rows{key[1]}_{key[2]}" if rows else weight
@@ -133,6 +136,8 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     em = Emitter(model, target, high)
     if recipe.permutation is not None:
         fold_stream_permutation(graph, np.asarray(recipe.permutation), em.inits)
+        _drop_unused_initializers(model)  # the unpermuted originals: free them before quantizing
+        em.inits = Initializers(model)
     all_sites = placement_mod.sites(graph, recipe.placement)
     linears = {l.name: l for l in graph.linears()}
     for site in all_sites:
@@ -215,10 +220,12 @@ def _toposort(nodes: list[Any], model: Any) -> list[Any]:
 
 
 def _drop_unused_initializers(model: Any) -> None:
+    """Delete in place (rebuilding the repeated field would copy every weight once more)."""
     used = {x for n in model.graph.node for x in n.input}
-    keep = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    inits = model.graph.initializer
+    for i in reversed(range(len(inits))):
+        if inits[i].name not in used:
+            del inits[i]
 
 
 def to_fp16(model: Any) -> None:

@@ -36,8 +36,13 @@ class Initializers:
         return name
 
     def replace_input(self, node: Any, index: int, array: np.ndarray, suffix: str) -> str:
-        name = self.add(node.input[index] + suffix, array)
+        old = node.input[index]
+        name = self.add(old + suffix, array)
         node.input[index] = name
+        if not any(old in n.input for n in self.model.graph.node):  # free the original right away
+            inits = self.model.graph.initializer
+            del inits[next(i for i, t in enumerate(inits) if t.name == old)]
+            del self.by_name[old]
         return name
 
 
