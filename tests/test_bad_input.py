@@ -1,7 +1,6 @@
 """Table-driven bad input: every command answers with one line naming the problem, exit 2, no partial file."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

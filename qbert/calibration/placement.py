@@ -68,9 +68,8 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
             for role in ("q", "k_t", "v", "scores", "p", "context", "g", "u", "x", "a", "h", "y", "z"):
                 out.append(Site(f"layer.{i}.{role}", t[role], layouts.get(role, "bsh"), None,
                                 role in STREAM_ROLES, [lin[r].name for r in readers.get(role, [])]))
-            if out and prev_key.startswith(("emb", "layer")):
-                first = next(s for s in out if s.key == prev_key)
-                first.gemm_inputs = [l.name for l in qkv]
+            stream_in = next(s for s in out if s.key == prev_key)  # z of the previous layer (or emb.ln)
+            stream_in.gemm_inputs = [l.name for l in qkv]
         prev_key, prev_tensor = f"layer.{i}.z", t["z"]
     return out
 

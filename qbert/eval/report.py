@@ -66,7 +66,7 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def write_report(report: dict[str, Any], out: Path) -> None:
     rows = report["rows"]
     fp = _find(rows, "FP32")
-    lines = [f"# qbert reproduction report", "",
+    lines = ["# qbert reproduction report", "",
              f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration `{report['calib_data']}` "
              f"({report['samples']} sequences) · engine **{report['engine']}**", "",
              "## Accuracy", "",

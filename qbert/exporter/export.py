@@ -91,7 +91,6 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
     import onnxruntime as ort
     import onnxscript.optimizer
     import torch
-    import transformers
 
     from qbert.exporter.hf import load_classifier
 
