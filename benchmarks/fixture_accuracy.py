@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "accuracy")
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+    ap.add_argument("--only", default=None, help="comma-separated substrings: rerun only matching settings and "
+                    "reuse the saved results of the others")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.update(HF_HUB_OFFLINE="1", QBERT_QUIET="1")
@@ -55,7 +57,12 @@ def main() -> None:
     results = []
     sh(f"{evaluate} {fp32} --json {args.out}/fp32.json")
     results.append(("FP32", json.loads((args.out / "fp32.json").read_text()), None))
+    only = [o.strip() for o in args.only.split(",")] if args.only else None
     for i, (name, flags) in enumerate(ROWS):
+        saved = args.out / f"row{i}.json"
+        if only and not any(o in name for o in only) and saved.exists():
+            results.append((name, json.loads(saved.read_text()), flags))
+            continue
         t0 = time.time()
         onnx = args.out / f"row{i}.onnx"
         sh(f"{q} calibrate --onnx {fp32} --data {SHARED}/data/qnli/tune.tsv --samples {args.samples} "

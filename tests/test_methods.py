@@ -69,13 +69,19 @@ def test_mse_and_entropy_clip_heavy_tails_but_not_uniform():
 def test_peg_groups_put_outliers_together():
     amax = np.ones(32)
     amax[[5, 19]] = 100.0
-    order = M.stream_permutation([amax])
+    amax[[0, 1, 2]] = [0.1, 0.2, 0.3]  # the smallest channels fill the outlier group
+    order = M.stream_permutation([amax], 4)
     bounds, g = M.peg_groups(amax, 4, order)
     assert bounds == [[0, 8], [8, 16], [16, 24], [24, 32]]
     assert g[:3] == [1.0, 1.0, 1.0] and g[3] == 100.0
-    assert set(order[-2:].tolist()) == {5, 19}
+    assert set(order[-2:].tolist()) == {5, 19} and {0, 1, 2} <= set(order[-8:].tolist())
+    assert sorted(order.tolist()) == list(range(32))
     _, g_plain = M.peg_groups(amax, 4, np.arange(32))
     assert g_plain == [100.0, 1.0, 100.0, 1.0]
+    wide = np.ones(32)
+    wide[[5, 19]] = 100.0
+    wide[8:16] = 5.0  # mid-range channels stay out of the outlier group
+    assert not set(range(8, 16)) & set(M.stream_permutation([wide], 4)[-8:].tolist())
 
 
 @pytest.mark.parametrize("k", [0, -2, 5])

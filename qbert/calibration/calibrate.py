@@ -104,7 +104,7 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int, pe
     permutation = None
     peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
     if peg_sites and permute:
-        permutation = M.stream_permutation([stats[s.key].channel_amax for s in peg_sites])
+        permutation = M.stream_permutation([stats[s.key].channel_amax for s in peg_sites], groups)
     out: dict[str, SiteScale] = {}
     for site in chosen:
         st = stats[site.key]
