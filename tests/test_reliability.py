@@ -10,11 +10,11 @@ from tests.conftest import write_tsv
 
 
 def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
-    data = write_tsv(tmp_path / "big.tsv", 4000, seed=9)
+    data = write_tsv(tmp_path / "big.tsv", 40000, seed=9)  # long enough to be mid-observation at any speed
     out = tmp_path / "q.onnx"
     out.write_bytes(b"previous good output")
     cmd = [sys.executable, "-m", "qbert.cli", "calibrate", "--onnx", str(tiny_onnx), "--data", str(data),
-           "--samples", "4000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
+           "--samples", "40000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
     env = {**os.environ, "QBERT_QUIET": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(8.0)  # imports + tokenizing, then well inside the observation loop
