@@ -10,21 +10,50 @@ from tests.conftest import write_tsv
 
 
 def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
-    data = write_tsv(tmp_path / "big.tsv", 40000, seed=9)  # long enough to be mid-observation at any speed
+    """A real SIGINT to a calibrating subprocess."""
+    import pytest
+
+    data = write_tsv(tmp_path / "big.tsv", 12000, seed=9)
     out = tmp_path / "q.onnx"
     out.write_bytes(b"previous good output")
     cmd = [sys.executable, "-m", "qbert.cli", "calibrate", "--onnx", str(tiny_onnx), "--data", str(data),
-           "--samples", "40000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
+           "--samples", "12000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
     env = {**os.environ, "QBERT_QUIET": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8.0)  # imports + tokenizing, then well inside the observation loop
-    assert proc.poll() is None, "calibration finished before it could be interrupted; make it longer"
+    time.sleep(6.0)  # past the imports
+    if proc.poll() is not None:
+        pytest.skip("calibration finished before the signal; the in-process test below still covers it")
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert out.read_bytes() == b"previous good output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tsv", "q.onnx"]  # no temp files or recipe
+
+
+def test_ctrl_c_mid_observation_in_process(tiny_onnx, tiny_tsv, tmp_path, monkeypatch):
+    """Ctrl-C injected on the third calibration batch: exit 130, previous output and no recipe/temp files."""
+    from typer.testing import CliRunner
+
+    from qbert.calibration.observe import Observer
+    from qbert.cli import app
+
+    real, seen = Observer.observe, []
+
+    def observe(self, feeds):
+        seen.append(1)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return real(self, feeds)
+
+    monkeypatch.setattr(Observer, "observe", observe)
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"previous good output")
+    r = CliRunner().invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--samples", "64",
+                                 "--batch-size", "4", "--out", str(out)])
+    assert r.exit_code == 130 and "interrupted" in r.stderr and len(seen) == 3
+    assert out.read_bytes() == b"previous good output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
 
 
 def test_same_inputs_give_byte_identical_onnx_and_recipe(tiny_onnx, tiny_tsv, tmp_path):
