@@ -19,7 +19,10 @@ def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
     cmd = [sys.executable, "-m", "qbert.cli", "calibrate", "--onnx", str(tiny_onnx), "--data", str(data),
            "--samples", "12000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
     env = {**os.environ, "QBERT_QUIET": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Background jobs of non-interactive shells (CI) inherit SIGINT as ignored; give the child the default
+    # disposition so Python installs its KeyboardInterrupt handler, as in a terminal.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(6.0)  # past the imports
     if proc.poll() is not None:
         pytest.skip("calibration finished before the signal; the in-process test below still covers it")
