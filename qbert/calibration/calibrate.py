@@ -13,6 +13,7 @@ from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.errors import QbertError
 from qbert.eval.data import batches, encode, load_dataset_spec
+from qbert.exporter.export import versions
 from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
 
@@ -74,7 +75,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                      "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(), "batch_size": batch_size,
                      "include_padding": include_padding, "max_length": meta.get("max_length", 128)},
         model={"onnx": str(onnx_path), "sha256": meta.get("sha256"), "source_model": meta.get("source_model")},
-        versions=_versions())
+        versions=versions())
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
         from qbert.eval.data import Dataset
@@ -124,8 +125,3 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int, pe
         out[site.key] = SiteScale(site.tensor, float(min(amax, st.amax) if amax else st.amax))
     return out, None if permutation is None else [int(i) for i in permutation]
 
-
-def _versions() -> dict[str, str]:
-    from qbert.exporter.export import versions
-
-    return versions()

@@ -40,6 +40,7 @@ class Emitter:
         self.quantized_gemms = 0
         self.weight_cache: dict[tuple[str, int, int], str] = {}
         self.int8_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.replaced: set[str] = set()  # original GEMM nodes superseded by PEG split GEMMs
 
     def uid(self, stem: str) -> str:
         self.counter += 1
@@ -97,7 +98,7 @@ class Emitter:
         out = lin.node.output[0]
         partial = []
         for k, ((a, b), dq) in enumerate(zip(bounds, group_dqs)):
-            name = f"{lin.name}.peg{k}"
+            name = out if len(bounds) == 1 else f"{lin.name}.peg{k}"
             self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(lin.weight, (a, b))], [name],
                                                    name=self.uid(f"{lin.name}/MatMul_g{k}")))
             partial.append(name)
@@ -107,13 +108,11 @@ class Emitter:
             nxt = out if k == len(partial) - 1 else f"{lin.name}.pegsum{k}"
             self.new_nodes.append(helper.make_node("Add", [acc, p], [nxt], name=self.uid(f"{lin.name}/AddG{k}")))
             acc = nxt
-        lin.node.op_type = "Identity"  # removed below: the partial sums now produce `out`
-        del lin.node.input[:]
-        lin.node.input.append(acc if acc != out else "")
+        self.replaced.add(lin.node.name)  # the partial sums now produce `out`
 
     def finish(self) -> Any:
         graph = self.model.graph
-        keep = [n for n in graph.node if not (n.op_type == "Identity" and list(n.input) == [""])]
+        keep = [n for n in graph.node if n.name not in self.replaced]
         del graph.node[:]
         graph.node.extend(_toposort(keep + self.new_nodes, self.model))
         _drop_unused_initializers(self.model)
