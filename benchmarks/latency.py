@@ -5,13 +5,18 @@
     python benchmarks/latency.py                # ≈ 15 min on 2 cores
     python benchmarks/latency.py --quick        # fewer iterations
 
-Prints p50 latency per model and batch, and ratios to FP32 and to the peer. Target: qbert INT8 ≥ 1.8×
-FP32 at batch 1 and not slower than the peer.
+Prints p50 latency per model and batch (models timed in alternating rounds), ratios to FP32 and to the peer,
+and from ORT's profiler at batch 1 (models again alternating) the kernel time in GEMMs vs everything else:
+"GEMMs × FP32" is how much faster this model's GEMMs are than the FP32 model's; the two Amdahl bounds are FP32's
+kernel time over this model's GEMM time plus FP32's non-GEMM time ("rest as FP32") or over this model's GEMM
+time alone ("rest free": what INT8 could reach if every non-GEMM op took no time). Target: qbert INT8 ≥ 1.8× FP32 at
+batch 1 and not slower than the peer.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +63,45 @@ def calib_rows(tokenizer_dir: Path, n: int = 16, seq: int = 128) -> list[dict]:
     return rows
 
 
-def bench(path: Path, batches: list[int], iters: int, warmup: int) -> dict[int, float]:
+def bench(paths: dict[str, Path], batches: list[int], iters: int, warmup: int, rounds: int = 5
+          ) -> dict[str, dict[int, float]]:
+    """p50 per model and batch, the models timed in alternating rounds so that the shared machine's drift
+    (2 vCPUs; ±10 % between minutes) hits every model alike instead of whichever ran last."""
     from qbert.engines.onnxruntime import OrtCpuEngine
-    from qbert.eval.bench import random_feeds, time_engine
+    from qbert.eval.bench import random_feeds
 
-    eng = OrtCpuEngine(str(path))
-    return {b: time_engine(eng, random_feeds(b, 128, 30522), warmup, iters if b == 1 else max(5, iters // 4))["p50_ms"]
-            for b in batches}
+    engines = {k: OrtCpuEngine(str(p)) for k, p in paths.items()}
+    out: dict[str, dict[int, float]] = {k: {} for k in paths}
+    for b in batches:
+        feeds = random_feeds(b, 128, 30522)
+        n = max(1, (iters if b == 1 else max(5, iters // 4)) // rounds)
+        times: dict[str, list[float]] = {k: [] for k in paths}
+        for e in engines.values():
+            for _ in range(warmup):
+                e.run(feeds)
+        for _ in range(rounds):
+            for k, e in engines.items():
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    e.run(feeds)
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+        for k in paths:
+            out[k][b] = float(np.median(times[k]))
+    return out
+
+
+def gemm_split(paths: dict[str, Path], iters: int) -> dict[str, dict[str, float]]:
+    """ORT's profiler at batch 1, models in alternating rounds: kernel milliseconds per run in GEMMs (float or
+    integer) and in every other operator."""
+    from op_profile import profile_many
+
+    from qbert.engines.onnxruntime import FLOAT_GEMMS, INTEGER_GEMMS
+
+    out = {}
+    for label, ops in zip(paths, profile_many(list(paths.values()), 1, 128, iters, 2)):
+        gemm = sum(v for k, v in ops.items() if k in FLOAT_GEMMS + INTEGER_GEMMS)
+        out[label] = {"gemm_ms": gemm, "other_ms": ops["(kernels)"] - gemm, "profiled_run_ms": ops["(whole run)"]}
+    return out
 
 
 def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args) -> list[dict]:
@@ -84,13 +121,17 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
             qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", "ort-cpu",
                   "--placement", "trt", *flags, "--out", out)
         models[label] = out
+    p50 = bench(models, args.batch, args.iters, args.warmup)
+    split = gemm_split(models, max(10, args.iters // 4))
     rows = []
     for label, path in models.items():
-        p50 = bench(path, args.batch, args.iters, args.warmup)
         census = ort_census(str(path))
-        rows.append({"suite": name, "model": label, "p50_ms": p50, "integer_gemms": census["integer_gemms"],
-                     "float_gemms": census["float_gemms"], "mb": path.stat().st_size / 2**20})
-        print(f"  {name}: {label}: " + ", ".join(f"b{b} {v:.1f} ms" for b, v in p50.items()), flush=True)
+        rows.append({"suite": name, "model": label, "p50_ms": p50[label], "integer_gemms": census["integer_gemms"],
+                     "float_gemms": census["float_gemms"], "mb": path.stat().st_size / 2**20,
+                     "profile_b1": split[label]})
+        print(f"  {name}: {label}: " + ", ".join(f"b{b} {v:.1f} ms" for b, v in p50[label].items())
+              + " | profile b1: GEMM {gemm_ms:.1f} ms, other {other_ms:.1f} ms".format(
+                  **rows[-1]["profile_b1"]), flush=True)
     return rows
 
 
@@ -109,14 +150,21 @@ def main() -> None:
                  args)
     rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
     lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
-             "× peer (b=1) | int GEMMs | float GEMMs | MB |", "|" + "---|" * (len(args.batch) + 7)]
+             "× peer (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
+             "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 11)]
     for r in rows:
         fp = next(x for x in rows if x["suite"] == r["suite"] and x["model"].startswith("FP32"))
         peer = next(x for x in rows if x["suite"] == r["suite"] and "peer" in x["model"])
         b0 = args.batch[0]
+        pr, pf = r["profile_b1"], fp["profile_b1"]
+        fp_total = pf["gemm_ms"] + pf["other_ms"]
+        # Amdahl: FP32's kernel time over this model's GEMM time plus FP32's non-GEMM time (the rest can't be
+        # cheaper than FP32 does it), and over this model's GEMM time alone (the rest free: a hard ceiling)
         lines.append(f"| {r['model']} | {r['suite']} | " + " | ".join(f"{r['p50_ms'][b]:.1f}" for b in args.batch)
                      + f" | {fp['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | {peer['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | "
-                     f"{r['integer_gemms']} | {r['float_gemms']} | {r['mb']:.0f} |")
+                     f"{r['integer_gemms']} | {r['float_gemms']} | {r['mb']:.0f} | "
+                     f"{pr['gemm_ms']:.1f} / {pr['other_ms']:.1f} | {pf['gemm_ms'] / pr['gemm_ms']:.2f}× | "
+                     f"{fp_total / (pr['gemm_ms'] + pf['other_ms']):.2f}× | {fp_total / pr['gemm_ms']:.2f}× |")
     (args.work / "table.md").write_text("\n".join(lines) + "\n")
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))

@@ -298,7 +298,7 @@ def bench(
         shapes.append(time_engine(eng, feeds, warmup, iters, cuda_graph))
     result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
               "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before, "inputs":
-              "data" if encoded is not None else "random ids", "shapes": shapes, "census": eng.census()}
+              "data" if encoded is not None else "random ids", "shapes": shapes, "census": eng.census(sizes[0], seq)}
     save_result(json_out, result)
     table = Table(title=escape(f"bench [{eng.name}] {path}"), title_justify="left")
     for col in ("batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s"):
@@ -311,7 +311,9 @@ def bench(
     show("memory and kernels", {"model on disk MB": round(result["model_bytes"] / 2**20, 1),
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
-                                "float GEMMs": census.get("float_gemms", "n/a")})
+                                "float GEMMs": census.get("float_gemms", "n/a"),
+                                f"integer share of GEMM MACs (b={sizes[0]}, seq={seq})": "{:.1%}".format(
+                                    census.get("integer_mac_share", census.get("int8_mac_share", 0.0)))})
 
 
 @app.command()

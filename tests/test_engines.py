@@ -114,3 +114,35 @@ def test_bench_json_schema_and_integer_census(qdq_pair, tmp_path):
     assert res["engine"]["engine"] == "ort-cpu" and res["model_bytes"] > 0 and res["peak_rss_bytes"] > 0
     # 2 layers × (6 linear GEMMs + 2 attention BMMs), all integer; pooler/classifier stay float
     assert res["census"]["integer_gemms"] == 16 and res["census"]["float_activation_gemms"] == 0
+    # MACs at the first batch (1) × seq 16 for the tiny BERT (2 layers, hidden 32, FFN 64), from its shapes:
+    # per layer 4 H² + 2 H·F per token plus 2 S² H for the attention BMMs; pooler H² and classifier 2H stay float
+    L, S, H, F = 2, 16, 32, 64
+    macs = res["census"]["gemm_macs"]
+    assert macs["integer"] == L * (S * (4 * H * H + 2 * H * F) + 2 * S * S * H)
+    assert macs["float"] == H * H + H * 2 and macs["shape"] == [1, 16]
+    assert res["census"]["integer_mac_share"] == pytest.approx(macs["integer"] / (macs["integer"] + macs["float"]))
+
+
+def test_tensorrt_inspector_census_counts_int8_gemm_macs():
+    """The layer JSON TensorRT's inspector writes with DETAILED verbosity (field names as documented)."""
+    from qbert.engines.tensorrt import inspector_census
+
+    def io(dims, fmt):
+        return {"Name": "t", "Location": "Device", "Dimensions": dims, "Format/Datatype": fmt}
+
+    layers = [
+        {"Name": "/layer.0/intermediate/dense/MatMul", "LayerType": "Gemm",
+         "Inputs": [io([1, 128, 768], "Row major linear INT8 format")], "Outputs": [io([1, 128, 3072], "Half")]},
+        {"Name": "/layer.0/attention/self/MatMul", "LayerType": "MatrixMultiply",
+         "Inputs": [io([1, 12, 128, 64], "Int8"), io([1, 12, 64, 128], "Int8")], "Outputs": [io([1, 12, 128, 128], "Half")]},
+        {"Name": "/pooler/dense/Gemm", "LayerType": "Gemm", "Inputs": [io([1, 768], "Half")],
+         "Outputs": [io([1, 768], "Half")]},
+        {"Name": "/layer.0/output/LayerNorm", "LayerType": "Normalization", "Inputs": [io([1, 128, 768], "Half")],
+         "Outputs": [io([1, 128, 768], "Half")]},
+        "a layer name only (LAYER_NAMES_ONLY verbosity)",
+    ]
+    c = inspector_census(layers)
+    assert c["gemm_layers"] == {"int8": 2, "fp16": 1, "fp32": 0} and c["layers"] == 5
+    int8 = 128 * 3072 * 768 + 12 * 128 * 128 * 64
+    assert c["gemm_macs"] == {"int8": int8, "fp16": 768 * 768, "fp32": 0}
+    assert c["int8_mac_share"] == pytest.approx(int8 / (int8 + 768 * 768))

@@ -18,8 +18,9 @@ class Engine(ABC):
     def describe(self) -> dict[str, Any]:
         """What ran: engine, version, precision, threads/device — goes into every result JSON."""
 
-    def census(self) -> dict[str, Any]:
-        """GEMM precision census (integer vs float kernels); empty where the engine cannot tell."""
+    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+        """GEMM precision census (integer vs float kernels, share of GEMM multiply-accumulates on integer
+        kernels at batch×seq); empty where the engine cannot tell."""
         return {}
 
     def close(self) -> None:

@@ -76,12 +76,52 @@ class OrtCpuEngine(Engine):
                 "threads": self.threads or os.cpu_count(), "high_precision": "fp32",
                 "int8_kernels": "exact (x64quantprecision)" if self.exact else "fast (VPMADDUBSW, may saturate)"}
 
-    def census(self) -> dict[str, Any]:
-        return ort_census(self.path, self.threads)
+    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+        return ort_census(self.path, self.threads, batch, seq)
 
 
-def ort_census(path: str, threads: int | None = None) -> dict[str, Any]:
-    """Load with all graph optimizations, save the optimized graph, and count integer vs float GEMMs.
+# operand positions of A and B in each GEMM kind (QLinearMatMul/QGemm carry scales and zero points between)
+OPERANDS = {"QLinearMatMul": (0, 3), "QGemm": (0, 3), "QAttention": (0, 1)}
+
+
+def gemm_macs(op: str, attrs: dict[str, int], shapes: list[list[int]], out_shape: list[int]) -> int:
+    """Multiply-accumulates of one GEMM from the shapes it ran with: output elements × inner dimension."""
+    a = shapes[OPERANDS.get(op, (0, 1))[0]]
+    k = a[-2] if attrs.get("transA") else a[-1]
+    return int(np.prod(out_shape, dtype=np.int64)) * int(k)
+
+
+def _profiled_shapes(session: Any, batch: int, seq: int) -> dict[str, tuple[list[list[int]], list[int]]]:
+    """Input and output shapes of every node from one profiled run — fused contrib ops included, which
+    ONNX shape inference cannot see."""
+    import json
+
+    from qbert.eval.bench import random_feeds
+
+    names = {i.name for i in session.get_inputs()}
+    session.run(None, {k: v for k, v in random_feeds(batch, seq, 10).items() if k in names})  # ids < any vocab
+    events = json.loads(Path(session.end_profiling()).read_text())
+    shapes = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") == "Node" and "input_type_shape" in args and e["name"].endswith("_kernel_time"):
+            ins = [next(iter(d.values())) for d in args["input_type_shape"]]
+            outs = [next(iter(d.values())) for d in args.get("output_type_shape", [])]
+            shapes[e["name"][: -len("_kernel_time")]] = (ins, outs[0] if outs else [])
+    return shapes
+
+
+def _positions(model: Any) -> int:
+    """Rows of the position-embedding table (the longest sequence the model embeds); huge if not found."""
+    for t in model.graph.initializer:
+        if "position_embeddings" in t.name and len(t.dims) == 2:
+            return int(t.dims[0])
+    return 1 << 30
+
+
+def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+    """Load with all graph optimizations, save the optimized graph, and count integer vs float GEMMs — and,
+    from one profiled run at `batch`×`seq`, the share of GEMM multiply-accumulates on integer kernels.
 
     This is the proof that Q/DQ became real integer kernels: a MatMul left between DQ and Q nodes is
     fake quantization and shows up here as a float GEMM.
@@ -89,15 +129,29 @@ def ort_census(path: str, threads: int | None = None) -> dict[str, Any]:
     import onnx
     import onnxruntime as ort
 
+    from qbert.atomic import read_json, sidecar_path
+
+    if sidecar_path(path).is_file():  # no longer than the model's position table
+        seq = min(seq, int(read_json(sidecar_path(path), "sidecar").get("max_length", seq)))
     with tempfile.TemporaryDirectory() as tmp:
         opt = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(path, session_options(threads, opt), providers=["CPUExecutionProvider"])
+        so = session_options(threads, opt)
+        so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
+        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         model = onnx.load(opt)
+        seq = min(seq, _positions(model))
+        shapes = _profiled_shapes(session, batch, seq)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     inits = {t.name for t in model.graph.initializer}
     integer = {k: v for k, v in ops.items() if k in INTEGER_GEMMS}
     floats = [n for n in model.graph.node if n.op_type in FLOAT_GEMMS]
     weight_gemms = sum(1 for n in floats if len(n.input) > 1 and n.input[1] in inits)
+    macs = {"integer": 0, "float": 0}
+    for n in model.graph.node:
+        if n.op_type in INTEGER_GEMMS + FLOAT_GEMMS and n.name in shapes:
+            attrs = {a.name: a.i for a in n.attribute if a.type == onnx.AttributeProto.INT}
+            macs["integer" if n.op_type in INTEGER_GEMMS else "float"] += gemm_macs(n.op_type, attrs, *shapes[n.name])
+    total = sum(macs.values())
     return {
         "integer_gemms": sum(integer.values()),
         "integer_ops": integer,
@@ -106,4 +160,6 @@ def ort_census(path: str, threads: int | None = None) -> dict[str, Any]:
         "float_activation_gemms": len(floats) - weight_gemms,
         "quantize_nodes": ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0),
         "dequantize_nodes": ops.get("DequantizeLinear", 0),
+        "gemm_macs": {**macs, "shape": [batch, seq]},
+        "integer_mac_share": macs["integer"] / total if total else 0.0,
     }

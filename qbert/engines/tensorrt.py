@@ -233,22 +233,39 @@ class TensorRTEngine(Engine):
                                                    getattr(self.engine, "device_memory_size", 0))),
                 "weights_bytes": self.plan.stat().st_size}
 
-    def census(self) -> dict[str, Any]:
-        """INT8 vs FP16 GEMM layers from IEngineInspector (needs DETAILED profiling verbosity at build)."""
+    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+        """INT8 vs FP16 GEMM layers and their share of multiply-accumulates, from IEngineInspector (needs the
+        DETAILED profiling verbosity qbert builds with). Shapes are those bound by the last run."""
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
         info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
-        counts = {"int8": 0, "fp16": 0, "fp32": 0}
-        for layer in info.get("Layers", []):
-            if not isinstance(layer, dict):
-                continue
-            kind = str(layer.get("LayerType", "")) + str(layer.get("Name", ""))
-            if "gemm" in kind.lower() or "matmul" in kind.lower() or "MatrixMultiply" in kind:
-                fmt = json.dumps(layer.get("Inputs", [])) + str(layer.get("TacticName", ""))
-                counts["int8" if ("Int8" in fmt or "i8i8" in fmt) else "fp16" if "Half" in fmt else "fp32"] += 1
-        return {"gemm_layers": counts, "layers": len(info.get("Layers", []))}
+        return inspector_census(info.get("Layers", []))
 
     def close(self) -> None:
         for ptr, _ in self.buffers.values():
             self.cudart.cudaFree(ptr)
         self.buffers.clear()
+
+
+def inspector_census(layers: list[Any]) -> dict[str, Any]:
+    """Precision census of TensorRT layer information (JSON, DETAILED): a GEMM layer counts as INT8 when its
+    first input is INT8; its MACs are output elements × the input's last dimension (never run here: no GPU)."""
+    counts, macs = {"int8": 0, "fp16": 0, "fp32": 0}, {"int8": 0, "fp16": 0, "fp32": 0}
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        kind = f"{layer.get('LayerType', '')} {layer.get('Name', '')}".lower()
+        if not any(w in kind for w in ("gemm", "matmul", "matrixmultiply", "convolution", "fully")):
+            continue
+        ins, outs = layer.get("Inputs", []), layer.get("Outputs", [])
+        fmt = (json.dumps(ins[:1]) + str(layer.get("TacticName", ""))).lower()
+        prec = "int8" if "int8" in fmt or "i8i8" in fmt else "fp16" if "half" in fmt or "fp16" in fmt else "fp32"
+        counts[prec] += 1
+        try:
+            k = int(ins[0]["Dimensions"][-1])
+            macs[prec] += int(np.prod(outs[0]["Dimensions"], dtype=np.int64)) * k
+        except (IndexError, KeyError, TypeError, ValueError):
+            pass
+    total = sum(macs.values())
+    return {"gemm_layers": counts, "gemm_macs": macs, "int8_mac_share": macs["int8"] / total if total else 0.0,
+            "layers": len(layers)}
