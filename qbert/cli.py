@@ -308,6 +308,9 @@ def bench(
                       f"{r['p99_ms']:.2f}", f"{r['sequences_per_s']:.1f}")
     out.print(table)
     census = result["census"]
+    if census.get("opaque_fused_layers"):
+        census_note = f"{census['opaque_fused_layers']} fused TensorRT layers hide their GEMMs from the census"
+        out.print(f"[yellow]note:[/] {census_note}")
     show("memory and kernels", {"model on disk MB": round(result["model_bytes"] / 2**20, 1),
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),

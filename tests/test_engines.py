@@ -140,9 +140,11 @@ def test_tensorrt_inspector_census_counts_int8_gemm_macs():
         {"Name": "/layer.0/output/LayerNorm", "LayerType": "Normalization", "Inputs": [io([1, 128, 768], "Half")],
          "Outputs": [io([1, 128, 768], "Half")]},
         "a layer name only (LAYER_NAMES_ONLY verbosity)",
+        {"Name": "{ForeignNode[/layer.1/attention/self/MatMul.../layer.1/output/Add]}", "LayerType": "Myelin"},
     ]
     c = inspector_census(layers)
-    assert c["gemm_layers"] == {"int8": 2, "fp16": 1, "fp32": 0} and c["layers"] == 5
+    assert c["gemm_layers"] == {"int8": 2, "fp16": 1, "fp32": 0} and c["layers"] == 6
+    assert c["opaque_fused_layers"] == 1
     int8 = 128 * 3072 * 768 + 12 * 128 * 128 * 64
     assert c["gemm_macs"] == {"int8": int8, "fp16": 768 * 768, "fp32": 0}
     assert c["int8_mac_share"] == pytest.approx(int8 / (int8 + 768 * 768))
