@@ -315,7 +315,7 @@ def bench(
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a"),
-                                f"integer share of GEMM MACs (b={sizes[0]}, seq={seq})": "{:.1%}".format(
+                                f"integer share of GEMM MACs (b={sizes[0]}, seq={seq})": "{:.2%}".format(
                                     census.get("integer_mac_share", census.get("int8_mac_share", 0.0)))})
 
 
