@@ -309,14 +309,14 @@ def bench(
     out.print(table)
     census = result["census"]
     if census.get("opaque_fused_layers"):
-        census_note = f"{census['opaque_fused_layers']} fused TensorRT layers hide their GEMMs from the census"
-        out.print(f"[yellow]note:[/] {census_note}")
+        out.print(f"[yellow]note:[/] {census['opaque_fused_layers']} fused TensorRT layers hide their GEMMs "
+                  "from the census")
     show("memory and kernels", {"model on disk MB": round(result["model_bytes"] / 2**20, 1),
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a"),
                                 f"integer share of GEMM MACs (b={sizes[0]}, seq={seq})": "{:.2%}".format(
-                                    census.get("integer_mac_share", census.get("int8_mac_share", 0.0)))})
+                                    census.get("integer_mac_share", 0.0))})
 
 
 @app.command()

@@ -134,7 +134,8 @@ def test_tensorrt_inspector_census_counts_int8_gemm_macs():
         {"Name": "/layer.0/intermediate/dense/MatMul", "LayerType": "Gemm",
          "Inputs": [io([1, 128, 768], "Row major linear INT8 format")], "Outputs": [io([1, 128, 3072], "Half")]},
         {"Name": "/layer.0/attention/self/MatMul", "LayerType": "MatrixMultiply",
-         "Inputs": [io([1, 12, 128, 64], "Int8"), io([1, 12, 64, 128], "Int8")], "Outputs": [io([1, 12, 128, 128], "Half")]},
+         "Inputs": [io([1, 12, 128, 64], "Int8"), io([1, 12, 64, 128], "Int8")],
+         "Outputs": [io([1, 12, 128, 128], "Half")]},
         {"Name": "/pooler/dense/Gemm", "LayerType": "Gemm", "Inputs": [io([1, 768], "Half")],
          "Outputs": [io([1, 768], "Half")]},
         {"Name": "/layer.0/output/LayerNorm", "LayerType": "Normalization", "Inputs": [io([1, 128, 768], "Half")],
@@ -147,4 +148,4 @@ def test_tensorrt_inspector_census_counts_int8_gemm_macs():
     assert c["opaque_fused_layers"] == 1
     int8 = 128 * 3072 * 768 + 12 * 128 * 128 * 64
     assert c["gemm_macs"] == {"int8": int8, "fp16": 768 * 768, "fp32": 0}
-    assert c["int8_mac_share"] == pytest.approx(int8 / (int8 + 768 * 768))
+    assert c["integer_mac_share"] == pytest.approx(int8 / (int8 + 768 * 768))

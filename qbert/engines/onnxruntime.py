@@ -80,13 +80,10 @@ class OrtCpuEngine(Engine):
         return ort_census(self.path, self.threads, batch, seq)
 
 
-# operand positions of A and B in each GEMM kind (QLinearMatMul/QGemm carry scales and zero points between)
-OPERANDS = {"QLinearMatMul": (0, 3), "QGemm": (0, 3), "QAttention": (0, 1)}
-
-
-def gemm_macs(op: str, attrs: dict[str, int], shapes: list[list[int]], out_shape: list[int]) -> int:
-    """Multiply-accumulates of one GEMM from the shapes it ran with: output elements × inner dimension."""
-    a = shapes[OPERANDS.get(op, (0, 1))[0]]
+def gemm_macs(attrs: dict[str, int], shapes: list[list[int]], out_shape: list[int]) -> int:
+    """Multiply-accumulates of one GEMM from the shapes it ran with: output elements × inner dimension of A,
+    which is input 0 in every GEMM kind ORT has."""
+    a = shapes[0]
     k = a[-2] if attrs.get("transA") else a[-1]
     return int(np.prod(out_shape, dtype=np.int64)) * int(k)
 
@@ -129,17 +126,13 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int =
     import onnx
     import onnxruntime as ort
 
-    from qbert.atomic import read_json, sidecar_path
-
-    if sidecar_path(path).is_file():  # no longer than the model's position table
-        seq = min(seq, int(read_json(sidecar_path(path), "sidecar").get("max_length", seq)))
     with tempfile.TemporaryDirectory() as tmp:
         opt = str(Path(tmp) / "optimized.onnx")
         so = session_options(threads, opt)
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         model = onnx.load(opt)
-        seq = min(seq, _positions(model))
+        seq = min(seq, _positions(model))  # no longer than the model can embed
         shapes = _profiled_shapes(session, batch, seq)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     inits = {t.name for t in model.graph.initializer}
@@ -150,7 +143,7 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int =
     for n in model.graph.node:
         if n.op_type in INTEGER_GEMMS + FLOAT_GEMMS and n.name in shapes:
             attrs = {a.name: a.i for a in n.attribute if a.type == onnx.AttributeProto.INT}
-            macs["integer" if n.op_type in INTEGER_GEMMS else "float"] += gemm_macs(n.op_type, attrs, *shapes[n.name])
+            macs["integer" if n.op_type in INTEGER_GEMMS else "float"] += gemm_macs(attrs, *shapes[n.name])
     total = sum(macs.values())
     return {
         "integer_gemms": sum(integer.values()),

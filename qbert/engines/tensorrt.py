@@ -272,5 +272,5 @@ def inspector_census(layers: list[Any]) -> dict[str, Any]:
         except (IndexError, KeyError, TypeError, ValueError):
             pass
     total = sum(macs.values())
-    return {"gemm_layers": counts, "gemm_macs": macs, "int8_mac_share": macs["int8"] / total if total else 0.0,
+    return {"gemm_layers": counts, "gemm_macs": macs, "integer_mac_share": macs["int8"] / total if total else 0.0,
             "layers": len(layers), "opaque_fused_layers": opaque}
