@@ -231,9 +231,8 @@ def build(
     """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
     from qbert.engines.tensorrt import build as run_build
 
-    with err.status(f"building {out_path} …"):
-        meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
-                         timing_cache=timing_cache, force=force, hw_compat=hw_compat)
+    meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
+                     timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
     show(f"engine {out_path}", {"backend": f"{meta['backend']} {meta['version']}", "target": meta["target"],
                                 "profile": " / ".join(f"{b}x{s}" for b, s in meta["profile"]),
                                 "plan MB": round(meta["plan_bytes"] / 2**20, 1),

@@ -19,3 +19,38 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+class Phases:
+    """Nested phases with step counts, as TensorRT's IProgressMonitor reports a build; no-op when silent."""
+
+    def __init__(self, bar=None):
+        self.bar, self.tasks, self.depth = bar, {}, {}
+
+    def start(self, name: str, parent: str | None, steps: int) -> None:
+        if self.bar is not None:
+            self.depth[name] = self.depth.get(parent, 0) + 1 if parent else 1
+            self.tasks[name] = self.bar.add_task("  " * self.depth[name] + name, total=steps or None)
+
+    def step(self, name: str, step: int) -> None:
+        if self.bar is not None and name in self.tasks:
+            self.bar.update(self.tasks[name], completed=step + 1)
+
+    def finish(self, name: str) -> None:
+        if self.bar is not None and name in self.tasks:
+            self.bar.remove_task(self.tasks.pop(name))
+
+
+@contextlib.contextmanager
+def phase_display(description: str) -> Iterator[Phases]:
+    """A top-line spinner with the phases below it, each with its own bar."""
+    if os.environ.get("QBERT_QUIET") or not sys.stderr.isatty():
+        yield Phases()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        bar.add_task(description, total=None)
+        yield Phases(bar)

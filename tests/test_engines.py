@@ -149,3 +149,41 @@ def test_tensorrt_inspector_census_counts_int8_gemm_macs():
     int8 = 128 * 3072 * 768 + 12 * 128 * 128 * 64
     assert c["gemm_macs"] == {"int8": int8, "fp16": 768 * 768, "fp32": 0}
     assert c["integer_mac_share"] == pytest.approx(int8 / (int8 + 768 * 768))
+
+
+class _Recorder:
+    """Stands in for the rich phase display; `ctrl_c_at` raises KeyboardInterrupt on that step callback."""
+
+    def __init__(self, ctrl_c_at: int | None = None):
+        self.started, self.steps, self.finished, self.ctrl_c_at = [], 0, 0, ctrl_c_at
+
+    def start(self, name, parent, steps):
+        self.started.append((name, parent, steps))
+
+    def step(self, name, step):
+        self.steps += 1
+        if self.steps == self.ctrl_c_at:
+            raise KeyboardInterrupt
+
+    def finish(self, name):
+        self.finished += 1
+
+
+def test_build_shows_tensorrt_phases_and_ctrl_c_cancels_it(qdq_pair, tmp_path, monkeypatch):
+    pytest.importorskip("tensorrt_rtx")
+    import contextlib
+
+    import qbert.engines.tensorrt as trt_mod
+
+    rec = _Recorder()
+    monkeypatch.setattr(trt_mod, "phase_display", contextlib.contextmanager(lambda _: (yield rec)))
+    trt_mod.build(qdq_pair["trt"], tmp_path / "a.plan", backend="tensorrt-rtx", shapes="1x1/2x16/4x32", opt_level=0)
+    assert rec.started[0][1] is None and rec.started[0][2] > 0  # the top phase, with its step count
+    assert len(rec.started) > 1 and rec.finished == len(rec.started) and rec.steps > 0
+    # Ctrl-C during the build (it surfaces in a monitor callback): the build is cancelled, nothing is written
+    rec = _Recorder(ctrl_c_at=2)
+    monkeypatch.setattr(trt_mod, "phase_display", contextlib.contextmanager(lambda _: (yield rec)))
+    with pytest.raises(KeyboardInterrupt):
+        trt_mod.build(qdq_pair["trt"], tmp_path / "b.plan", backend="tensorrt-rtx", shapes="1x1/2x16/4x32",
+                      opt_level=0)
+    assert rec.steps == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a.plan", "a.plan.json"]

@@ -18,6 +18,7 @@ from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, writ
 from qbert.engines.base import Engine
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
+from qbert.progress import Phases, phase_display
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
 DEFAULT_SHAPES = ((1, 1), (8, 128), (32, 128))  # (batch, seq) min / opt / max
@@ -100,8 +101,14 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
         cache = config.create_timing_cache(blob)
         config.set_timing_cache(cache, ignore_mismatch=True)
     t0 = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    with phase_display(f"{name}: building {out.name}") as display:
+        monitor = _monitor(trt, display)
+        if hasattr(config, "progress_monitor"):
+            config.progress_monitor = monitor
+        plan = builder.build_serialized_network(network, config)
     if plan is None:
+        if monitor.interrupted:
+            raise KeyboardInterrupt
         raise QbertError(f"{name} failed to build an engine from {onnx_path} (see the TensorRT log above)")
     seconds = time.perf_counter() - t0
     write_bytes(out, bytes(plan))
@@ -114,6 +121,36 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     return meta
 
 
+def _monitor(trt: Any, display: Phases) -> Any:
+    """TensorRT's IProgressMonitor feeding the phase display. Ctrl-C surfaces inside these callbacks (the only
+    Python that runs during a build); it cancels the build by returning False from step_complete."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.interrupted = False
+
+        def _call(self, fn: Any, *args: Any) -> bool:
+            try:
+                fn(*args)
+            except KeyboardInterrupt:
+                self.interrupted = True
+            except Exception:  # noqa: BLE001 - the display must never break a build
+                pass
+            return not self.interrupted
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self._call(display.start, phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return self._call(display.step, phase_name, step)
+
+        def phase_finish(self, phase_name: str) -> None:
+            self._call(display.finish, phase_name)
+
+    return Monitor()
+
+
 def check_plan(plan: Path) -> dict[str, Any]:
     """Validate a plan file against its sidecar before handing it to TensorRT."""
     if not plan.is_file():
@@ -122,7 +159,8 @@ def check_plan(plan: Path) -> dict[str, Any]:
         raise QbertError(f"engine plan {plan} is empty; rebuild it with qbert build")
     side = sidecar_path(plan)
     if not side.is_file():
-        raise QbertError(f"{plan} has no qbert sidecar ({side.name}); it is foreign or incomplete — rebuild with qbert build")
+        raise QbertError(f"{plan} has no qbert sidecar ({side.name}); it is foreign or incomplete — "
+                         "rebuild with qbert build")
     meta = read_json(side, "engine sidecar")
     if meta.get("format") != "qbert-plan":
         raise QbertError(f"{side} is not a qbert engine sidecar; rebuild with qbert build")
