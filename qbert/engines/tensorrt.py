@@ -6,11 +6,14 @@ Networks are always strongly typed: the ONNX dtypes (INT8 Q/DQ, FP16 elsewhere) 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -105,10 +108,11 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
         monitor = _monitor(trt, display)
         if hasattr(config, "progress_monitor"):
             config.progress_monitor = monitor
-        plan = builder.build_serialized_network(network, config)
+        with _sigint_cancels(monitor):
+            plan = builder.build_serialized_network(network, config)
+    if monitor.interrupted:
+        raise KeyboardInterrupt
     if plan is None:
-        if monitor.interrupted:
-            raise KeyboardInterrupt
         raise QbertError(f"{name} failed to build an engine from {onnx_path} (see the TensorRT log above)")
     seconds = time.perf_counter() - t0
     write_bytes(out, bytes(plan))
@@ -121,9 +125,22 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     return meta
 
 
+@contextlib.contextmanager
+def _sigint_cancels(monitor: Any) -> Iterator[None]:
+    """During a build Ctrl-C only flags the monitor, whose next step_complete returns False so TensorRT stops
+    cleanly. (A KeyboardInterrupt raised inside a callback is caught by TensorRT, which then just fails.)"""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: setattr(monitor, "interrupted", True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _monitor(trt: Any, display: Phases) -> Any:
-    """TensorRT's IProgressMonitor feeding the phase display. Ctrl-C surfaces inside these callbacks (the only
-    Python that runs during a build); it cancels the build by returning False from step_complete."""
+    """TensorRT's IProgressMonitor feeding the phase display; step_complete returning False cancels the build."""
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
