@@ -93,15 +93,12 @@ def bench(paths: dict[str, Path], batches: list[int], iters: int, warmup: int, r
 def gemm_split(paths: dict[str, Path], iters: int) -> dict[str, dict[str, float]]:
     """ORT's profiler at batch 1, models in alternating rounds: kernel milliseconds per run in GEMMs (float or
     integer) and in every other operator."""
-    from op_profile import profile_many
+    from qbert.engines.onnxruntime import op_profile
+    from qbert.eval.bench import random_feeds
 
-    from qbert.engines.onnxruntime import FLOAT_GEMMS, INTEGER_GEMMS
-
-    out = {}
-    for label, ops in zip(paths, profile_many(list(paths.values()), 1, 128, iters, 2)):
-        gemm = sum(v for k, v in ops.items() if k in FLOAT_GEMMS + INTEGER_GEMMS)
-        out[label] = {"gemm_ms": gemm, "other_ms": ops["(kernels)"] - gemm, "profiled_run_ms": ops["(whole run)"]}
-    return out
+    profiles = op_profile([str(p) for p in paths.values()], random_feeds(1, 128, 30522), iters, 2)
+    return {label: {"gemm_ms": ops["(gemm)"], "other_ms": ops["(kernels)"] - ops["(gemm)"],
+                    "profiled_run_ms": ops["(whole run)"]} for label, ops in zip(paths, profiles)}
 
 
 def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args) -> list[dict]:

@@ -254,11 +254,12 @@ def bench(
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     cuda_graph: bool = typer.Option(False, help="tensorrt: replay one captured CUDA graph per iteration."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
+    profile: bool = typer.Option(False, help="ort-cpu: kernel time per operator type (ORT's profiler) at the "
+                                 "first batch size — where the time goes."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and the integer-kernel census of a deployed model."""
-    from qbert.engines import open_engine
-    from qbert.eval.bench import data_feeds, model_bytes, peak_rss_bytes, random_feeds, time_engine
+    from qbert.eval.bench import run_bench
 
     if (onnx is None) == (plan is None):
         raise QbertError("give exactly one of --onnx (ONNX Runtime CPU) or --plan (TensorRT)")
@@ -272,40 +273,30 @@ def bench(
         from qbert.atomic import check_output_dir
 
         check_output_dir(json_out)
+    if profile and kind != "ort-cpu":
+        raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
     path = str(onnx if onnx is not None else plan)
-    from qbert.atomic import read_json, sidecar_path
-
-    side = read_json(sidecar_path(path), "sidecar") if sidecar_path(path).is_file() else {}
-    if "onnx" in side and sidecar_path(side["onnx"]).is_file():  # a plan: its ONNX's sidecar knows the model
-        side = read_json(sidecar_path(side["onnx"]), "sidecar")
-    vocab = int(side.get("vocab_size", 100))
-    rss_before = peak_rss_bytes()
-    eng = open_engine(kind, path, threads=threads, exact=exact)
-    encoded, pad = None, 0
-    if data is not None:
-        from qbert.eval.data import encode, load_dataset_spec
-        from qbert.exporter.hf import load_tokenizer
-
-        if "tokenizer" not in side:
-            raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
-        meta = side
-        ds = load_dataset_spec(data, meta["label2id"], limit=max(sizes))
-        encoded, pad = encode(ds, load_tokenizer(meta["tokenizer"]), seq), meta.get("pad_token_id", 0)
-    shapes = []
-    for b in sizes:
-        feeds = data_feeds(encoded, b, seq, pad) if encoded is not None else random_feeds(b, seq, vocab)
-        shapes.append(time_engine(eng, feeds, warmup, iters, cuda_graph))
-    result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
-              "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before, "inputs":
-              "data" if encoded is not None else "random ids", "shapes": shapes, "census": eng.census(sizes[0], seq)}
+    result = run_bench(path, kind, sizes, seq, warmup, iters, threads=threads, exact=exact, cuda_graph=cuda_graph,
+                       data=data, profile=profile)
     save_result(json_out, result)
-    table = Table(title=escape(f"bench [{eng.name}] {path}"), title_justify="left")
+    table = Table(title=escape(f"bench [{kind}] {path}"), title_justify="left")
     for col in ("batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s"):
         table.add_column(col, justify="right")
-    for r in shapes:
+    for r in result["shapes"]:
         table.add_row(str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
                       f"{r['p99_ms']:.2f}", f"{r['sequences_per_s']:.1f}")
     out.print(table)
+    if profile:
+        ops = result["profile"]["ms_per_run"]
+        total = ops["(kernels)"]
+        table = Table(title=f"where the time goes (ORT profiler, b={sizes[0]}, seq={seq}; kernel ms per run)",
+                      title_justify="left")
+        for col in ("operator", "ms", "share"):
+            table.add_column(col, justify="left" if col == "operator" else "right")
+        for op in ["(gemm)"] + sorted((k for k in ops if not k.startswith("(")), key=lambda k: -ops[k])[:10]:
+            table.add_row(escape(op), f"{ops[op]:.2f}", f"{ops[op] / total:.1%}" if total else "")
+        table.add_row("(all kernels)", f"{total:.2f}", "100.0%")
+        out.print(table)
     census = result["census"]
     if census.get("opaque_fused_layers"):
         out.print(f"[yellow]note:[/] {census['opaque_fused_layers']} fused TensorRT layers hide their GEMMs "

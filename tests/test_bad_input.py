@@ -97,6 +97,7 @@ CASES = [
     ("bench: empty plan", "bench --plan {d}/empty.plan", "is empty"),
     ("bench: both --onnx and --plan", "bench --onnx {d}/m.onnx --plan {d}/plan.plan", "exactly one"),
     ("bench: bad --batch", "bench --onnx {d}/m.onnx --batch 0", "--batch"),
+    ("bench: --profile on a plan", "bench --plan {d}/plan.plan --profile", "--profile works with ort-cpu"),
     ("eval: FP32 ONNX as TensorRT plan", "eval --onnx {d}/m.onnx --engine tensorrt --plan {d}/m.onnx --data {tsv}",
      "not a qbert engine sidecar"),
     ("analyze: output is a file", "analyze --onnx {d}/m.onnx --data {tsv} --out {d}/afile", "is a file"),

@@ -107,7 +107,7 @@ def test_tensorrt_runs_on_gpu(qdq_pair, tmp_path):
 
 def test_bench_json_schema_and_integer_census(qdq_pair, tmp_path):
     r = runner.invoke(app, ["bench", "--onnx", str(qdq_pair["ort-cpu"]), "--batch", "1,2", "--seq", "16",
-                            "--iters", "3", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+                            "--iters", "3", "--warmup", "1", "--profile", "--json", str(tmp_path / "b.json")])
     assert r.exit_code == 0, r.stderr
     res = json.loads((tmp_path / "b.json").read_text())
     assert [s["batch"] for s in res["shapes"]] == [1, 2]
@@ -123,6 +123,14 @@ def test_bench_json_schema_and_integer_census(qdq_pair, tmp_path):
     assert macs["integer"] == L * (S * (4 * H * H + 2 * H * F) + 2 * S * S * H)
     assert macs["float"] == H * H + H * 2 and macs["shape"] == [1, 16]
     assert res["census"]["integer_mac_share"] == pytest.approx(macs["integer"] / (macs["integer"] + macs["float"]))
+    # --profile: kernel time by operator at batch 1; the GEMM time is the integer GEMMs' plus the pooler's
+    prof = res["profile"]
+    assert prof["batch"] == 1 and prof["seq"] == 16
+    ops = prof["ms_per_run"]
+    assert ops["MatMulIntegerToFloat"] > 0 and "MatMul" not in ops
+    assert ops["(gemm)"] == pytest.approx(sum(v for k, v in ops.items() if "MatMul" in k or "Gemm" in k))
+    assert ops["(gemm)"] < ops["(kernels)"] <= ops["(whole run)"]
+    assert "where the time goes" in r.stdout
 
 
 def test_tensorrt_inspector_census_counts_int8_gemm_macs():

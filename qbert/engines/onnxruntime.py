@@ -1,11 +1,12 @@
-"""ONNX Runtime on the CPU: the embedded default engine, and a census of which GEMMs run on integer kernels."""
+"""ONNX Runtime on the CPU: the embedded default engine, a census of which GEMMs run on integer kernels,
+and a per-operator time profile."""
 from __future__ import annotations
 
 import collections
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -88,24 +89,71 @@ def gemm_macs(attrs: dict[str, int], shapes: list[list[int]], out_shape: list[in
     return int(np.prod(out_shape, dtype=np.int64)) * int(k)
 
 
+def _profile_events(session: Any) -> list[dict[str, Any]]:
+    """End a profiling session and return its events (the file lives in the caller's temporary folder)."""
+    import json
+
+    return json.loads(Path(session.end_profiling()).read_text())
+
+
+def _kernel_events(events: list[dict[str, Any]], since: int = 0) -> Iterator[dict[str, Any]]:
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= since:
+            yield e
+
+
 def _profiled_shapes(session: Any, batch: int, seq: int) -> dict[str, tuple[list[list[int]], list[int]]]:
     """Input and output shapes of every node from one profiled run — fused contrib ops included, which
     ONNX shape inference cannot see."""
-    import json
-
     from qbert.eval.bench import random_feeds
 
     names = {i.name for i in session.get_inputs()}
     session.run(None, {k: v for k, v in random_feeds(batch, seq, 10).items() if k in names})  # ids < any vocab
-    events = json.loads(Path(session.end_profiling()).read_text())
     shapes = {}
-    for e in events:
-        args = e.get("args", {})
-        if e.get("cat") == "Node" and "input_type_shape" in args and e["name"].endswith("_kernel_time"):
+    for e in _kernel_events(_profile_events(session)):
+        args = e["args"]
+        if "input_type_shape" in args:
             ins = [next(iter(d.values())) for d in args["input_type_shape"]]
             outs = [next(iter(d.values())) for d in args.get("output_type_shape", [])]
             shapes[e["name"][: -len("_kernel_time")]] = (ins, outs[0] if outs else [])
     return shapes
+
+
+def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, warmup: int = 3,
+               threads: int | None = None, rounds: int = 5, exact: bool = False) -> list[dict[str, float]]:
+    """Where the time goes, by ORT's own profiler: per model, kernel milliseconds per run by operator type,
+    plus "(kernels)" (their sum), "(gemm)" (float and integer GEMMs) and "(whole run)" (wall time under the
+    profiler, which adds overhead between kernels). Several models run in alternating rounds so that a
+    shared machine's drift hits all alike."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = []
+        for i, path in enumerate(paths):
+            so = session_options(threads, exact=exact)
+            so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, f"p{i}")
+            s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            names = {x.name for x in s.get_inputs()}
+            sessions.append((s, {k: v for k, v in feeds.items() if k in names}))
+            for _ in range(warmup):
+                s.run(None, sessions[-1][1])
+        for _ in range(rounds):
+            for s, f in sessions:
+                for _ in range(max(1, iters // rounds)):
+                    s.run(None, f)
+        results = []
+        for s, _ in sessions:
+            events = _profile_events(s)
+            runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][warmup:]
+            n = max(len(runs), 1)
+            per_op: dict[str, float] = collections.defaultdict(float)
+            for e in _kernel_events(events, runs[0]["ts"] if runs else 0):
+                per_op[e["args"]["op_name"]] += e["dur"] / 1000 / n
+            per_op["(kernels)"] = sum(per_op.values())
+            per_op["(gemm)"] = sum(v for k, v in per_op.items() if k in INTEGER_GEMMS + FLOAT_GEMMS)
+            per_op["(whole run)"] = sum(r["dur"] for r in runs) / 1000 / n
+            results.append(dict(per_op))
+    return results
 
 
 def _positions(model: Any) -> int:

@@ -62,3 +62,45 @@ def model_bytes(path: str | Path) -> int:
     p = Path(path)
     extra = sum(f.stat().st_size for f in p.parent.glob(p.name + ".data")) if p.exists() else 0
     return (p.stat().st_size if p.exists() else 0) + extra
+
+
+def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, iters: int, threads: int | None = None,
+              exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False
+              ) -> dict[str, Any]:
+    """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
+    the integer-kernel census and, with `profile` (ORT only), kernel time per operator type."""
+    from qbert.atomic import read_json, sidecar_path
+    from qbert.engines import open_engine
+    from qbert.errors import QbertError
+
+    side = read_json(sidecar_path(path), "sidecar") if sidecar_path(path).is_file() else {}
+    if "onnx" in side and sidecar_path(side["onnx"]).is_file():  # a plan: its ONNX's sidecar knows the model
+        side = read_json(sidecar_path(side["onnx"]), "sidecar")
+    rss_before = peak_rss_bytes()
+    eng = open_engine(kind, path, threads=threads, exact=exact)
+    encoded, pad = None, 0
+    if data is not None:
+        from qbert.eval.data import encode, load_dataset_spec
+        from qbert.exporter.hf import load_tokenizer
+
+        if "tokenizer" not in side:
+            raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
+        ds = load_dataset_spec(data, side["label2id"], limit=max(sizes))
+        encoded, pad = encode(ds, load_tokenizer(side["tokenizer"]), seq), side.get("pad_token_id", 0)
+
+    def feeds_for(b: int) -> dict[str, np.ndarray]:
+        if encoded is not None:
+            return data_feeds(encoded, b, seq, pad)
+        return random_feeds(b, seq, int(side.get("vocab_size", 100)))
+
+    shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]
+    result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
+              "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before,
+              "inputs": "data" if encoded is not None else "random ids", "shapes": shapes,
+              "census": eng.census(sizes[0], seq)}
+    if profile:
+        from qbert.engines.onnxruntime import op_profile
+
+        ops = op_profile([path], feeds_for(sizes[0]), min(iters, 50), min(warmup, 3), threads, exact=exact)[0]
+        result["profile"] = {"batch": sizes[0], "seq": seq, "ms_per_run": ops}
+    return result
