@@ -93,11 +93,14 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, ite
             return data_feeds(encoded, b, seq, pad)
         return random_feeds(b, seq, int(side.get("vocab_size", 100)))
 
-    shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]
-    result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
-              "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before,
-              "inputs": "data" if encoded is not None else "random ids", "shapes": shapes,
-              "census": eng.census(sizes[0], seq)}
+    try:
+        shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]
+        result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
+                  "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before,
+                  "inputs": "data" if encoded is not None else "random ids", "shapes": shapes,
+                  "census": eng.census(sizes[0], seq)}
+    finally:
+        eng.close()  # device buffers on a GPU
     if profile:
         from qbert.engines.onnxruntime import op_profile
 
