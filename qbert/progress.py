@@ -7,9 +7,13 @@ import sys
 from typing import Callable, Iterator
 
 
+def _silent() -> bool:
+    return bool(os.environ.get("QBERT_QUIET")) or not sys.stderr.isatty()
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    if os.environ.get("QBERT_QUIET") or not sys.stderr.isatty():
+    if _silent():
         yield lambda n: None
         return
     from rich.console import Console
@@ -29,7 +33,7 @@ class Phases:
 
     def start(self, name: str, parent: str | None, steps: int) -> None:
         if self.bar is not None:
-            self.depth[name] = self.depth.get(parent, 0) + 1 if parent else 1
+            self.depth[name] = self.depth.get(parent, 0) + 1  # top phases have no parent: depth 1
             self.tasks[name] = self.bar.add_task("  " * self.depth[name] + name, total=steps or None)
 
     def step(self, name: str, step: int) -> None:
@@ -44,7 +48,7 @@ class Phases:
 @contextlib.contextmanager
 def phase_display(description: str) -> Iterator[Phases]:
     """A top-line spinner with the phases below it, each with its own bar."""
-    if os.environ.get("QBERT_QUIET") or not sys.stderr.isatty():
+    if _silent():
         yield Phases()
         return
     from rich.console import Console
