@@ -15,13 +15,34 @@ from typing import Any, Iterator
 from qbert.errors import QbertError
 
 
-def check_output_dir(path: Path) -> None:
-    """Fail early (before any expensive work) when the output cannot be written."""
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise QbertError(f"output directory {parent} does not exist; create it or choose another --out")
-    if not os.access(parent, os.W_OK):
-        raise QbertError(f"output directory {parent} is not writable; choose another --out")
+def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
+    """`mkdir -p folder`, with one clear line when a path component is a file or cannot be created."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            raise QbertError(f"{what}: {p} is a file, not a folder; choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QbertError(f"{what}: cannot create folder {folder} ({e.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise QbertError(f"{what}: folder {folder} is not writable; choose another path")
+    return folder
+
+
+def check_output_dir(path: Path | str, what: str = "--out") -> None:
+    """Fail early (before any expensive work) when an output file cannot be written; create missing parent
+    folders as `mkdir -p` would."""
+    path = Path(path)
+    if path.is_dir():
+        raise QbertError(f"{what} {path} is a folder; give a file name")
+    ensure_dir(path.resolve().parent, what)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -34,6 +55,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain write would
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -21,6 +21,14 @@ out = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def options(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr (results "
+                                       "and errors still print).")) -> None:
+    """Global options (before the command: qbert --quiet reproduce …)."""
+    if quiet:
+        os.environ["QBERT_QUIET"] = "1"
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn expected failures into one line on stderr and exit code 2 (1 for Ctrl-C)."""
 
@@ -40,6 +48,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,not_entailment — for checkpoints "
+               "saved with HF's default LABEL_0/LABEL_1 (default: the model's own label2id).")
 
 
 def show(title: str, rows: dict[str, Any]) -> None:
@@ -90,13 +102,14 @@ def eval_cmd(
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result (with predictions) here."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.artifacts import load_meta
     from qbert.engines import open_engine
     from qbert.eval.accuracy import evaluate
-    from qbert.eval.data import load_dataset_spec
+    from qbert.eval.data import label_map, load_dataset_spec
     from qbert.exporter.hf import load_tokenizer
 
     if limit is not None and limit < 1:
@@ -121,7 +134,7 @@ def eval_cmd(
             raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
         eng = open_engine(engine, target, threads=threads, exact=exact)
         tokenizer, label2id, max_length = load_tokenizer(meta["tokenizer"]), meta["label2id"], meta["max_length"]
-    dataset = load_dataset_spec(data, label2id, limit)
+    dataset = load_dataset_spec(data, label_map(label2id, labels), limit)
     result = evaluate(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
     if meta is not None:
         result["onnx"] = str(onnx)
@@ -166,6 +179,8 @@ def calibrate(
     auto_fp16: bool = typer.Option(False, "--auto-fp16", help="Keep the most sensitive tensors in high precision "
                                    "until within --budget of FP32 (measured on held-out calibration rows)."),
     budget: float = typer.Option(0.5, help="--auto-fp16: allowed accuracy loss in points."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 only (calibration reads no labels). "
+                                         + LABELS_HELP),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     import onnx as onnx_lib
@@ -175,6 +190,7 @@ def calibrate(
     from qbert.calibration.calibrate import calibrate as run_calibrate
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
+    from qbert.eval.data import label_map
 
     check_output_dir(out_path)
     if out_path.resolve() == onnx.resolve():
@@ -190,7 +206,8 @@ def calibrate(
         recipe = run_calibrate(onnx, meta, None, data, method=method, placement=placement, samples=samples,
                                percentile=percentile, groups=groups, permute=permute,
                                include_padding=include_padding, fallback=fallback, batch_size=batch_size,
-                               threads=threads, auto_fp16=auto_fp16, budget=budget)
+                               threads=threads, auto_fp16=auto_fp16, budget=budget,
+                               label2id=label_map(meta["label2id"], labels))
     qmodel, summary = emit(onnx_lib.load(str(onnx)), recipe, target, high_precision, copy=False)
     from qbert.atomic import _proto_size, external_data_threshold
 
@@ -320,28 +337,27 @@ def analyze(
     heldout: int = typer.Option(256, help="Further rows for per-layer sensitivity."),
     include_padding: bool = typer.Option(False, "--include-padding", help="Count padding (pads to max length, "
                                          "as the study did)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
 ) -> None:
     """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
     from qbert.artifacts import load_meta, load_onnx
     from qbert.atomic import write_json
     from qbert.eval.analyze import analyze as run_analyze, plot
-    from qbert.eval.data import load_dataset_spec
+    from qbert.eval.data import label_map, load_dataset_spec
     from qbert.exporter.hf import load_tokenizer
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise QbertError(f"--out {out_dir} is a file; give a folder")
-    if not out_dir.parent.resolve().is_dir():
-        raise QbertError(f"parent of --out {out_dir} does not exist")
-    out_dir.mkdir(exist_ok=True)
+    from qbert.atomic import ensure_dir
+
+    ensure_dir(out_dir)
     if onnx is None:
         from qbert.exporter.export import export as run_export
 
         onnx = out_dir / "fp32.onnx"
         run_export(str(model), onnx)
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-    dataset = load_dataset_spec(data, meta["label2id"])
+    dataset = load_dataset_spec(data, label_map(meta["label2id"], labels))
     result = run_analyze(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples,
                          heldout_rows=heldout, include_padding=include_padding)
     result["plots"] = [p.name for p in plot(result, out_dir)]
@@ -374,16 +390,17 @@ def reproduce(
     samples: int = typer.Option(512, help="Calibration sequences per row."),
     bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
     only: Optional[str] = typer.Option(None, help="Comma-separated substrings: run only matching rows."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
 ) -> None:
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
     from qbert.reproduce import reproduce as run_reproduce
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise QbertError(f"--out {out_dir} is a file; give a folder")
-    if not out_dir.resolve().parent.is_dir():
-        raise QbertError(f"parent of --out {out_dir} does not exist")
+    from qbert.atomic import ensure_dir
+
+    ensure_dir(out_dir)
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
-                           bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None)
+                           bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
+                           labels=labels)
     table = Table(title=f"reproduce [{engine}]", title_justify="left")
     for col in ("setting", "accuracy", "p50 b=1 ms", "int/float GEMMs", "cached"):
         table.add_column(col)

@@ -51,7 +51,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
 
 
 def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
-            samples: int, engine: str, bench_iters: int) -> dict[str, Any]:
+            samples: int, engine: str, bench_iters: int, label2id: dict[str, int]) -> dict[str, Any]:
     from qbert.calibration.calibrate import calibrate
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
@@ -68,7 +68,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         path = fp32_path
     else:
         recipe = (Recipe(method="none", placement="trt", sites={}) if row.kind == "fp16" else
-                  calibrate(fp32_path, meta, model, calib, samples=samples, **row.calibrate))
+                  calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, **row.calibrate))
         q, info = emit(model, recipe, target, "fp16" if row.kind == "fp16" else None)
         save_onnx(q, path)
         write_json(sidecar_path(path), {**meta, "kind": "qdq", "sha256": sha256_onnx(path)})
@@ -96,15 +96,15 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
 
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
               samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
-              only: list[str] | None = None) -> dict[str, Any]:
+              only: list[str] | None = None, labels: str | None = None) -> dict[str, Any]:
     import onnx
 
     from qbert.artifacts import load_meta
     from qbert.eval.analyze import analyze, plot
-    from qbert.eval.data import load_dataset_spec
+    from qbert.eval.data import label_map, load_dataset_spec
     from qbert.exporter.export import export
     from qbert.exporter.hf import load_tokenizer
-    from qbert.progress import progress_bar
+    from qbert.progress import line, progress_bar
 
     if Path(eval_data).resolve() == Path(calib_data).resolve():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
@@ -112,15 +112,18 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
     if not (fp32_path.is_file() and sidecar_path(fp32_path).is_file()):
+        line(f"exporting {model_spec} → {fp32_path}")
         export(model_spec, fp32_path)
     meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
     tokenizer = load_tokenizer(meta["tokenizer"])
-    eval_ds = load_dataset_spec(eval_data, meta["label2id"])
-    calib_ds = load_dataset_spec(calib_data, meta["label2id"])
+    label2id = label_map(meta["label2id"], labels)
+    eval_ds = load_dataset_spec(eval_data, label2id)
+    calib_ds = load_dataset_spec(calib_data, label2id)
     if eval_ds.sha256() == calib_ds.sha256():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     analysis_path = out / "analysis.json"
     if not analysis_path.is_file():
+        line(f"outlier statistics on {analysis_samples} calibration rows → {analysis_path}")
         res = analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples)
         res["plots"] = [p.name for p in plot(res, out)]
         write_json(analysis_path, res)
@@ -137,10 +140,12 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
                 work = out / "rows" / key
                 work.mkdir(exist_ok=True)
                 res = run_row(row, fp32_path, meta, model, calib_data, eval_ds, tokenizer, work, samples, engine,
-                              bench_iters)
+                              bench_iters, label2id)
                 write_json(cached, res)
                 results.append({**res, "cached": False})
-            advance(1)
+            r = results[-1]
+            advance(1, note=f"{row.name}: {100 * r['accuracy']:.2f}%"
+                            + (" (cached)" if r["cached"] else f" in {r['seconds']:.0f} s"))
     report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
               "samples": samples, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},

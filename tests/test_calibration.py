@@ -45,6 +45,10 @@ def test_every_graph_is_valid_and_ort_runs_integer_kernels(recipes, fp32, tmp_pa
         q, summary = emit(model, recipes[(method, placement)], target)
         onnx.checker.check_model(q, full_check=True)
         zps = [t for t in q.graph.initializer if t.name.endswith("zero_point")]
+        # per-tensor activation scales/zero points are rank-0 (ORT ≥ 1.30 refuses [1]); weights are per-axis 1-D
+        qparams = [t for t in q.graph.initializer if t.name.endswith(("scale", "zero_point"))]
+        assert {len(t.dims) for t in qparams if t.name.startswith("act.")} == {0}
+        assert {len(t.dims) for t in qparams if not t.name.startswith("act.")} == {1}
         want = {"ort-cpu": {onnx.TensorProto.UINT8, onnx.TensorProto.INT8}, "trt": {onnx.TensorProto.INT8}}
         assert {t.data_type for t in zps} <= want[target]
         if target == "trt":

@@ -22,7 +22,9 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
-              budget: float = 0.5, heldout_rows: int = 256) -> Recipe:
+              budget: float = 0.5, heldout_rows: int = 256, label2id: dict[str, int] | None = None) -> Recipe:
+    """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` (which judges
+    accuracy on held-out rows), mapped with `label2id` (default: the model's own)."""
     from qbert.exporter.hf import load_tokenizer
 
     if method not in M.METHODS:
@@ -40,7 +42,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         model = onnx.load(str(onnx_path))
     graph = parse(model)
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
-    dataset = load_dataset_spec(data, meta["label2id"])
+    dataset = load_dataset_spec(data, (label2id or meta["label2id"]) if auto_fp16 else None)
     if len(dataset.examples) < samples:
         raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
                          f"lower --samples or give more data")
@@ -81,6 +83,9 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         from qbert.eval.data import Dataset
 
         held = Dataset([all_examples[i] for i in held_rows], data)
+        if any(e.label is None for e in held.examples):
+            raise QbertError(f"--auto-fp16 judges accuracy on held-out rows, but --data {data} has unlabelled "
+                             "rows; give labelled calibration data or choose --fp16-fallback yourself")
         recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.get("max_length", 128)),
                                        held.labels, budget, meta.get("pad_token_id", 0))
         recipe.calibration["auto_fp16"] = report

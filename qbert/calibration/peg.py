@@ -30,7 +30,7 @@ class Initializers:
         base, n = name, 1
         while name in self.by_name:
             name, n = f"{base}.{n}", n + 1
-        t = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        t = numpy_helper.from_array(np.asarray(array, order="C"), name)  # keeps rank-0 scalars rank 0
         self.model.graph.initializer.append(t)
         self.by_name[name] = t
         return name

@@ -46,11 +46,13 @@ def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
     """`1x1/8x128/32x128` → ((1, 1), (8, 128), (32, 128))."""
     if not spec:
         return DEFAULT_SHAPES
+    bad = QbertError(f"--shapes {spec!r}: expected min/opt/max as BxS/BxS/BxS, e.g. 1x1/8x128/32x128")
     try:
         shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in spec.split("/"))
-        assert len(shapes) == 3 and all(len(s) == 2 and min(s) >= 1 for s in shapes)
-    except (ValueError, AssertionError):
-        raise QbertError(f"--shapes {spec!r}: expected min/opt/max as BxS/BxS/BxS, e.g. 1x1/8x128/32x128") from None
+    except ValueError:
+        raise bad from None
+    if len(shapes) != 3 or not all(len(s) == 2 and min(s) >= 1 for s in shapes):
+        raise bad
     for i in range(2):
         if not shapes[0][i] <= shapes[1][i] <= shapes[2][i]:
             raise QbertError(f"--shapes {spec!r}: need min ≤ opt ≤ max in each dimension")
@@ -63,9 +65,11 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan."""
     from qbert.artifacts import load_onnx
 
+    profile = parse_shapes(shapes)  # flags first: a bad flag reads the same with or without TensorRT installed
+    if not 0 <= opt_level <= 5:
+        raise QbertError(f"--opt-level {opt_level}: must be 0-5")
     load_onnx(onnx_path)
     trt, name = import_trt(backend)
-    profile = parse_shapes(shapes)
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
                   "sm": sm if name == "tensorrt-rtx" else "current-gpu", "profile": profile,
                   "opt_level": opt_level, "hw_compat": hw_compat}

@@ -85,7 +85,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, ite
 
         if "tokenizer" not in side:
             raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
-        ds = load_dataset_spec(data, side["label2id"], limit=max(sizes))
+        ds = load_dataset_spec(data, None, limit=max(sizes))
         encoded, pad = encode(ds, load_tokenizer(side["tokenizer"]), seq), side.get("pad_token_id", 0)
 
     def feeds_for(b: int) -> dict[str, np.ndarray]:

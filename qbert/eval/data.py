@@ -49,8 +49,25 @@ class Dataset:
         return self if n is None else Dataset(self.examples[:n], self.source, self.label_names)
 
 
-def load_dataset_spec(spec: str, label2id: Mapping[str, int], limit: int | None = None) -> Dataset:
-    """`glue/qnli[:split]` (Hugging Face `datasets`), or a path to a `.tsv` or `.jsonl` file."""
+def label_map(model_label2id: Mapping[str, int], labels: str | None = None) -> dict[str, int]:
+    """The data's label names → the model's class ids: the model's own `label2id`, or `labels`
+    ("entailment,not_entailment", names in id order) for checkpoints saved with HF's LABEL_0/LABEL_1."""
+    if not labels:
+        return dict(model_label2id)
+    names = [n.strip() for n in labels.split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise QbertError(f"--labels {labels!r}: expected distinct comma-separated names in id order, "
+                         "e.g. entailment,not_entailment")
+    if model_label2id and len(names) != len(model_label2id):
+        raise QbertError(f"--labels {labels!r} names {len(names)} classes but the model has {len(model_label2id)}")
+    return {n: i for i, n in enumerate(names)}
+
+
+def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int | None = None) -> Dataset:
+    """`glue/qnli[:split]` (Hugging Face `datasets`), or a path to a `.tsv` or `.jsonl` file.
+
+    `label2id=None` reads no labels at all (calibration needs none, so unlabelled or differently labelled
+    data works there); otherwise every label must map to one of the model's classes."""
     path = Path(spec)
     if path.suffix.lower() in (".tsv", ".jsonl", ".json") or path.exists():
         if not path.is_file():
@@ -65,11 +82,11 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int], limit: int | None 
         raise QbertError(f"--data {spec!r}: expected a .tsv/.jsonl file or a hub spec like glue/qnli")
     if not examples:
         raise QbertError(f"data {spec} has no rows")
-    return Dataset(examples, spec, sorted(label2id, key=label2id.get))
+    return Dataset(examples, spec, sorted(label2id, key=label2id.get) if label2id else [])
 
 
-def _label(raw: str | int | None, label2id: Mapping[str, int], where: str) -> int | None:
-    if raw is None or raw == "":
+def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str) -> int | None:
+    if raw is None or raw == "" or label2id is None:
         return None
     if isinstance(raw, str) and raw in label2id:
         return label2id[raw]
@@ -79,10 +96,11 @@ def _label(raw: str | int | None, label2id: Mapping[str, int], where: str) -> in
         value = None
     if value is not None and value in label2id.values():
         return value
-    raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id)}")
+    raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id, key=label2id.get)} — "
+                     "map the data's labels to the model's ids with --labels NAME0,NAME1 (in id order)")
 
 
-def _read_tsv(path: Path, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None) -> list[Example]:
     """GLUE TSV: header with `question`/`sentence` (or `sentence1`/`sentence2`) and optional `label`.
 
     Quoting is off: QNLI has sentences that start with a stray `"` which csv's default would swallow.
@@ -117,7 +135,7 @@ def _read_tsv(path: Path, label2id: Mapping[str, int], limit: int | None) -> lis
     return out
 
 
-def _read_jsonl(path: Path, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | None) -> list[Example]:
     """One JSON object per line with question/sentence (or sentence1/sentence2) and label."""
     out: list[Example] = []
     try:
@@ -144,7 +162,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int], limit: int | None) -> l
     return out
 
 
-def _read_hub(spec: str, label2id: Mapping[str, int], limit: int | None) -> list[Example]:
+def _read_hub(spec: str, label2id: Mapping[str, int] | None, limit: int | None) -> list[Example]:
     """`glue/qnli` or `glue/qnli:train` through Hugging Face `datasets` (needs the network once)."""
     name, _, split = spec.partition(":")
     repo, _, config = name.partition("/")

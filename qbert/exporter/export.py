@@ -157,7 +157,8 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"qbert": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tensorrt", "tensorrt_rtx"):
+    for pkg in ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxscript", "numpy", "tensorrt",
+                "tensorrt_rtx"):
         try:
             out[pkg] = md.version(pkg.replace("_", "-"))
         except md.PackageNotFoundError:
