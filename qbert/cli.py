@@ -160,8 +160,8 @@ def calibrate(
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
     target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
     groups: int = typer.Option(4, help="PEG: number of channel groups (must divide the hidden size)."),
-    permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: sort channels by range first "
-                                 "(folded into weights; no runtime gather)."),
+    permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: reorder channels first (outliers share the last group with the smallest ones; "
+                                 "folded into the weights, no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
     samples: int = typer.Option(512, help="Calibration sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "
@@ -238,7 +238,9 @@ def build(
     onnx: Path = typer.Option(..., "--onnx", help="Q/DQ ONNX from qbert calibrate --target trt (or any ONNX)."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Engine plan to write (+ <out>.json sidecar)."),
     backend: str = typer.Option("auto", help="auto | tensorrt | tensorrt-rtx (auto prefers tensorrt)."),
-    sm: int = typer.Option(86, help="TensorRT-RTX target compute capability (86 = RTX 30xx, e.g. RTX 3050)."),
+    sm: str = typer.Option("auto", help="Target compute capability: auto = the visible GPU (SM86, RTX 30xx such "
+                           "as the RTX 3050, when there is none); a number (75, 80, 86, 89, 120 …) cross-compiles "
+                           "with TensorRT-RTX."),
     shapes: Optional[str] = typer.Option(None, help="Profile min/opt/max as BxS/BxS/BxS (default 1x1/8x128/32x128)."),
     opt_level: int = typer.Option(3, help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update."),

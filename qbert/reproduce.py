@@ -55,10 +55,6 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     from qbert.calibration.calibrate import calibrate
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
-    from qbert.engines import open_engine
-    from qbert.engines.onnxruntime import ort_census
-    from qbert.eval.accuracy import evaluate
-    from qbert.eval.bench import random_feeds, time_engine
 
     t0 = time.perf_counter()
     target = "ort-cpu" if engine == "ort-cpu" else "trt"
@@ -76,22 +72,63 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             recipe.save(work / "recipe.json")
             info["fallback"] = recipe.fallback
             info["auto_fp16"] = recipe.calibration.get("auto_fp16")
-    if engine != "ort-cpu":
-        raise QbertError("qbert reproduce runs --engine ort-cpu here; build and evaluate TensorRT plans with "
-                         "qbert build / qbert eval --engine tensorrt on a GPU machine")
-    eng = open_engine("ort-cpu", str(path))
-    result = evaluate(eng, eval_ds, tokenizer)
-    seq = min(128, meta.get("max_length", 128))
-    timing = {b: time_engine(eng, random_feeds(b, seq, meta.get("vocab_size", 100)), 3,
-                             bench_iters if b == 1 else max(3, bench_iters // 4)) for b in (1, 8)}
-    census = ort_census(str(path))
-    return {"name": row.name, "kind": row.kind, "flags": row.calibrate, "accuracy": result["accuracy"],
-            "correct": result["correct"], "examples": result["examples"], "predictions": result["predictions"],
-            "engine": eng.describe(), "target": target if row.kind != "fp32" else "fp32",
-            "high_precision": info.get("high_precision", "fp32"), "census": census,
+    measured = measure(path, engine, eval_ds, tokenizer, meta, work, bench_iters)
+    return {"name": row.name, "kind": row.kind, "flags": row.calibrate,
+            "target": target if row.kind != "fp32" else "fp32",
+            "high_precision": info.get("high_precision", "fp32"),
             "quantized_gemms": info.get("quantized_gemms", 0), "fallback": info.get("fallback", []),
-            "auto_fp16": info.get("auto_fp16"), "model_bytes": path.stat().st_size,
-            "latency": {str(b): t for b, t in timing.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+            "auto_fp16": info.get("auto_fp16"), **measured, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path, bench_iters: int
+            ) -> dict[str, Any]:
+    """Accuracy, latency at batch 1 and 8 (seq ≤ 128) and the precision census of one deployed model.
+    ort-cpu runs the ONNX; tensorrt builds a plan for the GPU in hand and times it with CUDA events, with and
+    without CUDA-graph replay, and reports the engine's device memory."""
+    from qbert.engines import open_engine
+    from qbert.eval.accuracy import evaluate
+    from qbert.eval.bench import random_feeds, time_engine
+
+    seq = min(128, meta.get("max_length", 128))
+    feeds = {b: random_feeds(b, seq, meta.get("vocab_size", 100)) for b in (1, 8)}
+    iters = {1: bench_iters, 8: max(3, bench_iters // 4)}
+    model_path, extra = str(path), {}
+    if engine == "tensorrt":
+        from qbert.engines.tensorrt import build
+
+        model_path = str(work / "model.plan")
+        extra["plan"] = build(path, Path(model_path))  # --sm auto: the present GPU
+    eng = open_engine(engine, model_path)
+    try:
+        result = evaluate(eng, eval_ds, tokenizer)
+        timing = {str(b): time_engine(eng, feeds[b], 3, iters[b]) for b in (1, 8)}
+        if engine == "tensorrt":
+            extra["latency_cuda_graph"] = {str(b): time_engine(eng, feeds[b], 3, iters[b], cuda_graph=True)
+                                           for b in (1, 8)}
+            extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
+            census = eng.census(1, seq)
+        else:
+            from qbert.engines.onnxruntime import ort_census
+
+            census = ort_census(str(path))
+        described = eng.describe()
+    finally:
+        eng.close()
+    return {"accuracy": result["accuracy"], "correct": result["correct"], "examples": result["examples"],
+            "predictions": result["predictions"], "engine": described, "census": census,
+            "model_bytes": Path(model_path).stat().st_size, "latency": timing, **extra}
+
+
+def check_gpu_ready() -> None:
+    """Up front, before any work: a GPU, a TensorRT that serves it, and cuda-python to drive it."""
+    from qbert.engines.gpu import choose_target, query_device
+    from qbert.engines.tensorrt import import_trt
+
+    device, why = query_device()
+    if device is None:
+        raise QbertError(f"--engine tensorrt needs a CUDA GPU: {why}; run --engine ort-cpu on this machine")
+    trt, backend = import_trt()
+    choose_target(trt, backend, "auto", device)
 
 
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
@@ -106,6 +143,10 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import line, progress_bar
 
+    if engine not in ("ort-cpu", "tensorrt"):
+        raise QbertError(f"--engine {engine!r}: choose ort-cpu or tensorrt")
+    if engine == "tensorrt":
+        check_gpu_ready()
     if Path(eval_data).resolve() == Path(calib_data).resolve():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     out.mkdir(parents=True, exist_ok=True)

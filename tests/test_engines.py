@@ -97,15 +97,13 @@ def test_tensorrt_runs_on_gpu(qdq_pair, tmp_path):
     ok, why = gpu_available()
     if not ok:
         pytest.skip(f"no GPU: {why}")
-    from qbert.engines.tensorrt import TensorRTEngine, build, import_trt
-
-    try:
-        import_trt()
-    except QbertError as e:
-        pytest.skip(f"a GPU but no TensorRT: {e}")
+    from qbert.engines.tensorrt import TensorRTEngine, build
     from qbert.eval.bench import random_feeds
 
-    build(qdq_pair["trt"], tmp_path / "e.plan", shapes="1x1/2x16/4x32")
+    try:  # for the GPU in hand (--sm auto); where no installed backend serves it, skip with the one-line reason
+        build(qdq_pair["trt"], tmp_path / "e.plan", shapes="1x1/2x16/4x32")
+    except QbertError as e:
+        pytest.skip(f"{why}: {e}")
     out = TensorRTEngine(str(tmp_path / "e.plan")).run(random_feeds(2, 16, vocab=40))
     assert out.shape == (2, 2)
 

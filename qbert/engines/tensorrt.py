@@ -19,6 +19,8 @@ import numpy as np
 
 from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, write_bytes, write_json
 from qbert.engines.base import Engine
+from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
+                              query_device, trt_major)
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
 from qbert.progress import Phases, phase_display
@@ -59,20 +61,29 @@ def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
     return shapes
 
 
-def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shapes: str | None = None,
+def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "auto", shapes: str | None = None,
           opt_level: int = 3, timing_cache: Path | None = None, force: bool = False,
           hw_compat: bool = False) -> dict[str, Any]:
-    """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan."""
+    """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan.
+
+    `sm="auto"` targets the visible GPU (SM86 when there is none); a number cross-compiles (TensorRT-RTX)."""
     from qbert.artifacts import load_onnx
 
     profile = parse_shapes(shapes)  # flags first: a bad flag reads the same with or without TensorRT installed
     if not 0 <= opt_level <= 5:
         raise QbertError(f"--opt-level {opt_level}: must be 0-5")
+    if str(sm).lower() != "auto":
+        _parse_sm(sm)
     load_onnx(onnx_path)
+    if shapes is None and sidecar_path(onnx_path).is_file():  # default profile within the model's positions
+        seq = int(read_json(sidecar_path(onnx_path), "sidecar").get("max_length", 128))
+        profile = tuple((b, min(s, seq)) for b, s in profile)
     trt, name = import_trt(backend)
+    device, _ = query_device()
+    target = choose_target(trt, name, sm, device)
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
-                  "sm": sm if name == "tensorrt-rtx" else "current-gpu", "profile": profile,
-                  "opt_level": opt_level, "hw_compat": hw_compat}
+                  "trt_major": trt_major(trt), "sm": target, "profile": profile, "opt_level": opt_level,
+                  "hw_compat": hw_compat}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
     side = sidecar_path(out)
     if not force and out.is_file() and side.is_file():
@@ -81,7 +92,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
             return {**old, "cache_hit": True}
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # strongly typed is the only mode in TRT 11 / TRT-RTX
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
@@ -89,13 +100,9 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
     config = builder.create_builder_config()
     config.builder_optimization_level = opt_level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions for the inspector
-    if name == "tensorrt-rtx":
-        cc = getattr(trt.ComputeCapability, f"SM{sm}", None)
-        if cc is None:
-            valid = [c for c in dir(trt.ComputeCapability) if c.startswith("SM")]
-            raise QbertError(f"--sm {sm}: TensorRT-RTX {trt.__version__} targets {', '.join(valid)}")
+    if name == "tensorrt-rtx":  # choose_target checked that the enum has this target
         config.num_compute_capabilities = 1
-        config.set_compute_capability(cc, 0)
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{target}"), 0)
     elif hw_compat:  # standard TensorRT: engines that also run on later GPUs (Ampere and newer)
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     opt = builder.create_optimization_profile()
@@ -124,7 +131,8 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: int = 86, shape
         write_bytes(timing_cache, bytes(cache.serialize()))
     meta = {"format": "qbert-plan", **key_fields, "cache_key": key, "plan_sha256": sha256_file(out),
             "plan_bytes": out.stat().st_size, "onnx": str(onnx_path), "build_seconds": round(seconds, 2),
-            "target": f"SM{sm}" if name == "tensorrt-rtx" else "current GPU", "cache_hit": False}
+            "target": f"SM{target}", "device": str(device) if device else None, "strongly_typed": True,
+            "cache_hit": False}
     write_json(side, meta)
     return meta
 
@@ -194,17 +202,8 @@ def check_plan(plan: Path) -> dict[str, Any]:
 
 
 def gpu_available() -> tuple[bool, str]:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            return False, "cuda-python is not installed (pip install 'qbert[gpu]')"
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0 or count == 0:
-        return False, "no CUDA GPU is visible"
-    return True, f"{count} CUDA device(s)"
+    device, why = query_device()
+    return (True, str(device)) if device is not None else (False, why)
 
 
 class TensorRTEngine(Engine):
@@ -215,13 +214,16 @@ class TensorRTEngine(Engine):
     def __init__(self, plan: str, **_: Any):
         self.plan = Path(plan)
         self.meta = check_plan(self.plan)
-        ok, why = gpu_available()
-        if not ok:
+        device, why = query_device()
+        if device is None:
             raise QbertError(f"--engine tensorrt needs a CUDA GPU: {why}; use --engine ort-cpu on this machine")
-        from cuda.bindings import runtime as cudart
-
+        cudart, why = cuda_runtime()
+        if cudart is None:
+            raise QbertError(f"--engine tensorrt needs cuda-python to drive {device}: {why}")
         self.cudart = cudart
         self.trt, self.backend = import_trt(self.meta["backend"])
+        check_plan_runs_here(self.meta, self.trt, device)
+        self.device = device
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
@@ -287,7 +289,8 @@ class TensorRTEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "backend": self.backend, "version": self.trt.__version__,
-                "plan": str(self.plan), "target": self.meta.get("target"), "high_precision": "fp16",
+                "plan": str(self.plan), "target": self.meta.get("target"), "gpu": str(self.device),
+                "high_precision": "fp16",
                 "device_memory_bytes": int(getattr(self.engine, "device_memory_size_v2",
                                                    getattr(self.engine, "device_memory_size", 0))),
                 "weights_bytes": self.plan.stat().st_size}
@@ -332,4 +335,5 @@ def inspector_census(layers: list[Any]) -> dict[str, Any]:
             pass
     total = sum(macs.values())
     return {"gemm_layers": counts, "gemm_macs": macs, "integer_mac_share": macs["int8"] / total if total else 0.0,
+            "integer_gemms": counts["int8"], "float_gemms": counts["fp16"] + counts["fp32"],
             "layers": len(layers), "opaque_fused_layers": opaque}
