@@ -39,37 +39,109 @@ def check_output_dir(path: Path | str, what: str = "--out") -> None:
     ensure_dir(path.resolve().parent, what)
 
 
+def check_outputs(outputs: dict[str, Path | str | None], inputs: dict[str, Path | str | None]) -> None:
+    """Before any work: refuse an output that would overwrite an input (or the sidecar/data file beside it),
+    that is an existing folder, or that names the same file as another output. Keys are the flags, for the
+    message. Every output's `.json` sidecar and `.data` file count as written too."""
+    def family(p: Path | str) -> dict[Path, str]:
+        p = Path(p)
+        return {p.resolve(): "", sidecar_path(p).resolve(): " (its sidecar)",
+                p.with_name(p.name + ".data").resolve(): " (its external data)"}
+
+    read: dict[Path, str] = {}
+    for flag, p in inputs.items():
+        if p is not None and (Path(p).exists() or Path(str(p) + ".json").exists()):
+            read.update({f: f"{flag} {p}{why}" for f, why in family(p).items() if f not in read})
+    written: dict[Path, str] = {}
+    for flag, p in outputs.items():
+        if p is None:
+            continue
+        check_output_dir(p, flag)
+        for f, why in family(p).items():
+            if f in read:
+                raise QbertError(f"{flag} {p}{why} would overwrite {read[f]}; choose another path")
+            if f in written and not why:
+                raise QbertError(f"{flag} {p} is also {written[f]}; give each output its own path")
+            written.setdefault(f, f"{flag} {p}{why}")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
+class Staged:
+    """The outputs of one command, each written to a temp file beside its target and renamed into place only
+    when all of them were written: a failure or Ctrl-C leaves every previous file exactly as it was."""
+
+    def __init__(self) -> None:
+        self._temps: dict[Path, Path] = {}  # target → temp file
+        self._stale: list[Path] = []  # files to delete at commit (a large model's old .data, say)
+
+    def path(self, target: Path | str) -> Path:
+        """A fresh temp path in `target`'s folder (created as `mkdir -p` would)."""
+        target = Path(target)
+        check_output_dir(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+        os.close(fd)
+        self._temps[target] = Path(tmp)
+        return Path(tmp)
+
+    def temp(self, target: Path | str) -> Path | None:
+        """The temp file staged for `target`, if any (to hash what is about to be committed)."""
+        return self._temps.get(Path(target))
+
+    def remove_at_commit(self, path: Path) -> None:
+        self._stale.append(path)
+
+    def commit(self) -> None:
+        mode = 0o666 & ~_umask()  # mkstemp makes 0600; give the mode a plain write would
+        for target, tmp in self._temps.items():
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        for path in self._stale:
+            if path.exists() and path not in self._temps:
+                path.unlink()
+        self._temps.clear()
+
+    def discard(self) -> None:
+        for tmp in self._temps.values():
+            if tmp.exists():
+                tmp.unlink()
+        self._temps.clear()
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[Staged]:
+    """`with staged() as s: write to s.path(a), s.path(b)` — a and b appear together or not at all."""
+    stage = Staged()
+    try:
+        yield stage
+        stage.commit()
+    finally:
+        stage.discard()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temp path in the target's directory; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    check_output_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain write would
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with staged() as stage:
+        yield stage.path(path)
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+def _in(stage: Staged | None) -> contextlib.AbstractContextManager[Staged]:
+    return contextlib.nullcontext(stage) if stage is not None else staged()
 
 
-def write_bytes(path: Path | str, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def write_json(path: Path | str, data: Any, stage: Staged | None = None) -> None:
+    with _in(stage) as s:
+        s.path(path).write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_bytes(path: Path | str, data: bytes, stage: Staged | None = None) -> None:
+    with _in(stage) as s:
+        s.path(path).write_bytes(data)
 
 
 def external_data_threshold() -> int:
@@ -78,27 +150,34 @@ def external_data_threshold() -> int:
     return int(os.environ.get("QBERT_EXTERNAL_DATA_BYTES", 2**31 - 2**24))
 
 
-def save_onnx(model: Any, path: Path | str) -> None:
+def save_onnx(model: Any, path: Path | str, stage: Staged | None = None) -> None:
     """Save an ONNX model atomically, the external-data file included (both renamed into place)."""
     import onnx
 
     path = Path(path)
-    large = _proto_size(model) > external_data_threshold()
-    with atomic_path(path) as tmp:
-        if large:
-            data_name = path.name + ".data"
-            with atomic_path(path.with_name(data_name)) as tmp_data:
-                onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                          location=tmp_data.name, size_threshold=1024)
-                _relink_external(tmp, tmp_data.name, data_name)
+    data_path = path.with_name(path.name + ".data")
+    with _in(stage) as s:
+        tmp = s.path(path)
+        if proto_size(model) > external_data_threshold():
+            tmp_data = s.path(data_path)
+            onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=tmp_data.name, size_threshold=1024)
+            _relink_external(tmp, tmp_data.name, data_path.name)
         else:
             onnx.save(model, str(tmp))
-            stale = path.with_name(path.name + ".data")
-            if stale.exists():
-                stale.unlink()
+            s.remove_at_commit(data_path)  # a stale .data of an earlier, larger model
 
 
-def _proto_size(model: Any) -> int:
+def staged_sha256_onnx(stage: Staged, path: Path | str) -> str:
+    """sha256_onnx of what `stage` is about to commit at `path` (for the sidecar written beside it)."""
+    path = Path(path)
+    onnx_tmp = stage.temp(path)
+    if onnx_tmp is None:
+        raise QbertError(f"internal error: {path} is not staged")
+    return sha256_onnx(onnx_tmp, stage.temp(path.with_name(path.name + ".data")))
+
+
+def proto_size(model: Any) -> int:
     """Serialized size without serializing (ByteSize fails past 2 GB on some protobuf builds)."""
     try:
         return model.ByteSize()
@@ -125,9 +204,9 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_onnx(path: Path | str) -> str:
-    """Hash of an ONNX model including its external-data file, if it has one."""
-    data = Path(str(path) + ".data")
+def sha256_onnx(path: Path | str, data: Path | str | None = None) -> str:
+    """Hash of an ONNX model including its external-data file (`<path>.data` unless given), if it has one."""
+    data = Path(data) if data is not None else Path(str(path) + ".data")
     if not data.is_file():
         return sha256_file(path)
     return hashlib.sha256((sha256_file(path) + sha256_file(data)).encode()).hexdigest()

@@ -183,18 +183,17 @@ def calibrate(
                                          + LABELS_HELP),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
-    import onnx as onnx_lib
-
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import check_output_dir, save_onnx, sha256_onnx, sidecar_path, write_json
+    from qbert.atomic import check_outputs
     from qbert.calibration.calibrate import calibrate as run_calibrate
-    from qbert.calibration.emit import emit
+    from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
     from qbert.eval.data import label_map
 
-    check_output_dir(out_path)
-    if out_path.resolve() == onnx.resolve():
-        raise QbertError("--out must differ from --onnx")
+    recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
+    same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
+    check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
+                  {"--onnx": onnx, "--data": Path(data) if data else None, "--recipe": recipe_in})
     load_onnx(onnx, expect="fp32")  # validates; calibration reloads it so the weights are held once
     meta = load_meta(onnx)
     if recipe_in is not None:
@@ -208,19 +207,8 @@ def calibrate(
                                include_padding=include_padding, fallback=fallback, batch_size=batch_size,
                                threads=threads, auto_fp16=auto_fp16, budget=budget,
                                label2id=label_map(meta["label2id"], labels))
-    qmodel, summary = emit(onnx_lib.load(str(onnx)), recipe, target, high_precision, copy=False)
-    from qbert.atomic import _proto_size, external_data_threshold
-
-    if _proto_size(qmodel) <= external_data_threshold():
-        onnx_lib.checker.check_model(qmodel)  # larger models are checked by ORT/TensorRT when loaded
-    recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
-    save_onnx(qmodel, out_path)
-    if recipe_in is None or recipe_path.resolve() != recipe_in.resolve():
-        recipe.save(recipe_path)
-    quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
-             "permute": recipe.permute, "percentile": recipe.percentile, "recipe": str(recipe_path), **summary}
-    write_json(sidecar_path(out_path), {**meta, "kind": "qdq", "sha256": sha256_onnx(out_path),
-                                        "fp32_onnx": str(onnx), "quantization": quant})
+    side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
+    summary = side["quantization"]
     show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
                                                                else ""),
                                     "placement": recipe.placement, "target": target,

@@ -53,7 +53,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
 def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
             samples: int, engine: str, bench_iters: int, label2id: dict[str, int]) -> dict[str, Any]:
     from qbert.calibration.calibrate import calibrate
-    from qbert.calibration.emit import emit
+    from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
 
     t0 = time.perf_counter()
@@ -65,13 +65,9 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     else:
         recipe = (Recipe(method="none", placement="trt", sites={}) if row.kind == "fp16" else
                   calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, **row.calibrate))
-        q, info = emit(model, recipe, target, "fp16" if row.kind == "fp16" else None)
-        save_onnx(q, path)
-        write_json(sidecar_path(path), {**meta, "kind": "qdq", "sha256": sha256_onnx(path)})
-        if row.kind == "int8":
-            recipe.save(work / "recipe.json")
-            info["fallback"] = recipe.fallback
-            info["auto_fp16"] = recipe.calibration.get("auto_fp16")
+        info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,
+                        work / "recipe.json", write_recipe=row.kind == "int8", model=model)["quantization"]
+        info["auto_fp16"] = recipe.calibration.get("auto_fp16")
     measured = measure(path, engine, eval_ds, tokenizer, meta, work, bench_iters)
     return {"name": row.name, "kind": row.kind, "flags": row.calibrate,
             "target": target if row.kind != "fp32" else "fp32",

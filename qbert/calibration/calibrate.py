@@ -117,6 +117,7 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int, pe
         if site in peg_sites:
             order = permutation if permutation is not None else np.arange(len(st.channel_amax))
             bounds, group_amax = M.peg_groups(st.channel_amax, groups, order)
+            group_amax = [max(float(a), M.TINY) for a in group_amax]
             out[site.key] = SiteScale(site.tensor, max(group_amax), group_amax, bounds)
             continue
         if method == "percentile" and st.hist is not None:
@@ -127,6 +128,6 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int, pe
             amax = M.entropy_amax(st.hist)
         else:
             amax = st.amax
-        out[site.key] = SiteScale(site.tensor, float(min(amax, st.amax) if amax else st.amax))
+        out[site.key] = SiteScale(site.tensor, max(float(min(amax, st.amax) if amax else st.amax), M.TINY))
     return out, None if permutation is None else [int(i) for i in permutation]
 

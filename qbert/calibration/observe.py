@@ -7,6 +7,8 @@ variable-length batches are no problem. Padding positions are excluded through t
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -18,7 +20,10 @@ from qbert.errors import QbertError
 
 class AbsHistogram:
     """Histogram of |x| over [0, range): when a value exceeds the range, the range doubles and pairs of
-    bins merge, so one pass suffices and resolution stays within 2× of the final range / bins."""
+    bins merge, so one pass suffices and resolution stays within 2× of the final range / bins. The range is
+    always a power of two and `bins` is too, so x·bins/range is exact and a value lands in the same final bin
+    whichever batch it came in: the histogram (and every scale chosen from it) does not depend on the batch
+    size."""
 
     def __init__(self, bins: int = 4096, energy: bool = False):
         self.bins = bins
@@ -30,8 +35,8 @@ class AbsHistogram:
         if a.size == 0:
             return
         top = float(a.max())
-        if self.range == 0.0:
-            self.range = top if top > 0 else 1e-12
+        if self.range == 0.0:  # a power of two, so the final range and every bin are batch-invariant:
+            self.range = 2.0 ** math.ceil(math.log2(top)) if top > 0 else 2.0 ** -40  # merges are exact
         while top >= self.range:
             merged = self.counts.reshape(-1, 2).sum(1)
             self.counts = np.concatenate([merged, np.zeros(self.bins // 2, dtype=np.int64)])

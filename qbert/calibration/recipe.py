@@ -1,6 +1,7 @@
 """The calibration recipe: everything needed to re-emit a Q/DQ graph for any target without recalibrating."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,72 @@ class Recipe:
     @classmethod
     def load(cls, path: Path | str) -> "Recipe":
         data = read_json(path, "recipe")
-        if data.get("format") != FORMAT:
-            raise QbertError(f"{path} is not a qbert recipe (format {data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise QbertError(f"{path} is not a qbert recipe (format {data.get('format')!r})"
+                             if isinstance(data, dict) else f"{path} is not a qbert recipe")
         data.pop("format")
         try:
             data["sites"] = {k: SiteScale(**v) for k, v in data["sites"].items()}
-            return cls(**data)
+            recipe = cls(**data)
         except (TypeError, KeyError, AttributeError) as e:
             raise QbertError(f"{path}: malformed recipe ({e})") from None
+        recipe.validate(str(path))
+        return recipe
+
+    def validate(self, where: str = "recipe") -> None:
+        """The rules the CLI applies to its flags, applied to a recipe (which may come from a file): known
+        method/placement, finite positive clip values, PEG groups that tile the channels, a true permutation."""
+        from qbert.calibration.methods import METHODS
+        from qbert.calibration.placement import PLACEMENTS
+
+        if self.method not in (*METHODS, "none"):
+            raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
+        if self.placement not in PLACEMENTS:
+            raise QbertError(f"{where}: unknown placement {self.placement!r} (one of {', '.join(PLACEMENTS)})")
+        if self.method == "percentile" and not (isinstance(self.percentile, (int, float))
+                                                and 0 < self.percentile <= 100):
+            raise QbertError(f"{where}: percentile {self.percentile!r} must be in (0, 100]")
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise QbertError(f"{where}: groups {self.groups!r} must be a positive integer")
+        if not isinstance(self.fallback, list) or not all(isinstance(k, str) for k in self.fallback):
+            raise QbertError(f"{where}: fallback must be a list of site keys")
+        for key, site in self.sites.items():
+            values = [site.amax, *(site.group_amax or [])]
+            if not all(_positive(v) for v in values):
+                raise QbertError(f"{where}: site {key} has clip value(s) {values}; each must be a finite number "
+                                 "> 0 — recalibrate")
+            if site.bounds is not None or site.group_amax is not None:
+                bounds = site.bounds or []
+                tiled = all(isinstance(b, list) and len(b) == 2 for b in bounds) and \
+                    [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]] and bounds and bounds[0][0] == 0
+                if not tiled or len(bounds) != len(site.group_amax or []):
+                    raise QbertError(f"{where}: site {key} has PEG groups {site.bounds} that do not tile its "
+                                     "channels with one clip value each — recalibrate")
+        if self.permutation is not None and sorted(self.permutation) != list(range(len(self.permutation))):
+            raise QbertError(f"{where}: permutation is not a permutation of 0…{len(self.permutation) - 1}")
+
+    def check_fits(self, meta: dict[str, Any], site_keys: list[str], where: str = "recipe") -> None:
+        """Refuse a recipe computed on another model: its FP32 hash, hidden size and sites must match."""
+        want = self.model.get("sha256")
+        if want and meta.get("sha256") and want != meta["sha256"]:
+            raise QbertError(f"{where} was calibrated on another model (sha256 {want[:12]}…, this ONNX is "
+                             f"{meta['sha256'][:12]}…); recalibrate on this one or pass the model it names "
+                             f"({self.model.get('onnx')})")
+        hidden = meta.get("hidden_size")
+        widths = {b[-1][1] for s in self.sites.values() if s.bounds for b in [s.bounds]}
+        if hidden and (widths - {hidden} or (self.permutation is not None and len(self.permutation) != hidden)):
+            raise QbertError(f"{where}: PEG groups/permutation are for hidden size "
+                             f"{next(iter(widths - {hidden}), len(self.permutation or []))}, this model has "
+                             f"{hidden}; recalibrate")
+        unknown = [k for k in [*self.sites, *self.fallback] if k not in site_keys]
+        if unknown:
+            raise QbertError(f"{where}: sites {unknown[:4]}{' …' if len(unknown) > 4 else ''} are not in this "
+                             f"model's {self.placement} placement; recalibrate on this model")
+        missing = [k for k in site_keys if k not in self.sites and k not in self.fallback]
+        if missing and self.method != "none":
+            raise QbertError(f"{where}: this model's {self.placement} placement has sites the recipe does not "
+                             f"cover ({missing[:4]}{' …' if len(missing) > 4 else ''}); recalibrate on this model")
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0

@@ -39,9 +39,9 @@ def session_for(model: Any, so: Any) -> Any:
     """An ORT CPU session for an in-memory model; models past protobuf's 2 GB go through external data."""
     import onnxruntime as ort
 
-    from qbert.atomic import _proto_size, external_data_threshold, save_onnx
+    from qbert.atomic import proto_size, external_data_threshold, save_onnx
 
-    if _proto_size(model) <= external_data_threshold():
+    if proto_size(model) <= external_data_threshold():
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory(prefix="qbert-ort-") as tmp:
         path = Path(tmp) / "model.onnx"

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from qbert import __version__
-from qbert.atomic import check_output_dir, save_onnx, sha256_onnx, sidecar_path, write_json
+from qbert.atomic import check_output_dir, save_onnx, sha256_file, sidecar_path, staged, staged_sha256_onnx, \
+    write_json
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
 
@@ -125,9 +126,20 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
         if not max_diff <= tolerance:
             raise QbertError(f"parity check failed: max |Δlogit| = {max_diff:.3g} > {tolerance:g} "
                              "(raise --tolerance only if you know why)")
-        save_onnx(onnx.load(str(checked)), out)
-    cfg = model.config
-    meta = {
+        cfg = model.config
+        with staged() as stage:  # the ONNX and its sidecar appear together or not at all
+            save_onnx(onnx.load(str(checked)), out, stage)
+            parity = {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])}
+            meta = _sidecar(model_spec, cfg, tokenizer, max_length, opset, parity,
+                            sha256=staged_sha256_onnx(stage, out), seconds=time.perf_counter() - t0)
+            write_json(sidecar_path(out), meta, stage)
+    return meta
+
+
+def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],
+             sha256: str, seconds: float) -> dict[str, Any]:
+    """What later commands need to know about an exported model, without loading it."""
+    return {
         "format": "qbert-onnx",
         "kind": "fp32",
         "source_model": model_spec,
@@ -143,13 +155,26 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
         "pad_token_id": int(tokenizer.pad_token_id or 0),
         "max_length": max_length,
         "opset": opset,
-        "parity": {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])},
-        "sha256": sha256_onnx(out),
-        "seconds": round(time.perf_counter() - t0, 2),
+        "parity": parity,
+        "sha256": sha256,
+        "source_fingerprint": model_fingerprint(model_spec),
+        "seconds": round(seconds, 2),
         "versions": versions(),
     }
-    write_json(sidecar_path(out), meta)
-    return meta
+
+
+def model_fingerprint(model_spec: str) -> str:
+    """sha256 over a local model folder's files (config, weights, tokenizer), so a cache can tell a changed
+    model at the same path; a hub id is its own fingerprint."""
+    import hashlib
+
+    folder = Path(model_spec).expanduser()
+    if not folder.is_dir():
+        return hashlib.sha256(model_spec.encode()).hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

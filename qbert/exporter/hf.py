@@ -37,6 +37,9 @@ def check_classifier(config: Any, spec: str) -> None:
     if config.model_type not in SUPPORTED_TYPES:
         raise QbertError(f"--model {spec}: model_type {config.model_type!r} is not BERT-family "
                          f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    if getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) < 2:
+        raise QbertError(f"--model {spec}: a regression head (num_labels={config.num_labels}); qbert measures "
+                         "classification accuracy, so it needs a classifier with ≥ 2 labels")
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise QbertError(f"--model {spec}: not a sequence classifier (architectures={archs}); "
                          "fine-tune it with a classification head first")

@@ -1,0 +1,49 @@
+"""Recipe + FP32 ONNX → the Q/DQ ONNX, its recipe and its sidecar, written together: the one writer of these
+artefacts for the CLI, `reproduce` and scripts alike, so a Q/DQ ONNX never lacks the sidecar later commands
+need, and a failure leaves every previous file as it was."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qbert.artifacts import load_meta, load_onnx
+from qbert.atomic import external_data_threshold, proto_size, save_onnx, sidecar_path, staged, staged_sha256_onnx, \
+    write_json
+from qbert.calibration.emit import emit
+from qbert.calibration.placement import sites as placement_sites
+from qbert.calibration.recipe import Recipe
+from qbert.exporter.graph import parse
+
+
+def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str = "ort-cpu",
+             high_precision: str | None = None, recipe_out: Path | str | None = None, write_recipe: bool = True,
+             model: Any | None = None) -> dict[str, Any]:
+    """Emit `recipe` on `fp32_onnx` for `target` and write `out`, `out.json` (sidecar) and the recipe
+    (`recipe_out`, default `<out>.recipe.json`). The recipe is checked first: valid values, and computed on
+    this very model. `model` (the loaded FP32 ONNX) is copied, not consumed; without it the file is loaded and
+    rewritten in place. Returns the sidecar."""
+    fp32_onnx, out = Path(fp32_onnx), Path(out)
+    meta = load_meta(fp32_onnx)
+    recipe.validate()
+    owned = model is None
+    if owned:
+        model = load_onnx(fp32_onnx, expect="fp32")
+    recipe.check_fits(meta, [s.key for s in placement_sites(parse(model), recipe.placement)],
+                      f"recipe ({recipe.method})")
+    qmodel, summary = emit(model, recipe, target, high_precision, copy=not owned)
+    if proto_size(qmodel) <= external_data_threshold():
+        import onnx
+
+        onnx.checker.check_model(qmodel)  # larger models are checked by ORT/TensorRT when loaded
+    recipe_path = Path(recipe_out) if recipe_out is not None else Path(f"{out}.recipe.json")
+    quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
+             "permute": recipe.permute, "percentile": recipe.percentile,
+             "recipe": str(recipe_path) if write_recipe or recipe_out is not None else None, **summary}
+    with staged() as stage:
+        save_onnx(qmodel, out, stage)
+        if write_recipe:
+            write_json(recipe_path, recipe.to_json(), stage)
+        sidecar = {**meta, "kind": "qdq", "sha256": staged_sha256_onnx(stage, out), "fp32_onnx": str(fp32_onnx),
+                   "quantization": quant}
+        write_json(sidecar_path(out), sidecar, stage)
+    return sidecar
