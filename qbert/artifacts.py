@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qbert.atomic import read_json, sidecar_path
+from qbert.atomic import read_json, sha256_onnx, sidecar_path
 from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
 
@@ -35,14 +35,18 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     return model
 
 
-def load_meta(onnx_path: Path | str) -> dict[str, Any]:
-    """The sidecar JSON written next to every ONNX qbert produces."""
+def load_meta(onnx_path: Path | str, verify: bool = True) -> dict[str, Any]:
+    """The sidecar JSON written next to every ONNX qbert produces; with `verify`, the ONNX (and its external
+    data) must still be the file the sidecar describes."""
     if not Path(onnx_path).is_file():
         raise QbertError(f"ONNX file {onnx_path} not found")
     side = sidecar_path(onnx_path)
     if not side.is_file():
         raise QbertError(f"no sidecar {side} next to the ONNX; produce the ONNX with `qbert export`")
     meta = read_json(side, "sidecar")
-    if meta.get("format") != "qbert-onnx":
+    if not isinstance(meta, dict) or meta.get("format") != "qbert-onnx":
         raise QbertError(f"{side} is not a qbert sidecar")
+    if verify and meta.get("sha256") and sha256_onnx(onnx_path) != meta["sha256"]:
+        raise QbertError(f"{onnx_path} does not match its sidecar {side.name} (sha256 differs): it was changed "
+                         "after qbert wrote it; re-run the command that made it")
     return meta

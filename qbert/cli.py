@@ -54,6 +54,18 @@ LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,
                "saved with HF's default LABEL_0/LABEL_1 (default: the model's own label2id).")
 
 
+def in_range(flag: str, value: float | None, lo: float | None = None, hi: float | None = None) -> None:
+    """Numeric flags are checked before any work, with the same one-line error everywhere."""
+    if value is None:
+        return
+    if value != value or value in (float("inf"), float("-inf")):
+        raise QbertError(f"{flag} {value}: must be a finite number")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        bound = f"in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else \
+            f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}"
+        raise QbertError(f"{flag} {value:g}: must be {bound}")
+
+
 def show(title: str, rows: dict[str, Any]) -> None:
     table = Table(title=escape(title), show_header=False, title_justify="left")
     for key, value in rows.items():
@@ -77,10 +89,18 @@ def export(
     out_path: Path = typer.Option(..., "--out", "-o", help="ONNX file to write; a sidecar <out>.json goes beside it."),
     opset: int = typer.Option(17, help="ONNX opset (≥ 17 gives one LayerNormalization op per LayerNorm)."),
     tolerance: float = typer.Option(1e-4, help="Fail if ONNX Runtime and PyTorch logits differ by more."),
-    max_length: int = typer.Option(128, help="Max sequence length recorded for later commands."),
+    max_length: Optional[int] = typer.Option(None, help="Max sequence length recorded for later commands "
+                                             "(default: 128, or the model's positions if fewer)."),
 ) -> None:
     """Export a sequence classifier to a clean FP32 ONNX and check parity against PyTorch."""
+    from qbert.atomic import check_outputs
     from qbert.exporter.export import export as run_export
+
+    in_range("--tolerance", tolerance, 0.0)
+    in_range("--max-length", max_length, 2)
+    folder = Path(model).expanduser()
+    check_outputs({"--out": out_path}, {f"--model {folder}/": f for f in folder.iterdir() if f.is_file()}
+                  if folder.is_dir() else {})
 
     meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length)
     show(f"exported {out_path}", {"model": model, "opset": meta["opset"], "layers": meta["num_layers"],
@@ -99,7 +119,8 @@ def eval_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="HF model for --engine torch "
                                         "(default: the ONNX sidecar's source model)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N rows."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Rows per inference batch (length-sorted, "
+                                   "padded to the longest row in the batch)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
@@ -112,12 +133,13 @@ def eval_cmd(
     from qbert.eval.data import label_map, load_dataset_spec
     from qbert.exporter.hf import load_tokenizer
 
+    from qbert.atomic import check_outputs
+
     if limit is not None and limit < 1:
         raise QbertError("--limit must be at least 1")
-    if json_out is not None:
-        from qbert.atomic import check_output_dir
-
-        check_output_dir(json_out)
+    in_range("--batch-size", batch_size, 1)
+    in_range("--threads", threads, 1)
+    check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data)})
     meta = load_meta(onnx) if onnx is not None else None
     if engine == "torch":
         source = model or (meta or {}).get("source_model")
@@ -138,7 +160,8 @@ def eval_cmd(
     result = evaluate(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
     if meta is not None:
         result["onnx"] = str(onnx)
-        result["quantization"] = meta.get("quantization")
+        # torch runs the FP32 source model, whatever the ONNX's quantization: never label it with that
+        result["quantization"] = meta.get("quantization") if engine != "torch" else None
     save_result(json_out, result)
     acc = result["accuracy"]
     show(f"eval [{eng.name}]", {"data": data, "examples": result["examples"],
@@ -190,6 +213,10 @@ def calibrate(
     from qbert.calibration.recipe import Recipe
     from qbert.eval.data import label_map
 
+    in_range("--samples", samples, 1)
+    in_range("--batch-size", batch_size, 1)
+    in_range("--threads", threads, 1)
+    in_range("--budget", budget, 0.0, 100.0)
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
@@ -236,7 +263,10 @@ def build(
     hw_compat: bool = typer.Option(False, help="Standard TensorRT: Ampere+ hardware compatibility."),
 ) -> None:
     """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
+    from qbert.atomic import check_outputs
     from qbert.engines.tensorrt import build as run_build
+
+    check_outputs({"--out": out_path}, {"--onnx": onnx})
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
@@ -254,7 +284,8 @@ def bench(
     plan: Optional[Path] = typer.Option(None, "--plan", "--engine", help="TensorRT plan to time on the GPU."),
     engine_kind: Optional[str] = typer.Option(None, help="ort-cpu | tensorrt (default: from --onnx/--plan)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
-    seq: int = typer.Option(128, help="Sequence length (inputs are padded/truncated to it)."),
+    seq: Optional[int] = typer.Option(None, help="Sequence length (inputs are padded/truncated to it; default 128, "
+                                      "or the model's maximum if shorter)."),
     warmup: int = typer.Option(20, help="Untimed warm-up runs per shape."),
     iters: int = typer.Option(200, help="Timed runs per shape."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (ort-cpu; default: all cores)."),
@@ -273,13 +304,17 @@ def bench(
     kind = engine_kind or ("ort-cpu" if onnx is not None else "tensorrt")
     try:
         sizes = [int(b) for b in batch.split(",") if b.strip()]
-        assert sizes and min(sizes) >= 1 and seq >= 1 and iters >= 1 and warmup >= 0
-    except (ValueError, AssertionError):
-        raise QbertError(f"--batch {batch!r} / --seq / --iters: expected positive integers like 1,8") from None
-    if json_out is not None:
-        from qbert.atomic import check_output_dir
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise QbertError(f"--batch {batch!r}: expected positive integers like 1,8")
+    in_range("--seq", seq, 1)
+    in_range("--iters", iters, 1)
+    in_range("--warmup", warmup, 0)
+    from qbert.atomic import check_outputs
 
-        check_output_dir(json_out)
+    in_range("--threads", threads, 1)
+    check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
     if profile and kind != "ort-cpu":
         raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
     path = str(onnx if onnx is not None else plan)
@@ -296,7 +331,8 @@ def bench(
     if profile:
         ops = result["profile"]["ms_per_run"]
         total = ops["(kernels)"]
-        table = Table(title=f"where the time goes (ORT profiler, b={sizes[0]}, seq={seq}; kernel ms per run)",
+        table = Table(title=f"where the time goes (ORT profiler, b={sizes[0]}, seq={result['seq']}; kernel ms "
+                      "per run)",
                       title_justify="left")
         for col in ("operator", "ms", "share"):
             table.add_column(col, justify="left" if col == "operator" else "right")
@@ -312,7 +348,7 @@ def bench(
                                 "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a"),
-                                f"integer share of GEMM MACs (b={sizes[0]}, seq={seq})": "{:.2%}".format(
+                                f"integer share of GEMM MACs (b={sizes[0]}, seq={result['seq']})": "{:.2%}".format(
                                     census.get("integer_mac_share", 0.0))})
 
 
@@ -338,16 +374,21 @@ def analyze(
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
-    from qbert.atomic import ensure_dir
+    from qbert.atomic import check_outputs, ensure_dir
 
+    in_range("--samples", samples, 1)
+    in_range("--heldout", heldout, 32)
     ensure_dir(out_dir)
+    check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
+                  {"--onnx": onnx, "--data": Path(data)})
     if onnx is None:
         from qbert.exporter.export import export as run_export
 
         onnx = out_dir / "fp32.onnx"
         run_export(str(model), onnx)
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-    dataset = load_dataset_spec(data, label_map(meta["label2id"], labels))
+    dataset = load_dataset_spec(data, label_map(meta["label2id"], labels)).require_labels(
+        "analyze measures per-layer sensitivity as accuracy on labelled rows")
     result = run_analyze(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples,
                          heldout_rows=heldout, include_padding=include_padding)
     result["plots"] = [p.name for p in plot(result, out_dir)]
@@ -385,9 +426,13 @@ def reproduce(
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
     from qbert.reproduce import reproduce as run_reproduce
 
-    from qbert.atomic import ensure_dir
+    from qbert.atomic import check_outputs, ensure_dir
 
+    in_range("--samples", samples, 1)
+    in_range("--bench-iters", bench_iters, 1)
     ensure_dir(out_dir)
+    check_outputs({"--out": out_dir / "report.json", "--out ": out_dir / "report.md"},
+                  {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data)})
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
                            bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
                            labels=labels)

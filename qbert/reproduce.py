@@ -135,7 +135,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.artifacts import load_meta
     from qbert.eval.analyze import analyze, plot
     from qbert.eval.data import label_map, load_dataset_spec
-    from qbert.exporter.export import export
+    from qbert.exporter.export import export, model_fingerprint
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import line, progress_bar
 
@@ -148,22 +148,28 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
-    if not (fp32_path.is_file() and sidecar_path(fp32_path).is_file()):
+    if fp32_path.is_file() and sidecar_path(fp32_path).is_file():  # resuming: only into the same model's folder
+        if load_meta(fp32_path, verify=False).get("source_fingerprint") != model_fingerprint(model_spec):
+            raise QbertError(f"--out {out} holds a reproduction of another model (or an earlier version of "
+                             f"{model_spec}); choose another --out, or delete {out} to start over")
+    else:
         line(f"exporting {model_spec} → {fp32_path}")
         export(model_spec, fp32_path)
     meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
     tokenizer = load_tokenizer(meta["tokenizer"])
     label2id = label_map(meta["label2id"], labels)
-    eval_ds = load_dataset_spec(eval_data, label2id)
-    calib_ds = load_dataset_spec(calib_data, label2id)
+    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on --eval-data")
+    calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
+        "reproduce's sensitivity analysis and auto mixed precision score held-out --calib-data rows")
     if eval_ds.sha256() == calib_ds.sha256():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     analysis_path = out / "analysis.json"
-    if not analysis_path.is_file():
+    key = {"fp32_sha256": meta["sha256"], "calib_sha256": calib_ds.sha256(), "samples": analysis_samples}
+    if not analysis_path.is_file() or read_json(analysis_path).get("key") != key:
         line(f"outlier statistics on {analysis_samples} calibration rows → {analysis_path}")
         res = analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples)
         res["plots"] = [p.name for p in plot(res, out)]
-        write_json(analysis_path, res)
+        write_json(analysis_path, {**res, "key": key})
     analysis = read_json(analysis_path)
     rows = [r for r in ROWS if not only or any(o.lower() in r.name.lower() for o in only)]
     results = []

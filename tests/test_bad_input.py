@@ -1,6 +1,7 @@
 """Table-driven bad input: every command answers with one line naming the problem, exit 2, no partial file."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from qbert.atomic import sha256_file, sha256_onnx
 from qbert.cli import app
 from tests.conftest import build_tiny_bert, write_tsv
 
@@ -35,7 +37,8 @@ def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dic
         if t.name.endswith("embeddings.LayerNorm.weight"):
             t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * float("nan"), t.name))
     onnx.save(m, str(d / "nan.onnx"))
-    shutil.copy(d / "m.onnx.json", d / "nan.onnx.json")
+    side = json.loads((d / "m.onnx.json").read_text())
+    (d / "nan.onnx.json").write_text(json.dumps({**side, "sha256": sha256_onnx(d / "nan.onnx")}))
     (d / "nosidecar.onnx").write_bytes(blob)
     write_tsv(d / "small.tsv", 10)
     (d / "nocol.tsv").write_text("index\tquestion\tlabel\n0\tq\tentailment\n")
@@ -49,7 +52,32 @@ def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dic
     (d / "plan.plan").write_bytes(b"\x00garbage plan")
     (d / "empty.plan").write_bytes(b"")
     (d / "afile").write_text("x")
+    _bad_recipes(d, tiny_tsv)
+    (d / "unlabelled.tsv").write_text("".join(l.rsplit("\t", 1)[0] + "\n" for l in tiny_tsv.read_text().splitlines()))
+    (d / "fraction.jsonl").write_text('{"question": "q", "sentence": "s", "label": 1.5}\n')
+    build_tiny_bert(d / "regression")
+    cfg = json.loads((d / "regression" / "config.json").read_text())
+    (d / "regression" / "config.json").write_text(json.dumps({**cfg, "problem_type": "regression",
+                                                              "id2label": {"0": "score"}, "label2id": {"score": 0}}))
     return {"d": d, "tsv": str(tiny_tsv), "model": str(tiny_model)}
+
+
+def _bad_recipes(d: Path, tsv: Path) -> None:
+    """A recipe from another (narrower) model, and broken variants of a good one."""
+    build_tiny_bert(d / "other", layers=1, hidden=24, heads=2, ffn=32)
+    runner.invoke(app, ["export", "--model", str(d / "other"), "--out", str(d / "other.onnx")])
+    runner.invoke(app, ["calibrate", "--onnx", str(d / "other.onnx"), "--data", str(tsv), "--samples", "16",
+                        "--method", "peg", "--groups", "4", "--placement", "full", "--out", str(d / "other.q.onnx")])
+    good = json.loads((d / "q.onnx.recipe.json").read_text())
+    first = next(iter(good["sites"]))
+    for name, edit in (("nan", lambda r: r["sites"][first].update(amax=float("nan"))),
+                       ("zero", lambda r: r["sites"][first].update(amax=0.0)),
+                       ("negative", lambda r: r["sites"][first].update(amax=-1.0)),
+                       ("method", lambda r: r.update(method="magic")),
+                       ("fallback", lambda r: r.update(fallback=["layer.9.nope"]))):
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        (d / f"{name}.recipe.json").write_text(json.dumps(bad))
 
 
 # (case, argv template, expected words in the one-line error); {d} = the fixture folder, {o} = an empty output folder
@@ -60,7 +88,7 @@ CASES = [
     ("export: output parent is a file", "export --model {model} --out {d}/afile/x.onnx", "is a file"),
     ("export: opset below 17", "export --model {model} --out {o}/x.onnx --opset 13", "needs ≥ 17"),
     ("eval: missing ONNX", "eval --onnx {d}/missing.onnx --data {tsv}", "not found"),
-    ("eval: truncated ONNX", "eval --onnx {d}/trunc.onnx --data {tsv}", "not a readable ONNX model"),
+    ("eval: truncated ONNX", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
     ("eval: ONNX without its sidecar", "eval --onnx {d}/nosidecar.onnx --data {tsv}", "no sidecar"),
     ("eval: TSV missing columns", "eval --onnx {d}/m.onnx --data {d}/nocol.tsv --json {o}/r.json", "header must name"),
     ("eval: unknown label", "eval --onnx {d}/m.onnx --data {d}/badlabel.tsv --json {o}/r.json", "unknown label"),
@@ -102,6 +130,60 @@ CASES = [
     ("analyze: output is a file", "analyze --onnx {d}/m.onnx --data {tsv} --out {d}/afile", "is a file"),
     ("reproduce: same eval and calibration data", "reproduce --model {model} --eval-data {tsv} --calib-data {tsv} "
      "--out {o}/rep", "same rows"),
+    # artefacts checked against each other
+    ("calibrate: recipe from another model", "calibrate --onnx {d}/m.onnx --recipe {d}/other.q.onnx.recipe.json "
+     "--out {o}/q.onnx", "calibrated on another model"),
+    ("eval: ONNX changed after qbert wrote it", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
+    # recipes validated like flags
+    ("calibrate: recipe with a NaN clip value", "calibrate --onnx {d}/m.onnx --recipe {d}/nan.recipe.json "
+     "--out {o}/q.onnx", "finite number > 0"),
+    ("calibrate: recipe with a zero clip value", "calibrate --onnx {d}/m.onnx --recipe {d}/zero.recipe.json "
+     "--out {o}/q.onnx", "finite number > 0"),
+    ("calibrate: recipe with a negative clip value", "calibrate --onnx {d}/m.onnx --recipe {d}/negative.recipe.json "
+     "--out {o}/q.onnx", "finite number > 0"),
+    ("calibrate: recipe with an unknown method", "calibrate --onnx {d}/m.onnx --recipe {d}/method.recipe.json "
+     "--out {o}/q.onnx", "unknown method"),
+    ("calibrate: recipe with an unknown fallback key", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/fallback.recipe.json --out {o}/q.onnx", "not in this model"),
+    # outputs never overwrite inputs or each other
+    ("calibrate: --out is the input ONNX", "calibrate --onnx {d}/m.onnx --data {tsv} --out {d}/m.onnx",
+     "would overwrite --onnx"),
+    ("calibrate: --recipe-out is the input's sidecar", "calibrate --onnx {d}/m.onnx --data {tsv} --out {o}/q.onnx "
+     "--recipe-out {d}/m.onnx.json", "would overwrite --onnx"),
+    ("calibrate: --out is the data file", "calibrate --onnx {d}/m.onnx --data {d}/small.tsv --out {d}/small.tsv",
+     "would overwrite --data"),
+    ("calibrate: two outputs on one path", "calibrate --onnx {d}/m.onnx --data {tsv} --out {o}/q.onnx "
+     "--recipe-out {o}/q.onnx", "give each output its own path"),
+    ("eval: --json is the data file", "eval --onnx {d}/m.onnx --data {d}/small.tsv --json {d}/small.tsv",
+     "would overwrite --data"),
+    ("eval: --json is a folder", "eval --onnx {d}/m.onnx --data {tsv} --json {d}/notmodel", "is a folder"),
+    ("bench: --json is the model", "bench --onnx {d}/m.onnx --json {d}/m.onnx", "would overwrite --onnx"),
+    ("build: --out is the input ONNX", "build --onnx {d}/q.onnx --out {d}/q.onnx", "would overwrite --onnx"),
+    ("export: --out inside the model folder over its config", "export --model {d}/other --out {d}/other/config.json",
+     "would overwrite --model"),
+    # numeric flags with ranges
+    ("export: --max-length 0", "export --model {model} --out {o}/x.onnx --max-length 0", "--max-length"),
+    ("export: --max-length beyond the positions", "export --model {model} --out {o}/x.onnx --max-length 100000",
+     "position table"),
+    ("export: unsupported --opset", "export --model {model} --out {o}/x.onnx --opset 99", "at most opset"),
+    ("export: negative --tolerance", "export --model {model} --out {o}/x.onnx --tolerance -1", "--tolerance"),
+    ("eval: --batch-size 0", "eval --onnx {d}/m.onnx --data {tsv} --batch-size 0", "--batch-size 0"),
+    ("eval: --threads -1", "eval --onnx {d}/m.onnx --data {tsv} --threads -1", "--threads -1"),
+    ("calibrate: --samples 0", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 0 --out {o}/q.onnx", "--samples 0"),
+    ("calibrate: negative --budget", "calibrate --onnx {d}/m.onnx --data {tsv} --auto-fp16 --budget -1 "
+     "--out {o}/q.onnx", "--budget -1"),
+    ("build: --opt-level 9", "build --onnx {d}/q.onnx --out {o}/e.plan --opt-level 9", "must be 0-5"),
+    ("bench: --seq beyond the model", "bench --onnx {d}/m.onnx --seq 100000", "at most"),
+    ("bench: --iters 0", "bench --onnx {d}/m.onnx --iters 0", "--iters 0"),
+    ("analyze: --samples 0", "analyze --onnx {d}/m.onnx --data {tsv} --samples 0 --out {o}/an", "--samples 0"),
+    ("reproduce: --bench-iters 0", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/small.tsv "
+     "--out {o}/rep --bench-iters 0", "--bench-iters 0"),
+    # no quiet wrong answers
+    ("analyze: unlabelled data", "analyze --onnx {d}/m.onnx --data {d}/unlabelled.tsv --out {o}/an", "unlabelled"),
+    ("calibrate: --auto-fp16 on unlabelled data", "calibrate --onnx {d}/m.onnx --data {d}/unlabelled.tsv "
+     "--samples 16 --auto-fp16 --out {o}/q.onnx", "unlabelled"),
+    ("eval: fractional JSONL label", "eval --onnx {d}/m.onnx --data {d}/fraction.jsonl", "unknown label 1.5"),
+    ("export: regression head", "export --model {d}/regression --out {o}/x.onnx", "regression head"),
 ]
 
 
@@ -115,14 +197,18 @@ def run_case(env: dict, out: Path, argv: str):
 def test_bad_input(env, tmp_path, case, argv, needle):
     out = tmp_path / "out"
     out.mkdir()
-    before = sorted(p.name for p in env["d"].iterdir())
+    before = _snapshot(env["d"])
     r, lines = run_case(env, out, argv)
     assert r.exit_code == 2, (case, r.exit_code, r.stderr, r.stdout)
     assert len(lines) == 1 and needle in lines[0], (case, r.stderr)
     assert "Traceback" not in r.stdout + r.stderr
     leftovers = [p.name for p in out.rglob("*") if p.is_file()]
     assert leftovers == [], (case, leftovers)
-    assert sorted(p.name for p in env["d"].iterdir()) == before  # nothing written beside the inputs
+    assert _snapshot(env["d"]) == before  # nothing written beside the inputs, no input changed
+
+
+def _snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_table_in_readme_lists_every_case():

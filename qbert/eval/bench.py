@@ -64,7 +64,7 @@ def model_bytes(path: str | Path) -> int:
     return (p.stat().st_size if p.exists() else 0) + extra
 
 
-def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, iters: int, threads: int | None = None,
+def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: int, iters: int, threads: int | None = None,
               exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False
               ) -> dict[str, Any]:
     """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
@@ -76,6 +76,10 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, ite
     side = read_json(sidecar_path(path), "sidecar") if sidecar_path(path).is_file() else {}
     if "onnx" in side and sidecar_path(side["onnx"]).is_file():  # a plan: its ONNX's sidecar knows the model
         side = read_json(sidecar_path(side["onnx"]), "sidecar")
+    seq = seq or min(128, int(side.get("max_length", 128)))
+    if "max_length" in side and seq > side["max_length"]:
+        raise QbertError(f"--seq {seq}: the model takes at most {side['max_length']} tokens (its position table / "
+                         "export --max-length)")
     rss_before = peak_rss_bytes()
     eng = open_engine(kind, path, threads=threads, exact=exact)
     encoded, pad = None, 0
@@ -95,7 +99,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int, warmup: int, ite
 
     try:
         shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]
-        result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path),
+        result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path), "seq": seq,
                   "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before,
                   "inputs": "data" if encoded is not None else "random ids", "shapes": shapes,
                   "census": eng.census(sizes[0], seq)}

@@ -48,6 +48,13 @@ class Dataset:
     def head(self, n: int | None) -> "Dataset":
         return self if n is None else Dataset(self.examples[:n], self.source, self.label_names)
 
+    def require_labels(self, why: str) -> "Dataset":
+        """Stop with one line where a step needs labels and the data has none (never score them as wrong)."""
+        missing = sum(e.label is None for e in self.examples)
+        if missing:
+            raise QbertError(f"{why}, but {self.source} has {missing} unlabelled row(s); give labelled data")
+        return self
+
 
 def label_map(model_label2id: Mapping[str, int], labels: str | None = None) -> dict[str, int]:
     """The data's label names → the model's class ids: the model's own `label2id`, or `labels`
@@ -90,10 +97,11 @@ def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str
         return None
     if isinstance(raw, str) and raw in label2id:
         return label2id[raw]
-    try:
+    value = None  # an id: an int, or a string of digits; never a bool or a fraction cast down silently
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
         value = int(raw)
-    except (TypeError, ValueError):
-        value = None
     if value is not None and value in label2id.values():
         return value
     raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id, key=label2id.get)} — "

@@ -73,13 +73,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              "| setting | accuracy | Δ vs FP32 | agrees with FP32 | placement | activations / high precision | "
              "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        agree = sum(a == b for a, b in zip(r["predictions"], fp["predictions"])) / len(r["predictions"]) if fp else 1
+        agree = f"{100 * sum(a == b for a, b in zip(r['predictions'], fp['predictions'])) / len(r['predictions']):.1f}%" \
+            if fp else "—"  # a subset of rows without FP32 (--only) is still reportable
+        delta = f"{100 * (r['accuracy'] - fp['accuracy']):+.2f}" if fp else "—"
         place = r["flags"].get("placement", "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
         c = r["census"]
-        lines.append(f"| {r['name']} | {_pct(r)} | {100 * (r['accuracy'] - fp['accuracy']):+.2f} | "
-                     f"{100 * agree:.1f}% | {place} | {act} / {r['high_precision'].upper()} | "
-                     f"{c['integer_gemms']} / {c['float_gemms']} |")
+        lines.append(f"| {r['name']} | {_pct(r)} | {delta} | {agree} | {place} | {act} / "
+                     f"{r['high_precision'].upper()} | {c['integer_gemms']} / {c['float_gemms']} |")
     auto = _find(rows, "Auto mixed")
     if auto and auto.get("auto_fp16"):
         lines += ["", f"Auto mixed precision kept in high precision: {', '.join(auto['fallback']) or 'nothing'} "
@@ -92,8 +93,9 @@ def write_report(report: dict[str, Any], out: Path) -> None:
               "| setting | p50 b=1 ms | p50 b=8 ms | × FP32 (b=1) | model MB | × FP32 size |", "|---|---|---|---|---|---|"]
     for r in rows:
         l1, l8 = r["latency"]["1"]["p50_ms"], r["latency"]["8"]["p50_ms"]
-        lines.append(f"| {r['name']} | {l1:.1f} | {l8:.1f} | {fp['latency']['1']['p50_ms'] / l1:.2f}× | "
-                     f"{r['model_bytes'] / 2**20:.1f} | {r['model_bytes'] / fp['model_bytes']:.2f}× |")
+        speed = f"{fp['latency']['1']['p50_ms'] / l1:.2f}×" if fp else "—"
+        size = f"{r['model_bytes'] / fp['model_bytes']:.2f}×" if fp else "—"
+        lines.append(f"| {r['name']} | {l1:.1f} | {l8:.1f} | {speed} | {r['model_bytes'] / 2**20:.1f} | {size} |")
     an = report["analysis"]
     lines += ["", "## Outliers", "", "| layer | kurtosis hidden | top-1 % element energy | kurtosis y | top-1 % "
               "channel energy (y) | max/σ (y) | dominant channels (y) | Δacc, layer alone W8A8 |",

@@ -23,6 +23,7 @@ from qbert.errors import QbertError
 from qbert.eval.data import INPUT_NAMES
 
 MASK_VALUE = -10000.0
+MAX_OPSET = 20  # torch.onnx's TorchScript exporter
 
 # Sentence pairs of varied length for the parity check (padding is exercised by batching them).
 PARITY_PAIRS = [
@@ -86,7 +87,7 @@ def _rename_weights(model: Any) -> None:
 
 
 def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
-           max_length: int = 128) -> dict[str, Any]:
+           max_length: int | None = None) -> dict[str, Any]:
     """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
     import onnx
     import onnxruntime as ort
@@ -97,10 +98,15 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
 
     if opset < 17:
         raise QbertError(f"--opset {opset}: needs ≥ 17 for the fused LayerNormalization op")
+    if opset > MAX_OPSET:
+        raise QbertError(f"--opset {opset}: the TorchScript exporter writes at most opset {MAX_OPSET}")
     check_output_dir(out)
     t0 = time.perf_counter()
     model, tokenizer = load_classifier(model_spec)
-    max_length = min(max_length, model.config.max_position_embeddings)  # longer inputs cannot be embedded
+    positions = model.config.max_position_embeddings  # longer inputs cannot be embedded
+    if max_length is not None and not 2 <= max_length <= positions:
+        raise QbertError(f"--max-length {max_length}: must be in [2, {positions}] (the model's position table)")
+    max_length = max_length or min(128, positions)
     feeds = parity_feeds(tokenizer, max_length)
     wrapper = _wrapper(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)

@@ -48,7 +48,9 @@ def check_classifier(config: Any, spec: str) -> None:
 def load_classifier(spec: str) -> tuple[Any, Any]:
     """Return (model in eval mode with eager attention, tokenizer)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # qbert reports its own progress; tqdm's \r bars garble logs
     config = load_config(spec)
     check_classifier(config, spec)
     src = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
