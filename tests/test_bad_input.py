@@ -134,6 +134,13 @@ CASES = [
     ("calibrate: recipe from another model", "calibrate --onnx {d}/m.onnx --recipe {d}/other.q.onnx.recipe.json "
      "--out {o}/q.onnx", "calibrated on another model"),
     ("eval: ONNX changed after qbert wrote it", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
+    ("calibrate: a sidecar given as --recipe", "calibrate --onnx {d}/m.onnx --recipe {d}/m.onnx.json "
+     "--out {o}/q.onnx", "not a qbert recipe"),
+    ("bench: a Q/DQ ONNX given as --plan", "bench --plan {d}/q.onnx", "not a qbert engine sidecar"),
+    ("build: a recipe given as --onnx", "build --onnx {d}/q.onnx.recipe.json --out {o}/e.plan",
+     "not a readable ONNX"),
+    ("eval: a recipe given as --data", "eval --onnx {d}/m.onnx --data {d}/q.onnx.recipe.json",
+     "one object per line"),
     # recipes validated like flags
     ("calibrate: recipe with a NaN clip value", "calibrate --onnx {d}/m.onnx --recipe {d}/nan.recipe.json "
      "--out {o}/q.onnx", "finite number > 0"),

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, write_bytes, write_json
+from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
 from qbert.engines.base import Engine
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
@@ -126,14 +126,16 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     if plan is None:
         raise QbertError(f"{name} failed to build an engine from {onnx_path} (see the TensorRT log above)")
     seconds = time.perf_counter() - t0
-    write_bytes(out, bytes(plan))
-    if cache is not None:
-        write_bytes(timing_cache, bytes(cache.serialize()))
-    meta = {"format": "qbert-plan", **key_fields, "cache_key": key, "plan_sha256": sha256_file(out),
-            "plan_bytes": out.stat().st_size, "onnx": str(onnx_path), "build_seconds": round(seconds, 2),
+    blob = bytes(plan)
+    meta = {"format": "qbert-plan", **key_fields, "cache_key": key, "plan_sha256": hashlib.sha256(blob).hexdigest(),
+            "plan_bytes": len(blob), "onnx": str(onnx_path), "build_seconds": round(seconds, 2),
             "target": f"SM{target}", "device": str(device) if device else None, "strongly_typed": True,
             "cache_hit": False}
-    write_json(side, meta)
+    with staged() as stage:  # plan, sidecar and timing cache appear together or not at all
+        write_bytes(out, blob, stage)
+        write_json(side, meta, stage)
+        if cache is not None:
+            write_bytes(timing_cache, bytes(cache.serialize()), stage)
     return meta
 
 

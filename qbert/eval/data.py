@@ -156,9 +156,10 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError:
-                    raise QbertError(f"{path}:{lineno}: not a JSON object") from None
+                    obj = None
                 if not isinstance(obj, dict):
-                    raise QbertError(f"{path}:{lineno}: not a JSON object")
+                    raise QbertError(f"{path}:{lineno}: not a JSON object; --data JSONL needs one object per "
+                                     "line with question/sentence (or sentence1/sentence2) and label")
                 first = obj.get("question", obj.get("sentence1"))
                 second = obj.get("sentence", obj.get("sentence2"))
                 if not isinstance(first, str) or not isinstance(second, str):
