@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     from qbert.engines.tensorrt import build
     from qbert.eval.accuracy import evaluate
     from qbert.eval.bench import random_feeds, time_engine
-    from qbert.eval.data import load_dataset_spec
+    from qbert.data import load_dataset_spec
     from qbert.exporter.export import export
     from qbert.exporter.hf import load_tokenizer
-    from qbert.reproduce import check_gpu_ready
+    from qbert.reproduction import check_gpu_ready
 
     check_gpu_ready()  # before any work: a GPU and a TensorRT that serves it
     out = ensure_dir(args.out)

@@ -52,7 +52,7 @@ def ort_peer(src: Path, dst: Path, tokenized: list[dict]) -> Path:
 def calib_rows(tokenizer_dir: Path, n: int = 16, seq: int = 128) -> list[dict]:
     from transformers import AutoTokenizer
 
-    from qbert.eval.data import load_dataset_spec
+    from qbert.data import load_dataset_spec
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     ds = load_dataset_spec(str(TUNE), {"entailment": 0, "not_entailment": 1}, limit=n)

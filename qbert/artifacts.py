@@ -6,7 +6,7 @@ from typing import Any
 
 from qbert.atomic import read_json, sha256_onnx, sidecar_path
 from qbert.errors import QbertError
-from qbert.eval.data import INPUT_NAMES
+from qbert.data import INPUT_NAMES
 
 
 def load_onnx(path: Path | str, expect: str | None = None) -> Any:

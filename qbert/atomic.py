@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from qbert.errors import QbertError
+from qbert.errors import InternalError, QbertError
 
 
 def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
@@ -173,7 +173,7 @@ def staged_sha256_onnx(stage: Staged, path: Path | str) -> str:
     path = Path(path)
     onnx_tmp = stage.temp(path)
     if onnx_tmp is None:
-        raise QbertError(f"internal error: {path} is not staged")
+        raise InternalError(f"{path} is not staged")
     return sha256_onnx(onnx_tmp, stage.temp(path.with_name(path.name + ".data")))
 
 

@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from qbert.errors import QbertError
+from qbert._version import __version__
+from qbert.errors import ConfigError, InternalError, QbertError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (per-tensor, "
-                       "percentile, entropy, PEG), build TensorRT engines and measure accuracy and speed.")
+                  help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (minmax, "
+                       "percentile, MSE, entropy, PEG), build TensorRT engines and measure accuracy and speed.")
 out = Console()
 err = Console(stderr=True)
 
@@ -36,9 +37,16 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except ConfigError as e:  # a library argument: name the flag it came from
+            err.print(f"[bold red]error:[/] {escape(e.as_flag())}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except QbertError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except InternalError as e:
+            err.print(f"[bold red]internal error:[/] {escape(str(e))} — a bug in qbert {__version__}; please "
+                      "report it with the command you ran", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except PermissionError as e:
             err.print(f"[bold red]error:[/] permission denied: {escape(str(e.filename))}", highlight=False,
                       soft_wrap=True)
@@ -71,14 +79,6 @@ def show(title: str, rows: dict[str, Any]) -> None:
     for key, value in rows.items():
         table.add_row(escape(key), escape(f"{value:.4g}" if isinstance(value, float) else str(value)))
     out.print(table)
-
-
-def save_result(path: Optional[Path], data: dict[str, Any]) -> None:
-    if path is not None:
-        from qbert.atomic import write_json
-
-        write_json(path, data)
-        err.print(f"wrote {path}")
 
 
 @app.command()
@@ -127,44 +127,23 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result (with predictions) here."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
-    from qbert.artifacts import load_meta
-    from qbert.engines import open_engine
-    from qbert.eval.accuracy import evaluate
-    from qbert.eval.data import label_map, load_dataset_spec
-    from qbert.exporter.hf import load_tokenizer
+    from qbert.api import evaluate
 
+    if engine == "torch" and onnx is None and model is None:
+        raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
+    if engine != "torch" and onnx is None:
+        raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
+    if engine == "tensorrt" and plan is None:
+        raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
     from qbert.atomic import check_outputs
 
-    if limit is not None and limit < 1:
-        raise QbertError("--limit must be at least 1")
-    in_range("--batch-size", batch_size, 1)
-    in_range("--threads", threads, 1)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data)})
-    meta = load_meta(onnx) if onnx is not None else None
-    if engine == "torch":
-        source = model or (meta or {}).get("source_model")
-        if source is None:
-            raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
-        eng = open_engine("torch", source, threads=threads)
-        tokenizer, label2id = load_tokenizer(source), eng.model.config.label2id
-        max_length = (meta or {}).get("max_length", 128)
-    else:
-        if meta is None or onnx is None:
-            raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
-        target = str(plan) if engine == "tensorrt" and plan is not None else str(onnx)
-        if engine == "tensorrt" and plan is None:
-            raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
-        eng = open_engine(engine, target, threads=threads, exact=exact)
-        tokenizer, label2id, max_length = load_tokenizer(meta["tokenizer"]), meta["label2id"], meta["max_length"]
-    dataset = load_dataset_spec(data, label_map(label2id, labels), limit)
-    result = evaluate(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
-    if meta is not None:
-        result["onnx"] = str(onnx)
-        # torch runs the FP32 source model, whatever the ONNX's quantization: never label it with that
-        result["quantization"] = meta.get("quantization") if engine != "torch" else None
-    save_result(json_out, result)
+    source = model if engine == "torch" and model is not None else onnx
+    result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out)
+    if json_out is not None:
+        err.print(f"wrote {json_out}")
     acc = result["accuracy"]
-    show(f"eval [{eng.name}]", {"data": data, "examples": result["examples"],
+    show(f"eval [{result['engine']}]", {"data": data, "examples": result["examples"],
                                "accuracy": "n/a (no labels)" if acc is None else f"{acc:.4f} "
                                f"({result['correct']}/{result['labelled']})",
                                "examples/s": result["examples_per_second"],
@@ -206,34 +185,31 @@ def calibrate(
                                          + LABELS_HELP),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
-    from qbert.artifacts import load_meta, load_onnx
+    from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
+    from qbert.artifacts import load_meta
     from qbert.atomic import check_outputs
-    from qbert.calibration.calibrate import calibrate as run_calibrate
-    from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
-    from qbert.eval.data import label_map
+    from qbert.data import label_map
 
-    in_range("--samples", samples, 1)
-    in_range("--batch-size", batch_size, 1)
-    in_range("--threads", threads, 1)
-    in_range("--budget", budget, 0.0, 100.0)
+    config = None
+    if recipe_in is None:
+        if data is None:
+            raise QbertError("--data is required unless --recipe is given")
+        config = CalibrationConfig(
+            data=data, method=method, placement=placement, samples=samples, percentile=percentile, groups=groups,
+            permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
+            fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
+            auto_fp16=auto_fp16, budget=budget).validate()
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
                   {"--onnx": onnx, "--data": Path(data) if data else None, "--recipe": recipe_in})
-    load_onnx(onnx, expect="fp32")  # validates; calibration reloads it so the weights are held once
-    meta = load_meta(onnx)
-    if recipe_in is not None:
+    if config is None:
         recipe = Recipe.load(recipe_in)
     else:
-        if data is None:
-            raise QbertError("--data is required unless --recipe is given")
-        fallback = [p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else []
-        recipe = run_calibrate(onnx, meta, None, data, method=method, placement=placement, samples=samples,
-                               percentile=percentile, groups=groups, permute=permute,
-                               include_padding=include_padding, fallback=fallback, batch_size=batch_size,
-                               threads=threads, auto_fp16=auto_fp16, budget=budget,
-                               label2id=label_map(meta["label2id"], labels))
+        if labels:
+            config.label2id = label_map(load_meta(onnx)["label2id"], labels)
+        recipe = run_calibrate(onnx, config)
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side["quantization"]
     show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
@@ -281,8 +257,9 @@ def build(
 @guarded
 def bench(
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on ONNX Runtime CPU."),
-    plan: Optional[Path] = typer.Option(None, "--plan", "--engine", help="TensorRT plan to time on the GPU."),
-    engine_kind: Optional[str] = typer.Option(None, help="ort-cpu | tensorrt (default: from --onnx/--plan)."),
+    plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT plan to time on the GPU."),
+    engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | tensorrt, as in eval "
+                                              "(default: ort-cpu for --onnx, tensorrt for --plan)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     seq: Optional[int] = typer.Option(None, help="Sequence length (inputs are padded/truncated to it; default 128, "
                                       "or the model's maximum if shorter)."),
@@ -297,7 +274,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and the integer-kernel census of a deployed model."""
-    from qbert.eval.bench import run_bench
+    from qbert.api import bench as run_bench
 
     if (onnx is None) == (plan is None):
         raise QbertError("give exactly one of --onnx (ONNX Runtime CPU) or --plan (TensorRT)")
@@ -318,9 +295,10 @@ def bench(
     if profile and kind != "ort-cpu":
         raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
     path = str(onnx if onnx is not None else plan)
-    result = run_bench(path, kind, sizes, seq, warmup, iters, threads=threads, exact=exact, cuda_graph=cuda_graph,
-                       data=data, profile=profile)
-    save_result(json_out, result)
+    result = run_bench(path, kind, sizes, seq, warmup, iters, json_out=json_out, threads=threads, exact=exact,
+                       cuda_graph=cuda_graph, data=data, profile=profile)
+    if json_out is not None:
+        err.print(f"wrote {json_out}")
     table = Table(title=escape(f"bench [{kind}] {path}"), title_justify="left")
     for col in ("batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s"):
         table.add_column(col, justify="right")
@@ -366,33 +344,25 @@ def analyze(
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
 ) -> None:
     """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
-    from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import write_json
-    from qbert.eval.analyze import analyze as run_analyze, plot
-    from qbert.eval.data import label_map, load_dataset_spec
-    from qbert.exporter.hf import load_tokenizer
+    from qbert.api import analyze as run_analyze
+    from qbert.artifacts import load_meta
+    from qbert.atomic import check_outputs, ensure_dir
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
-    from qbert.atomic import check_outputs, ensure_dir
-
     in_range("--samples", samples, 1)
     in_range("--heldout", heldout, 32)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
                   {"--onnx": onnx, "--data": Path(data)})
     if onnx is None:
-        from qbert.exporter.export import export as run_export
+        from qbert.api import export
 
         onnx = out_dir / "fp32.onnx"
-        run_export(str(model), onnx)
-    fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-    dataset = load_dataset_spec(data, label_map(meta["label2id"], labels)).require_labels(
-        "analyze measures per-layer sensitivity as accuracy on labelled rows")
-    result = run_analyze(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples,
-                         heldout_rows=heldout, include_padding=include_padding)
-    result["plots"] = [p.name for p in plot(result, out_dir)]
-    write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": data, **result})
+        export(str(model), onnx)
+    meta = load_meta(onnx)
+    result = run_analyze(onnx, data, out_dir, samples=samples, heldout=heldout, include_padding=include_padding,
+                         labels=labels)
     table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
                   title_justify="left")
     for col in ("layer", "kurt hidden", "kurt y", "top1% elem E", "top1% chan E (y)", "max/σ (y)",
@@ -424,7 +394,7 @@ def reproduce(
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
 ) -> None:
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
-    from qbert.reproduce import reproduce as run_reproduce
+    from qbert.reproduction import reproduce as run_reproduce
 
     from qbert.atomic import check_outputs, ensure_dir
 

@@ -5,7 +5,7 @@ import pytest
 
 from qbert.artifacts import load_meta
 from qbert.calibration.observe import AbsHistogram, TensorStats
-from qbert.eval.data import encode, load_dataset_spec
+from qbert.data import encode, load_dataset_spec
 from qbert.eval.stats import summarize
 from qbert.exporter.hf import load_tokenizer
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER, write_tsv
@@ -71,7 +71,7 @@ def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
 
 
 def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatch):
-    from qbert import reproduce as rep
+    from qbert import reproduction as rep
 
     evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 400, seed=6)
     calls = []

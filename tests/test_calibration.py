@@ -12,7 +12,7 @@ from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
 from qbert.engines.onnxruntime import ort_census, session_options
-from qbert.eval.data import batches, encode, load_dataset_spec
+from qbert.data import batches, encode, load_dataset_spec
 from qbert.exporter.hf import load_classifier
 from tests import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER

@@ -1,7 +1,7 @@
 import pytest
 
 from qbert.errors import QbertError
-from qbert.eval.data import encode, batches, load_dataset_spec
+from qbert.data import encode, batches, load_dataset_spec
 
 L2I = {"entailment": 0, "not_entailment": 1}
 

@@ -3,7 +3,7 @@ import pytest
 
 from qbert.engines import open_engine
 from qbert.eval.accuracy import evaluate
-from qbert.eval.data import load_dataset_spec
+from qbert.data import load_dataset_spec
 from qbert.exporter.hf import load_tokenizer
 from tests.conftest import EVAL_TSV, FIXTURE, requires_fixture
 

@@ -73,7 +73,7 @@ def test_eval_with_torch_is_not_labelled_with_the_onnx_quantization(tiny_onnx, t
 
 def test_reproduce_subset_without_fp32_and_a_folder_of_another_model(tmp_path):
     from qbert.errors import QbertError
-    from qbert.reproduce import reproduce
+    from qbert.reproduction import reproduce
 
     model = build_tiny_bert(tmp_path / "m")
     evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 200, seed=6)

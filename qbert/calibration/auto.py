@@ -12,13 +12,12 @@ import numpy as np
 
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
+from qbert.ort_session import logits_of, sqnr_db
 from qbert.progress import progress_bar
 
 
 def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int) -> list[tuple[str, float]]:
     """Sites ordered most → least sensitive by the logit SQNR of quantizing each one alone."""
-    from qbert.eval.analyze import logits_of, sqnr_db
-
     fp = logits_of(model, probe, 32, pad_id)
     scores = []
     with progress_bar("sensitivity", total=len(recipe.sites)) as advance:
@@ -33,8 +32,6 @@ def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int) -> list[tuple[str
 def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budget: float, pad_id: int,
                   max_steps: int = 32, probe_rows: int = 64) -> tuple[Recipe, dict[str, Any]]:
     """Return the recipe with `fallback` extended until accuracy(FP32) − accuracy(quantized) ≤ budget points."""
-    from qbert.eval.analyze import logits_of
-
     probe = heldout.subset(range(min(probe_rows, len(heldout))))
     ranking = rank_sites(model, recipe, probe, pad_id)
     fp_acc = float((logits_of(model, heldout, 32, pad_id).argmax(-1) == labels).mean())

@@ -12,13 +12,13 @@ from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.errors import QbertError
-from qbert.eval.data import batches, encode, load_dataset_spec
+from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
 from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
 
 
-def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str, method: str = "minmax",
+def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str | Dataset, method: str = "minmax",
               placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
@@ -42,7 +42,9 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         model = onnx.load(str(onnx_path))
     graph = parse(model)
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
-    dataset = load_dataset_spec(data, (label2id or meta["label2id"]) if auto_fp16 else None)
+    dataset = data if isinstance(data, Dataset) else \
+        load_dataset_spec(data, (label2id or meta["label2id"]) if auto_fp16 else None)
+    data = str(dataset.source)
     if len(dataset.examples) < samples:
         raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
                          f"lower --samples or give more data")
@@ -53,9 +55,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         raise QbertError(f"--auto-fp16 needs ≥ 32 held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples")
     all_examples = dataset.examples
-    dataset.examples = [all_examples[i] for i in rows]
     tokenizer = load_tokenizer(meta["tokenizer"])
-    encoded = encode(dataset, tokenizer, meta.get("max_length", 128))
+    encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.get("max_length", 128))
     pad_to = meta.get("max_length", 128) if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not auto_fp16
@@ -80,8 +81,6 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         versions=versions())
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
-        from qbert.eval.data import Dataset
-
         held = Dataset([all_examples[i] for i in held_rows], data)
         if any(e.label is None for e in held.examples):
             raise QbertError(f"--auto-fp16 judges accuracy on held-out rows, but --data {data} has unlabelled "

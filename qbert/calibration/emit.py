@@ -21,7 +21,7 @@ from qbert.calibration import placement as placement_mod
 from qbert.calibration.methods import QMAX, scale_of
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
-from qbert.errors import QbertError
+from qbert.errors import InternalError, QbertError
 from qbert.exporter.graph import BertGraph, Linear, parse
 
 TARGETS = ("trt", "ort-cpu")
@@ -206,7 +206,7 @@ def _toposort(nodes: list[Any], model: Any) -> list[Any]:
                 order.append(nodes[j])
                 continue
             if j in visiting:
-                raise QbertError("internal error: cycle while emitting the Q/DQ graph")
+                raise InternalError("cycle while emitting the Q/DQ graph")
             visiting.add(j)
             stack.append((j, True))
             for x in nodes[j].input:

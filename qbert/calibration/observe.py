@@ -113,7 +113,7 @@ class Observer:
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
-        from qbert.engines.onnxruntime import session_for
+        from qbert.ort_session import session_for
 
         try:
             if consume:

@@ -1,26 +1,27 @@
 """Inference engines behind one small interface (see base.py); heavy runtimes import lazily."""
 from __future__ import annotations
 
-from typing import Any
-
 from qbert.engines.base import Engine
 from qbert.errors import QbertError
 
 ENGINE_KINDS = ("ort-cpu", "tensorrt", "torch")
 
 
-def open_engine(kind: str, path: str, **options: Any) -> Engine:
-    """Open an engine by kind: `ort-cpu` and `tensorrt` take a model/plan path, `torch` an HF model."""
+def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False) -> Engine:
+    """Open an engine by kind: `ort-cpu` and `tensorrt` take a model/plan path, `torch` an HF model. Use it as a
+    context manager. `threads` applies to the CPU engines, `exact` (non-saturating x86 INT8) to ort-cpu only."""
+    if exact and kind != "ort-cpu":
+        raise QbertError(f"--exact selects ONNX Runtime's x86 INT8 kernels; it does not apply to {kind}")
     if kind == "ort-cpu":
         from qbert.engines.onnxruntime import OrtCpuEngine
 
-        return OrtCpuEngine(path, **options)
+        return OrtCpuEngine(path, threads=threads, exact=exact)
     if kind == "torch":
         from qbert.engines.torch import TorchEngine
 
-        return TorchEngine(path, **options)
+        return TorchEngine(path, threads=threads)
     if kind == "tensorrt":
         from qbert.engines.tensorrt import TensorRTEngine
 
-        return TensorRTEngine(path, **options)
+        return TensorRTEngine(path)
     raise QbertError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")

@@ -1,6 +1,10 @@
-"""The one interface every engine implements: run a padded batch, describe itself, count its kernels."""
+"""The one interface every engine implements: run a padded batch, time it, describe itself, count its kernels.
+
+Engines are context managers (`with open_engine(...) as eng:`), so device buffers and sessions are released
+however the block ends."""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -18,10 +22,35 @@ class Engine(ABC):
     def describe(self) -> dict[str, Any]:
         """What ran: engine, version, precision, threads/device — goes into every result JSON."""
 
+    def time(self, feeds: dict[str, np.ndarray], warmup: int, iters: int, cuda_graph: bool = False,
+             advance: Any = None) -> np.ndarray:
+        """Milliseconds per run after `warmup` untimed runs: wall clock here; GPU engines use CUDA events
+        (and may replay a captured CUDA graph)."""
+        if cuda_graph:
+            from qbert.errors import QbertError
+
+            raise QbertError(f"--cuda-graph needs a GPU engine, not {self.name}")
+        for _ in range(warmup):
+            self.run(feeds)
+        times = np.empty(iters)
+        for i in range(iters):
+            t0 = time.perf_counter()
+            self.run(feeds)
+            times[i] = (time.perf_counter() - t0) * 1e3
+            if advance is not None:
+                advance(1)
+        return times
+
     def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
         """GEMM precision census (integer vs float kernels, share of GEMM multiply-accumulates on integer
         kernels at batch×seq); empty where the engine cannot tell."""
         return {}
 
     def close(self) -> None:
-        pass
+        """Release sessions and device memory (idempotent)."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from qbert.engines.base import Engine
+from qbert.ort_session import session_for, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
 
 INTEGER_GEMMS = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
@@ -18,41 +19,10 @@ INTEGER_GEMMS = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGem
 FLOAT_GEMMS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 
 
-def session_options(threads: int | None = None, optimized_path: str | None = None, exact: bool = False) -> Any:
-    """ORT's x86 U8S8/S8S8 kernels use VPMADDUBSW, whose 16-bit pair sums can saturate; `exact` selects the
-    slower non-saturating path (measured on the tiny test BERT: 20,000× closer to exact fake-quant)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if exact:
-        so.add_session_config_entry("session.x64quantprecision", "1")
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    if optimized_path:
-        so.optimized_model_filepath = optimized_path
-    return so
-
-
-def session_for(model: Any, so: Any) -> Any:
-    """An ORT CPU session for an in-memory model; models past protobuf's 2 GB go through external data."""
-    import onnxruntime as ort
-
-    from qbert.atomic import proto_size, external_data_threshold, save_onnx
-
-    if proto_size(model) <= external_data_threshold():
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    with tempfile.TemporaryDirectory(prefix="qbert-ort-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        save_onnx(model, path)
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 class OrtCpuEngine(Engine):
     name = "ort-cpu"
 
-    def __init__(self, path: str, threads: int | None = None, exact: bool = False, **_: Any):
+    def __init__(self, path: str, threads: int | None = None, exact: bool = False):
         import onnxruntime as ort
 
         from qbert.artifacts import load_onnx
@@ -105,7 +75,7 @@ def _kernel_events(events: list[dict[str, Any]], since: int = 0) -> Iterator[dic
 def _profiled_shapes(session: Any, batch: int, seq: int) -> dict[str, tuple[list[list[int]], list[int]]]:
     """Input and output shapes of every node from one profiled run — fused contrib ops included, which
     ONNX shape inference cannot see."""
-    from qbert.eval.bench import random_feeds
+    from qbert.data import random_feeds
 
     names = {i.name for i in session.get_inputs()}
     session.run(None, {k: v for k, v in random_feeds(batch, seq, 10).items() if k in names})  # ids < any vocab

@@ -22,7 +22,7 @@ from qbert.engines.base import Engine
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
 from qbert.errors import QbertError
-from qbert.eval.data import INPUT_NAMES
+from qbert.data import INPUT_NAMES
 from qbert.progress import Phases, phase_display
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
@@ -213,7 +213,7 @@ class TensorRTEngine(Engine):
 
     name = "tensorrt"
 
-    def __init__(self, plan: str, **_: Any):
+    def __init__(self, plan: str):
         self.plan = Path(plan)
         self.meta = check_plan(self.plan)
         device, why = query_device()
@@ -262,8 +262,8 @@ class TensorRTEngine(Engine):
         cudart.cudaStreamSynchronize(self.stream)
         return out
 
-    def time_gpu(self, feeds: dict[str, np.ndarray], warmup: int, iters: int, cuda_graph: bool = False
-                 ) -> np.ndarray:
+    def time(self, feeds: dict[str, np.ndarray], warmup: int, iters: int, cuda_graph: bool = False,
+             advance: Any = None) -> np.ndarray:
         """Per-iteration milliseconds between CUDA events (inputs stay on the device, as in deployment);
         with `cuda_graph`, one captured enqueue is replayed to cut launch overhead."""
         cudart = self.cudart
@@ -287,6 +287,8 @@ class TensorRTEngine(Engine):
             cudart.cudaEventRecord(stop, self.stream)
             cudart.cudaEventSynchronize(stop)
             times[i] = cudart.cudaEventElapsedTime(start, stop)[1]
+            if advance is not None:
+                advance(1)
         return times
 
     def describe(self) -> dict[str, Any]:

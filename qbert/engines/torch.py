@@ -11,7 +11,7 @@ from qbert.engines.base import Engine
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, model: str, threads: int | None = None, **_: Any):
+    def __init__(self, model: str, threads: int | None = None):
         import torch
 
         from qbert.exporter.hf import load_classifier
@@ -20,6 +20,11 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self.model_spec = model
         self.model, _ = load_classifier(model)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """The model's own label names → class ids."""
+        return dict(self.model.config.label2id)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from qbert.engines.base import Engine
-from qbert.eval.data import Dataset, batches, encode
+from qbert.data import Dataset, batches, encode
 from qbert.progress import progress_bar
 
 

@@ -17,9 +17,10 @@ from qbert.calibration.emit import emit
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.eval.data import Dataset, batches, encode
+from qbert.data import Dataset, batches, encode
 from qbert.eval.stats import summarize
 from qbert.exporter.graph import parse
+from qbert.ort_session import logits_of, sqnr_db
 from qbert.progress import progress_bar
 
 ROLES = ("x", "h", "y")
@@ -37,24 +38,6 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | No
         stats = obs.run((f for _, f in batches(encoded, batch_size, pad_id=pad_id,
                                                pad_to=max_length if include_padding else None)), advance)
     return all_sites, stats
-
-
-def logits_of(model: Any, encoded, batch_size: int, pad_id: int) -> np.ndarray:
-    from qbert.engines.onnxruntime import session_for, session_options
-
-    sess = session_for(model, session_options())
-    out = np.zeros((len(encoded), 0), dtype=np.float32)
-    for idx, feeds in batches(encoded, batch_size, pad_id=pad_id):
-        got = sess.run(["logits"], feeds)[0]
-        if out.shape[1] == 0:
-            out = np.zeros((len(encoded), got.shape[1]), dtype=np.float32)
-        out[idx] = got
-    return out
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = float(((reference - test) ** 2).sum())
-    return float("inf") if noise == 0 else 10 * math.log10(float((reference ** 2).sum()) / noise)
 
 
 def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list[str]], heldout, labels,

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from qbert import __version__
+from qbert._version import __version__
 from qbert.atomic import check_output_dir, save_onnx, sha256_file, sidecar_path, staged, staged_sha256_onnx, \
     write_json
 from qbert.errors import QbertError
-from qbert.eval.data import INPUT_NAMES
+from qbert.data import INPUT_NAMES
 
 MASK_VALUE = -10000.0
 MAX_OPSET = 20  # torch.onnx's TorchScript exporter
@@ -86,7 +86,7 @@ def _rename_weights(model: Any) -> None:
         inits[old].name = new
 
 
-def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
+def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float = 1e-4,
            max_length: int | None = None) -> dict[str, Any]:
     """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
     import onnx
@@ -96,6 +96,7 @@ def export(model_spec: str, out: Path, opset: int = 17, tolerance: float = 1e-4,
 
     from qbert.exporter.hf import load_classifier
 
+    out = Path(out)
     if opset < 17:
         raise QbertError(f"--opset {opset}: needs ≥ 17 for the fused LayerNormalization op")
     if opset > MAX_OPSET:

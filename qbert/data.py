@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -90,6 +90,26 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int 
     if not examples:
         raise QbertError(f"data {spec} has no rows")
     return Dataset(examples, spec, sorted(label2id, key=label2id.get) if label2id else [])
+
+
+def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: str = "<rows>") -> Dataset:
+    """In-memory rows: `{"question"/"sentence1", "sentence"/"sentence2", "label"}` dicts or
+    `(first, second[, label])` tuples; labels mapped as in files (`label2id=None` reads none)."""
+    examples = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            first, second = row.get("question", row.get("sentence1")), row.get("sentence", row.get("sentence2"))
+            raw = row.get("label")
+        elif isinstance(row, (list, tuple)) and len(row) in (2, 3):
+            first, second, raw = row[0], row[1], row[2] if len(row) == 3 else None
+        else:
+            raise QbertError(f"{source}[{i}]: expected a dict or a (first, second[, label]) tuple")
+        if not isinstance(first, str) or not isinstance(second, str):
+            raise QbertError(f"{source}[{i}]: needs two strings (question and sentence)")
+        examples.append(Example(first, second, _label(raw, label2id, f"{source}[{i}]")))
+    if not examples:
+        raise QbertError(f"{source}: no rows")
+    return Dataset(examples, source, sorted(label2id, key=label2id.get) if label2id else [])
 
 
 def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str) -> int | None:
@@ -244,3 +264,12 @@ def batches(encoded: Encoded, batch_size: int, sort: bool = True, pad_id: int = 
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         yield idx, pad_batch(encoded, idx, pad_id, pad_to)
+
+
+def random_feeds(batch: int, seq: int, vocab: int = 100, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random token ids in [vocab/10, vocab) — clear of the special tokens at the start of BERT vocabularies."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(vocab // 10, vocab, size=(batch, seq), dtype=np.int64)
+    types = np.zeros((batch, seq), dtype=np.int64)
+    types[:, seq // 2:] = 1
+    return {"input_ids": ids, "attention_mask": np.ones((batch, seq), dtype=np.int64), "token_type_ids": types}

@@ -134,7 +134,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
 
     from qbert.artifacts import load_meta
     from qbert.eval.analyze import analyze, plot
-    from qbert.eval.data import label_map, load_dataset_spec
+    from qbert.data import label_map, load_dataset_spec
     from qbert.exporter.export import export, model_fingerprint
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import line, progress_bar

@@ -1,0 +1,193 @@
+"""The library API: the whole flow as functions and config objects, each writing its artefacts itself. The CLI
+is flags → these functions → a table; scripts call them directly (re-exported from `qbert`).
+
+    import qbert
+    qbert.export("../shared/fixtures/minilm-l6-qnli", "runs/api/fp32.onnx")
+    recipe = qbert.calibrate("runs/api/fp32.onnx", qbert.CalibrationConfig(data="tune.tsv", method="peg", groups=4))
+    qbert.quantize("runs/api/fp32.onnx", recipe, "runs/api/peg4.onnx", target="ort-cpu")
+    print(qbert.evaluate("runs/api/peg4.onnx", "eval.tsv", limit=200)["accuracy"])
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from qbert.calibration.quantize import quantize
+from qbert.calibration.recipe import Recipe
+from qbert.data import Dataset, label_map, load_dataset_spec, rows_dataset
+from qbert.engines import open_engine
+from qbert.errors import ConfigError, QbertError
+from qbert.exporter.export import export
+
+__all__ = ["CalibrationConfig", "Dataset", "Recipe", "analyze", "bench", "build", "calibrate", "evaluate", "export",
+           "load_data", "open_engine", "quantize", "reproduce"]
+
+def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int | None = None) -> Dataset:
+    """Sentence pairs from a `.tsv`/`.jsonl` file, a `datasets` spec (`glue/qnli[:split]`), a `Dataset`, or
+    in-memory rows (`{"question", "sentence", "label"}` dicts or `(first, second[, label])` tuples).
+    `label2id=None` reads no labels (what calibration wants)."""
+    if isinstance(source, Dataset):
+        return source.head(limit)
+    if isinstance(source, (str, Path)):
+        return load_dataset_spec(str(source), label2id, limit)
+    return rows_dataset(list(source)[:limit] if limit else list(source), label2id)
+
+
+@dataclass
+class CalibrationConfig:
+    """How to calibrate. Every field is checked by `validate()`, whose errors name the field.
+
+    data: calibration rows (anything `load_data` takes) — never the evaluation split.
+    method: minmax | percentile | mse | entropy | peg. placement: trt (GEMM inputs, what TensorRT fuses) or
+    full (the study's W8A8). groups/permute: PEG. fallback: site keys, globs or roles kept in high precision.
+    auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points of FP32 on
+    held-out calibration rows (needs labels; `label2id` maps them, default the model's own)."""
+
+    data: Any
+    method: str = "minmax"
+    placement: str = "trt"
+    samples: int = 512
+    percentile: float = 99.99
+    groups: int = 4
+    permute: bool = True
+    include_padding: bool = False
+    fallback: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+    threads: int | None = None
+    seed: int = 0
+    auto_fp16: bool = False
+    budget: float = 0.5
+    label2id: dict[str, int] | None = None
+
+    def validate(self) -> "CalibrationConfig":
+        from qbert.calibration.methods import METHODS
+        from qbert.calibration.placement import PLACEMENTS
+
+        _choice("method", self.method, METHODS)
+        _choice("placement", self.placement, PLACEMENTS)
+        _at_least("samples", self.samples, 1)
+        _at_least("groups", self.groups, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("threads", self.threads, 1)
+        if not 0.0 < self.percentile <= 100.0:
+            raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
+        if not math.isfinite(self.budget) or self.budget < 0:
+            raise ConfigError("budget", self.budget, "must be ≥ 0 (accuracy points)")
+        if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):
+            raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
+        return self
+
+
+def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
+    """Observe the FP32 ONNX (from `export`) on `config.data` and choose scales: a `Recipe` that `quantize`
+    turns into a Q/DQ ONNX for any target."""
+    from qbert.artifacts import load_meta, load_onnx
+    from qbert.calibration.calibrate import calibrate as run
+
+    config.validate()
+    load_onnx(onnx, expect="fp32")
+    meta = load_meta(onnx)
+    label2id = config.label2id or meta["label2id"]
+    data = config.data if isinstance(config.data, (str, Path)) else \
+        load_data(config.data, label2id if config.auto_fp16 else None)
+    options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("data", "label2id")}
+    return run(Path(onnx), meta, None, data if isinstance(data, Dataset) else str(data), label2id=label2id,
+               **options)
+
+
+def build(onnx: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """A TensorRT / TensorRT-RTX plan (+ sidecar) for the GPU in hand, or `sm=86`… to cross-compile; see
+    `qbert.engines.tensorrt.build` for the options."""
+    from qbert.engines.tensorrt import build as run
+
+    return run(Path(onnx), Path(out), **options)
+
+
+def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
+             limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
+             labels: str | None = None, json_out: str | Path | None = None) -> dict[str, Any]:
+    """Accuracy on labelled data. `model` is a qbert ONNX (ort-cpu; tensorrt runs its `plan`), or for
+    engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs. `labels` maps the
+    data's label names to ids ("entailment,not_entailment"); `json_out` writes the full result."""
+    from qbert.artifacts import load_meta
+    from qbert.atomic import check_outputs, sidecar_path, write_json
+    from qbert.eval.accuracy import evaluate as run
+    from qbert.exporter.hf import load_tokenizer
+
+    _at_least("limit", limit, 1)
+    _at_least("batch_size", batch_size, 1)
+    _at_least("threads", threads, 1)
+    check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
+                                           "data": data if isinstance(data, (str, Path)) else None})
+    is_onnx = str(model).endswith(".onnx") or sidecar_path(model).is_file()
+    meta = load_meta(model) if is_onnx or engine != "torch" else None
+    if engine == "tensorrt" and plan is None:
+        raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
+    source = meta["source_model"] if meta else str(model)
+    target = {"torch": source, "tensorrt": str(plan)}.get(engine, str(model))
+    with open_engine(engine, target, threads=threads, exact=exact) as eng:
+        label2id = meta["label2id"] if meta else eng.label2id
+        dataset = load_data(data, label_map(label2id, labels), limit)
+        result = run(eng, dataset, load_tokenizer(meta["tokenizer"] if meta else source), batch_size=batch_size,
+                     max_length=meta["max_length"] if meta else 128)
+    if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
+        result.update(onnx=str(model), quantization=meta.get("quantization") if engine != "torch" else None)
+    if json_out is not None:
+        write_json(json_out, result)
+    return result
+
+
+def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1, 8), seq: int | None = None,
+          warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Latency percentiles, throughput, memory and the integer-kernel census of a deployed ONNX or plan."""
+    from qbert.atomic import write_json
+    from qbert.eval.bench import run_bench
+
+    kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
+    result = run_bench(str(path), kind, list(batch), seq, warmup, iters, **options)
+    if json_out is not None:
+        write_json(json_out, result)
+    return result
+
+
+def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128, heldout: int = 256,
+            include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
+    """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
+    from qbert.artifacts import load_meta, load_onnx
+    from qbert.atomic import ensure_dir, write_json
+    from qbert.eval.analyze import analyze as run, plot
+    from qbert.exporter.hf import load_tokenizer
+
+    _at_least("samples", samples, 1)
+    _at_least("heldout", heldout, 32)
+    out_dir = ensure_dir(out_dir)
+    fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
+    dataset = load_data(data, label_map(meta["label2id"], labels)).require_labels(
+        "analyze measures per-layer sensitivity as accuracy on labelled rows")
+    result = run(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples, heldout_rows=heldout,
+                 include_padding=include_padding)
+    result["plots"] = [p.name for p in plot(result, out_dir)]
+    write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": str(dataset.source), **result})
+    return result
+
+
+def reproduce(model: str, eval_data: str, calib_data: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """The study's whole table on `model`, resumable; writes report.md and report.json into `out`."""
+    from qbert.reproduction import reproduce as run
+
+    return run(model, eval_data, calib_data, Path(out), **options)
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(name, value, f"choose one of {', '.join(allowed)}")
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise ConfigError(name, value, "must be a positive integer" if low == 1 else f"must be an integer ≥ {low}")
+
+
+__all__ += ["ConfigError", "QbertError"]
