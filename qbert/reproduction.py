@@ -51,7 +51,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
 
 
 def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
-            samples: int, engine: str, bench_iters: int, label2id: dict[str, int]) -> dict[str, Any]:
+            samples: int, engine: str, label2id: dict[str, int]) -> dict[str, Any]:
     from qbert.calibration.calibrate import calibrate
     from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
@@ -68,7 +68,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,
                         work / "recipe.json", write_recipe=row.kind == "int8", model=model)["quantization"]
         info["auto_fp16"] = recipe.calibration.get("auto_fp16")
-    measured = measure(path, engine, eval_ds, tokenizer, meta, work, bench_iters)
+    measured = measure(path, engine, eval_ds, tokenizer, meta, work)
     return {"name": row.name, "kind": row.kind, "flags": row.calibrate,
             "target": target if row.kind != "fp32" else "fp32",
             "high_precision": info.get("high_precision", "fp32"),
@@ -76,31 +76,22 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             "auto_fp16": info.get("auto_fp16"), **measured, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path, bench_iters: int
-            ) -> dict[str, Any]:
-    """Accuracy, latency at batch 1 and 8 (seq ≤ 128) and the precision census of one deployed model.
-    ort-cpu runs the ONNX; tensorrt builds a plan for the GPU in hand and times it with CUDA events, with and
-    without CUDA-graph replay, and reports the engine's device memory."""
+def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path) -> dict[str, Any]:
+    """Accuracy and the precision census of one deployed model (latency is timed later, for all rows together).
+    ort-cpu runs the ONNX; tensorrt builds a plan for the GPU in hand and reports its device memory."""
     from qbert.engines import open_engine
     from qbert.eval.accuracy import evaluate
-    from qbert.eval.bench import random_feeds, time_engine
 
     seq = min(128, meta.get("max_length", 128))
-    feeds = {b: random_feeds(b, seq, meta.get("vocab_size", 100)) for b in (1, 8)}
-    iters = {1: bench_iters, 8: max(3, bench_iters // 4)}
-    model_path, extra = str(path), {}
+    model_path, extra = path, {}
     if engine == "tensorrt":
         from qbert.engines.tensorrt import build
 
-        model_path = str(work / "model.plan")
-        extra["plan"] = build(path, Path(model_path))  # --sm auto: the present GPU
-    eng = open_engine(engine, model_path)
-    try:
+        model_path = work / "model.plan"
+        extra["plan"] = build(path, model_path)  # --sm auto: the present GPU
+    with open_engine(engine, str(model_path)) as eng:
         result = evaluate(eng, eval_ds, tokenizer)
-        timing = {str(b): time_engine(eng, feeds[b], 3, iters[b]) for b in (1, 8)}
         if engine == "tensorrt":
-            extra["latency_cuda_graph"] = {str(b): time_engine(eng, feeds[b], 3, iters[b], cuda_graph=True)
-                                           for b in (1, 8)}
             extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
             census = eng.census(1, seq)
         else:
@@ -108,11 +99,54 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path,
 
             census = ort_census(str(path))
         described = eng.describe()
-    finally:
-        eng.close()
     return {"accuracy": result["accuracy"], "correct": result["correct"], "examples": result["examples"],
             "predictions": result["predictions"], "engine": described, "census": census,
-            "model_bytes": Path(model_path).stat().st_size, "latency": timing, **extra}
+            "model_bytes": model_path.stat().st_size, "deployed": str(model_path), **extra}
+
+
+def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5
+              ) -> dict[str, dict[str, Any]]:
+    """Latency of every row at batch 1 and 8, timed in alternating rounds (row A, B, C, A, B, C …) so that a
+    shared machine's drift hits all rows alike; p50 over all rounds, and the range of the per-round p50s as
+    the spread. TensorRT rows are timed with CUDA events, also with CUDA-graph replay."""
+    import numpy as np
+
+    from qbert.data import random_feeds
+    from qbert.engines import open_engine
+    from qbert.progress import progress_bar
+
+    seq = min(128, meta.get("max_length", 128))
+    feeds = {b: random_feeds(b, seq, meta.get("vocab_size", 100)) for b in (1, 8)}
+    per_round = {1: max(2, bench_iters // rounds), 8: max(1, bench_iters // (4 * rounds))}
+    graphs = (False, True) if engine == "tensorrt" else (False,)
+    samples: dict[tuple[str, int, bool], list[np.ndarray]] = {}
+    engines = {r["name"]: open_engine(engine, r["deployed"]) for r in rows}
+    try:
+        for eng in engines.values():  # warm-up once, outside the rounds
+            for b in (1, 8):
+                eng.time(feeds[b], 3, 1)
+        with progress_bar("latency (rows interleaved)", total=rounds) as advance:
+            for _ in range(rounds):
+                for name, eng in engines.items():
+                    for b in (1, 8):
+                        for graph in graphs:
+                            samples.setdefault((name, b, graph), []).append(
+                                eng.time(feeds[b], 1, per_round[b], cuda_graph=graph))
+                advance(1)
+    finally:
+        for eng in engines.values():
+            eng.close()
+    out: dict[str, dict[str, Any]] = {}
+    for (name, b, graph), runs in samples.items():
+        ms = np.concatenate(runs)
+        key = "latency_cuda_graph" if graph else "latency"
+        out.setdefault(name, {}).setdefault(key, {})[str(b)] = {
+            "batch": b, "seq": seq, "iters": int(ms.size), "rounds": rounds,
+            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "p50_spread_ms": [float(min(np.median(r) for r in runs)), float(max(np.median(r) for r in runs))],
+            "sequences_per_s": float(b / np.median(ms) * 1e3)}
+    return out
 
 
 def check_gpu_ready() -> None:
@@ -176,20 +210,28 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:
             key = row_key(row, meta["sha256"], eval_ds.sha256(), calib_ds.sha256(), samples, engine)
-            cached = out / "rows" / f"{key}.json"
+            cached, work = out / "rows" / f"{key}.json", out / "rows" / key
             if cached.is_file():
                 results.append({**read_json(cached), "cached": True})
             else:
-                work = out / "rows" / key
                 work.mkdir(exist_ok=True)
                 res = run_row(row, fp32_path, meta, model, calib_data, eval_ds, tokenizer, work, samples, engine,
-                              bench_iters, label2id)
+                              label2id)
                 write_json(cached, res)
                 results.append({**res, "cached": False})
             r = results[-1]
+            onnx_path = fp32_path if row.kind == "fp32" else work / "model.onnx"  # where it lies now
+            r["deployed"] = str(work / "model.plan" if engine == "tensorrt" else onnx_path)
             advance(1, note=f"{row.name}: {100 * r['accuracy']:.2f}%"
                             + (" (cached)" if r["cached"] else f" in {r['seconds']:.0f} s"))
+    line(f"timing {len(results)} rows interleaved (batch 1 and 8)")
+    timings = time_rows(results, engine, meta, bench_iters)
+    for r in results:
+        r.update(timings[r["name"]])
+    from qbert.machine import kernel_mode, machine
+
     report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
+              "machine": machine(), "kernel_mode": kernel_mode(False) if engine == "ort-cpu" else "tensorrt",
               "samples": samples, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
               "versions": meta.get("versions")}

@@ -87,3 +87,7 @@ def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatc
     assert [r["cached"] for r in second["rows"]] == [True, True, False]
     text = (tmp_path / "r" / "report.md").read_text()
     assert "The study, side by side" in text and "kurtosis.png" in text
+    assert "Machine: " in text and "interleaved over 5 rounds" in text  # how the numbers were obtained
+    for r in second["rows"]:  # every row timed in this run, cached or not, with its spread
+        lo, hi = r["latency"]["1"]["p50_spread_ms"]
+        assert 0 < lo <= hi and r["latency"]["1"]["rounds"] == 5

@@ -13,6 +13,7 @@ import numpy as np
 from qbert.engines.base import Engine
 from qbert.ort_session import session_for, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
+from qbert.machine import kernel_mode, machine
 
 INTEGER_GEMMS = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
                  "QAttention")
@@ -45,7 +46,7 @@ class OrtCpuEngine(Engine):
 
         return {"engine": self.name, "onnxruntime": ort.__version__, "model": self.path,
                 "threads": self.threads or os.cpu_count(), "high_precision": "fp32",
-                "int8_kernels": "exact (x64quantprecision)" if self.exact else "fast (VPMADDUBSW, may saturate)"}
+                "int8_kernels": kernel_mode(self.exact), "machine": machine()}
 
     def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
         return ort_census(self.path, self.threads, batch, seq)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from qbert.engines.base import Engine
+from qbert.machine import machine
 from qbert.data import Dataset, batches, encode
 from qbert.progress import progress_bar
 
@@ -52,4 +53,5 @@ def evaluate(engine: Engine, dataset: Dataset, tokenizer: Any, batch_size: int =
         "batch_size": batch_size,
         "max_length": max_length,
         **{"engine": engine.name, "engine_info": engine.describe()},
+        "machine": machine(),
     }

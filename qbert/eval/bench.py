@@ -10,6 +10,7 @@ import numpy as np
 
 from qbert.data import random_feeds  # noqa: F401 - re-exported for scripts
 from qbert.engines.base import Engine
+from qbert.machine import machine
 from qbert.progress import progress_bar
 
 
@@ -80,7 +81,8 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
 
     try:
         shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]
-        result = {"engine": eng.describe(), "model": path, "model_bytes": model_bytes(path), "seq": seq,
+        result = {"engine": eng.describe(), "machine": machine(), "model": path, "model_bytes": model_bytes(path),
+                  "seq": seq,
                   "peak_rss_bytes": peak_rss_bytes(), "rss_before_load_bytes": rss_before,
                   "inputs": "data" if encoded is not None else "random ids", "shapes": shapes,
                   "census": eng.census(sizes[0], seq)}

@@ -63,12 +63,20 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _machine(report: dict[str, Any]) -> str:
+    m = report.get("machine") or {}
+    isa = ", ".join(k for k, v in (m.get("isa") or {}).items() if v) or "unknown"
+    return (f"{m.get('cpu', 'unknown CPU')}, {m.get('logical_cores', '?')} logical cores; ISA {isa}; ONNX Runtime "
+            f"INT8 kernels: {report.get('kernel_mode', 'unknown')}")
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
     rows = report["rows"]
     fp = _find(rows, "FP32")
     lines = ["# qbert reproduction report", "",
              f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration `{report['calib_data']}` "
              f"({report['samples']} sequences) · engine **{report['engine']}**", "",
+             f"Machine: {_machine(report)}", "",
              "## Accuracy", "",
              "| setting | accuracy | Δ vs FP32 | agrees with FP32 | placement | activations / high precision | "
              "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|"]
@@ -88,14 +96,20 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                   f"{100 * auto['auto_fp16']['fp32_heldout_accuracy']:.2f}% on "
                   f"{auto['auto_fp16']['heldout_rows']} calibration-split rows)."]
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
-    lines += ["", "## Latency and memory", "", f"ONNX Runtime CPU, sequence length {seq}, random ids; p50 over "
-              "timed runs after warm-up; model size on disk.", "",
-              "| setting | p50 b=1 ms | p50 b=8 ms | × FP32 (b=1) | model MB | × FP32 size |", "|---|---|---|---|---|---|"]
+    rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
+    lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
+              f"timed in the same run, interleaved over {rounds} rounds (A, B, C, A, B, C …) so that machine drift "
+              "hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model size on "
+              "disk.", "",
+              "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | × FP32 (b=1) | model MB | × FP32 size |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         l1, l8 = r["latency"]["1"]["p50_ms"], r["latency"]["8"]["p50_ms"]
+        lo, hi = r["latency"]["1"].get("p50_spread_ms", [l1, l1])
         speed = f"{fp['latency']['1']['p50_ms'] / l1:.2f}×" if fp else "—"
         size = f"{r['model_bytes'] / fp['model_bytes']:.2f}×" if fp else "—"
-        lines.append(f"| {r['name']} | {l1:.1f} | {l8:.1f} | {speed} | {r['model_bytes'] / 2**20:.1f} | {size} |")
+        lines.append(f"| {r['name']} | {l1:.1f} | {lo:.1f}–{hi:.1f} | {l8:.1f} | {speed} | "
+                     f"{r['model_bytes'] / 2**20:.1f} | {size} |")
     an = report["analysis"]
     lines += ["", "## Outliers", "", "| layer | kurtosis hidden | top-1 % element energy | kurtosis y | top-1 % "
               "channel energy (y) | max/σ (y) | dominant channels (y) | Δacc, layer alone W8A8 |",
