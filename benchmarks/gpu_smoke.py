@@ -53,11 +53,13 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    import onnx
+    from dataclasses import replace
+
     import numpy as np
+    import onnx
 
     from qbert.artifacts import load_meta
-    from qbert.atomic import ensure_dir, save_onnx, sha256_onnx, sidecar_path, write_json
+    from qbert.atomic import ensure_dir, save_onnx, sha256_onnx, write_json
     from qbert.calibration.calibrate import calibrate
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
@@ -76,9 +78,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not fp32.is_file():
         export(args.model, fp32)
     meta, model = load_meta(fp32), onnx.load(str(fp32))
-    tokenizer = load_tokenizer(meta["tokenizer"])
-    eval_ds = load_dataset_spec(args.eval_data, meta["label2id"])
-    seq = min(128, meta["max_length"])
+    tokenizer = load_tokenizer(meta.tokenizer)
+    eval_ds = load_dataset_spec(args.eval_data, meta.label2id)
+    seq = min(128, meta.max_length)
     rows = []
     for name, flags in SETTINGS:
         recipe = (Recipe(method="none", placement="trt", sites={}) if flags is None else
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             q, _ = emit(model, recipe, target, "fp16" if flags is None and target == "trt" else None)
             paths[target] = out / f"{stem}.{target}.onnx"
             save_onnx(q, paths[target])
-            write_json(sidecar_path(paths[target]), {**meta, "kind": "qdq", "sha256": sha256_onnx(paths[target])})
+            replace(meta, kind="qdq", sha256=sha256_onnx(paths[target])).write(paths[target])
         plan = build(paths["trt"], out / f"{stem}.plan", shapes=f"1x1/8x{seq}/32x{seq}")
         with_ort = open_engine("ort-cpu", str(paths["ort-cpu"]))
         try:
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         eng = open_engine("tensorrt", str(out / f"{stem}.plan"))
         try:
             res = evaluate(eng, eval_ds, tokenizer)
-            feeds = {b: random_feeds(b, seq, meta["vocab_size"]) for b in (1, 8, 32)}
+            feeds = {b: random_feeds(b, seq, meta.vocab_size) for b in (1, 8, 32)}
             row = {"name": name, "plan": plan, "gpu": eng.describe()["gpu"],
                    "accuracy": res["accuracy"], "ort_cpu_accuracy": ref["accuracy"],
                    "agreement": float(np.mean(np.array(res["predictions"]) == np.array(ref["predictions"]))),

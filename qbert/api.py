@@ -89,7 +89,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     config.validate()
     load_onnx(onnx, expect="fp32")
     meta = load_meta(onnx)
-    label2id = config.label2id or meta["label2id"]
+    label2id = config.label2id or meta.label2id
     data = config.data if isinstance(config.data, (str, Path)) else \
         load_data(config.data, label2id if config.auto_fp16 else None)
     options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("data", "label2id")}
@@ -125,15 +125,15 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     meta = load_meta(model) if is_onnx or engine != "torch" else None
     if engine == "tensorrt" and plan is None:
         raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
-    source = meta["source_model"] if meta else str(model)
+    source = meta.source_model if meta else str(model)
     target = {"torch": source, "tensorrt": str(plan)}.get(engine, str(model))
     with open_engine(engine, target, threads=threads, exact=exact) as eng:
-        label2id = meta["label2id"] if meta else eng.label2id
+        label2id = meta.label2id if meta else eng.label2id
         dataset = load_data(data, label_map(label2id, labels), limit)
-        result = run(eng, dataset, load_tokenizer(meta["tokenizer"] if meta else source), batch_size=batch_size,
-                     max_length=meta["max_length"] if meta else 128)
+        result = run(eng, dataset, load_tokenizer(meta.tokenizer if meta else source), batch_size=batch_size,
+                     max_length=meta.max_length if meta else 128)
     if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
-        result.update(onnx=str(model), quantization=meta.get("quantization") if engine != "torch" else None)
+        result.update(onnx=str(model), quantization=meta.quantization if engine != "torch" else None)
     if json_out is not None:
         write_json(json_out, result)
     return result
@@ -164,9 +164,9 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     _at_least("heldout", heldout, 32)
     out_dir = ensure_dir(out_dir)
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-    dataset = load_data(data, label_map(meta["label2id"], labels)).require_labels(
+    dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
         "analyze measures per-layer sensitivity as accuracy on labelled rows")
-    result = run(fp32, meta, dataset, load_tokenizer(meta["tokenizer"]), samples=samples, heldout_rows=heldout,
+    result = run(fp32, meta, dataset, load_tokenizer(meta.tokenizer), samples=samples, heldout_rows=heldout,
                  include_padding=include_padding)
     result["plots"] = [p.name for p in plot(result, out_dir)]
     write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": str(dataset.source), **result})

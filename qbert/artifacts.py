@@ -1,10 +1,11 @@
 """Opening qbert artefacts (ONNX + sidecar) with checks that turn bad files into one-line errors."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from qbert.atomic import read_json, sha256_onnx, sidecar_path
+from qbert.atomic import read_json, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
 from qbert.data import INPUT_NAMES
 
@@ -35,18 +36,106 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     return model
 
 
-def load_meta(onnx_path: Path | str, verify: bool = True) -> dict[str, Any]:
-    """The sidecar JSON written next to every ONNX qbert produces; with `verify`, the ONNX (and its external
-    data) must still be the file the sidecar describes."""
+@dataclass
+class ModelMeta:
+    """The sidecar `<model>.onnx.json`: what later commands need to know about a qbert ONNX without loading it.
+    Written by `export` and `quantize`, read by `load_meta` — nowhere else."""
+
+    source_model: str
+    tokenizer: str
+    model_type: str
+    label2id: dict[str, int]
+    hidden_size: int
+    vocab_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    sha256: str | None = None  # of the ONNX (and its external data): a changed file is refused
+    pad_token_id: int = 0
+    max_length: int = 128
+    opset: int = 17
+    kind: str = "fp32"  # fp32 | qdq
+    parity: dict[str, Any] | None = None
+    source_fingerprint: str | None = None  # of the model folder, so caches can tell a changed model
+    seconds: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    fp32_onnx: str | None = None  # qdq: the FP32 ONNX it was quantized from
+    quantization: dict[str, Any] | None = None  # qdq: method, placement, target, census of quantized GEMMs
+    format: str = "qbert-onnx"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "ModelMeta":
+        if not isinstance(data, dict) or data.get("format") != "qbert-onnx":
+            raise QbertError(f"{where} is not a qbert sidecar")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as e:
+            raise QbertError(f"{where}: incomplete qbert sidecar ({e}); re-run qbert export") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, onnx_path: Path | str, stage: Any = None) -> None:
+        write_json(sidecar_path(onnx_path), self.to_json(), stage)
+
+
+@dataclass
+class PlanMeta:
+    """The sidecar `<plan>.json` of a TensorRT plan: the cache key and everything that shaped the plan."""
+
+    onnx: str
+    onnx_sha256: str
+    backend: str  # tensorrt | tensorrt-rtx
+    version: str
+    trt_major: int
+    sm: int  # target compute capability (86 = SM86)
+    profile: list[list[int]]  # (batch, seq) min / opt / max
+    opt_level: int
+    hw_compat: bool
+    cache_key: str
+    plan_sha256: str
+    plan_bytes: int
+    target: str
+    build_seconds: float = 0.0
+    device: str | None = None  # the GPU in hand at build time, if any
+    strongly_typed: bool = True
+    cache_hit: bool = False
+    format: str = "qbert-plan"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "PlanMeta":
+        if not isinstance(data, dict) or data.get("format") != "qbert-plan":
+            raise QbertError(f"{where} is not a qbert engine sidecar; rebuild with qbert build")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            raise QbertError(f"{where} is from an older qbert; rebuild with qbert build") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_meta(onnx_path: Path | str, verify: bool = True) -> ModelMeta:
+    """The sidecar written next to every ONNX qbert produces; with `verify`, the ONNX (and its external data)
+    must still be the file the sidecar describes."""
     if not Path(onnx_path).is_file():
         raise QbertError(f"ONNX file {onnx_path} not found")
     side = sidecar_path(onnx_path)
     if not side.is_file():
         raise QbertError(f"no sidecar {side} next to the ONNX; produce the ONNX with `qbert export`")
-    meta = read_json(side, "sidecar")
-    if not isinstance(meta, dict) or meta.get("format") != "qbert-onnx":
-        raise QbertError(f"{side} is not a qbert sidecar")
-    if verify and meta.get("sha256") and sha256_onnx(onnx_path) != meta["sha256"]:
+    meta = ModelMeta.from_json(read_json(side, "sidecar"), str(side))
+    if verify and meta.sha256 and sha256_onnx(onnx_path) != meta.sha256:
         raise QbertError(f"{onnx_path} does not match its sidecar {side.name} (sha256 differs): it was changed "
                          "after qbert wrote it; re-run the command that made it")
     return meta
+
+
+def load_plan_meta(plan: Path | str) -> PlanMeta:
+    """The sidecar of a TensorRT plan (format only; `check_plan` also checks the plan against it)."""
+    side = sidecar_path(plan)
+    if not side.is_file():
+        raise QbertError(f"{plan} has no qbert sidecar ({side.name}); it is foreign or incomplete — "
+                         "rebuild with qbert build")
+    return PlanMeta.from_json(read_json(side, "engine sidecar"), str(side))

@@ -103,10 +103,10 @@ def export(
                   if folder.is_dir() else {})
 
     meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length)
-    show(f"exported {out_path}", {"model": model, "opset": meta["opset"], "layers": meta["num_layers"],
-                                  "hidden": meta["hidden_size"],
-                                  "parity max |Δlogit|": f"{meta['parity']['max_abs_logit_diff']:.2e}",
-                                  "sha256": meta["sha256"][:16] + "…", "seconds": meta["seconds"]})
+    show(f"exported {out_path}", {"model": model, "opset": meta.opset, "layers": meta.num_layers,
+                                  "hidden": meta.hidden_size,
+                                  "parity max |Δlogit|": f"{meta.parity['max_abs_logit_diff']:.2e}",
+                                  "sha256": meta.sha256[:16] + "…", "seconds": meta.seconds})
 
 
 @app.command("eval")
@@ -211,7 +211,7 @@ def calibrate(
             config.label2id = label_map(load_meta(onnx)["label2id"], labels)
         recipe = run_calibrate(onnx, config)
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
-    summary = side["quantization"]
+    summary = side.quantization
     show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
                                                                else ""),
                                     "placement": recipe.placement, "target": target,
@@ -228,10 +228,13 @@ def calibrate(
 def build(
     onnx: Path = typer.Option(..., "--onnx", help="Q/DQ ONNX from qbert calibrate --target trt (or any ONNX)."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Engine plan to write (+ <out>.json sidecar)."),
-    backend: str = typer.Option("auto", help="auto | tensorrt | tensorrt-rtx (auto prefers tensorrt)."),
+    backend: str = typer.Option("auto", help="auto | tensorrt | tensorrt-rtx. auto picks standard TensorRT when "
+                                "installed (it builds only on, and for, the GPU in hand), else TensorRT-RTX (which "
+                                "cross-compiles, also on a machine without a GPU)."),
     sm: str = typer.Option("auto", help="Target compute capability: auto = the visible GPU (SM86, RTX 30xx such "
                            "as the RTX 3050, when there is none); a number (75, 80, 86, 89, 120 …) cross-compiles "
-                           "with TensorRT-RTX."),
+                           "with TensorRT-RTX (standard TensorRT refuses any but the visible GPU's). The plan is "
+                           "reused when the same request comes again (its sidecar holds the cache key)."),
     shapes: Optional[str] = typer.Option(None, help="Profile min/opt/max as BxS/BxS/BxS (default 1x1/8x128/32x128)."),
     opt_level: int = typer.Option(3, help="Builder optimization level 0-5."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update."),
@@ -246,11 +249,11 @@ def build(
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
-    show(f"engine {out_path}", {"backend": f"{meta['backend']} {meta['version']}", "target": meta["target"],
-                                "profile": " / ".join(f"{b}x{s}" for b, s in meta["profile"]),
-                                "plan MB": round(meta["plan_bytes"] / 2**20, 1),
-                                "cache": "hit (reused)" if meta["cache_hit"] else "miss (built)",
-                                "build s": meta["build_seconds"]})
+    show(f"engine {out_path}", {"backend": f"{meta.backend} {meta.version}", "target": meta.target,
+                                "profile": " / ".join(f"{b}x{s}" for b, s in meta.profile),
+                                "plan MB": round(meta.plan_bytes / 2**20, 1),
+                                "cache": "hit (reused)" if meta.cache_hit else "miss (built)",
+                                "build s": meta.build_seconds})
 
 
 @app.command()
@@ -369,7 +372,7 @@ def analyze(
                 "dominant ch (y)", "Δacc if quantized"):
         table.add_column(col, justify="right")
     t = result["layers"]
-    for i in range(meta["num_layers"]):
+    for i in range(meta.num_layers):
         y = t["y"][i]
         table.add_row(str(i), f"{t['hidden_states'][i + 1]['kurtosis']:.1f}", f"{y['kurtosis']:.1f}",
                       f"{t['hidden_states'][i + 1]['top1pct_element_energy']:.2f}",

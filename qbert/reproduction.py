@@ -66,7 +66,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         recipe = (Recipe(method="none", placement="trt", sites={}) if row.kind == "fp16" else
                   calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, **row.calibrate))
         info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,
-                        work / "recipe.json", write_recipe=row.kind == "int8", model=model)["quantization"]
+                        work / "recipe.json", write_recipe=row.kind == "int8", model=model).quantization
         info["auto_fp16"] = recipe.calibration.get("auto_fp16")
     measured = measure(path, engine, eval_ds, tokenizer, meta, work)
     return {"name": row.name, "kind": row.kind, "flags": row.calibrate,
@@ -82,7 +82,7 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path)
     from qbert.engines import open_engine
     from qbert.eval.accuracy import evaluate
 
-    seq = min(128, meta.get("max_length", 128))
+    seq = min(128, meta.max_length)
     model_path, extra = path, {}
     if engine == "tensorrt":
         from qbert.engines.tensorrt import build
@@ -115,8 +115,8 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
     from qbert.engines import open_engine
     from qbert.progress import progress_bar
 
-    seq = min(128, meta.get("max_length", 128))
-    feeds = {b: random_feeds(b, seq, meta.get("vocab_size", 100)) for b in (1, 8)}
+    seq = min(128, meta.max_length)
+    feeds = {b: random_feeds(b, seq, meta.vocab_size) for b in (1, 8)}
     per_round = {1: max(2, bench_iters // rounds), 8: max(1, bench_iters // (4 * rounds))}
     graphs = (False, True) if engine == "tensorrt" else (False,)
     samples: dict[tuple[str, int, bool], list[np.ndarray]] = {}
@@ -183,22 +183,22 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
     if fp32_path.is_file() and sidecar_path(fp32_path).is_file():  # resuming: only into the same model's folder
-        if load_meta(fp32_path, verify=False).get("source_fingerprint") != model_fingerprint(model_spec):
+        if load_meta(fp32_path, verify=False).source_fingerprint != model_fingerprint(model_spec):
             raise QbertError(f"--out {out} holds a reproduction of another model (or an earlier version of "
                              f"{model_spec}); choose another --out, or delete {out} to start over")
     else:
         line(f"exporting {model_spec} → {fp32_path}")
         export(model_spec, fp32_path)
     meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
-    tokenizer = load_tokenizer(meta["tokenizer"])
-    label2id = label_map(meta["label2id"], labels)
+    tokenizer = load_tokenizer(meta.tokenizer)
+    label2id = label_map(meta.label2id, labels)
     eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on --eval-data")
     calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
         "reproduce's sensitivity analysis and auto mixed precision score held-out --calib-data rows")
     if eval_ds.sha256() == calib_ds.sha256():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     analysis_path = out / "analysis.json"
-    key = {"fp32_sha256": meta["sha256"], "calib_sha256": calib_ds.sha256(), "samples": analysis_samples}
+    key = {"fp32_sha256": meta.sha256, "calib_sha256": calib_ds.sha256(), "samples": analysis_samples}
     if not analysis_path.is_file() or read_json(analysis_path).get("key") != key:
         line(f"outlier statistics on {analysis_samples} calibration rows → {analysis_path}")
         res = analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples)
@@ -209,7 +209,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:
-            key = row_key(row, meta["sha256"], eval_ds.sha256(), calib_ds.sha256(), samples, engine)
+            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine)
             cached, work = out / "rows" / f"{key}.json", out / "rows" / key
             if cached.is_file():
                 results.append({**read_json(cached), "cached": True})
@@ -234,7 +234,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
               "machine": machine(), "kernel_mode": kernel_mode(False) if engine == "ort-cpu" else "tensorrt",
               "samples": samples, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
-              "versions": meta.get("versions")}
+              "versions": meta.versions}
     from qbert.eval.report import write_report
 
     write_report(report, out)

@@ -41,8 +41,8 @@ def test_analyze_finds_planted_channels(tiny_onnx, tiny_model, tmp_path):
 
     meta = load_meta(tiny_onnx)
     data = write_tsv(tmp_path / "d.tsv", 120, seed=3)
-    ds = load_dataset_spec(str(data), meta["label2id"])
-    res = analyze(onnx.load(str(tiny_onnx)), meta, ds, load_tokenizer(meta["tokenizer"]), samples=48, heldout_rows=64)
+    ds = load_dataset_spec(str(data), meta.label2id)
+    res = analyze(onnx.load(str(tiny_onnx)), meta, ds, load_tokenizer(meta.tokenizer), samples=48, heldout_rows=64)
     y = res["layers"]["y"][OUTLIER_LAYER]
     assert set(y["dominant_channels"][:2]) == set(OUTLIER_CHANNELS)
     assert y["kurtosis"] > 9 and y["top1pct_channel_energy"] > 0.3  # Gaussian: 3 and ≈ 1/32
@@ -60,8 +60,8 @@ def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
     meta, model = load_meta(tmp_path / "m.onnx"), onnx.load(str(tmp_path / "m.onnx"))
     data = write_tsv(tmp_path / "d.tsv", 120, seed=4)
     recipe = calibrate(tmp_path / "m.onnx", meta, model, str(data), method="minmax", placement="full", samples=48)
-    ds = load_dataset_spec(str(data), meta["label2id"], limit=48)
-    ranking = rank_sites(model, recipe, encode(ds, load_tokenizer(meta["tokenizer"])), meta["pad_token_id"])
+    ds = load_dataset_spec(str(data), meta.label2id, limit=48)
+    ranking = rank_sites(model, recipe, encode(ds, load_tokenizer(meta.tokenizer)), meta.pad_token_id)
     top3 = {k for k, _ in ranking[:3]}
     assert {"layer.1.h", "layer.1.y"} <= top3 and all(k.startswith("layer.1.") for k in top3), ranking[:5]
     assert ranking[0][1] < ranking[-1][1] - 10  # dB

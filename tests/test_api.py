@@ -42,7 +42,7 @@ def test_api_on_the_tiny_model_with_in_memory_rows(tiny_onnx, tmp_path):
             for i in range(64)]
     recipe = qbert.calibrate(tiny_onnx, qbert.CalibrationConfig(data=rows, samples=32, method="peg", groups=4))
     side = qbert.quantize(tiny_onnx, recipe, tmp_path / "q.onnx")
-    assert side["quantization"]["method"] == "peg" and (tmp_path / "q.onnx.recipe.json").is_file()
+    assert side.quantization["method"] == "peg" and (tmp_path / "q.onnx.recipe.json").is_file()
     ds = qbert.load_data(rows, {"entailment": 0, "not_entailment": 1})
     res = qbert.evaluate(tmp_path / "q.onnx", ds, json_out=tmp_path / "e.json")
     assert res["labelled"] == 64 and (tmp_path / "e.json").is_file()

@@ -71,7 +71,7 @@ def test_trt_target_builds_with_tensorrt_rtx_for_sm86(recipes, fp32, tmp_path, m
     path = tmp_path / "q.onnx"
     onnx.save(q, str(path))
     meta = build(path, tmp_path / "q.plan", backend="tensorrt-rtx", sm=86, shapes="1x1/4x32/8x64", opt_level=0)
-    assert meta["target"] == "SM86" and meta["plan_bytes"] > 0
+    assert meta.target == "SM86" and meta.plan_bytes > 0
 
 
 def test_ort_matches_independent_numpy_fake_quant(recipes, fp32, tiny_model, tiny_tsv):

@@ -1,6 +1,7 @@
 """TensorRT-RTX AOT build + cache on the CPU, plan validation, GPU skip, and `qbert bench` on ORT-CPU."""
 import json
 import os
+from dataclasses import replace
 import signal
 
 import onnx
@@ -28,7 +29,7 @@ def qdq_pair(tiny_onnx, tiny_tsv, tmp_path_factory):
         q, summary = emit(model, recipe, target)
         paths[target] = folder / f"{target}.onnx"
         onnx.save(q, str(paths[target]))
-        (folder / f"{target}.onnx.json").write_text(json.dumps({**meta, "quantization": summary}))
+        replace(meta, kind="qdq", sha256=None, quantization=summary).write(paths[target])
     return paths
 
 

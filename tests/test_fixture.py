@@ -38,7 +38,7 @@ def test_peg_k4_permuted_at_least_naive_minmax_full(fixture_onnx, tmp_path):
 
     model, meta = onnx.load(str(fixture_onnx)), load_meta(fixture_onnx)
     tok = load_tokenizer(str(FIXTURE))
-    ds = load_dataset_spec(str(EVAL_TSV), meta["label2id"], limit=300)
+    ds = load_dataset_spec(str(EVAL_TSV), meta.label2id, limit=300)
     acc = {}
     for name, kw in {"minmax": dict(method="minmax"), "peg": dict(method="peg", groups=4)}.items():
         recipe = calibrate(fixture_onnx, meta, model, str(TUNE_TSV), placement="full", samples=128, **kw)

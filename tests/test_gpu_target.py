@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import types
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -67,12 +68,12 @@ def test_capability_refusals(backend, trt, sm, device, needle):
 
 
 def test_plan_must_match_the_gpu_it_runs_on():
-    gpu.check_plan_runs_here({"backend": "tensorrt-rtx", "sm": 89}, RTX, RTX4090)
+    gpu.check_plan_runs_here("tensorrt-rtx", 89, False, RTX, RTX4090)
     with pytest.raises(QbertError, match="built for SM86, and this GPU is NVIDIA GeForce RTX 4090"):
-        gpu.check_plan_runs_here({"backend": "tensorrt-rtx", "sm": 86}, RTX, RTX4090)
+        gpu.check_plan_runs_here("tensorrt-rtx", 86, False, RTX, RTX4090)
     with pytest.raises(QbertError, match="TensorRT-RTX 1.7.1.116 cannot run on NVIDIA H100"):
-        gpu.check_plan_runs_here({"backend": "tensorrt-rtx", "sm": 86}, RTX, H100)
-    gpu.check_plan_runs_here({"backend": "tensorrt", "sm": 86, "hw_compat": True}, TRT10, RTX4090)
+        gpu.check_plan_runs_here("tensorrt-rtx", 86, False, RTX, H100)
+    gpu.check_plan_runs_here("tensorrt", 86, True, TRT10, RTX4090)
 
 
 def test_strongly_typed_flag_where_the_enum_has_it():
@@ -89,7 +90,7 @@ def trt_onnx(tiny_onnx, tiny_tsv, tmp_path_factory):
     q, _ = emit(model, recipe, "trt")
     path = tmp_path_factory.mktemp("gpu") / "q.onnx"
     onnx.save(q, str(path))
-    (path.parent / "q.onnx.json").write_text(json.dumps({**meta, "kind": "qdq"}))
+    replace(meta, kind="qdq", sha256=None).write(path)
     return path
 
 

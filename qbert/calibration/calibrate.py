@@ -32,7 +32,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     if method == "percentile" and not 0.0 < percentile <= 100.0:
         raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
     if method == "peg":
-        M.check_groups(groups, meta["hidden_size"])
+        M.check_groups(groups, meta.hidden_size)
     if samples < 1:
         raise QbertError(f"--samples {samples}: must be at least 1")
     caller_model = model is not None
@@ -43,7 +43,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     graph = parse(model)
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
     dataset = data if isinstance(data, Dataset) else \
-        load_dataset_spec(data, (label2id or meta["label2id"]) if auto_fp16 else None)
+        load_dataset_spec(data, (label2id or meta.label2id) if auto_fp16 else None)
     data = str(dataset.source)
     if len(dataset.examples) < samples:
         raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
@@ -55,9 +55,9 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         raise QbertError(f"--auto-fp16 needs ≥ 32 held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples")
     all_examples = dataset.examples
-    tokenizer = load_tokenizer(meta["tokenizer"])
-    encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.get("max_length", 128))
-    pad_to = meta.get("max_length", 128) if include_padding else None
+    tokenizer = load_tokenizer(meta.tokenizer)
+    encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
+    pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not auto_fp16
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy"),
@@ -65,7 +65,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     if consume:
         del model, graph  # peak memory: ORT's copy of the weights is enough from here on
     with progress_bar(f"calibrate [{method}]", total=len(encoded)) as advance:
-        stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.get("pad_token_id", 0),
+        stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.pad_token_id,
                                                     pad_to=pad_to)), advance)
     del observer
     scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
@@ -76,8 +76,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         permutation=permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,
                      "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(), "batch_size": batch_size,
-                     "include_padding": include_padding, "max_length": meta.get("max_length", 128)},
-        model={"onnx": str(onnx_path), "sha256": meta.get("sha256"), "source_model": meta.get("source_model")},
+                     "include_padding": include_padding, "max_length": meta.max_length},
+        model={"onnx": str(onnx_path), "sha256": meta.sha256, "source_model": meta.source_model},
         versions=versions())
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
@@ -85,8 +85,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         if any(e.label is None for e in held.examples):
             raise QbertError(f"--auto-fp16 judges accuracy on held-out rows, but --data {data} has unlabelled "
                              "rows; give labelled calibration data or choose --fp16-fallback yourself")
-        recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.get("max_length", 128)),
-                                       held.labels, budget, meta.get("pad_token_id", 0))
+        recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.max_length),
+                                       held.labels, budget, meta.pad_token_id)
         recipe.calibration["auto_fp16"] = report
     return recipe
 
@@ -97,9 +97,9 @@ OBSERVED_BYTES_BUDGET = 256 * 2**20
 def auto_batch_size(chosen, meta: dict[str, Any], budget: int = OBSERVED_BYTES_BUDGET) -> int:
     """Sequences per calibration batch such that the exposed activations of one batch stay within `budget`
     (bert-base, `full` placement: ≈ 85 MB per 128-token sequence ⇒ 3 per batch; MiniLM-L6: ≈ 20 MB ⇒ 12)."""
-    seq, d = meta.get("max_length", 128), meta["hidden_size"]
-    width = {"bhss": meta["num_heads"] * seq, "bhsd": d, "bhds": d}
-    per_token = sum(width.get(s.layout, meta["intermediate_size"] if s.key.endswith(".a") else d) for s in chosen)
+    seq, d = meta.max_length, meta.hidden_size
+    width = {"bhss": meta.num_heads * seq, "bhsd": d, "bhds": d}
+    per_token = sum(width.get(s.layout, meta.intermediate_size if s.key.endswith(".a") else d) for s in chosen)
     return int(max(1, min(32, budget // max(1, per_token * seq * 4))))
 
 

@@ -3,12 +3,12 @@ artefacts for the CLI, `reproduce` and scripts alike, so a Q/DQ ONNX never lacks
 need, and a failure leaves every previous file as it was."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qbert.artifacts import load_meta, load_onnx
-from qbert.atomic import external_data_threshold, proto_size, save_onnx, sidecar_path, staged, staged_sha256_onnx, \
-    write_json
+from qbert.artifacts import ModelMeta, load_meta, load_onnx
+from qbert.atomic import external_data_threshold, proto_size, save_onnx, staged, staged_sha256_onnx, write_json
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
@@ -17,7 +17,7 @@ from qbert.exporter.graph import parse
 
 def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str = "ort-cpu",
              high_precision: str | None = None, recipe_out: Path | str | None = None, write_recipe: bool = True,
-             model: Any | None = None) -> dict[str, Any]:
+             model: Any | None = None) -> ModelMeta:
     """Emit `recipe` on `fp32_onnx` for `target` and write `out`, `out.json` (sidecar) and the recipe
     (`recipe_out`, default `<out>.recipe.json`). The recipe is checked first: valid values, and computed on
     this very model. `model` (the loaded FP32 ONNX) is copied, not consumed; without it the file is loaded and
@@ -43,7 +43,7 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
         save_onnx(qmodel, out, stage)
         if write_recipe:
             write_json(recipe_path, recipe.to_json(), stage)
-        sidecar = {**meta, "kind": "qdq", "sha256": staged_sha256_onnx(stage, out), "fp32_onnx": str(fp32_onnx),
-                   "quantization": quant}
-        write_json(sidecar_path(out), sidecar, stage)
+        sidecar = replace(meta, kind="qdq", sha256=staged_sha256_onnx(stage, out), fp32_onnx=str(fp32_onnx),
+                          quantization=quant)
+        sidecar.write(out, stage)
     return sidecar

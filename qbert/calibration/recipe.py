@@ -91,11 +91,11 @@ class Recipe:
     def check_fits(self, meta: dict[str, Any], site_keys: list[str], where: str = "recipe") -> None:
         """Refuse a recipe computed on another model: its FP32 hash, hidden size and sites must match."""
         want = self.model.get("sha256")
-        if want and meta.get("sha256") and want != meta["sha256"]:
+        if want and meta.sha256 and want != meta.sha256:
             raise QbertError(f"{where} was calibrated on another model (sha256 {want[:12]}…, this ONNX is "
-                             f"{meta['sha256'][:12]}…); recalibrate on this one or pass the model it names "
+                             f"{meta.sha256[:12]}…); recalibrate on this one or pass the model it names "
                              f"({self.model.get('onnx')})")
-        hidden = meta.get("hidden_size")
+        hidden = meta.hidden_size
         widths = {b[-1][1] for s in self.sites.values() if s.bounds for b in [s.bounds]}
         if hidden and (widths - {hidden} or (self.permutation is not None and len(self.permutation) != hidden)):
             raise QbertError(f"{where}: PEG groups/permutation are for hidden size "

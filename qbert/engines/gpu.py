@@ -100,12 +100,11 @@ def check_backend_serves(trt: Any, backend: str, sm: int, device: Device | None 
         raise QbertError(f"TensorRT {trt.__version__} cannot {what}; it needs compute capability ≥ 7.5 (Turing)")
 
 
-def check_plan_runs_here(meta: dict[str, Any], trt: Any, device: Device) -> None:
+def check_plan_runs_here(backend: str, target: int | None, hw_compat: bool, trt: Any, device: Device) -> None:
     """Before deserializing: the plan's target must be this GPU (TensorRT-RTX plans are per architecture;
     standard TensorRT plans are for the GPU they were built on unless built hardware-compatible)."""
-    check_backend_serves(trt, meta["backend"], device.sm, device)
-    target = meta.get("sm")
-    if isinstance(target, int) and target != device.sm and not meta.get("hw_compat"):
+    check_backend_serves(trt, backend, device.sm, device)
+    if isinstance(target, int) and target != device.sm and not hw_compat:
         raise QbertError(f"this plan was built for SM{target}, and this GPU is {device}; rebuild it here with "
                          "qbert build --sm auto")
 

@@ -12,12 +12,14 @@ import json
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
+from qbert.artifacts import PlanMeta, load_onnx, load_plan_meta
 from qbert.engines.base import Engine
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
@@ -67,8 +69,6 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan.
 
     `sm="auto"` targets the visible GPU (SM86 when there is none); a number cross-compiles (TensorRT-RTX)."""
-    from qbert.artifacts import load_onnx
-
     profile = parse_shapes(shapes)  # flags first: a bad flag reads the same with or without TensorRT installed
     if not 0 <= opt_level <= 5:
         raise QbertError(f"--opt-level {opt_level}: must be 0-5")
@@ -88,8 +88,8 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     side = sidecar_path(out)
     if not force and out.is_file() and side.is_file():
         old = read_json(side, "engine sidecar")
-        if old.get("cache_key") == key and old.get("plan_sha256") == sha256_file(out):
-            return {**old, "cache_hit": True}
+        if isinstance(old, dict) and old.get("cache_key") == key and old.get("plan_sha256") == sha256_file(out):
+            return replace(load_plan_meta(out), cache_hit=True)
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
@@ -127,13 +127,12 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         raise QbertError(f"{name} failed to build an engine from {onnx_path} (see the TensorRT log above)")
     seconds = time.perf_counter() - t0
     blob = bytes(plan)
-    meta = {"format": "qbert-plan", **key_fields, "cache_key": key, "plan_sha256": hashlib.sha256(blob).hexdigest(),
-            "plan_bytes": len(blob), "onnx": str(onnx_path), "build_seconds": round(seconds, 2),
-            "target": f"SM{target}", "device": str(device) if device else None, "strongly_typed": True,
-            "cache_hit": False}
+    meta = PlanMeta(**{**key_fields, "profile": [list(p) for p in profile]}, cache_key=key,
+                    plan_sha256=hashlib.sha256(blob).hexdigest(), plan_bytes=len(blob), onnx=str(onnx_path),
+                    build_seconds=round(seconds, 2), target=f"SM{target}", device=str(device) if device else None)
     with staged() as stage:  # plan, sidecar and timing cache appear together or not at all
         write_bytes(out, blob, stage)
-        write_json(side, meta, stage)
+        write_json(side, meta.to_json(), stage)
         if cache is not None:
             write_bytes(timing_cache, bytes(cache.serialize()), stage)
     return meta
@@ -182,24 +181,18 @@ def _monitor(trt: Any, display: Phases) -> Any:
     return Monitor()
 
 
-def check_plan(plan: Path) -> dict[str, Any]:
+def check_plan(plan: Path) -> PlanMeta:
     """Validate a plan file against its sidecar before handing it to TensorRT."""
     if not plan.is_file():
         raise QbertError(f"engine plan {plan} not found")
     if plan.stat().st_size == 0:
         raise QbertError(f"engine plan {plan} is empty; rebuild it with qbert build")
-    side = sidecar_path(plan)
-    if not side.is_file():
-        raise QbertError(f"{plan} has no qbert sidecar ({side.name}); it is foreign or incomplete — "
-                         "rebuild with qbert build")
-    meta = read_json(side, "engine sidecar")
-    if meta.get("format") != "qbert-plan":
-        raise QbertError(f"{side} is not a qbert engine sidecar; rebuild with qbert build")
-    if sha256_file(plan) != meta.get("plan_sha256"):
+    meta = load_plan_meta(plan)
+    if sha256_file(plan) != meta.plan_sha256:
         raise QbertError(f"{plan} does not match its sidecar (corrupt or replaced); rebuild with qbert build")
-    trt, name = import_trt(meta["backend"])
-    if trt.__version__ != meta.get("version"):
-        raise QbertError(f"{plan} was built with {name} {meta.get('version')}, this is {trt.__version__}; rebuild it")
+    trt, name = import_trt(meta.backend)
+    if trt.__version__ != meta.version:
+        raise QbertError(f"{plan} was built with {name} {meta.version}, this is {trt.__version__}; rebuild it")
     return meta
 
 
@@ -223,8 +216,8 @@ class TensorRTEngine(Engine):
         if cudart is None:
             raise QbertError(f"--engine tensorrt needs cuda-python to drive {device}: {why}")
         self.cudart = cudart
-        self.trt, self.backend = import_trt(self.meta["backend"])
-        check_plan_runs_here(self.meta, self.trt, device)
+        self.trt, self.backend = import_trt(self.meta.backend)
+        check_plan_runs_here(self.meta.backend, self.meta.sm, self.meta.hw_compat, self.trt, device)
         self.device = device
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
@@ -293,7 +286,7 @@ class TensorRTEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "backend": self.backend, "version": self.trt.__version__,
-                "plan": str(self.plan), "target": self.meta.get("target"), "gpu": str(self.device),
+                "plan": str(self.plan), "target": self.meta.target, "gpu": str(self.device),
                 "high_precision": "fp16",
                 "device_memory_bytes": int(getattr(self.engine, "device_memory_size_v2",
                                                    getattr(self.engine, "device_memory_size", 0))),

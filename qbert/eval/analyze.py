@@ -31,7 +31,7 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | No
     from qbert.calibration.calibrate import auto_batch_size
 
     all_sites = placement_sites(parse(model), "full")
-    max_length, pad_id = meta.get("max_length", 128), meta.get("pad_token_id", 0)
+    max_length, pad_id = meta.max_length, meta.pad_token_id
     batch_size = batch_size or auto_batch_size(all_sites, meta)
     obs = Observer(model, all_sites, histograms=True, include_padding=include_padding, analysis=True)
     with progress_bar("observe", total=len(encoded)) as advance:
@@ -69,10 +69,10 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
     calib = pick(order[:samples])
     held = pick(order[samples:samples + heldout_rows])
-    max_length, pad_id = meta.get("max_length", 128), meta.get("pad_token_id", 0)
+    max_length, pad_id = meta.max_length, meta.pad_token_id
     enc_c, enc_h = encode(calib, tokenizer, max_length), encode(held, tokenizer, max_length)
     all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, meta)
-    layers = meta["num_layers"]
+    layers = meta.num_layers
     hidden_keys = ["emb.ln"] + [f"layer.{i}.z" for i in range(layers)]
     table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}
     for role in ROLES:

@@ -46,21 +46,29 @@ def model_bytes(path: str | Path) -> int:
     return (p.stat().st_size if p.exists() else 0) + extra
 
 
+def _model_meta(path: str, kind: str) -> Any:
+    """The model's sidecar (for a plan: that of the ONNX it was built from), or None for a foreign file."""
+    from qbert.artifacts import load_meta, load_plan_meta
+    from qbert.atomic import sidecar_path
+
+    if not sidecar_path(path).is_file():
+        return None
+    onnx = load_plan_meta(path).onnx if kind == "tensorrt" else path
+    return load_meta(onnx, verify=False) if sidecar_path(onnx).is_file() else None
+
+
 def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: int, iters: int, threads: int | None = None,
               exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False
               ) -> dict[str, Any]:
     """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
     the integer-kernel census and, with `profile` (ORT only), kernel time per operator type."""
-    from qbert.atomic import read_json, sidecar_path
     from qbert.engines import open_engine
     from qbert.errors import QbertError
 
-    side = read_json(sidecar_path(path), "sidecar") if sidecar_path(path).is_file() else {}
-    if "onnx" in side and sidecar_path(side["onnx"]).is_file():  # a plan: its ONNX's sidecar knows the model
-        side = read_json(sidecar_path(side["onnx"]), "sidecar")
-    seq = seq or min(128, int(side.get("max_length", 128)))
-    if "max_length" in side and seq > side["max_length"]:
-        raise QbertError(f"--seq {seq}: the model takes at most {side['max_length']} tokens (its position table / "
+    meta = _model_meta(path, kind)
+    seq = seq or min(128, meta.max_length if meta else 128)
+    if meta is not None and seq > meta.max_length:
+        raise QbertError(f"--seq {seq}: the model takes at most {meta.max_length} tokens (its position table / "
                          "export --max-length)")
     rss_before = peak_rss_bytes()
     eng = open_engine(kind, path, threads=threads, exact=exact)
@@ -69,15 +77,15 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
         from qbert.data import encode, load_dataset_spec
         from qbert.exporter.hf import load_tokenizer
 
-        if "tokenizer" not in side:
+        if meta is None:
             raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
         ds = load_dataset_spec(data, None, limit=max(sizes))
-        encoded, pad = encode(ds, load_tokenizer(side["tokenizer"]), seq), side.get("pad_token_id", 0)
+        encoded, pad = encode(ds, load_tokenizer(meta.tokenizer), seq), meta.pad_token_id
 
     def feeds_for(b: int) -> dict[str, np.ndarray]:
         if encoded is not None:
             return data_feeds(encoded, b, seq, pad)
-        return random_feeds(b, seq, int(side.get("vocab_size", 100)))
+        return random_feeds(b, seq, meta.vocab_size if meta else 100)
 
     try:
         shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]

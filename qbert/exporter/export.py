@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from qbert._version import __version__
-from qbert.atomic import check_output_dir, save_onnx, sha256_file, sidecar_path, staged, staged_sha256_onnx, \
-    write_json
+from qbert.artifacts import ModelMeta
+from qbert.atomic import check_output_dir, save_onnx, sha256_file, staged, staged_sha256_onnx
 from qbert.errors import QbertError
 from qbert.data import INPUT_NAMES
 
@@ -87,7 +87,7 @@ def _rename_weights(model: Any) -> None:
 
 
 def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float = 1e-4,
-           max_length: int | None = None) -> dict[str, Any]:
+           max_length: int | None = None) -> ModelMeta:
     """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
     import onnx
     import onnxruntime as ort
@@ -139,35 +139,22 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
             parity = {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])}
             meta = _sidecar(model_spec, cfg, tokenizer, max_length, opset, parity,
                             sha256=staged_sha256_onnx(stage, out), seconds=time.perf_counter() - t0)
-            write_json(sidecar_path(out), meta, stage)
+            meta.write(out, stage)
     return meta
 
 
 def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],
-             sha256: str, seconds: float) -> dict[str, Any]:
+             sha256: str, seconds: float) -> ModelMeta:
     """What later commands need to know about an exported model, without loading it."""
-    return {
-        "format": "qbert-onnx",
-        "kind": "fp32",
-        "source_model": model_spec,
-        "tokenizer": str(Path(model_spec).expanduser().resolve()) if Path(model_spec).expanduser().exists()
-        else model_spec,
-        "model_type": cfg.model_type,
-        "label2id": {str(k): int(v) for k, v in cfg.label2id.items()},
-        "hidden_size": cfg.hidden_size,
-        "vocab_size": cfg.vocab_size,
-        "num_layers": cfg.num_hidden_layers,
-        "num_heads": cfg.num_attention_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "pad_token_id": int(tokenizer.pad_token_id or 0),
-        "max_length": max_length,
-        "opset": opset,
-        "parity": parity,
-        "sha256": sha256,
-        "source_fingerprint": model_fingerprint(model_spec),
-        "seconds": round(seconds, 2),
-        "versions": versions(),
-    }
+    local = Path(model_spec).expanduser()
+    return ModelMeta(
+        source_model=model_spec, tokenizer=str(local.resolve()) if local.exists() else model_spec,
+        model_type=cfg.model_type, label2id={str(k): int(v) for k, v in cfg.label2id.items()},
+        hidden_size=cfg.hidden_size, vocab_size=cfg.vocab_size, num_layers=cfg.num_hidden_layers,
+        num_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+        pad_token_id=int(tokenizer.pad_token_id or 0), max_length=max_length, opset=opset, parity=parity,
+        sha256=sha256, source_fingerprint=model_fingerprint(model_spec), seconds=round(seconds, 2),
+        versions=versions())
 
 
 def model_fingerprint(model_spec: str) -> str:
