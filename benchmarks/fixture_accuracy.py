@@ -19,16 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 ROWS = [  # (name, calibrate flags)
     ("minmax, placement full (naive W8A8)", "--method minmax --placement full"),
-    ("minmax, placement trt", "--method minmax --placement trt"),
+    ("minmax, placement gemm", "--method minmax --placement gemm"),
     ("percentile 99.9, full", "--method percentile --percentile 99.9 --placement full"),
     ("percentile 99.99, full", "--method percentile --percentile 99.99 --placement full"),
     ("percentile 99.999, full", "--method percentile --percentile 99.999 --placement full"),
     ("entropy, full", "--method entropy --placement full"),
     ("mse, full", "--method mse --placement full"),
-    ("mse, trt", "--method mse --placement trt"),
+    ("mse, gemm", "--method mse --placement gemm"),
     *[(f"PEG K={k}{' permuted' if p else ''}, full", f"--method peg --groups {k} --placement full"
        + ("" if p else " --no-permute")) for k in (2, 3, 4, 6) for p in (True, False)],
-    ("PEG K=4 permuted, trt", "--method peg --groups 4 --placement trt"),
+    ("PEG K=4 permuted, gemm", "--method peg --groups 4 --placement gemm"),
     ("mixed precision: x/h/y high precision, rest minmax full", "--method minmax --placement full "
      "--fp16-fallback x,h,y"),
 ]

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SETTINGS = [  # (name, recipe flags or None for plain FP16)
     ("FP16 (no INT8)", None),
-    ("INT8 minmax, trt placement", dict(method="minmax", placement="trt")),
-    ("INT8 PEG K=4 permuted, trt placement", dict(method="peg", placement="trt", groups=4)),
+    ("INT8 minmax, gemm placement", dict(method="minmax", placement="gemm")),
+    ("INT8 PEG K=4 permuted, gemm placement", dict(method="peg", placement="gemm", groups=4)),
 ]
 
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     seq = min(128, meta.max_length)
     rows = []
     for name, flags in SETTINGS:
-        recipe = (Recipe(method="none", placement="trt", sites={}) if flags is None else
+        recipe = (Recipe(method="none", placement="gemm", sites={}) if flags is None else
                   calibrate(fp32, meta, model, args.calib_data, **flags))
         stem = name.split(",")[0].replace(" ", "_").replace("=", "")
         paths = {}

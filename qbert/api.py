@@ -40,14 +40,14 @@ class CalibrationConfig:
     """How to calibrate. Every field is checked by `validate()`, whose errors name the field.
 
     data: calibration rows (anything `load_data` takes) — never the evaluation split.
-    method: minmax | percentile | mse | entropy | peg. placement: trt (GEMM inputs, what TensorRT fuses) or
+    method: minmax | percentile | mse | entropy | peg. placement: gemm (GEMM inputs, what TensorRT fuses) or
     full (the study's W8A8). groups/permute: PEG. fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points of FP32 on
     held-out calibration rows (needs labels; `label2id` maps them, default the model's own)."""
 
     data: Any
     method: str = "minmax"
-    placement: str = "trt"
+    placement: str = "gemm"
     samples: int = 512
     percentile: float = 99.99
     groups: int = 4
@@ -65,7 +65,10 @@ class CalibrationConfig:
         from qbert.calibration.methods import METHODS
         from qbert.calibration.placement import PLACEMENTS
 
+        from qbert.calibration.placement import placement_name
+
         _choice("method", self.method, METHODS)
+        self.placement = placement_name(self.placement)
         _choice("placement", self.placement, PLACEMENTS)
         _at_least("samples", self.samples, 1)
         _at_least("groups", self.groups, 1)

@@ -158,7 +158,8 @@ def calibrate(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
                                        "Never your evaluation split."),
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg."),
-    placement: str = typer.Option("trt", help="trt: GEMM inputs only (what TensorRT fuses) | full: the study's "
+    placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
+                                  "| full: the study's "
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
     target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
     groups: int = typer.Option(4, help="PEG: number of channel groups (must divide the hidden size)."),

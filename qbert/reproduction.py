@@ -27,7 +27,7 @@ ROWS = [
     Row("FP32", "fp32"),
     Row("FP16 (no INT8)", "fp16"),
     Row("W8A8 minmax, placement full (the study's naive W8A8)", "int8", dict(method="minmax", placement="full")),
-    Row("W8A8 minmax, placement trt (GEMM inputs only)", "int8", dict(method="minmax", placement="trt")),
+    Row("W8A8 minmax, placement gemm (GEMM inputs only)", "int8", dict(method="minmax", placement="gemm")),
     Row("Mixed precision: x, h, y high precision", "int8",
         dict(method="minmax", placement="full", fallback=["x", "h", "y"])),
     *[Row(f"PEG K={k}{' permuted' if p else ''}", "int8",
@@ -63,7 +63,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     if row.kind == "fp32":
         path = fp32_path
     else:
-        recipe = (Recipe(method="none", placement="trt", sites={}) if row.kind == "fp16" else
+        recipe = (Recipe(method="none", placement="gemm", sites={}) if row.kind == "fp16" else
                   calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, **row.calibrate))
         info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,
                         work / "recipe.json", write_recipe=row.kind == "int8", model=model).quantization

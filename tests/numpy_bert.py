@@ -1,7 +1,7 @@
 """An independent numpy BERT forward pass with fake quantization, to check emitted Q/DQ graphs against.
 
 It reads the Hugging Face weights directly (not the ONNX) and applies round-to-nearest-even symmetric
-quantization at the `trt` placement's sites using the recipe's clip values.
+quantization at the `gemm` placement's sites using the recipe's clip values.
 """
 from __future__ import annotations
 

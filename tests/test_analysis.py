@@ -77,7 +77,7 @@ def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatc
     calls = []
     real = rep.run_row
     monkeypatch.setattr(rep, "run_row", lambda row, *a, **k: calls.append(row.name) or real(row, *a, **k))
-    only = ["FP32", "placement trt"]
+    only = ["FP32", "placement gemm"]
     first = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", samples=32, bench_iters=2,
                           analysis_samples=32, only=only)
     assert len(calls) == 2 and not any(r["cached"] for r in first["rows"])

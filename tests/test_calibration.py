@@ -17,7 +17,7 @@ from qbert.exporter.hf import load_classifier
 from tests import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
 
-CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("trt", "full")]
+CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("gemm", "full")]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_every_graph_is_valid_and_ort_runs_integer_kernels(recipes, fp32, tmp_pa
             onnx.save(q, str(path))
             census = ort_census(str(path))
             assert census["integer_gemms"] == summary["quantized_gemms"] > 0
-            if placement == "trt":
+            if placement == "gemm":
                 assert census["float_activation_gemms"] == 0
 
 
@@ -79,7 +79,7 @@ def test_ort_matches_independent_numpy_fake_quant(recipes, fp32, tiny_model, tin
     from qbert.exporter.graph import parse
 
     hf, _ = load_classifier(str(tiny_model))
-    recipe = recipes[("minmax", "trt")]
+    recipe = recipes[("minmax", "gemm")]
     feeds = feeds_for(tiny_model, tiny_tsv)
     q, _ = emit(fp32[0], recipe, "ort-cpu")
     last = parse(fp32[0]).layers[-1].tensors["h"]
@@ -98,7 +98,7 @@ def test_ort_matches_independent_numpy_fake_quant(recipes, fp32, tiny_model, tin
 
 
 def test_peg_permutation_is_exact_and_groups_hold_outliers(recipes, fp32, tiny_model, tiny_tsv):
-    recipe = recipes[("peg", "trt")]
+    recipe = recipes[("peg", "gemm")]
     perm = np.array(recipe.permutation)
     assert sorted(perm.tolist()) == list(range(32))
     assert set(perm[-8:].tolist()) >= set(OUTLIER_CHANNELS)  # planted channels share the last group
@@ -116,7 +116,7 @@ def test_peg_permutation_is_exact_and_groups_hold_outliers(recipes, fp32, tiny_m
 
 
 def test_peg_emits_k_sliced_gemms(recipes, fp32):
-    q, summary = emit(fp32[0], recipes[("peg", "trt")], "ort-cpu")
+    q, summary = emit(fp32[0], recipes[("peg", "gemm")], "ort-cpu")
     ops = [n.op_type for n in q.graph.node]
     # per layer: Q/K/V read z (3 × 4 slices), FFN1 reads x (4), attn-out and FFN2 per-tensor, 2 BMMs
     assert summary["quantized_gemms"] == 2 * (3 * 4 + 4 + 2 + 2)

@@ -81,15 +81,31 @@ def test_reproduce_subset_without_fp32_and_a_folder_of_another_model(tmp_path):
 
     def run(spec):
         return reproduce(str(spec), str(evald), str(calibd), out, samples=16, bench_iters=2, analysis_samples=16,
-                         only=["placement trt"])
+                         only=["placement gemm"])
 
     rep = run(model)
-    assert [r["name"] for r in rep["rows"]] == ["W8A8 minmax, placement trt (GEMM inputs only)"]
+    assert [r["name"] for r in rep["rows"]] == ["W8A8 minmax, placement gemm (GEMM inputs only)"]
     text = (out / "report.md").read_text()
-    assert "W8A8 minmax, placement trt" in text and "| — |" in text  # no FP32 row: no deltas, no crash
+    assert "W8A8 minmax, placement gemm" in text and "| — |" in text  # no FP32 row: no deltas, no crash
     assert run(model)["rows"][0]["cached"]  # the same model resumes from the cache
     with pytest.raises(QbertError, match="holds a reproduction of another model"):
         run(build_tiny_bert(tmp_path / "other", seed=3))
     build_tiny_bert(model, seed=4)  # new weights at the same path are another model too
     with pytest.raises(QbertError, match="another model"):
         run(model)
+
+
+def test_old_placement_name_trt_still_reads_as_gemm(tiny_onnx, tiny_tsv, tmp_path):
+    """`trt` named both a target and a placement; the placement is `gemm` now, and old flags/recipes still work."""
+    q = tmp_path / "q.onnx"
+    r = runner.invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--samples", "16",
+                            "--placement", "trt", "--out", str(q)])
+    assert r.exit_code == 0, r.stderr
+    recipe = json.loads((tmp_path / "q.onnx.recipe.json").read_text())
+    assert recipe["placement"] == "gemm"
+    recipe["placement"] = "trt"  # a recipe written before the rename
+    (tmp_path / "old.recipe.json").write_text(json.dumps(recipe))
+    r = runner.invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--recipe", str(tmp_path / "old.recipe.json"),
+                            "--out", str(tmp_path / "q2.onnx")])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "q2.onnx.json").read_text())["quantization"]["placement"] == "gemm"

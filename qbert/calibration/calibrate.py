@@ -9,7 +9,7 @@ import numpy as np
 
 from qbert.calibration import methods as M
 from qbert.calibration.observe import Observer
-from qbert.calibration.placement import apply_fallback, sites as placement_sites
+from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
@@ -19,7 +19,7 @@ from qbert.progress import progress_bar
 
 
 def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str | Dataset, method: str = "minmax",
-              placement: str = "trt", samples: int = 512, percentile: float = 99.99, groups: int = 4,
+              placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
               budget: float = 0.5, heldout_rows: int = 256, label2id: dict[str, int] | None = None) -> Recipe:
@@ -41,6 +41,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
 
         model = onnx.load(str(onnx_path))
     graph = parse(model)
+    placement = placement_name(placement)
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(data, (label2id or meta.label2id) if auto_fp16 else None)

@@ -1,6 +1,6 @@
 """Where quantizers go. A Site is one activation tensor to quantize and the consumers that read it quantized.
 
-- `trt`: inputs of every GEMM (Q/K/V, attention output, FFN in/out) and both operands of the attention
+- `gemm` (called `trt` before; still accepted): inputs of every GEMM (Q/K/V, attention output, FFN in/out) and both operands of the attention
   batched matmuls; LayerNorm, Softmax, GELU and residual adds read the unquantized tensor. This is what
   TensorRT fuses into INT8 kernels.
 - `full`: Bondarenko's W8A8 (the study's setting): every activation is quantized once after its producer and
@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from qbert.errors import QbertError
 from qbert.exporter.graph import BertGraph
 
-PLACEMENTS = ("trt", "full")
+PLACEMENTS = ("gemm", "full")
+ALIASES = {"trt": "gemm"}  # the old name, which also named a --target: recipes and flags that say it still work
+
+
+def placement_name(placement: str) -> str:
+    """The placement's current name (`trt` → `gemm`); unknown names pass through to be refused where checked."""
+    return ALIASES.get(placement, placement)
 # Tensors in the residual stream's channel order: the ones PEG groups and the global permutation reorders.
 STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "g", "u", "x", "h", "y", "z")
 
@@ -38,6 +44,7 @@ def _role(key: str) -> str:
 
 
 def sites(graph: BertGraph, placement: str) -> list[Site]:
+    placement = placement_name(placement)
     if placement not in PLACEMENTS:
         raise QbertError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
     out: list[Site] = []
@@ -50,7 +57,7 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
     for layer in graph.layers:
         lin, t, i = layer.linears, layer.tensors, layer.index
         qkv = [lin[r] for r in ("query", "key", "value")]
-        if placement == "trt":
+        if placement == "gemm":
             out += [
                 Site(prev_key, prev_tensor, "bsh", [(l.node.name, 0) for l in qkv], True, [l.name for l in qkv]),
                 Site(f"layer.{i}.q", t["q"], "bhsd", [(layer.bmm_qk.name, 0)]),

@@ -60,7 +60,9 @@ class Recipe:
         """The rules the CLI applies to its flags, applied to a recipe (which may come from a file): known
         method/placement, finite positive clip values, PEG groups that tile the channels, a true permutation."""
         from qbert.calibration.methods import METHODS
-        from qbert.calibration.placement import PLACEMENTS
+        from qbert.calibration.placement import PLACEMENTS, placement_name
+
+        self.placement = placement_name(self.placement)  # recipes written when `gemm` was called `trt`
 
         if self.method not in (*METHODS, "none"):
             raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
