@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from qbert.atomic import read_json, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
@@ -36,8 +36,30 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     return model
 
 
+class _Sidecar:
+    """JSON in and out for the sidecar dataclasses: the right `format`, every required field; unknown keys are
+    ignored (a newer qbert may add some)."""
+
+    NOT_OURS: ClassVar[str]
+    INCOMPLETE: ClassVar[str]
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Any:
+        fmt = next(f.default for f in fields(cls) if f.name == "format")
+        if not isinstance(data, dict) or data.get("format") != fmt:
+            raise QbertError(cls.NOT_OURS.format(where=where))
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            raise QbertError(cls.INCOMPLETE.format(where=where)) from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
-class ModelMeta:
+class ModelMeta(_Sidecar):
     """The sidecar `<model>.onnx.json`: what later commands need to know about a qbert ONNX without loading it.
     Written by `export` and `quantize`, read by `load_meta` — nowhere else."""
 
@@ -63,25 +85,15 @@ class ModelMeta:
     quantization: dict[str, Any] | None = None  # qdq: method, placement, target, census of quantized GEMMs
     format: str = "qbert-onnx"
 
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> "ModelMeta":
-        if not isinstance(data, dict) or data.get("format") != "qbert-onnx":
-            raise QbertError(f"{where} is not a qbert sidecar")
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as e:
-            raise QbertError(f"{where}: incomplete qbert sidecar ({e}); re-run qbert export") from None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    NOT_OURS: ClassVar[str] = "{where} is not a qbert sidecar"
+    INCOMPLETE: ClassVar[str] = "{where} is an incomplete qbert sidecar; re-run qbert export"
 
     def write(self, onnx_path: Path | str, stage: Any = None) -> None:
         write_json(sidecar_path(onnx_path), self.to_json(), stage)
 
 
 @dataclass
-class PlanMeta:
+class PlanMeta(_Sidecar):
     """The sidecar `<plan>.json` of a TensorRT plan: the cache key and everything that shaped the plan."""
 
     onnx: str
@@ -103,18 +115,8 @@ class PlanMeta:
     cache_hit: bool = False
     format: str = "qbert-plan"
 
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> "PlanMeta":
-        if not isinstance(data, dict) or data.get("format") != "qbert-plan":
-            raise QbertError(f"{where} is not a qbert engine sidecar; rebuild with qbert build")
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError:
-            raise QbertError(f"{where} is from an older qbert; rebuild with qbert build") from None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    NOT_OURS: ClassVar[str] = "{where} is not a qbert engine sidecar; rebuild with qbert build"
+    INCOMPLETE: ClassVar[str] = "{where} is from an older qbert; rebuild with qbert build"
 
 
 def load_meta(onnx_path: Path | str, verify: bool = True) -> ModelMeta:
