@@ -128,6 +128,7 @@ def eval_cmd(
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
+    from qbert.atomic import check_outputs
 
     if engine == "torch" and onnx is None and model is None:
         raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
@@ -135,8 +136,6 @@ def eval_cmd(
         raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
     if engine == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
-    from qbert.atomic import check_outputs
-
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data)})
     source = model if engine == "torch" and model is not None else onnx
     result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out)
@@ -354,7 +353,7 @@ def analyze(
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
-    in_range("--samples", samples, 1)
+    in_range("--samples", samples, 1)  # before a --model export, not after it
     in_range("--heldout", heldout, 32)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},

@@ -91,3 +91,21 @@ def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatc
     for r in second["rows"]:  # every row timed in this run, cached or not, with its spread
         lo, hi = r["latency"]["1"]["p50_spread_ms"]
         assert 0 < lo <= hi and r["latency"]["1"]["rounds"] == 5
+
+
+def test_verdicts_state_their_tolerance():
+    from qbert.eval.report import NEAR_FP32_PT, claims
+
+    def row(name, acc):
+        return {"name": name, "accuracy": acc, "kind": "int8", "latency": {"1": {"p50_ms": 1.0}}, "model_bytes": 1}
+
+    layers = {"hidden_states": [{"kurtosis": 3.0, "top1pct_element_energy": 0.1}], "y": [{"kurtosis": 3.0}]}
+    report = {"rows": [row("FP32", 0.80), row("Mixed precision: x", 0.80 - (NEAR_FP32_PT + 0.03) / 100),
+                       row("PEG K=3 permuted", 0.70), row("PEG K=4 permuted", 0.80 - (NEAR_FP32_PT - 0.5) / 100)],
+              "analysis": {"layers": layers}}
+    verdicts = {c[0]: c[3] for c in claims(report)}
+    assert verdicts["Mixed precision (x, h, y high precision) ≈ FP32"].startswith("does not hold: 1.03 pt")
+    assert verdicts["PEG: K=3 < K=4 ≈ FP32"] == "holds"
+    report["rows"][3]["accuracy"] = 0.80 - 0.0226
+    verdicts = {c[0]: c[3] for c in claims(report)}
+    assert verdicts["PEG: K=3 < K=4 ≈ FP32"] == "partly: K=3 < K=4, but K=4 is 2.26 pt below FP32"
