@@ -67,6 +67,8 @@ class CalibrationConfig:
 
         from qbert.calibration.placement import placement_name
 
+        if self.data is None or isinstance(self.data, (int, float)):
+            raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
         _choice("method", self.method, METHODS)
         self.placement = placement_name(self.placement)
         _choice("placement", self.placement, PLACEMENTS)
@@ -77,7 +79,7 @@ class CalibrationConfig:
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
         if not math.isfinite(self.budget) or self.budget < 0:
-            raise ConfigError("budget", self.budget, "must be ≥ 0 (accuracy points)")
+            raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
         if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self
@@ -124,6 +126,8 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     _at_least("threads", threads, 1)
     check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
                                            "data": data if isinstance(data, (str, Path)) else None})
+    if str(model).endswith(".json"):
+        raise QbertError(f"{model} is a JSON file (a sidecar or recipe?); give the .onnx it belongs to")
     is_onnx = str(model).endswith(".onnx") or sidecar_path(model).is_file()
     meta = load_meta(model) if is_onnx or engine != "torch" else None
     if engine == "tensorrt" and plan is None:

@@ -88,6 +88,30 @@ class ModelMeta(_Sidecar):
     NOT_OURS: ClassVar[str] = "{where} is not a qbert sidecar"
     INCOMPLETE: ClassVar[str] = "{where} is an incomplete qbert sidecar; re-run qbert export"
 
+    def check(self, where: str) -> "ModelMeta":
+        """Values later commands rely on (a hand-edited sidecar must not give a quiet wrong answer)."""
+        def bad(name: str) -> QbertError:
+            return QbertError(f"{where}: {name}={getattr(self, name)!r} is not valid; re-run the qbert command "
+                              "that wrote it")
+
+        def is_int(v: Any, low: int, high: int = 2**40) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+        for name in ("hidden_size", "vocab_size", "num_layers", "num_heads", "intermediate_size"):
+            if not is_int(getattr(self, name), 1):
+                raise bad(name)
+        if not is_int(self.max_length, 2, 1_000_000):
+            raise bad("max_length")
+        if not is_int(self.pad_token_id, 0, self.vocab_size - 1):
+            raise bad("pad_token_id")
+        ids = list(self.label2id.values()) if isinstance(self.label2id, dict) else None
+        if ids is None or not all(isinstance(k, str) for k in self.label2id) or \
+                sorted(i if is_int(i, 0) else -1 for i in ids) != list(range(len(ids))):
+            raise bad("label2id")
+        if self.kind not in ("fp32", "qdq") or not isinstance(self.quantization, (dict, type(None))):
+            raise bad("kind" if self.kind not in ("fp32", "qdq") else "quantization")
+        return self
+
     def write(self, onnx_path: Path | str, stage: Any = None) -> None:
         write_json(sidecar_path(onnx_path), self.to_json(), stage)
 
@@ -127,7 +151,7 @@ def load_meta(onnx_path: Path | str, verify: bool = True) -> ModelMeta:
     side = sidecar_path(onnx_path)
     if not side.is_file():
         raise QbertError(f"no sidecar {side} next to the ONNX; produce the ONNX with `qbert export`")
-    meta = ModelMeta.from_json(read_json(side, "sidecar"), str(side))
+    meta = ModelMeta.from_json(read_json(side, "sidecar"), str(side)).check(str(side))
     if verify and meta.sha256 and sha256_onnx(onnx_path) != meta.sha256:
         raise QbertError(f"{onnx_path} does not match its sidecar {side.name} (sha256 differs): it was changed "
                          "after qbert wrote it; re-run the command that made it")

@@ -27,6 +27,12 @@ def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
         raise QbertError(f"{what}: cannot create folder {folder} ({e.strerror})") from None
     if not os.access(folder, os.W_OK):
         raise QbertError(f"{what}: folder {folder} is not writable; choose another path")
+    try:  # some folders pass access() and still hold no files (/proc, read-only mounts)
+        fd, probe = tempfile.mkstemp(prefix=".qbert-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise QbertError(f"{what}: cannot write files in {folder} ({e.strerror}); choose another path") from None
     return folder
 
 

@@ -208,7 +208,7 @@ def calibrate(
         recipe = Recipe.load(recipe_in)
     else:
         if labels:
-            config.label2id = label_map(load_meta(onnx)["label2id"], labels)
+            config.label2id = label_map(load_meta(onnx).label2id, labels)
         recipe = run_calibrate(onnx, config)
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side.quantization

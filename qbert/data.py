@@ -167,7 +167,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
     """One JSON object per line with question/sentence (or sentence1/sentence2) and label."""
     out: list[Example] = []
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:  # a BOM is accepted, as in TSV
             for lineno, line in enumerate(f, start=1):
                 if limit is not None and len(out) >= limit:
                     break

@@ -55,9 +55,11 @@ def test_api_on_the_tiny_model_with_in_memory_rows(tiny_onnx, tmp_path):
     ("samples", 0, "samples=0: must be a positive integer"),
     ("method", "magic", "method='magic': choose one of"),
     ("percentile", 0.0, "percentile=0.0: must be in (0, 100]"),
-    ("budget", -1.0, "budget=-1.0: must be ≥ 0"),
+    ("budget", -1.0, "budget=-1.0: must be a finite number ≥ 0"),
+    ("budget", float("inf"), "budget=inf: must be a finite number ≥ 0"),
+    ("data", None, "data=None: give a .tsv/.jsonl path"),
     ("fallback", "x,h", "fallback='x,h': must be a list"),
 ])
 def test_config_errors_name_the_field(field, value, needle):
     with pytest.raises(qbert.ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        qbert.CalibrationConfig(data="x.tsv", **{field: value}).validate()
+        qbert.CalibrationConfig(**{"data": "x.tsv", field: value}).validate()

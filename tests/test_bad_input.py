@@ -70,7 +70,12 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
                         "--method", "peg", "--groups", "4", "--placement", "full", "--out", str(d / "other.q.onnx")])
     good = json.loads((d / "q.onnx.recipe.json").read_text())
     first = next(iter(good["sites"]))
+    side = json.loads((d / "m.onnx.json").read_text())
+    shutil.copy(d / "m.onnx", d / "duplabels.onnx")
+    (d / "duplabels.onnx.json").write_text(json.dumps({**side, "label2id": {"entailment": 0, "not_entailment": 0}}))
     for name, edit in (("nan", lambda r: r["sites"][first].update(amax=float("nan"))),
+                       ("huge", lambda r: r["sites"][first].update(amax=1e308)),
+                       ("nomodel", lambda r: r.update(model=None)),
                        ("zero", lambda r: r["sites"][first].update(amax=0.0)),
                        ("negative", lambda r: r["sites"][first].update(amax=-1.0)),
                        ("method", lambda r: r.update(method="magic")),
@@ -152,7 +157,16 @@ CASES = [
      "--out {o}/q.onnx", "unknown method"),
     ("calibrate: recipe with an unknown fallback key", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/fallback.recipe.json --out {o}/q.onnx", "not in this model"),
+    ("calibrate: recipe with a clip value beyond float32", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/huge.recipe.json --out {o}/q.onnx", "finite number > 0"),
+    ("calibrate: recipe without its model", "calibrate --onnx {d}/m.onnx --recipe {d}/nomodel.recipe.json "
+     "--out {o}/q.onnx", "model must be a JSON object"),
+    ("eval: sidecar with two labels on one id", "eval --onnx {d}/duplabels.onnx --data {tsv}", "label2id="),
+    ("build: a graph emitted for ort-cpu", "build --onnx {d}/q.onnx --out {o}/e.plan", "--target ort-cpu"),
+    ("eval: a sidecar given as --onnx", "eval --onnx {d}/m.onnx.json --data {tsv}", "give the .onnx"),
     # outputs never overwrite inputs or each other
+    ("eval: --json in a folder that holds no files", "eval --onnx {d}/m.onnx --data {tsv} --json /proc/e.json",
+     "cannot write files in /proc"),
     ("calibrate: --out is the input ONNX", "calibrate --onnx {d}/m.onnx --data {tsv} --out {d}/m.onnx",
      "would overwrite --onnx"),
     ("calibrate: --recipe-out is the input's sidecar", "calibrate --onnx {d}/m.onnx --data {tsv} --out {o}/q.onnx "

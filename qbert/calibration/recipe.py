@@ -68,14 +68,22 @@ class Recipe:
             raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
         if self.placement not in PLACEMENTS:
             raise QbertError(f"{where}: unknown placement {self.placement!r} (one of {', '.join(PLACEMENTS)})")
-        if self.method == "percentile" and not (isinstance(self.percentile, (int, float))
-                                                and 0 < self.percentile <= 100):
+        if (self.method == "percentile" or self.percentile is not None) and not (
+                isinstance(self.percentile, (int, float)) and not isinstance(self.percentile, bool)
+                and 0 < self.percentile <= 100):
             raise QbertError(f"{where}: percentile {self.percentile!r} must be in (0, 100]")
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise QbertError(f"{where}: groups {self.groups!r} must be a positive integer")
+        if not isinstance(self.groups, int) or isinstance(self.groups, bool) or not 1 <= self.groups <= 4096:
+            raise QbertError(f"{where}: groups {self.groups!r} must be an integer in [1, 4096]")
+        for name in ("model", "calibration", "versions"):
+            if not isinstance(getattr(self, name), dict):
+                raise QbertError(f"{where}: {name} must be a JSON object, not {type(getattr(self, name)).__name__}")
+        if self.method != "none" and not isinstance(self.model.get("sha256"), str):
+            raise QbertError(f"{where}: no model.sha256, so it cannot be matched to a model; recalibrate")
         if not isinstance(self.fallback, list) or not all(isinstance(k, str) for k in self.fallback):
             raise QbertError(f"{where}: fallback must be a list of site keys")
         for key, site in self.sites.items():
+            if not isinstance(site.tensor, str):
+                raise QbertError(f"{where}: site {key} has no tensor name")
             values = [site.amax, *(site.group_amax or [])]
             if not all(_positive(v) for v in values):
                 raise QbertError(f"{where}: site {key} has clip value(s) {values}; each must be a finite number "
@@ -113,5 +121,9 @@ class Recipe:
                              f"cover ({missing[:4]}{' …' if len(missing) > 4 else ''}); recalibrate on this model")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    """A usable clip value: a finite number > 0 that survives the cast to a float32 scale."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < FLOAT32_MAX

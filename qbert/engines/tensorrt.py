@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
-from qbert.artifacts import PlanMeta, load_onnx, load_plan_meta
+from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
 from qbert.engines.base import Engine
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
@@ -75,9 +75,14 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     if str(sm).lower() != "auto":
         _parse_sm(sm)
     load_onnx(onnx_path)
-    if shapes is None and sidecar_path(onnx_path).is_file():  # default profile within the model's positions
-        seq = int(read_json(sidecar_path(onnx_path), "sidecar").get("max_length", 128))
-        profile = tuple((b, min(s, seq)) for b, s in profile)
+    if sidecar_path(onnx_path).is_file():  # hints only (target, positions): the cache key hashes the ONNX itself
+        meta = load_meta(onnx_path, verify=False)
+        if (meta.quantization or {}).get("target") == "ort-cpu":
+            raise QbertError(f"{onnx_path} was emitted for --target ort-cpu (U8 activations, zero point 128), which "
+                             "TensorRT cannot run; emit it for TensorRT from the same recipe: qbert calibrate --onnx "
+                             f"{meta.fp32_onnx} --recipe <its recipe> --target trt --out <new.onnx>")
+        if shapes is None:  # default profile within the model's positions
+            profile = tuple((b, min(s, meta.max_length)) for b, s in profile)
     trt, name = import_trt(backend)
     device, _ = query_device()
     target = choose_target(trt, name, sm, device)
