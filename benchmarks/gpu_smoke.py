@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             paths[target] = out / f"{stem}.{target}.onnx"
             save_onnx(q, paths[target])
             replace(meta, kind="qdq", sha256=sha256_onnx(paths[target])).write(paths[target])
-        plan = build(paths["trt"], out / f"{stem}.plan", shapes=f"1x1/8x{seq}/32x{seq}")
+        plan = build(paths["trt"], out / f"{stem}.plan", shapes=f"1x1/8x{seq}/32x{seq}").to_json()
         with_ort = open_engine("ort-cpu", str(paths["ort-cpu"]))
         try:
             ref = evaluate(with_ort, eval_ds, tokenizer)

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from qbert.artifacts import PlanMeta
 from qbert.calibration.quantize import quantize
 from qbert.calibration.recipe import Recipe
 from qbert.data import Dataset, label_map, load_dataset_spec, rows_dataset
 from qbert.engines import open_engine
-from qbert.errors import ConfigError, QbertError
+from qbert.errors import ConfigError, QbertError, check_range
 from qbert.exporter.export import export
 
-__all__ = ["CalibrationConfig", "Dataset", "Recipe", "analyze", "bench", "build", "calibrate", "evaluate", "export",
-           "load_data", "open_engine", "quantize", "reproduce"]
+__all__ = ["CalibrationConfig", "ConfigError", "Dataset", "QbertError", "Recipe", "analyze", "bench", "build",
+           "calibrate", "evaluate", "export", "load_data", "open_engine", "quantize", "reproduce"]
 
 def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int | None = None) -> Dataset:
     """Sentence pairs from a `.tsv`/`.jsonl` file, a `datasets` spec (`glue/qnli[:split]`), a `Dataset`, or
@@ -63,19 +64,17 @@ class CalibrationConfig:
 
     def validate(self) -> "CalibrationConfig":
         from qbert.calibration.methods import METHODS
-        from qbert.calibration.placement import PLACEMENTS
-
-        from qbert.calibration.placement import placement_name
+        from qbert.calibration.placement import PLACEMENTS, placement_name
 
         if self.data is None or isinstance(self.data, (int, float)):
             raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
         _choice("method", self.method, METHODS)
         self.placement = placement_name(self.placement)
         _choice("placement", self.placement, PLACEMENTS)
-        _at_least("samples", self.samples, 1)
-        _at_least("groups", self.groups, 1)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("threads", self.threads, 1)
+        check_range("samples", self.samples, 1)
+        check_range("groups", self.groups, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("threads", self.threads, 1)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
         if not math.isfinite(self.budget) or self.budget < 0:
@@ -95,14 +94,13 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     load_onnx(onnx, expect="fp32")
     meta = load_meta(onnx)
     label2id = config.label2id or meta.label2id
-    data = config.data if isinstance(config.data, (str, Path)) else \
+    data = str(config.data) if isinstance(config.data, (str, Path)) else \
         load_data(config.data, label2id if config.auto_fp16 else None)
     options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("data", "label2id")}
-    return run(Path(onnx), meta, None, data if isinstance(data, Dataset) else str(data), label2id=label2id,
-               **options)
+    return run(Path(onnx), meta, None, data, label2id=label2id, **options)
 
 
-def build(onnx: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+def build(onnx: str | Path, out: str | Path, **options: Any) -> PlanMeta:
     """A TensorRT / TensorRT-RTX plan (+ sidecar) for the GPU in hand, or `sm=86`… to cross-compile; see
     `qbert.engines.tensorrt.build` for the options."""
     from qbert.engines.tensorrt import build as run
@@ -121,9 +119,9 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     from qbert.eval.accuracy import evaluate as run
     from qbert.exporter.hf import load_tokenizer
 
-    _at_least("limit", limit, 1)
-    _at_least("batch_size", batch_size, 1)
-    _at_least("threads", threads, 1)
+    check_range("limit", limit, 1)
+    check_range("batch_size", batch_size, 1)
+    check_range("threads", threads, 1)
     check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
                                            "data": data if isinstance(data, (str, Path)) else None})
     if str(model).endswith(".json"):
@@ -167,8 +165,8 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     from qbert.eval.analyze import analyze as run, plot
     from qbert.exporter.hf import load_tokenizer
 
-    _at_least("samples", samples, 1)
-    _at_least("heldout", heldout, 32)
+    check_range("samples", samples, 1)
+    check_range("heldout", heldout, 32)
     out_dir = ensure_dir(out_dir)
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
     dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
@@ -191,10 +189,3 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(name, value, f"choose one of {', '.join(allowed)}")
 
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-        raise ConfigError(name, value, "must be a positive integer" if low == 1 else f"must be an integer ≥ {low}")
-
-
-__all__ += ["ConfigError", "QbertError"]

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qbert._version import __version__
-from qbert.errors import ConfigError, InternalError, QbertError
+from qbert.errors import ConfigError, InternalError, QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (minmax, "
@@ -62,18 +62,6 @@ LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,
                "saved with HF's default LABEL_0/LABEL_1 (default: the model's own label2id).")
 
 
-def in_range(flag: str, value: float | None, lo: float | None = None, hi: float | None = None) -> None:
-    """Numeric flags are checked before any work, with the same one-line error everywhere."""
-    if value is None:
-        return
-    if value != value or value in (float("inf"), float("-inf")):
-        raise QbertError(f"{flag} {value}: must be a finite number")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        bound = f"in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else \
-            f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}"
-        raise QbertError(f"{flag} {value:g}: must be {bound}")
-
-
 def show(title: str, rows: dict[str, Any]) -> None:
     table = Table(title=escape(title), show_header=False, title_justify="left")
     for key, value in rows.items():
@@ -96,8 +84,8 @@ def export(
     from qbert.atomic import check_outputs
     from qbert.exporter.export import export as run_export
 
-    in_range("--tolerance", tolerance, 0.0)
-    in_range("--max-length", max_length, 2)
+    check_range("tolerance", tolerance, 0.0, integer=False)
+    check_range("max_length", max_length, 2)
     folder = Path(model).expanduser()
     check_outputs({"--out": out_path}, {f"--model {folder}/": f for f in folder.iterdir() if f.is_file()}
                   if folder.is_dir() else {})
@@ -288,12 +276,12 @@ def bench(
         sizes = []
     if not sizes or min(sizes) < 1:
         raise QbertError(f"--batch {batch!r}: expected positive integers like 1,8")
-    in_range("--seq", seq, 1)
-    in_range("--iters", iters, 1)
-    in_range("--warmup", warmup, 0)
+    check_range("seq", seq, 1)
+    check_range("iters", iters, 1)
+    check_range("warmup", warmup, 0)
     from qbert.atomic import check_outputs
 
-    in_range("--threads", threads, 1)
+    check_range("threads", threads, 1)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
     if profile and kind != "ort-cpu":
         raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
@@ -353,8 +341,8 @@ def analyze(
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
-    in_range("--samples", samples, 1)  # before a --model export, not after it
-    in_range("--heldout", heldout, 32)
+    check_range("samples", samples, 1)  # before a --model export, not after it
+    check_range("heldout", heldout, 32)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
                   {"--onnx": onnx, "--data": Path(data)})
@@ -401,8 +389,8 @@ def reproduce(
 
     from qbert.atomic import check_outputs, ensure_dir
 
-    in_range("--samples", samples, 1)
-    in_range("--bench-iters", bench_iters, 1)
+    check_range("samples", samples, 1)
+    check_range("bench_iters", bench_iters, 1)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "report.json", "--out ": out_dir / "report.md"},
                   {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data)})

@@ -1,6 +1,7 @@
 """Errors: the user's (one line naming the fix, exit 2) apart from qbert's own bugs."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -19,6 +20,23 @@ class ConfigError(QbertError):
         """The same message in the CLI's words: `--batch-size 0: must be …`."""
         flag = "--json" if self.field == "json_out" else "--" + self.field.replace("_", "-")
         return f"{flag} {self.value}: {self.problem}"
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
+                integer: bool = True) -> None:
+    """The one rule for numeric arguments, library and CLI alike: a ConfigError naming the argument (the CLI
+    prints it as its flag). `None` means "not given" and passes."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or \
+            not math.isfinite(value):
+        raise ConfigError(name, value, "must be an integer" if integer else "must be a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        kind = "an integer " if integer else ""
+        problem = ("must be a positive integer" if integer and low == 1 and high is None else
+                   f"must be {kind}in [{low:g}, {high:g}]" if low is not None and high is not None else
+                   f"must be {kind}≥ {low:g}" if low is not None else f"must be {kind}≤ {high:g}")
+        raise ConfigError(name, value, problem)
 
 
 class InternalError(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qbert.atomic import read_json, save_onnx, sha256_onnx, sidecar_path, write_json
+from qbert.atomic import read_json, sidecar_path, write_json
 from qbert.errors import QbertError
 
 
@@ -88,7 +88,7 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path)
         from qbert.engines.tensorrt import build
 
         model_path = work / "model.plan"
-        extra["plan"] = build(path, model_path)  # --sm auto: the present GPU
+        extra["plan"] = build(path, model_path).to_json()  # --sm auto: the present GPU
     with open_engine(engine, str(model_path)) as eng:
         result = evaluate(eng, eval_ds, tokenizer)
         if engine == "tensorrt":
@@ -101,7 +101,7 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path)
         described = eng.describe()
     return {"accuracy": result["accuracy"], "correct": result["correct"], "examples": result["examples"],
             "predictions": result["predictions"], "engine": described, "census": census,
-            "model_bytes": model_path.stat().st_size, "deployed": str(model_path), **extra}
+            "model_bytes": model_path.stat().st_size, **extra}
 
 
 def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5
@@ -113,6 +113,7 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
 
     from qbert.data import random_feeds
     from qbert.engines import open_engine
+    from qbert.eval.bench import latency_stats
     from qbert.progress import progress_bar
 
     seq = min(128, meta.max_length)
@@ -138,14 +139,10 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
             eng.close()
     out: dict[str, dict[str, Any]] = {}
     for (name, b, graph), runs in samples.items():
-        ms = np.concatenate(runs)
         key = "latency_cuda_graph" if graph else "latency"
-        out.setdefault(name, {}).setdefault(key, {})[str(b)] = {
-            "batch": b, "seq": seq, "iters": int(ms.size), "rounds": rounds,
-            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-            "p50_spread_ms": [float(min(np.median(r) for r in runs)), float(max(np.median(r) for r in runs))],
-            "sequences_per_s": float(b / np.median(ms) * 1e3)}
+        per_round = [float(np.median(r)) for r in runs]
+        out.setdefault(name, {}).setdefault(key, {})[str(b)] = latency_stats(
+            np.concatenate(runs), b, seq, rounds=rounds, p50_spread_ms=[min(per_round), max(per_round)])
     return out
 
 

@@ -65,7 +65,7 @@ def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
 
 def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "auto", shapes: str | None = None,
           opt_level: int = 3, timing_cache: Path | None = None, force: bool = False,
-          hw_compat: bool = False) -> dict[str, Any]:
+          hw_compat: bool = False) -> PlanMeta:
     """Build (or reuse) a serialized plan; returns its sidecar. Cache key = everything that shapes the plan.
 
     `sm="auto"` targets the visible GPU (SM86 when there is none); a number cross-compiles (TensorRT-RTX)."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,15 @@ def time_engine(engine: Engine, feeds: dict[str, np.ndarray], warmup: int = 20, 
     """Wall-clock per run on the CPU; CUDA events (optionally CUDA-graph replay) for GPU engines."""
     with progress_bar(f"bench [{engine.name}] b={len(feeds['input_ids'])}", total=iters) as advance:
         ms = engine.time(feeds, warmup, iters, cuda_graph, advance)
-    times = ms / 1e3
-    batch = len(feeds["input_ids"])
-    return {"batch": batch, "seq": int(feeds["input_ids"].shape[1]), "iters": iters, "warmup": warmup,
+    return latency_stats(ms, len(feeds["input_ids"]), int(feeds["input_ids"].shape[1]), warmup=warmup)
+
+
+def latency_stats(ms: np.ndarray, batch: int, seq: int, **extra: Any) -> dict[str, Any]:
+    """Percentiles and throughput of per-run milliseconds: the one shape every latency result has."""
+    return {"batch": batch, "seq": seq, "iters": int(ms.size), **extra,
             "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-            "sequences_per_s": float(batch / np.median(times))}
+            "sequences_per_s": float(batch / np.median(ms) * 1e3)}
 
 
 def model_bytes(path: str | Path) -> int:
