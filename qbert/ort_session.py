@@ -43,6 +43,68 @@ def session_for(model: Any, so: Any) -> Any:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def session_from_path(path: str | Path, so: Any, exact: bool = False) -> Any:
+    """An ORT CPU session for a file. In `exact` mode, INT8 weights read by several DequantizeLinear nodes
+    (ALBERT's layers share one set) are first given one copy per reader, in memory only: ORT's x64 precision
+    path rewrites each weight under a name derived from the original and fails on a shared one ("Attempt to
+    replace the existing tensor"; onnxruntime 1.32)."""
+    import onnxruntime as ort
+
+    if exact:
+        import onnx
+
+        model = onnx.load(str(path))
+        if unshare_weights(model):
+            return session_for(model, so)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def unshare_weights(model: Any) -> int:
+    """One DequantizeLinear, with its own INT8 weight, scale and zero point, per reading GEMM; returns the copies
+    made (0: nothing was shared)."""
+    from onnx import helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for x in node.input:
+            readers.setdefault(x, []).append(node)
+    used: set[str] = set()
+    copies = 0
+
+    def own(name: str) -> str:
+        nonlocal copies
+        if name not in used:
+            used.add(name)
+            return name
+        copy = type(inits[name])()
+        copy.CopyFrom(inits[name])
+        copy.name = f"{name}.copy{copies}"
+        copies += 1
+        model.graph.initializer.append(copy)
+        return copy.name
+
+    before: dict[int, list[Any]] = {}  # id(reader) → its new DequantizeLinear, placed just before it
+    nodes = list(model.graph.node)
+    for node in nodes:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        for k, reader in enumerate(readers.get(node.output[0], [])):
+            inputs = [own(x) if x in inits else x for x in node.input]
+            if k == 0:
+                node.input[:] = inputs
+                continue
+            out = f"{node.output[0]}.copy{k}"
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            before.setdefault(id(reader), []).append(
+                helper.make_node("DequantizeLinear", inputs, [out], name=f"{node.name}.copy{k}", axis=axis))
+            reader.input[:] = [out if x == node.output[0] else x for x in reader.input]
+    del model.graph.node[:]
+    for node in nodes:
+        model.graph.node.extend(before.get(id(node), []) + [node])
+    return copies
+
+
 def logits_of(model: Any, encoded, batch_size: int, pad_id: int) -> np.ndarray:
     sess = session_for(model, session_options())
     out = np.zeros((len(encoded), 0), dtype=np.float32)

@@ -42,34 +42,59 @@ def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_enta
     return path
 
 
-def build_tiny_bert(folder: Path, layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64,
-                    plant: bool = True, classifier: bool = True, seed: int = 0,
-                    outlier_layer: int = OUTLIER_LAYER) -> Path:
-    """Random BERT + WordPiece tokenizer; `plant` makes channels OUTLIER_CHANNELS dominate layer `outlier_layer`'s
-    FFN output and residual stream, like the structured outliers of real BERTs."""
+ARCH_TYPES = ("bert", "roberta", "electra", "distilbert", "albert")
+
+
+def _tiny_config(arch: str, vocab: int, layers: int, hidden: int, heads: int, ffn: int) -> object:
+    """A small config of each architecture; ELECTRA and ALBERT get a narrower embedding (a projection)."""
+    import transformers as T
+
+    labels = {"label2id": {"entailment": 0, "not_entailment": 1}, "id2label": {0: "entailment", 1: "not_entailment"}}
+    if arch == "distilbert":
+        return T.DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ffn,
+                                  max_position_embeddings=64, pad_token_id=0, **labels)
+    common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=ffn, max_position_embeddings=64, pad_token_id=0, **labels)
+    if arch == "roberta":
+        return T.RobertaConfig(**{**common, "max_position_embeddings": 66})  # positions are numbered from pad+1
+    if arch == "electra":
+        return T.ElectraConfig(embedding_size=hidden // 2, **common)
+    if arch == "albert":  # one layer's weights shared across depth, as in every released ALBERT
+        return T.AlbertConfig(embedding_size=hidden // 2, num_hidden_groups=1, inner_group_num=1,
+                              hidden_act="gelu_new", **common)
+    return T.BertConfig(**common)
+
+
+def build_tiny(folder: Path, arch: str = "bert", layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64,
+               plant: bool = True, classifier: bool = True, seed: int = 0, outlier_layer: int = OUTLIER_LAYER) -> Path:
+    """Random classifier of `arch` + WordPiece tokenizer; `plant` makes channels OUTLIER_CHANNELS dominate layer
+    `outlier_layer`'s FFN output and residual stream, like the structured outliers of real BERTs."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+    from transformers import AutoModel, AutoModelForSequenceClassification, BertTokenizerFast
+
+    from qbert.exporter.arch import ARCHS
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=ffn, max_position_embeddings=64,
-                        label2id={"entailment": 0, "not_entailment": 1},
-                        id2label={0: "entailment", 1: "not_entailment"})
-    model = (BertForSequenceClassification if classifier else BertModel)(config).eval()
+    config = _tiny_config(arch, len(vocab), layers, hidden, heads, ffn)
+    model = (AutoModelForSequenceClassification if classifier else AutoModel).from_config(config).eval()
     if plant:
-        bert = model.bert if classifier else model
-        layer = bert.encoder.layer[outlier_layer]
+        base = model.base_model
+        layer = ARCHS[arch].layers(base)[outlier_layer]
         with torch.no_grad():
             for c in OUTLIER_CHANNELS:
-                layer.output.dense.bias[c] = 25.0  # h: FFN output outlier
-                layer.output.dense.weight[c] *= 12.0
-                layer.output.LayerNorm.weight[c] = 6.0  # survives the LayerNorm into the next layer
+                layer.ffn2.bias[c] = 25.0  # h: FFN output outlier
+                layer.ffn2.weight[c] *= 12.0
+                layer.ln_out.weight[c] = 6.0  # survives the LayerNorm into the next layer
     model.save_pretrained(folder)
     return folder
+
+
+def build_tiny_bert(folder: Path, **kw) -> Path:
+    return build_tiny(folder, "bert", **kw)
 
 
 @pytest.fixture(scope="session")

@@ -168,8 +168,8 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                 em.quantize_linear(gemm_nodes[name], dq)
             else:
                 nodes[name].input[idx] = dq
-                if nodes[name].op_type == "MatMul" and idx == 0:
-                    em.quantized_gemms += 1  # attention batched matmul with both operands quantized
+                if nodes[name].op_type == "MatMul" and idx == 0 and nodes[name].input[1] not in em.inits.by_name:
+                    em.quantized_gemms += 1  # attention batched matmul (not a kept-FP weight GEMM: projection)
         return
     group_dqs = []
     for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):

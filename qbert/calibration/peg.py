@@ -8,7 +8,7 @@ function with every stream tensor permuted — and each PEG group becomes a cont
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from onnx import numpy_helper
@@ -22,6 +22,7 @@ class Initializers:
     def __init__(self, model: Any):
         self.model = model
         self.by_name = {t.name: t for t in model.graph.initializer}
+        self.derived: dict[tuple[str, str], str] = {}  # (source, how) → the one derived copy
 
     def get(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.by_name[name])
@@ -35,9 +36,19 @@ class Initializers:
         self.by_name[name] = t
         return name
 
-    def replace_input(self, node: Any, index: int, array: np.ndarray, suffix: str) -> str:
+    def replace_input(self, node: Any, index: int, array: np.ndarray | Callable[[np.ndarray], np.ndarray],
+                      suffix: str) -> str:
+        """Point `node.input[index]` at a transformed copy. With a function of the old value, the same source
+        transformed the same way (`suffix`) gives one shared copy — so weights one model shares across
+        layers (ALBERT) stay shared after folding."""
         old = node.input[index]
-        name = self.add(old + suffix, array)
+        key = (old, suffix)
+        if callable(array):
+            if key not in self.derived:
+                self.derived[key] = self.add(old + suffix, array(self.get(old)))
+            name = self.derived[key]
+        else:
+            name = self.add(old + suffix, array)
         node.input[index] = name
         if not any(old in n.input for n in self.model.graph.node):  # free the original right away
             inits = self.model.graph.initializer
@@ -47,29 +58,36 @@ class Initializers:
 
 
 def fold_stream_permutation(graph: BertGraph, perm: np.ndarray, inits: Initializers) -> None:
+    """Put every stream tensor in channel order `perm`. Transforms name their direction in the suffix
+    (`.perm` columns, `.permrows` rows), so a weight shared by several GEMMs (ALBERT) gets one permuted copy."""
     perm = np.asarray(perm, dtype=np.int64)
-    for node in graph.model.graph.node:  # embedding tables: [vocab, d] → permute columns
-        if node.op_type == "Gather" and node.name.startswith("/embeddings/") and node.input[0] in inits.by_name:
-            table = inits.get(node.input[0])
-            if table.ndim == 2 and table.shape[1] == len(perm):
-                inits.replace_input(node, 0, table[:, perm], ".perm")
-    lns = [graph.emb_ln] + [ln for l in graph.layers for ln in (l.ln_attn, l.ln_out)]
-    for ln in lns:
+    cols = lambda w: w[..., perm]  # noqa: E731  output columns of a [in, out] weight, or a vector
+    rows = lambda w: w[perm, :]  # noqa: E731  input rows
+    if graph.emb_proj is not None:  # the stream starts at the projection: permute what it writes
+        lin = graph.emb_proj
+        lin.weight = inits.replace_input(lin.node, 1, cols, ".perm")
+        lin.bias = inits.replace_input(lin.bias_node, list(lin.bias_node.input).index(lin.bias), cols, ".perm")
+        stream_lns = []
+    else:
+        for node in graph.model.graph.node:  # embedding tables: [vocab, d] → permute columns
+            if node.op_type == "Gather" and node.name.startswith("/embeddings/") and node.input[0] in inits.by_name:
+                table = inits.get(node.input[0])
+                if table.ndim == 2 and table.shape[1] == len(perm):
+                    inits.replace_input(node, 0, cols, ".perm")
+        stream_lns = [graph.emb_ln]
+    for ln in stream_lns + [ln for l in graph.layers for ln in (l.ln_attn, l.ln_out)]:
         for idx in (1, 2):
             if len(ln.input) > idx and ln.input[idx]:
-                inits.replace_input(ln, idx, inits.get(ln.input[idx])[perm], ".perm")
+                inits.replace_input(ln, idx, cols, ".perm")
     for layer in graph.layers:
         for role in ("query", "key", "value", "ffn1"):  # readers: permute input rows of W [in, out]
             lin = layer.linears[role]
-            inits.replace_input(lin.node, 1, inits.get(lin.weight)[perm, :], ".perm")
-            lin.weight = lin.node.input[1]
+            lin.weight = inits.replace_input(lin.node, 1, rows, ".permrows")
         for role in ("attn_out", "ffn2"):  # writers: permute output columns and bias
             lin = layer.linears[role]
-            inits.replace_input(lin.node, 1, inits.get(lin.weight)[:, perm], ".perm")
-            lin.weight = lin.node.input[1]
+            lin.weight = inits.replace_input(lin.node, 1, cols, ".perm")
             b_idx = list(lin.bias_node.input).index(lin.bias)
-            lin.bias = inits.replace_input(lin.bias_node, b_idx, inits.get(lin.bias)[perm], ".perm")
+            lin.bias = inits.replace_input(lin.bias_node, b_idx, cols, ".perm")
     head = graph.heads[0]  # pooler (BERT) / dense (RoBERTa head) reads the first token of the stream
-    w = inits.get(head.input[1])
     trans_b = next((a.i for a in head.attribute if a.name == "transB"), 0)
-    inits.replace_input(head, 1, w[:, perm] if trans_b else w[perm, :], ".perm")
+    inits.replace_input(head, 1, cols if trans_b else rows, ".perm" if trans_b else ".permrows")

@@ -26,7 +26,7 @@ def placement_name(placement: str) -> str:
     """The placement's current name (`trt` → `gemm`); unknown names pass through to be refused where checked."""
     return ALIASES.get(placement, placement)
 # Tensors in the residual stream's channel order: the ones PEG groups and the global permutation reorders.
-STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "g", "u", "x", "h", "y", "z")
+STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "emb.proj", "g", "u", "x", "h", "y", "z")
 
 
 @dataclass
@@ -48,12 +48,14 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
     if placement not in PLACEMENTS:
         raise QbertError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
     out: list[Site] = []
-    prev_key, prev_tensor = "emb.ln", graph.emb_ln.output[0]
+    projected = graph.emb_proj is not None  # then the embeddings are narrower than, and not in, the stream
+    prev_key, prev_tensor = ("emb.proj" if projected else "emb.ln"), graph.emb_out
     if placement == "full":
-        a1, a2 = graph.emb_adds[:2]
-        out += [Site("emb.sum1", a1.output[0], "bsh", stream=True),
-                Site("emb.sum2", a2.output[0], "bsh", stream=True),
-                Site("emb.ln", prev_tensor, "bsh", stream=True)]
+        out += [Site(f"emb.sum{k}", add.output[0], "bsh", stream=not projected)
+                for k, add in enumerate(graph.emb_adds, 1)]
+        out.append(Site("emb.ln", graph.emb_ln.output[0], "bsh", stream=not projected))
+        if projected:
+            out.append(Site("emb.proj", prev_tensor, "bsh", stream=True))
     for layer in graph.layers:
         lin, t, i = layer.linears, layer.tensors, layer.index
         qkv = [lin[r] for r in ("query", "key", "value")]

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from qbert.engines.base import Engine
-from qbert.ort_session import session_for, session_options  # noqa: F401 - the engine's own options
+from qbert.ort_session import session_for, session_from_path, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
 
@@ -31,8 +31,7 @@ class OrtCpuEngine(Engine):
         load_onnx(path)  # readable errors for missing/corrupt files
         self.path, self.threads, self.exact = str(path), threads, exact
         try:
-            self.session = ort.InferenceSession(self.path, session_options(threads, exact=exact),
-                                                providers=["CPUExecutionProvider"])
+            self.session = session_from_path(self.path, session_options(threads, exact=exact), exact)
         except Exception as e:
             raise QbertError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
         self.input_names = {i.name for i in self.session.get_inputs()}
@@ -103,7 +102,7 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
         for i, path in enumerate(paths):
             so = session_options(threads, exact=exact)
             so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, f"p{i}")
-            s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            s = session_from_path(path, so, exact)
             names = {x.name for x in s.get_inputs()}
             sessions.append((s, {k: v for k, v in feeds.items() if k in names}))
             for _ in range(warmup):

@@ -111,8 +111,8 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     elif hw_compat:  # standard TensorRT: engines that also run on later GPUs (Ampere and newer)
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     opt = builder.create_optimization_profile()
-    for inp in INPUT_NAMES:
-        opt.set_shape(inp, *profile)
+    for i in range(network.num_inputs):  # the parser may leave out an input the graph never reads
+        opt.set_shape(network.get_input(i).name, *profile)
     config.add_optimization_profile(opt)
     cache = None
     if timing_cache is not None and hasattr(config, "create_timing_cache"):
@@ -230,6 +230,9 @@ class TensorRTEngine(Engine):
         if self.engine is None:
             raise QbertError(f"{self.backend} could not deserialize {self.plan} (wrong GPU or version); rebuild it")
         self.context = self.engine.create_execution_context()
+        io = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        # a plan drops inputs its network ignores (DistilBERT's token_type_ids); bind only what it has
+        self.inputs = [n for n in INPUT_NAMES if n in io]
         _, self.stream = cudart.cudaStreamCreate()
         self.buffers: dict[str, tuple[int, int]] = {}
 
@@ -245,7 +248,7 @@ class TensorRTEngine(Engine):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         cudart = self.cudart
         kind = cudart.cudaMemcpyKind
-        for name in INPUT_NAMES:
+        for name in self.inputs:
             arr = np.ascontiguousarray(feeds[name], dtype=np.int64)
             self.context.set_input_shape(name, arr.shape)
             ptr = self._buffer(name, arr.nbytes)

@@ -1,6 +1,7 @@
 """PyTorch FP32 reference engine: the Hugging Face model itself, for parity and accuracy baselines."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self.model_spec = model
         self.model, _ = load_classifier(model)
+        # DistilBERT takes no token_type_ids (qbert's ONNX declares all three inputs for every model)
+        self.accepts = set(inspect.signature(self.model.forward).parameters)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -30,7 +33,7 @@ class TorchEngine(Engine):
         import torch
 
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits
+            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in self.accepts}).logits
         return out.float().numpy()
 
     def describe(self) -> dict[str, Any]:

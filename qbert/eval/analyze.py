@@ -73,7 +73,8 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     enc_c, enc_h = encode(calib, tokenizer, max_length), encode(held, tokenizer, max_length)
     all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, meta)
     layers = meta.num_layers
-    hidden_keys = ["emb.ln"] + [f"layer.{i}.z" for i in range(layers)]
+    first = "emb.proj" if "emb.proj" in stats else "emb.ln"  # the stream's first tensor (after any projection)
+    hidden_keys = [first] + [f"layer.{i}.z" for i in range(layers)]
     table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}
     for role in ROLES:
         table[role] = [summarize(stats[f"layer.{i}.{role}"]) for i in range(layers)]

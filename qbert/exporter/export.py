@@ -1,8 +1,8 @@
 """HF sequence classifier → clean ONNX (opset ≥ 17, one LayerNormalization per LayerNorm), parity-checked.
 
-The model is traced through a thin wrapper that builds the additive attention mask itself
+The model is traced as arch.py's canonical encoder, which builds the additive attention mask itself
 ((1 − mask) · −10⁴, FP16-safe), so the graph carries none of the SDPA/mask-building junk
-(IsNaN/Where/GatherND chains) that HF's mask utilities export to. MatMul weights are renamed after the
+(IsNaN/Where/GatherND chains) that HF's mask utilities export to, and every architecture gets BERT's names. MatMul weights are renamed after the
 module they belong to (`layer.3.output.dense.weight`), which is what calibration recipes refer to.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from qbert._version import __version__
 from qbert.artifacts import ModelMeta
 from qbert.atomic import check_output_dir, save_onnx, sha256_file, staged, staged_sha256_onnx
 from qbert.errors import QbertError
+from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.data import INPUT_NAMES
 
-MASK_VALUE = -10000.0
 MAX_OPSET = 20  # torch.onnx's TorchScript exporter
 
 # Sentence pairs of varied length for the parity check (padding is exercised by batching them).
@@ -36,31 +36,6 @@ PARITY_PAIRS = [
     ("How many moons does Mars have?", "Mars has two small moons, Phobos and Deimos, which may be captured "
      "asteroids."),
 ]
-
-
-def _wrapper(model: Any) -> Any:
-    import torch
-
-    class Classifier(torch.nn.Module):
-        """Embeddings → encoder layers (explicit additive mask) → the model's own head."""
-
-        def __init__(self, hf: Any):
-            super().__init__()
-            self.hf = hf
-            self.backbone = hf.base_model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            b = self.backbone
-            h = b.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            ext = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * MASK_VALUE
-            for layer in b.encoder.layer:
-                h = layer(h, attention_mask=ext)
-                h = h[0] if isinstance(h, tuple) else h
-            if getattr(b, "pooler", None) is not None:  # BERT: pooler → dropout → linear
-                return self.hf.classifier(self.hf.dropout(b.pooler(h)))
-            return self.hf.classifier(h)  # RoBERTa-style heads read the first token themselves
-
-    return Classifier(model).eval()
 
 
 def parity_feeds(tokenizer: Any, max_length: int = 128) -> dict[str, np.ndarray]:
@@ -88,6 +63,44 @@ def _rename_weights(model: Any) -> None:
         inits[old].name = new
 
 
+def _share_identical_initializers(model: Any) -> None:
+    """One initializer per distinct weight. The tracer writes a transposed copy of a Linear's weight per call, so
+    ALBERT's one shared layer became one copy per depth (12× the file); byte-identical tensors are merged."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    first: dict[tuple[int, tuple[int, ...], str], str] = {}
+    alias: dict[str, str] = {}
+    for t in model.graph.initializer:
+        key = (t.data_type, tuple(t.dims), hashlib.sha256(numpy_helper.to_array(t).tobytes()).hexdigest())
+        if key in first:
+            alias[t.name] = first[key]
+        else:
+            first[key] = t.name
+    if not alias:
+        return
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    kept = [t for t in model.graph.initializer if t.name not in alias]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def _declare_all_inputs(model: Any) -> None:
+    """Every qbert ONNX takes the same three inputs; the tracer drops one the model ignores (DistilBERT has no
+    token types), so it is declared again, unused — engines and data loaders then need no per-model feeds."""
+    from onnx import TensorProto, helper
+
+    have = [i.name for i in model.graph.input]
+    for pos, name in enumerate(INPUT_NAMES):
+        if name not in have:
+            model.graph.input.insert(pos, helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"]))
+            have.insert(pos, name)
+
+
 def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float = 1e-4,
            max_length: int | None = None) -> ModelMeta:
     """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
@@ -96,6 +109,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     import onnxscript.optimizer
     import torch
 
+    from qbert.exporter.arch import canonical
     from qbert.exporter.hf import load_classifier
 
     out = Path(out)
@@ -106,12 +120,12 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     check_output_dir(out)
     t0 = time.perf_counter()
     model, tokenizer = load_classifier(model_spec)
-    positions = model.config.max_position_embeddings  # longer inputs cannot be embedded
+    positions = arch_positions(model.config)  # longer inputs cannot be embedded
     if max_length is not None and not 2 <= max_length <= positions:
         raise QbertError(f"--max-length {max_length}: must be in [2, {positions}] (the model's position table)")
     max_length = max_length or min(128, positions)
     feeds = parity_feeds(tokenizer, max_length)
-    wrapper = _wrapper(model)
+    wrapper = canonical(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
     dyn["logits"] = {0: "batch"}
@@ -126,7 +140,9 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
             reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
         with contextlib.redirect_stdout(io.StringIO()):  # some onnxscript versions print rewrite counts
             graph = onnxscript.optimizer.optimize(onnx.load(str(raw)))
+        _share_identical_initializers(graph)
         _rename_weights(graph)
+        _declare_all_inputs(graph)
         graph.producer_name, graph.producer_version = "qbert", __version__
         checked = Path(work) / "model.onnx"
         save_onnx(graph, checked)
@@ -153,8 +169,7 @@ def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: 
     return ModelMeta(
         source_model=model_spec, tokenizer=str(local.resolve()) if local.exists() else model_spec,
         model_type=cfg.model_type, label2id={str(k): int(v) for k, v in cfg.label2id.items()},
-        hidden_size=cfg.hidden_size, vocab_size=cfg.vocab_size, num_layers=cfg.num_hidden_layers,
-        num_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+        vocab_size=cfg.vocab_size, **sizes(cfg),
         pad_token_id=int(tokenizer.pad_token_id or 0), max_length=max_length, opset=opset, parity=parity,
         sha256=sha256, source_fingerprint=model_fingerprint(model_spec), seconds=round(seconds, 2),
         versions=versions())

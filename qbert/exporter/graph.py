@@ -52,9 +52,15 @@ class BertGraph:
     model: Any
     layers: list[Layer]
     emb_ln: Any
-    emb_adds: list[Any]
+    emb_adds: list[Any]  # word + position (+ token type): one Add (DistilBERT) or two
     heads: list[Any]  # pooler / classifier Gemm nodes (kept high precision)
     hidden: int
+    emb_proj: Linear | None = None  # ELECTRA/ALBERT: embedding_size → hidden (kept high precision, like heads)
+
+    @property
+    def emb_out(self) -> str:
+        """The tensor entering layer 0: the residual stream's first tensor."""
+        return self.emb_proj.output if self.emb_proj else self.emb_ln.output[0]
 
     @property
     def nodes(self) -> dict[str, Any]:
@@ -68,7 +74,7 @@ class BertGraph:
 
     def stream_tensors(self) -> list[str]:
         """Outputs of every LayerNorm in the residual stream (all share one channel order)."""
-        return [self.emb_ln.output[0]] + [t for l in self.layers for t in (l.tensors["x"], l.tensors["z"])]
+        return [self.emb_out] + [t for l in self.layers for t in (l.tensors["x"], l.tensors["z"])]
 
 
 def _producer_map(model: Any) -> dict[str, Any]:
@@ -126,7 +132,11 @@ def parse(model: Any) -> BertGraph:
     emb_adds = [n for n in model.graph.node if n.name.startswith("/embeddings/Add")]
     heads = [n for n in model.graph.node if n.op_type == "Gemm"]
     hidden = _init_shape(model, layers[0].linears["query"].weight)[0]
-    return BertGraph(model, layers, emb_ln, emb_adds, heads, hidden)
+    proj = None
+    if "/embeddings_project/MatMul" in nodes:
+        mm, add = node("/embeddings_project/MatMul", "MatMul"), node("/embeddings_project/Add", "Add")
+        proj = Linear("embeddings_project", mm, add, mm.input[1], next(x for x in add.input if x in inits))
+    return BertGraph(model, layers, emb_ln, emb_adds, heads, hidden, proj)
 
 
 def _init_shape(model: Any, name: str) -> list[int]:

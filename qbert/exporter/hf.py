@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from qbert.errors import QbertError
-
-SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
+from qbert.exporter.arch import check_supported
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -34,9 +33,7 @@ def load_config(spec: str) -> Any:
 
 def check_classifier(config: Any, spec: str) -> None:
     archs = config.architectures or []
-    if config.model_type not in SUPPORTED_TYPES:
-        raise QbertError(f"--model {spec}: model_type {config.model_type!r} is not BERT-family "
-                         f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    check_supported(config.model_type, spec)
     if getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) < 2:
         raise QbertError(f"--model {spec}: a regression head (num_labels={config.num_labels}); qbert measures "
                          "classification accuracy, so it needs a classifier with ≥ 2 labels")

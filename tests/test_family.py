@@ -1,0 +1,224 @@
+"""The rest of the BERT family (issue 15): tiny random RoBERTa, ELECTRA (projected embeddings), DistilBERT (no
+token types, one embedding sum) and ALBERT (one layer shared across depth, projected embeddings), each with
+planted outlier channels, through export, the role map, both placements, PEG, FP16 fallback, TensorRT-RTX,
+analyze and the CLI — plus one-line refusals for what is not supported."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from qbert.artifacts import load_meta
+from qbert.calibration.calibrate import calibrate
+from qbert.calibration.emit import emit
+from qbert.cli import app
+from qbert.data import batches, encode, load_dataset_spec
+from qbert.engines.onnxruntime import ort_census, session_options
+from qbert.ort_session import unshare_weights
+from qbert.exporter.export import export
+from qbert.exporter.graph import parse
+from qbert.exporter.hf import load_classifier
+from tests.conftest import OUTLIER_CHANNELS, build_tiny
+from tests.fakequant_torch import fake_quant_forward
+
+FAMILY = ("roberta", "electra", "distilbert", "albert")
+PROJECTED = ("electra", "albert")  # embedding_size < hidden_size: a projection starts the residual stream
+BMM_SITES = ["q", "k_t", "p", "v"]  # the reference quantizes GEMM inputs only
+
+
+@pytest.fixture(scope="module", params=FAMILY)
+def family(request, tmp_path_factory):
+    arch = request.param
+    root = tmp_path_factory.mktemp(arch)
+    folder = build_tiny(root / "model", arch)
+    path = root / "fp32.onnx"
+    export(str(folder), path)
+    return arch, folder, path
+
+
+def rows(folder, tsv, n=24):
+    _, tok = load_classifier(str(folder))
+    ds = load_dataset_spec(str(tsv), {"entailment": 0, "not_entailment": 1}, limit=n)
+    return next(iter(batches(encode(ds, tok, 64), n)))[1]
+
+
+def run_ort(model, feeds, exact=True):
+    if exact:  # ORT's exact path cannot load an INT8 weight shared by several readers (ALBERT); see ort_session
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        unshare_weights(model)
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(exact=exact),
+                                providers=["CPUExecutionProvider"])
+    return sess.run(["logits"], feeds)[0]
+
+
+def test_export_parity_and_sidecar(family, tiny_tsv):
+    import torch
+
+    arch, folder, path = family
+    meta = load_meta(path)
+    assert meta.model_type == arch and meta.parity["max_abs_logit_diff"] < 1e-5
+    assert [i.name for i in onnx.load(str(path)).graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    hf, _ = load_classifier(str(folder))
+    feeds = rows(folder, tiny_tsv)  # padded batch of varied lengths
+    accepted = set(__import__("inspect").signature(hf.forward).parameters)
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in accepted}).logits.numpy()
+    assert np.abs(run_ort(onnx.load(str(path)), feeds) - ref).max() < 1e-4
+
+
+def test_role_map_finds_every_gemm(family):
+    arch, _, path = family
+    model = onnx.load(str(path))
+    g = parse(model)
+    meta = load_meta(path)
+    assert len(g.layers) == meta.num_layers == 2 and len(g.linears()) == 6 * meta.num_layers
+    inits = {t.name for t in model.graph.initializer}
+    weight_gemms = {n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits}
+    mapped = {lin.node.name for lin in g.linears()} | ({g.emb_proj.node.name} if g.emb_proj else set())
+    assert weight_gemms == mapped  # every GEMM with a weight has a role
+    assert {n.name for n in model.graph.node if n.op_type == "Gemm"} == {h.name for h in g.heads}
+    assert (g.emb_proj is not None) == (arch in PROJECTED)
+    assert len(g.emb_adds) == (1 if arch == "distilbert" else 2)
+    for layer in g.layers:  # both attention batched matmuls and the softmax between them
+        assert layer.bmm_qk.op_type == layer.bmm_pv.op_type == "MatMul"
+        assert layer.tensors["u"] == layer.ln_attn.input[0] and layer.tensors["y"] == layer.ln_out.input[0]
+
+
+@pytest.mark.parametrize("placement", ["gemm", "full"])
+def test_both_placements_run_on_integer_kernels(family, tiny_tsv, tmp_path, placement):
+    _, folder, path = family
+    model, meta = onnx.load(str(path)), load_meta(path)
+    fp = run_ort(model, rows(folder, tiny_tsv), exact=False)
+    for method in ("minmax", "peg"):
+        recipe = calibrate(path, meta, model, str(tiny_tsv), method=method, placement=placement, samples=64,
+                           groups=4)
+        q, summary = emit(model, recipe, "ort-cpu")
+        onnx.checker.check_model(q, full_check=True)
+        out = tmp_path / f"{method}.onnx"
+        onnx.save(q, str(out))
+        census = ort_census(str(out), seq=32)
+        assert census["integer_gemms"] == summary["quantized_gemms"] > 0
+        if placement == "gemm":
+            assert census["float_activation_gemms"] == 0 and census["integer_mac_share"] > 0.95
+        got = run_ort(q, rows(folder, tiny_tsv), exact=False)
+        assert np.isfinite(got).all() and np.abs(got - fp).max() < 0.5 * np.abs(fp).max() + 0.5
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_ort_integer_graph_matches_torch_fake_quant(family, tiny_tsv, groups):
+    """PEG (and per-tensor, K=1) through the folded permutation vs fake quantization hooked into the model's
+    own torch modules in its own channel order: the graph computes what the recipe says."""
+    arch, folder, path = family
+    model, meta = onnx.load(str(path)), load_meta(path)
+    recipe = calibrate(path, meta, model, str(tiny_tsv), method="peg" if groups > 1 else "minmax",
+                       placement="gemm", samples=64, groups=groups, fallback=BMM_SITES)
+    if groups > 1:
+        perm = np.array(recipe.permutation)
+        assert sorted(perm) == list(range(32)) and set(perm[-8:]) >= set(OUTLIER_CHANNELS)
+    feeds = rows(folder, tiny_tsv)
+    _, ref_q = fake_quant_forward(folder, arch, recipe, feeds)
+    _, ref_fp = fake_quant_forward(folder, arch, None, feeds)
+    real = feeds["attention_mask"].astype(bool)
+    effect = np.abs(ref_q - ref_fp)[real].mean()
+    assert effect > 1e-5  # quantization really changes the numbers
+    q, _ = emit(model, recipe, "ort-cpu")
+    last = parse(model).layers[-1].tensors["h"]
+    q.graph.output.append(onnx.helper.make_empty_tensor_value_info(last))
+    unshare_weights(q)
+    sess = ort.InferenceSession(q.SerializeToString(), session_options(exact=True), providers=["CPUExecutionProvider"])
+    got = sess.run([last], feeds)[0]
+    if recipe.permutation is not None:  # the graph's stream is in the permuted channel order
+        ref_q = ref_q[..., recipe.permutation]
+    err = np.abs(got - ref_q)[real].mean()
+    assert err < 1e-3 * effect, (err, effect)
+
+
+def test_peg_alone_is_exact_and_albert_stays_shared(family, tiny_tsv):
+    """Every site in fallback leaves only the folded permutation: the function is unchanged. ALBERT's one
+    shared layer stays one set of weights after folding and INT8 conversion."""
+    arch, folder, path = family
+    model, meta = onnx.load(str(path)), load_meta(path)
+    recipe = calibrate(path, meta, model, str(tiny_tsv), method="peg", placement="full", samples=64, groups=4)
+    from qbert.calibration.recipe import Recipe
+
+    folded, summary = emit(model, Recipe(**{**recipe.__dict__, "sites": {}}), "ort-cpu")
+    assert summary["quantized_gemms"] == 0
+    feeds = rows(folder, tiny_tsv)
+    assert np.abs(run_ort(folded, feeds) - run_ort(model, feeds)).max() < 1e-4
+    q, _ = emit(model, recipe, "trt")
+    g = parse(model)
+    int8 = {t.name for t in q.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2}
+    weight_bytes = sum(int(np.prod(t.dims)) for t in q.graph.initializer if t.name in int8)
+    per_layer = sum(int(np.prod(t.dims)) for t in model.graph.initializer
+                    if t.name in {lin.weight for lin in g.layers[0].linears.values()})
+    assert weight_bytes == (per_layer if arch == "albert" else per_layer * len(g.layers))
+
+
+def test_tensorrt_rtx_builds_peg_with_fp16_fallback_for_sm86(family, tiny_tsv, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from qbert.engines.tensorrt import build
+
+    _, _, path = family
+    model, meta = onnx.load(str(path)), load_meta(path)
+    recipe = calibrate(path, meta, model, str(tiny_tsv), method="peg", placement="full", samples=64, groups=4,
+                       fallback=["h"])  # the FFN output stays FP16
+    q, summary = emit(model, recipe, "trt")
+    assert summary["high_precision"] == "fp16"
+    out = tmp_path / "q.onnx"
+    onnx.save(q, str(out))
+    plan = build(out, tmp_path / "q.plan", backend="tensorrt-rtx", sm=86, shapes="1x1/4x32/8x64", opt_level=0)
+    assert plan.target == "SM86" and plan.plan_bytes > 0
+
+
+def test_analyze_reads_every_architecture(family, tiny_tsv, tmp_path):
+    from qbert.api import analyze
+
+    _, _, path = family
+    result = analyze(path, str(tiny_tsv), tmp_path / "analysis", samples=32, heldout=64)
+    assert len(result["layers"]["hidden_states"]) == 3 and set(result["sensitivity"]) == {"layer.0", "layer.1"}
+    assert (tmp_path / "analysis" / "analysis.json").is_file()
+
+
+def test_cli_export_calibrate_peg_eval_build(family, tiny_tsv, tmp_path):
+    runner = CliRunner()
+    _, folder, _ = family
+    inv = lambda *a: runner.invoke(app, [str(x) for x in a])  # noqa: E731
+    steps = [("export", "--model", folder, "--out", tmp_path / "m.onnx"),
+             ("calibrate", "--onnx", tmp_path / "m.onnx", "--data", tiny_tsv, "--method", "peg", "--groups", 4,
+              "--placement", "full", "--samples", 64, "--out", tmp_path / "q.onnx"),
+             ("eval", "--onnx", tmp_path / "q.onnx", "--data", tiny_tsv, "--json", tmp_path / "q.json"),
+             ("eval", "--onnx", tmp_path / "q.onnx", "--data", tiny_tsv, "--exact", "--json", tmp_path / "x.json"),
+             ("eval", "--model", folder, "--engine", "torch", "--data", tiny_tsv, "--json", tmp_path / "t.json")]
+    for step in steps:
+        r = inv(*step)
+        assert r.exit_code == 0, (step[0], r.stderr)
+    assert json.loads((tmp_path / "q.json").read_text())["examples"] == 96
+    try:
+        import tensorrt_rtx  # noqa: F401
+    except ImportError:
+        return
+    r = inv("calibrate", "--onnx", tmp_path / "m.onnx", "--data", tiny_tsv, "--method", "peg", "--groups", 4,
+            "--samples", 64, "--target", "trt", "--out", tmp_path / "t.onnx")
+    assert r.exit_code == 0, r.stderr
+    r = inv("build", "--onnx", tmp_path / "t.onnx", "--out", tmp_path / "t.plan", "--sm", 86, "--shapes",
+            "1x1/2x32/4x64", "--opt-level", 0)
+    assert r.exit_code == 0 and (tmp_path / "t.plan").stat().st_size > 0, r.stderr
+
+
+@pytest.mark.parametrize("model_type,needle", [
+    ("deberta-v2", "'deberta-v2' is not supported yet (disentangled attention"),
+    ("gpt2", "'gpt2' is not supported; supported: bert, roberta, xlm-roberta, camembert, electra, distilbert, albert"),
+])
+def test_unsupported_architectures_get_one_line(tmp_path, model_type, needle):
+    from transformers import AutoConfig
+
+    folder = tmp_path / model_type
+    cfg = AutoConfig.for_model(model_type)
+    cfg.architectures = [cfg.__class__.__name__.replace("Config", "ForSequenceClassification")]
+    cfg.save_pretrained(folder)
+    r = CliRunner().invoke(app, ["export", "--model", str(folder), "--out", str(tmp_path / "m.onnx")])
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "m.onnx").exists()
