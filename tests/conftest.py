@@ -42,7 +42,6 @@ def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_enta
     return path
 
 
-ARCH_TYPES = ("bert", "roberta", "electra", "distilbert", "albert")
 
 
 def _tiny_config(arch: str, vocab: int, layers: int, hidden: int, heads: int, ffn: int) -> object:
@@ -55,8 +54,9 @@ def _tiny_config(arch: str, vocab: int, layers: int, hidden: int, heads: int, ff
                                   max_position_embeddings=64, pad_token_id=0, **labels)
     common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=ffn, max_position_embeddings=64, pad_token_id=0, **labels)
-    if arch == "roberta":
-        return T.RobertaConfig(**{**common, "max_position_embeddings": 66})  # positions are numbered from pad+1
+    if arch in ("roberta", "xlm-roberta", "camembert"):  # positions are numbered from pad + 1
+        cls = {"roberta": T.RobertaConfig, "xlm-roberta": T.XLMRobertaConfig, "camembert": T.CamembertConfig}[arch]
+        return cls(**{**common, "max_position_embeddings": 66})
     if arch == "electra":
         return T.ElectraConfig(embedding_size=hidden // 2, **common)
     if arch == "albert":  # one layer's weights shared across depth, as in every released ALBERT

@@ -1,4 +1,4 @@
-"""The rest of the BERT family (issue 15): tiny random RoBERTa, ELECTRA (projected embeddings), DistilBERT (no
+"""The rest of the BERT family (issue 15): tiny random RoBERTa (and XLM-R, CamemBERT), ELECTRA (projected embeddings), DistilBERT (no
 token types, one embedding sum) and ALBERT (one layer shared across depth, projected embeddings), each with
 planted outlier channels, through export, the role map, both placements, PEG, FP16 fallback, TensorRT-RTX,
 analyze and the CLI — plus one-line refusals for what is not supported."""
@@ -23,7 +23,7 @@ from qbert.exporter.hf import load_classifier
 from tests.conftest import OUTLIER_CHANNELS, build_tiny
 from tests.fakequant_torch import fake_quant_forward
 
-FAMILY = ("roberta", "electra", "distilbert", "albert")
+FAMILY = ("roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert")
 PROJECTED = ("electra", "albert")  # embedding_size < hidden_size: a projection starts the residual stream
 BMM_SITES = ["q", "k_t", "p", "v"]  # the reference quantizes GEMM inputs only
 
@@ -222,3 +222,17 @@ def test_unsupported_architectures_get_one_line(tmp_path, model_type, needle):
     lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], r.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_reproduce_runs_on_albert(tmp_path):
+    """The study's pipeline on the hardest case: shared layers, projected embeddings (FP32 and PEG K=4 rows)."""
+    from qbert.reproduction import reproduce
+    from tests.conftest import write_tsv
+
+    model = build_tiny(tmp_path / "albert", "albert")
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 120, seed=6)
+    rep = reproduce(str(model), str(evald), str(calibd), tmp_path / "rep", samples=32, bench_iters=2,
+                    analysis_samples=16, only=["FP32", "PEG K=4 permuted"])
+    assert [r["name"] for r in rep["rows"]] == ["FP32", "PEG K=4 permuted"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rep["rows"])
+    assert "PEG K=4 permuted" in (tmp_path / "rep" / "report.md").read_text()
