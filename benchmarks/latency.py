@@ -1,5 +1,6 @@
 """INT8 speed on ONNX Runtime CPU, side by side in one run: FP32 (ORT transformer-optimized), qbert INT8
-(minmax, percentile, PEG K=4; `--target ort-cpu`, trt placement) and ORT's own `quantize_static`
+(minmax, percentile, PEG K=4 and PEG `--groups auto` under the gemm placement; minmax, PEG K=4 and PEG auto under the
+study's full placement; `--target ort-cpu`) and ORT's own `quantize_static`
 (QDQ, U8S8, per-channel, MatMul only) as the peer — on a bert-base-shaped model and the shared fixture.
 
     python benchmarks/latency.py                # ≈ 15 min on 2 cores
@@ -10,7 +11,7 @@ and from ORT's profiler at batch 1 (models again alternating) the kernel time in
 "GEMMs × FP32" is how much faster this model's GEMMs are than the FP32 model's; the two Amdahl bounds are FP32's
 kernel time over this model's GEMM time plus FP32's non-GEMM time ("rest as FP32") or over this model's GEMM
 time alone ("rest free": what INT8 could reach if every non-GEMM op took no time). Target: qbert INT8 ≥ 1.8× FP32 at
-batch 1 and not slower than the peer.
+batch 1 and not slower than the peer; PEG auto ≥ 0.9× minmax ("× minmax").
 """
 from __future__ import annotations
 
@@ -112,11 +113,15 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
               "ORT quantize_static INT8 (peer)": ort_peer(fp32, work / "ort-int8.onnx", calib_rows(model_dir))}
     for label, flags in (("qbert INT8 minmax", ["--method", "minmax"]),
                          ("qbert INT8 percentile 99.99", ["--method", "percentile"]),
-                         ("qbert INT8 PEG K=4", ["--method", "peg", "--groups", "4"])):
-        out = work / (label.split()[-1].replace("=", "") + ".onnx")
+                         ("qbert INT8 PEG K=4", ["--method", "peg", "--groups", "4"]),
+                         ("qbert INT8 PEG auto", ["--method", "peg", "--groups", "auto"]),
+                         ("qbert INT8 minmax, full", ["--method", "minmax", "--placement", "full"]),
+                         ("qbert INT8 PEG K=4, full", ["--method", "peg", "--groups", "4", "--placement", "full"]),
+                         ("qbert INT8 PEG auto, full", ["--method", "peg", "--groups", "auto", "--placement", "full"])):
+        out = work / (label.split(maxsplit=2)[-1].replace("=", "").replace(", ", "-").replace(" ", "-") + ".onnx")
         if not out.exists():
             qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", "ort-cpu",
-                  "--placement", "trt", *flags, "--out", out)
+                  *([] if "--placement" in flags else ["--placement", "gemm"]), *flags, "--out", out)
         models[label] = out
     p50 = bench(models, args.batch, args.iters, args.warmup)
     split = gemm_split(models, max(10, args.iters // 4))
@@ -147,11 +152,12 @@ def main() -> None:
                  args)
     rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
     lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
-             "× peer (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
-             "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 11)]
+             "× peer (b=1) | × minmax (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
+             "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 12)]
     for r in rows:
         fp = next(x for x in rows if x["suite"] == r["suite"] and x["model"].startswith("FP32"))
         peer = next(x for x in rows if x["suite"] == r["suite"] and "peer" in x["model"])
+        mm = next(x for x in rows if x["suite"] == r["suite"] and x["model"] == "qbert INT8 minmax")
         b0 = args.batch[0]
         pr, pf = r["profile_b1"], fp["profile_b1"]
         fp_total = pf["gemm_ms"] + pf["other_ms"]
@@ -159,6 +165,7 @@ def main() -> None:
         # cheaper than FP32 does it), and over this model's GEMM time alone (the rest free: a hard ceiling)
         lines.append(f"| {r['model']} | {r['suite']} | " + " | ".join(f"{r['p50_ms'][b]:.1f}" for b in args.batch)
                      + f" | {fp['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | {peer['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | "
+                     f"{mm['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× | "
                      f"{r['integer_gemms']} | {r['float_gemms']} | {r['mb']:.0f} | "
                      f"{pr['gemm_ms']:.1f} / {pr['other_ms']:.1f} | {pf['gemm_ms'] / pr['gemm_ms']:.2f}× | "
                      f"{fp_total / (pr['gemm_ms'] + pf['other_ms']):.2f}× | {fp_total / pr['gemm_ms']:.2f}× |")

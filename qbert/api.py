@@ -41,17 +41,19 @@ class CalibrationConfig:
     """How to calibrate. Every field is checked by `validate()`, whose errors name the field.
 
     data: calibration rows (anything `load_data` takes) — never the evaluation split.
-    method: minmax | percentile | mse | entropy | peg. placement: gemm (GEMM inputs, what TensorRT fuses) or
-    full (the study's W8A8). groups/permute: PEG. fallback: site keys, globs or roles kept in high precision.
-    auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points of FP32 on
-    held-out calibration rows (needs labels; `label2id` maps them, default the model's own)."""
+    method: minmax | percentile | mse | entropy | peg, or auto: try them all × both placements on held-out
+    calibration rows and keep the fastest within `budget` points (default 0.3) of FP32 — for `target` (ort-cpu:
+    timed here; trt: fewest INT8 GEMMs). placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's
+    W8A8). groups/permute: PEG. fallback: site keys, globs or roles kept in high precision.
+    auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points (default 0.5)
+    of FP32 on held-out calibration rows. Both need labels; `label2id` maps them, default the model's own."""
 
     data: Any
     method: str = "minmax"
     placement: str = "gemm"
     samples: int = 512
     percentile: float = 99.99
-    groups: int = 4
+    groups: int | str = 4  # PEG: K groups per stream tensor, or "auto" (K per tensor from its channel ranges)
     permute: bool = True
     include_padding: bool = False
     fallback: list[str] = field(default_factory=list)
@@ -59,8 +61,9 @@ class CalibrationConfig:
     threads: int | None = None
     seed: int = 0
     auto_fp16: bool = False
-    budget: float = 0.5
+    budget: float | None = None
     label2id: dict[str, int] | None = None
+    target: str = "ort-cpu"
 
     def validate(self) -> "CalibrationConfig":
         from qbert.calibration.methods import METHODS
@@ -68,16 +71,18 @@ class CalibrationConfig:
 
         if self.data is None or isinstance(self.data, (int, float)):
             raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
-        _choice("method", self.method, METHODS)
+        _choice("method", self.method, (*METHODS, "auto"))
+        _choice("target", self.target, ("ort-cpu", "trt"))
         self.placement = placement_name(self.placement)
         _choice("placement", self.placement, PLACEMENTS)
         check_range("samples", self.samples, 1)
-        check_range("groups", self.groups, 1)
+        if self.groups != "auto":
+            check_range("groups", self.groups, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("threads", self.threads, 1)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
-        if not math.isfinite(self.budget) or self.budget < 0:
+        if self.budget is not None and (not math.isfinite(self.budget) or self.budget < 0):
             raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
         if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
@@ -95,7 +100,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     meta = load_meta(onnx)
     label2id = config.label2id or meta.label2id
     data = str(config.data) if isinstance(config.data, (str, Path)) else \
-        load_data(config.data, label2id if config.auto_fp16 else None)
+        load_data(config.data, label2id if config.auto_fp16 or config.method == "auto" else None)
     options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("data", "label2id")}
     return run(Path(onnx), meta, None, data, label2id=label2id, **options)
 

@@ -69,6 +69,31 @@ def show(title: str, rows: dict[str, Any]) -> None:
     out.print(table)
 
 
+def _show_candidates(report: dict[str, Any]) -> None:
+    """--method auto: every candidate, the chosen one marked."""
+    table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
+                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt; "
+                               f"speed = {report['speed']}"), title_justify="left")
+    for col in ("candidate", "held-out acc %", "Δ pt", "flips %", "speed", ""):
+        table.add_column(col)
+    for r in report["candidates"]:
+        speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
+        mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
+        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", f"{-r['drop_points']:+.2f}",
+                      f"{100 * r['flips']:.2f}", speed, mark)
+    out.print(table)
+    if not report["within_budget"]:
+        err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
+                  "rows; kept the most accurate", highlight=False)
+
+
+def _integer(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise QbertError(f"{flag} {text!r}: expected an integer") from None
+
+
 @app.command()
 @guarded
 def export(
@@ -144,12 +169,16 @@ def calibrate(
     out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (+ <out>.json sidecar)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
                                        "Never your evaluation split."),
-    method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg."),
+    method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | auto: try every method "
+                               "and placement on held-out calibration rows and keep the fastest within --budget "
+                               "(default 0.3 pt) of FP32; every candidate is printed and saved in the recipe."),
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
                                   "| full: the study's "
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
     target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
-    groups: int = typer.Option(4, help="PEG: number of channel groups (must divide the hidden size)."),
+    groups: str = typer.Option("4", help="PEG: channel groups per residual-stream tensor, sized to the measured "
+                               "channel ranges (outliers get a small group of their own); auto = per tensor, one "
+                               "group (per-tensor speed) where there are no outlier channels."),
     permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: reorder channels first (outliers share the last group with the smallest ones; "
                                  "folded into the weights, no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
@@ -168,8 +197,10 @@ def calibrate(
     threads: Optional[int] = typer.Option(None, help="CPU threads for calibration."),
     auto_fp16: bool = typer.Option(False, "--auto-fp16", help="Keep the most sensitive tensors in high precision "
                                    "until within --budget of FP32 (measured on held-out calibration rows)."),
-    budget: float = typer.Option(0.5, help="--auto-fp16: allowed accuracy loss in points."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 only (calibration reads no labels). "
+    budget: Optional[float] = typer.Option(None, help="Allowed accuracy loss in points on held-out rows "
+                                           "(--auto-fp16: default 0.5; --method auto: default 0.3)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 and --method auto only (other "
+                                         "calibration reads no labels). "
                                          + LABELS_HELP),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
@@ -184,10 +215,11 @@ def calibrate(
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
-            data=data, method=method, placement=placement, samples=samples, percentile=percentile, groups=groups,
+            data=data, method=method, placement=placement, samples=samples, percentile=percentile,
+            groups=groups if groups == "auto" else _integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
-            auto_fp16=auto_fp16, budget=budget).validate()
+            auto_fp16=auto_fp16, budget=budget, target=target).validate()
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
@@ -200,7 +232,9 @@ def calibrate(
         recipe = run_calibrate(onnx, config)
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side.quantization
-    show(f"calibrated {out_path}", {"method": recipe.method + (f" K={recipe.groups}" if recipe.method == "peg"
+    if "auto_method" in recipe.calibration:
+        _show_candidates(recipe.calibration["auto_method"])
+    show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
                                                                else ""),
                                     "placement": recipe.placement, "target": target,
                                     "activations": summary["activation_dtype"],

@@ -105,8 +105,14 @@ CASES = [
     ("calibrate: ONNX lacks inputs", "calibrate --onnx {d}/noinput.onnx --data {tsv} --out {o}/q.onnx", "lacks inputs"),
     ("calibrate: Q/DQ ONNX where FP32 expected", "calibrate --onnx {d}/q.onnx --data {tsv} --out {o}/q2.onnx",
      "already quantized"),
-    ("calibrate: --groups does not divide hidden", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups 5 "
-     "--out {o}/q.onnx", "does not divide"),
+    ("calibrate: --groups more than the channels", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg "
+     "--groups 33 --out {o}/q.onnx", "more groups than the 32 channels"),
+    ("calibrate: --groups not a number", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups x "
+     "--out {o}/q.onnx", "expected an integer"),
+    ("calibrate: --method auto with --auto-fp16", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
+     "--auto-fp16 --out {o}/q.onnx", "use one of them"),
+    ("calibrate: --method auto without enough held-out rows", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--method auto --samples 64 --out {o}/q.onnx", "needs ≥ 256 held-out rows"),
     ("calibrate: --groups 0", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups 0 --out {o}/q.onnx",
      "positive"),
     ("calibrate: --groups negative", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups -2 "

@@ -136,3 +136,43 @@ def test_fallback_and_recipe_roundtrip(tiny_onnx, tiny_tsv, fp32, tmp_path):
     b, _ = emit(model, again, "trt")
     assert a.SerializeToString() == b.SerializeToString()
     assert json.loads((tmp_path / "r.json").read_text())["versions"]["onnxruntime"] == ort.__version__
+
+
+def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv, fp32, tmp_path):
+    """The planted channels dominate layer 0's FFN output h, residual sum y and (through LayerNorm γ) its output z:
+    auto groups those; GEMM inputs without outliers (embeddings, both FFN inputs) stay per-tensor — fewer split
+    GEMMs than K=4 everywhere."""
+    model, meta = fp32
+    run = lambda **kw: calibrate(tiny_onnx, meta, model, str(tiny_tsv), placement="full", samples=64, **kw)  # noqa
+    r = run(method="peg", groups="auto")
+    assert r.groups == "auto"
+    grouped = {k for k, v in r.sites.items() if v.bounds}
+    assert {"layer.0.h", "layer.0.y", "layer.0.z"} <= grouped
+    assert not grouped & {"emb.ln", "layer.0.x", "layer.1.x"}
+    last = r.sites["layer.0.h"].bounds[-1]
+    assert set(np.array(r.permutation)[last[0]:last[1]]) >= set(OUTLIER_CHANNELS)
+    gemms = {k: emit(model, rec, "ort-cpu")[1]["quantized_gemms"]
+             for k, rec in (("auto", r), ("minmax", run(method="minmax")), ("k4", run(method="peg", groups=4)))}
+    assert gemms["minmax"] < gemms["auto"] < gemms["k4"]
+    r.save(tmp_path / "r.json")
+    assert Recipe.load(tmp_path / "r.json").groups == "auto"  # survives the recipe file
+
+
+def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
+    from tests.conftest import write_tsv
+
+    model, meta = fp32
+    data = write_tsv(tmp_path / "d.tsv", 400, seed=3)
+    r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
+    report = r.calibration["auto_method"]
+    rows = report["candidates"]
+    assert len(rows) == 10 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
+    ok = [c for c in rows if c["within_budget"]]
+    chosen = next(c for c in rows if c["name"] == report["chosen"])
+    assert chosen in ok and chosen["p50_ms_b1"] == min(c["p50_ms_b1"] for c in ok)
+    assert (r.method, r.placement) == (chosen["method"], chosen["placement"]) and r.method != "auto"
+    trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
+    counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}
+    assert counts[trt.calibration["auto_method"]["chosen"]] == min(counts.values())  # fewest INT8 GEMMs, no timing
+    with pytest.raises(Exception, match="needs ≥ 256 held-out rows"):
+        calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=200)

@@ -132,7 +132,7 @@ def test_ort_integer_graph_matches_torch_fake_quant(family, tiny_tsv, groups):
     if recipe.permutation is not None:  # the graph's stream is in the permuted channel order
         ref_q = ref_q[..., recipe.permutation]
     err = np.abs(got - ref_q)[real].mean()
-    assert err < 1e-3 * effect, (err, effect)
+    assert err < 1e-3 * effect + 1e-6, (err, effect)  # + float32 summation-order noise
 
 
 def test_peg_alone_is_exact_and_albert_stays_shared(family, tiny_tsv):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from qbert.calibration import methods as M
+from qbert.calibration import groups as G, methods as M
 from qbert.calibration.observe import AbsHistogram
 from qbert.errors import QbertError
 
@@ -66,25 +66,41 @@ def test_mse_and_entropy_clip_heavy_tails_but_not_uniform():
     assert M.mse_amax(hist_of(uni)) > 0.9
 
 
-def test_peg_groups_put_outliers_together():
-    amax = np.ones(32)
+def test_groups_give_outliers_a_small_group_of_their_own():
+    from itertools import combinations
+
+    amax = np.ones(128)
     amax[[5, 19]] = 100.0
-    amax[[0, 1, 2]] = [0.1, 0.2, 0.3]  # the smallest channels fill the outlier group
-    order = M.stream_permutation([amax], 4)
-    bounds, g = M.peg_groups(amax, 4, order)
-    assert bounds == [[0, 8], [8, 16], [16, 24], [24, 32]]
-    assert g[:3] == [1.0, 1.0, 1.0] and g[3] == 100.0
-    assert set(order[-2:].tolist()) == {5, 19} and {0, 1, 2} <= set(order[-8:].tolist())
-    assert sorted(order.tolist()) == list(range(32))
-    _, g_plain = M.peg_groups(amax, 4, np.arange(32))
-    assert g_plain == [100.0, 1.0, 100.0, 1.0]
-    wide = np.ones(32)
-    wide[[5, 19]] = 100.0
-    wide[8:16] = 5.0  # mid-range channels stay out of the outlier group
-    assert not set(range(8, 16)) & set(M.stream_permutation([wide], 4)[-8:].tolist())
+    amax[40:60] = 3.0
+    order = G.stream_permutation([amax])
+    assert sorted(order.tolist()) == list(range(128)) and set(order[-2:].tolist()) == {5, 19}
+    ordered = amax[order]
+    layouts = G.layouts([ordered], 4)
+    assert layouts[4][-1] == [112, 128] and layouts[1] == [[0, 128]]  # the outliers alone in one 16-block
+    equal = [[0, 32], [32, 64], [64, 96], [96, 128]]
+    assert G.noise(ordered, layouts[4]) < G.noise(ordered, equal) / 5
+    for k in (2, 3):  # the dynamic programme finds the best boundaries on 16-channel blocks
+        brute = min(G.noise(ordered, [[a, b] for a, b in zip((0, *cut), (*cut, 128))])
+                    for cut in combinations(range(16, 128, 16), k - 1))
+        assert G.noise(ordered, layouts[k]) == pytest.approx(brute)
 
 
-@pytest.mark.parametrize("k", [0, -2, 5])
+def test_auto_groups_split_only_where_outliers_are():
+    rng = np.random.default_rng(0)
+    plain = rng.uniform(0.5, 2.0, 128)
+    strong = plain.copy()
+    strong[[3, 77]] = 400.0  # every other channel keeps < 1/200 of the group range
+    mild = plain.copy()
+    mild[[3, 77]] = 15.0
+    for tensor, gemm, want_split in ((plain, False, False), (strong, False, True), (mild, True, False),
+                                     (strong, True, True)):
+        o = np.sort(tensor)
+        k = G.auto_groups(o, G.layouts([o], G.MAX_AUTO_GROUPS), gemm_input=gemm)
+        assert (k > 1) == want_split, (tensor.max(), gemm, k)
+
+
+@pytest.mark.parametrize("k", [0, -2, 129, "x", True])
 def test_bad_group_counts(k):
     with pytest.raises(QbertError, match="--groups"):
-        M.check_groups(k, 32)
+        G.check_groups(k, 128)
+    G.check_groups("auto", 128)

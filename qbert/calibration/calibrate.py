@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration import methods as M
+from qbert.calibration import groups as G, methods as M
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
-from qbert.calibration.recipe import Recipe, SiteScale
+from qbert.calibration.recipe import Recipe
+from qbert.calibration.scales import choose_scales
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
@@ -19,20 +20,27 @@ from qbert.progress import progress_bar
 
 
 def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str | Dataset, method: str = "minmax",
-              placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int = 4,
+              placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int | str = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
-              budget: float = 0.5, heldout_rows: int = 256, label2id: dict[str, int] | None = None) -> Recipe:
-    """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` (which judges
-    accuracy on held-out rows), mapped with `label2id` (default: the model's own)."""
+              budget: float | None = None, heldout_rows: int | None = None,
+              label2id: dict[str, int] | None = None, target: str = "ort-cpu") -> Recipe:
+    """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
+    (which judge accuracy on held-out rows: default 256 and 1,000 of them; budget default 0.5 and 0.3 points),
+    mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed)."""
     from qbert.exporter.hf import load_tokenizer
 
-    if method not in M.METHODS:
-        raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}")
+    if method not in (*M.METHODS, "auto"):
+        raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}, auto")
+    choosing = method == "auto"
+    if choosing and auto_fp16:
+        raise QbertError("--method auto and --auto-fp16 both search on held-out rows; use one of them")
+    heldout_rows = heldout_rows or (1000 if choosing else 256)
+    budget = budget if budget is not None else (0.3 if choosing else 0.5)
     if method == "percentile" and not 0.0 < percentile <= 100.0:
         raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
     if method == "peg":
-        M.check_groups(groups, meta.hidden_size)
+        G.check_groups(groups, meta.hidden_size)
     if samples < 1:
         raise QbertError(f"--samples {samples}: must be at least 1")
     caller_model = model is not None
@@ -41,27 +49,29 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
 
         model = onnx.load(str(onnx_path))
     graph = parse(model)
-    placement = placement_name(placement)
+    placement = "full" if choosing else placement_name(placement)  # auto observes full's tensors: gemm's and more
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
+    needs_labels = auto_fp16 or choosing
     dataset = data if isinstance(data, Dataset) else \
-        load_dataset_spec(data, (label2id or meta.label2id) if auto_fp16 else None)
+        load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
     if len(dataset.examples) < samples:
         raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
                          f"lower --samples or give more data")
     shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
     rows = np.sort(shuffled[:samples])
-    held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16 only: rows not calibrated on
-    if auto_fp16 and len(held_rows) < 32:
-        raise QbertError(f"--auto-fp16 needs ≥ 32 held-out rows beyond --samples {samples}; "
+    held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
+    if needs_labels and len(held_rows) < 32 * (1 + 7 * choosing):
+        flag = "--method auto" if choosing else "--auto-fp16"
+        raise QbertError(f"{flag} needs ≥ {32 * (1 + 7 * choosing)} held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples")
     all_examples = dataset.examples
     tokenizer = load_tokenizer(meta.tokenizer)
     encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
     pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
-    consume = not caller_model and not auto_fp16
-    observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy"),
+    consume = not caller_model and not needs_labels
+    observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:
         del model, graph  # peak memory: ORT's copy of the weights is enough from here on
@@ -80,12 +90,20 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                      "include_padding": include_padding, "max_length": meta.max_length},
         model={"onnx": str(onnx_path), "sha256": meta.sha256, "source_model": meta.source_model},
         versions=versions())
-    if auto_fp16:
-        from qbert.calibration.auto import auto_fallback
+    if needs_labels:
         held = Dataset([all_examples[i] for i in held_rows], data)
         if any(e.label is None for e in held.examples):
-            raise QbertError(f"--auto-fp16 judges accuracy on held-out rows, but --data {data} has unlabelled "
-                             "rows; give labelled calibration data or choose --fp16-fallback yourself")
+            raise QbertError(f"{'--method auto' if choosing else '--auto-fp16'} judges accuracy on held-out rows, "
+                             f"but --data {data} has unlabelled rows; give labelled calibration data or choose "
+                             "the method/--fp16-fallback yourself")
+    if choosing:
+        from qbert.calibration.select import select
+
+        recipe, report = select(model, graph, stats, recipe, target, encode(held, tokenizer, meta.max_length),
+                                np.asarray(held.labels), budget, fallback or [], meta)
+        recipe.calibration["auto_method"] = report
+    if auto_fp16:
+        from qbert.calibration.auto import auto_fallback
         recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.max_length),
                                        held.labels, budget, meta.pad_token_id)
         recipe.calibration["auto_fp16"] = report
@@ -102,32 +120,3 @@ def auto_batch_size(chosen, meta: dict[str, Any], budget: int = OBSERVED_BYTES_B
     width = {"bhss": meta.num_heads * seq, "bhsd": d, "bhds": d}
     per_token = sum(width.get(s.layout, meta.intermediate_size if s.key.endswith(".a") else d) for s in chosen)
     return int(max(1, min(32, budget // max(1, per_token * seq * 4))))
-
-
-def choose_scales(chosen, stats, method: str, percentile: float, groups: int, permute: bool
-                  ) -> tuple[dict[str, SiteScale], list[int] | None]:
-    """Per-site clip values from the statistics; PEG adds groups (and the stream permutation)."""
-    permutation = None
-    peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
-    if peg_sites and permute:
-        permutation = M.stream_permutation([stats[s.key].channel_amax for s in peg_sites], groups)
-    out: dict[str, SiteScale] = {}
-    for site in chosen:
-        st = stats[site.key]
-        if site in peg_sites:
-            order = permutation if permutation is not None else np.arange(len(st.channel_amax))
-            bounds, group_amax = M.peg_groups(st.channel_amax, groups, order)
-            group_amax = [max(float(a), M.TINY) for a in group_amax]
-            out[site.key] = SiteScale(site.tensor, max(group_amax), group_amax, bounds)
-            continue
-        if method == "percentile" and st.hist is not None:
-            amax = M.percentile_amax(st.hist, percentile)
-        elif method == "mse" and st.hist is not None:
-            amax = M.mse_amax(st.hist)
-        elif method == "entropy" and st.hist is not None:
-            amax = M.entropy_amax(st.hist)
-        else:
-            amax = st.amax
-        out[site.key] = SiteScale(site.tensor, max(float(min(amax, st.amax) if amax else st.amax), M.TINY))
-    return out, None if permutation is None else [int(i) for i in permutation]
-

@@ -1,4 +1,5 @@
-"""Scale selection from streamed statistics (pure numpy): minmax, percentile, mse, entropy, and PEG groups.
+"""Scale selection from streamed statistics (pure numpy): minmax, percentile, mse, entropy
+(PEG's channel groups: groups.py).
 
 All methods are symmetric: they return an amax (clip value) and the INT8 scale is amax / 127. Nothing here
 can produce an unsigned range — the study's percentile code clamped the lower bound to 0 and zeroed every
@@ -79,43 +80,3 @@ def entropy_amax(hist: AbsHistogram, target_bins: int = 128, max_bins: int = 204
         if kl < best_kl:
             best_kl, best_i = kl, i
     return float(best_i * width)
-
-
-def peg_groups(channel_amax: np.ndarray, groups: int, order: np.ndarray) -> tuple[list[list[int]], list[float]]:
-    """Split channels (taken in `order`) into `groups` contiguous equal slices; one amax per slice."""
-    d = len(channel_amax)
-    check_groups(groups, d)
-    size = d // groups
-    bounds = [[k * size, (k + 1) * size] for k in range(groups)]
-    ordered = channel_amax[order]
-    return bounds, [float(ordered[a:b].max()) for a, b in bounds]
-
-
-def check_groups(groups: int, hidden: int) -> None:
-    if groups < 1:
-        raise QbertError(f"--groups {groups}: must be a positive integer")
-    if hidden % groups:
-        raise QbertError(f"--groups {groups} does not divide the hidden size {hidden}; pick a divisor "
-                         f"such as {', '.join(str(k) for k in range(2, 13) if hidden % k == 0)}")
-
-
-def stream_permutation(channel_amax: list[np.ndarray], groups: int, ratio: float = 6.0) -> np.ndarray:
-    """One channel order for the whole residual stream, built so the group that must hold the outliers
-    wastes as little as possible.
-
-    Score = each channel's worst range relative to its tensor's median, over all stream tensors. Channels
-    scoring above `ratio`× the median score are the outliers: they go into the last group, which is filled up
-    with the *smallest* channels (quantized coarsely they lose at most their own small range); every other
-    channel is sorted ascending into the remaining groups. Plain ascending sorting (Bondarenko) instead packs
-    every wide channel into the outlier group — measured on the MiniLM fixture (K=4, full placement, 500 eval
-    rows, per-axis fake quant): sorted 68.8 %, per-tensor sorted 67.8 %, unpermuted 72.0 %, this order 77.6 %.
-    """
-    score = np.max(np.stack([c / max(float(np.median(c)), TINY) for c in channel_amax]), axis=0)
-    d = len(score)
-    size = d // max(groups, 1)
-    ascending = np.argsort(score, kind="stable")
-    outliers = [int(c) for c in ascending[::-1] if score[c] > ratio * float(np.median(score))][:size]
-    taken = set(outliers)
-    rest = [int(c) for c in ascending if c not in taken]
-    fill, middle = rest[: size - len(outliers)], rest[size - len(outliers):]
-    return np.array(middle + fill + outliers[::-1], dtype=np.int64)

@@ -26,7 +26,7 @@ class Recipe:
     placement: str
     sites: dict[str, SiteScale]
     percentile: float | None = None
-    groups: int = 1
+    groups: int | str = 1  # PEG: K, or "auto" (K per tensor; see groups.py)
     permute: bool = False
     permutation: list[int] | None = None  # residual-stream channel order (PEG with permutation)
     fallback: list[str] = field(default_factory=list)  # sites kept in high precision
@@ -72,8 +72,9 @@ class Recipe:
                 isinstance(self.percentile, (int, float)) and not isinstance(self.percentile, bool)
                 and 0 < self.percentile <= 100):
             raise QbertError(f"{where}: percentile {self.percentile!r} must be in (0, 100]")
-        if not isinstance(self.groups, int) or isinstance(self.groups, bool) or not 1 <= self.groups <= 4096:
-            raise QbertError(f"{where}: groups {self.groups!r} must be an integer in [1, 4096]")
+        if self.groups != "auto" and (not isinstance(self.groups, int) or isinstance(self.groups, bool)
+                                      or not 1 <= self.groups <= 4096):
+            raise QbertError(f"{where}: groups {self.groups!r} must be an integer in [1, 4096] or auto")
         for name in ("model", "calibration", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise QbertError(f"{where}: {name} must be a JSON object, not {type(getattr(self, name)).__name__}")

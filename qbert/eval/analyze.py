@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration.calibrate import choose_scales
+from qbert.calibration.scales import choose_scales
 from qbert.calibration.emit import emit
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import sites as placement_sites

@@ -1,0 +1,114 @@
+"""PEG group layouts on held-out calibration rows (never eval.tsv): what each choice contributes, over seeds.
+
+    python benchmarks/peg_groups.py [--model ../shared/fixtures/minilm-l6-qnli] [--data ../shared/data/qnli/tune.tsv]
+                                    [--samples 512] [--held 1000] [--seeds 0,1,2] [--placement full]
+
+For each seed: observe `--samples` rows (chosen by the seed) once, then emit every candidate and score it on the
+last `--held` rows of a fixed shuffle (disjoint from every seed's calibration rows): accuracy, and flips (held-out
+predictions that differ from FP32's — label-free, so it also reads right on rows the model was tuned on).
+Prints mean and range over seeds, and the GEMM count of each graph (each PEG group a GEMM reads is one GEMM).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import onnx
+
+    from qbert.artifacts import load_meta
+    from qbert.calibration import groups as G
+    from qbert.calibration.calibrate import auto_batch_size
+    from qbert.calibration.scales import choose_scales
+    from qbert.calibration.emit import emit
+    from qbert.calibration.observe import Observer
+    from qbert.calibration.placement import sites as placement_sites
+    from qbert.calibration.recipe import Recipe, SiteScale
+    from qbert.data import Dataset, batches, encode, load_dataset_spec
+    from qbert.exporter.export import export
+    from qbert.exporter.graph import parse
+    from qbert.exporter.hf import load_tokenizer
+    from qbert.machine import machine
+    from qbert.ort_session import logits_of
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="../shared/fixtures/minilm-l6-qnli")
+    ap.add_argument("--data", default="../shared/data/qnli/tune.tsv")
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--held", type=int, default=1000)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--placement", default="full")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="qbert-peg-groups-"))
+    fp32 = work / "fp32.onnx"
+    export(args.model, fp32)
+    meta, model = load_meta(fp32), onnx.load(str(fp32))
+    tok = load_tokenizer(meta.tokenizer)
+    ds = load_dataset_spec(args.data, meta.label2id)
+    fixed = np.random.default_rng(12345).permutation(len(ds.examples))
+    held_idx, pool = np.sort(fixed[-args.held:]), fixed[:-args.held]
+    held = Dataset([ds.examples[i] for i in held_idx], ds.source)
+    enc_h, labels = encode(held, tok, meta.max_length), np.array(held.labels)
+    fp = logits_of(model, enc_h, 32, meta.pad_token_id).argmax(-1)
+    sites = placement_sites(parse(model), args.placement)
+    stream = [s for s in sites if s.stream]
+
+    def equal(scales, perm, k):  # the old layout: K equal slices of the same order
+        out = dict(scales)
+        d = len(perm)
+        bounds = [[i * d // k, (i + 1) * d // k] for i in range(k)]
+        for s in stream:
+            o = np.asarray(stats[s.key].channel_amax)[perm]
+            ga = [max(float(o[a:b].max()), 1e-8) for a, b in bounds]
+            out[s.key] = SiteScale(s.tensor, max(ga), ga, bounds)
+        return out
+
+    candidates = {  # name → (method, groups, post-processing)
+        "minmax (per-tensor)": ("minmax", 1, None),
+        "PEG K=4, equal groups": ("peg", 4, lambda sc, p: equal(sc, p, 4)),
+        "PEG K=4, sized groups": ("peg", 4, None),
+        "PEG K=3, sized groups": ("peg", 3, None),
+        "PEG K=2, sized groups": ("peg", 2, None),
+        "PEG auto": ("peg", G.AUTO, None),
+    }
+    results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in candidates}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        rows = np.sort(np.random.default_rng(seed).permutation(pool)[:args.samples])
+        enc_c = encode(Dataset([ds.examples[i] for i in rows], ds.source), tok, meta.max_length)
+        obs = Observer(model, sites, histograms=False)
+        stats = obs.run(f for _, f in batches(enc_c, auto_batch_size(sites, meta), pad_id=meta.pad_token_id))
+        for name, (method, k, post) in candidates.items():
+            scales, perm = choose_scales(sites, stats, method, 99.99, k, True)
+            if post is not None:
+                scales = post(scales, np.asarray(perm))
+            recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
+                            permute=perm is not None, permutation=perm)
+            q, summary = emit(model, recipe, "ort-cpu")
+            pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)
+            results[name].append((100 * float((pred == labels).mean()), 100 * float((pred != fp).mean()),
+                                  summary["quantized_gemms"]))
+            print(f"seed {seed}  {name:24s} acc {results[name][-1][0]:6.2f}  flips {results[name][-1][1]:5.2f} %",
+                  flush=True)
+    m = machine()
+    print(f"\n{args.model}, {args.placement} placement, {args.samples} calibration rows, {args.held} held-out rows of "
+          f"{args.data}; seeds {args.seeds}; FP32 held-out accuracy {100 * float((fp == labels).mean()):.2f} %")
+    isa = ", ".join(k for k, v in m["isa"].items() if v) or "none of the listed"
+    print(f"machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}); ORT INT8 path: {m['ort_int8_path']}\n")
+    print("| layout | held-out acc, mean (range) | flips vs FP32, mean (range) | INT8 GEMMs |")
+    print("|---|---|---|---|")
+    for name, rs in results.items():
+        acc, flips, gemms = (np.array([r[i] for r in rs]) for i in range(3))
+        print(f"| {name} | {acc.mean():.2f} ({acc.min():.2f}–{acc.max():.2f}) | {flips.mean():.2f} "
+              f"({flips.min():.2f}–{flips.max():.2f}) | {int(gemms[0])} |")
+
+
+if __name__ == "__main__":
+    main()

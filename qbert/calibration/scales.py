@@ -1,0 +1,46 @@
+"""Per-site clip values from observed statistics: the step every method shares, and the only one that differs."""
+from __future__ import annotations
+
+import numpy as np
+
+from qbert.calibration import groups as G, methods as M
+from qbert.calibration.recipe import SiteScale
+
+
+def choose_scales(chosen, stats, method: str, percentile: float, groups: int | str, permute: bool
+                  ) -> tuple[dict[str, SiteScale], list[int] | None]:
+    """Per-site clip values from the statistics; PEG adds the stream permutation and each stream tensor's groups
+    (sized by groups.layouts; K per tensor under `auto`, where K=1 means one per-tensor scale)."""
+    permutation = None
+    peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
+    peg: dict[str, SiteScale] = {}
+    if peg_sites:
+        amaxes = [np.asarray(stats[s.key].channel_amax, dtype=np.float64) for s in peg_sites]
+        order = G.stream_permutation(amaxes) if permute else np.arange(len(amaxes[0]))
+        permutation = order if permute else None
+        ordered = [a[order] for a in amaxes]
+        options = G.layouts(ordered, G.MAX_AUTO_GROUPS if groups == G.AUTO else groups)
+        for site, o in zip(peg_sites, ordered):
+            k = G.auto_groups(o, options, bool(site.gemm_inputs)) if groups == G.AUTO else groups
+            if k == 1:
+                peg[site.key] = SiteScale(site.tensor, max(float(o.max()), M.TINY))
+                continue
+            group_amax = [max(float(o[a:b].max()), M.TINY) for a, b in options[k]]
+            peg[site.key] = SiteScale(site.tensor, max(group_amax), group_amax, options[k])
+    out: dict[str, SiteScale] = {}
+    for site in chosen:
+        st = stats[site.key]
+        if site.key in peg:
+            out[site.key] = peg[site.key]
+            continue
+        if method == "percentile" and st.hist is not None:
+            amax = M.percentile_amax(st.hist, percentile)
+        elif method == "mse" and st.hist is not None:
+            amax = M.mse_amax(st.hist)
+        elif method == "entropy" and st.hist is not None:
+            amax = M.entropy_amax(st.hist)
+        else:
+            amax = st.amax
+        out[site.key] = SiteScale(site.tensor, max(float(min(amax, st.amax) if amax else st.amax), M.TINY))
+    return out, None if permutation is None else [int(i) for i in permutation]
+

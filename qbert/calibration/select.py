@@ -1,0 +1,94 @@
+"""`--method auto`: try every method × placement (× PEG groups) the target runs, on held-out calibration rows,
+and keep the fastest within an accuracy budget of FP32 — measured here, never on evaluation data.
+
+All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
+ten settings costs ten emissions and evaluations, not ten calibrations. Speed: for `--target ort-cpu`, each
+candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
+(no GPU here to time on) the INT8 GEMM count, then the Q/DQ count, stand in for latency — fewer is faster.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from qbert.calibration import groups as G
+from qbert.calibration.emit import emit
+from qbert.calibration.placement import apply_fallback, sites as placement_sites
+from qbert.calibration.recipe import Recipe
+from qbert.calibration.scales import choose_scales
+from qbert.data import random_feeds
+from qbert.ort_session import logits_of, session_for, session_options
+from qbert.progress import progress_bar
+
+CANDIDATES = [  # (placement, method, groups, percentile)
+    *[(p, m, 1, 99.99) for p in ("gemm", "full") for m in ("minmax", "percentile", "mse")],
+    *[(p, "peg", k, 99.99) for p in ("gemm", "full") for k in (G.AUTO, 4)],
+]
+DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
+
+
+def name_of(placement: str, method: str, groups: Any, percentile: float) -> str:
+    extra = {"peg": f" groups={groups}", "percentile": f" {percentile:g}"}.get(method, "")
+    return f"{method}{extra}, {placement}"
+
+
+def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iters: int = 8) -> dict[str, float]:
+    feeds = random_feeds(1, seq, min(vocab, 1000))
+    sessions = {k: session_for(m, session_options()) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        s.run(["logits"], feeds)
+    for _ in range(rounds):  # alternating rounds: a busy machine's drift hits every candidate alike
+        for k, s in sessions.items():
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                s.run(["logits"], feeds)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
+           budget: float, fallback: list[str], meta: Any) -> tuple[Recipe, dict[str, Any]]:
+    """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost)."""
+    pad = meta.pad_token_id
+    fp_logits = logits_of(model, heldout, 32, pad)
+    fp_pred = fp_logits.argmax(-1)
+    fp_acc = float((fp_pred == labels).mean())
+    rows, recipes, cpu_models = [], {}, {}
+    with progress_bar("method auto", total=len(CANDIDATES)) as advance:
+        for placement, method, groups, pct in CANDIDATES:
+            chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback)
+            scales, perm = choose_scales(chosen, stats, method, pct, groups, True)
+            recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
+                               "percentile": pct if method == "percentile" else None,
+                               "groups": groups if method == "peg" else 1, "permute": method == "peg",
+                               "permutation": perm, "fallback": dropped})
+            q, summary = emit(model, recipe, "ort-cpu")
+            pred = logits_of(q, heldout, 32, pad).argmax(-1)
+            name = name_of(placement, method, groups, pct)
+            row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
+                   "accuracy": float((pred == labels).mean()), "flips": float((pred != fp_pred).mean())}
+            if target == "trt":
+                tq, tsum = emit(model, recipe, "trt")
+                row["int8_gemms"] = tsum["quantized_gemms"]
+                row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
+            else:
+                cpu_models[name] = q
+            row["drop_points"] = 100 * (fp_acc - row["accuracy"])
+            row["within_budget"] = row["drop_points"] <= budget + 1e-9
+            rows.append(row)
+            recipes[name] = recipe
+            advance(1)
+    if cpu_models:
+        for name, ms in _latency(cpu_models, meta.max_length, meta.vocab_size).items():
+            next(r for r in rows if r["name"] == name)["p50_ms_b1"] = ms
+    speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
+    ok = [r for r in rows if r["within_budget"]]
+    best = min(ok, key=lambda r: (speed(r), -r["accuracy"])) if ok else max(rows, key=lambda r: r["accuracy"])
+    report = {"budget_points": budget, "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
+              "speed": "p50 ms, batch 1, this machine (ORT CPU)" if target != "trt" else
+              "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
+              "within_budget": bool(ok), "candidates": rows}
+    return recipes[best["name"]], report
