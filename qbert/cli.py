@@ -69,6 +69,9 @@ def show(title: str, rows: dict[str, Any]) -> None:
     out.print(table)
 
 
+MAX_BENCH_BATCH = 1024  # bert-base at seq 128 and batch 1024 already needs ≈ 40 GB of attention scores
+
+
 def _show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
     table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
@@ -211,6 +214,20 @@ def calibrate(
     from qbert.data import label_map
 
     config = None
+    if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
+        given = [flag for flag, value, default in (
+            ("--data", data, None), ("--method", method, "minmax"), ("--placement", placement, "gemm"),
+            ("--groups", groups, "4"), ("--percentile", percentile, 99.99), ("--samples", samples, 512),
+            ("--fp16-fallback", fp16_fallback, None), ("--auto-fp16", auto_fp16, False), ("--budget", budget, None),
+            ("--include-padding", include_padding, False), ("--no-permute", permute, True),
+            ("--labels", labels, None)) if value != default]
+        if given:
+            raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
+                             "drop them, or calibrate anew without --recipe")
+    elif percentile != 99.99 and method != "percentile":
+        raise QbertError(f"--percentile applies to --method percentile, not {method}")
+    elif groups != "4" and method not in ("peg", "auto"):
+        raise QbertError(f"--groups applies to --method peg, not {method}")
     if recipe_in is None:
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
@@ -304,12 +321,17 @@ def bench(
     if (onnx is None) == (plan is None):
         raise QbertError("give exactly one of --onnx (ONNX Runtime CPU) or --plan (TensorRT)")
     kind = engine_kind or ("ort-cpu" if onnx is not None else "tensorrt")
+    if kind == "tensorrt" and plan is None:
+        raise QbertError("--engine tensorrt runs a plan: build one with qbert build and pass it as --plan")
+    if kind == "ort-cpu" and onnx is None:
+        raise QbertError("--engine ort-cpu runs an ONNX: pass it as --onnx")
     try:
-        sizes = [int(b) for b in batch.split(",") if b.strip()]
+        sizes = [int(b) for b in batch.split(",")]
     except ValueError:
         sizes = []
-    if not sizes or min(sizes) < 1:
-        raise QbertError(f"--batch {batch!r}: expected positive integers like 1,8")
+    if not sizes or min(sizes) < 1 or max(sizes) > MAX_BENCH_BATCH:
+        raise QbertError(f"--batch {batch!r}: expected integers in [1, {MAX_BENCH_BATCH}] separated by commas, "
+                         "like 1,8")
     check_range("seq", seq, 1)
     check_range("iters", iters, 1)
     check_range("warmup", warmup, 0)
@@ -416,6 +438,8 @@ def reproduce(
     samples: int = typer.Option(512, help="Calibration sequences per row."),
     bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
     only: Optional[str] = typer.Option(None, help="Comma-separated substrings: run only matching rows."),
+    seeds: int = typer.Option(3, help="Calibration seeds per INT8 row (other calibration rows each): accuracy is "
+                              "reported as mean and range; seed 0's model is the one timed."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
 ) -> None:
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
@@ -425,17 +449,21 @@ def reproduce(
 
     check_range("samples", samples, 1)
     check_range("bench_iters", bench_iters, 1)
+    check_range("seeds", seeds, 1)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "report.json", "--out ": out_dir / "report.md"},
                   {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data)})
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
                            bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
-                           labels=labels)
+                           labels=labels, seeds=seeds)
     table = Table(title=f"reproduce [{engine}]", title_justify="left")
-    for col in ("setting", "accuracy", "p50 b=1 ms", "int/float GEMMs", "cached"):
+    for col in ("setting", "accuracy (seed range)", "p50 b=1 ms", "int/float GEMMs", "cached"):
         table.add_column(col)
     for r in report["rows"]:
-        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}%", f"{r['latency']['1']['p50_ms']:.1f}",
+        accs = r.get("seed_accuracies") or [r["accuracy"]]
+        table.add_row(escape(r["name"]), f"{100 * sum(accs) / len(accs):.2f}%" + (
+                          f" ({100 * min(accs):.2f}–{100 * max(accs):.2f})" if len(accs) > 1 else ""),
+                      f"{r['latency']['1']['p50_ms']:.1f}",
                       f"{r['census']['integer_gemms']}/{r['census']['float_gemms']}", "yes" if r["cached"] else "")
     out.print(table)
     err.print(f"wrote {out_dir}/report.md and report.json")

@@ -37,6 +37,8 @@ ROWS = [
     Row("MSE", "int8", dict(method="mse", placement="full")),
     Row("Auto mixed precision (budget 0.5 pt)", "int8",
         dict(method="minmax", placement="full", auto_fp16=True, budget=0.5)),
+    Row("PEG groups=auto (K per tensor)", "int8", dict(method="peg", placement="full", groups="auto")),
+    Row("Method auto (fastest within 0.3 pt on held-out calibration rows)", "int8", dict(method="auto", budget=0.3)),
 ]
 
 STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
@@ -44,14 +46,16 @@ STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
 }
 
 
-def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str) -> str:
-    blob = json.dumps([row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine],
+def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str, seeds: int) -> str:
+    blob = json.dumps([row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
-            samples: int, engine: str, label2id: dict[str, int]) -> dict[str, Any]:
+            samples: int, engine: str, label2id: dict[str, int], seeds: int = 1) -> dict[str, Any]:
+    """One row: calibrate with seed 0 (the deployed, timed model), measure it; INT8 rows are calibrated again
+    with seeds 1 … seeds−1 (other calibration rows) for the accuracy spread."""
     from qbert.calibration.calibrate import calibrate
     from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
@@ -63,17 +67,37 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     if row.kind == "fp32":
         path = fp32_path
     else:
-        recipe = (Recipe(method="none", placement="gemm", sites={}) if row.kind == "fp16" else
-                  calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, **row.calibrate))
+        def recipe_for(seed: int) -> Recipe:
+            if row.kind == "fp16":
+                return Recipe(method="none", placement="gemm", sites={})
+            extra = {"target": target} if row.calibrate.get("method") == "auto" else {}
+            return calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, seed=seed,
+                             **row.calibrate, **extra)
+
+        recipe = recipe_for(0)
         info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,
                         work / "recipe.json", write_recipe=row.kind == "int8", model=model).quantization
         info["auto_fp16"] = recipe.calibration.get("auto_fp16")
+        info["auto_method"] = recipe.calibration.get("auto_method")
+        info["chosen"] = f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}"
+                                                                   if recipe.method == "peg" else "")
     measured = measure(path, engine, eval_ds, tokenizer, meta, work)
+    spread = [measured["accuracy"]]
+    for seed in range(1, seeds if row.kind == "int8" else 1):
+        other = work / f"seed{seed}.onnx"
+        quantize(fp32_path, recipe_for(seed), other, target, None, work / f"seed{seed}.recipe.json",
+                 write_recipe=False, model=model)
+        spread.append(measure(other, engine, eval_ds, tokenizer, meta, work)["accuracy"])
+        for leftover in work.glob(f"seed{seed}.*"):  # only the seed-0 model is deployed; these were for the spread
+            leftover.unlink()
+    if len(spread) > 1 and engine == "tensorrt":
+        measure(path, engine, eval_ds, tokenizer, meta, work)  # measure() wrote model.plan per seed: seed 0's again
     return {"name": row.name, "kind": row.kind, "flags": row.calibrate,
             "target": target if row.kind != "fp32" else "fp32",
             "high_precision": info.get("high_precision", "fp32"),
             "quantized_gemms": info.get("quantized_gemms", 0), "fallback": info.get("fallback", []),
-            "auto_fp16": info.get("auto_fp16"), **measured, "seconds": round(time.perf_counter() - t0, 1)}
+            "auto_fp16": info.get("auto_fp16"), "auto_method": info.get("auto_method"), "chosen": info.get("chosen"),
+            **measured, "seed_accuracies": spread, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path) -> dict[str, Any]:
@@ -160,7 +184,7 @@ def check_gpu_ready() -> None:
 
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
               samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
-              only: list[str] | None = None, labels: str | None = None) -> dict[str, Any]:
+              only: list[str] | None = None, labels: str | None = None, seeds: int = 3) -> dict[str, Any]:
     import onnx
 
     from qbert.artifacts import load_meta
@@ -206,14 +230,14 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:
-            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine)
+            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine, seeds)
             cached, work = out / "rows" / f"{key}.json", out / "rows" / key
             if cached.is_file():
                 results.append({**read_json(cached), "cached": True})
             else:
                 work.mkdir(exist_ok=True)
                 res = run_row(row, fp32_path, meta, model, calib_data, eval_ds, tokenizer, work, samples, engine,
-                              label2id)
+                              label2id, seeds)
                 write_json(cached, res)
                 results.append({**res, "cached": False})
             r = results[-1]
@@ -229,7 +253,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
 
     report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
               "machine": machine(), "kernel_mode": kernel_mode(False) if engine == "ort-cpu" else "tensorrt",
-              "samples": samples, "rows": results, "analysis": {k: analysis[k] for k in
+              "samples": samples, "seeds": seeds, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
               "versions": meta.versions}
     from qbert.eval.report import write_report

@@ -135,6 +135,15 @@ CASES = [
     ("bench: empty plan", "bench --plan {d}/empty.plan", "is empty"),
     ("bench: both --onnx and --plan", "bench --onnx {d}/m.onnx --plan {d}/plan.plan", "exactly one"),
     ("bench: bad --batch", "bench --onnx {d}/m.onnx --batch 0", "--batch"),
+    ("bench: --batch with an empty item", "bench --onnx {d}/m.onnx --batch 1,,8", "--batch"),
+    ("bench: --batch too large to fit", "bench --onnx {d}/m.onnx --batch 100000", "[1, 1024]"),
+    ("bench: an ONNX with --engine tensorrt", "bench --onnx {d}/m.onnx --engine tensorrt", "pass it as --plan"),
+    ("calibrate: --recipe with calibration flags", "calibrate --onnx {d}/m.onnx --recipe {d}/q.onnx.recipe.json "
+     "--method peg --samples 64 --out {o}/q.onnx", "--method, --samples would do nothing"),
+    ("calibrate: --percentile with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --percentile 99 "
+     "--out {o}/q.onnx", "--percentile applies to --method percentile"),
+    ("calibrate: --groups with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --groups 3 --out {o}/q.onnx",
+     "--groups applies to --method peg"),
     ("bench: --profile on a plan", "bench --plan {d}/plan.plan --profile", "--profile works with ort-cpu"),
     ("eval: FP32 ONNX as TensorRT plan", "eval --onnx {d}/m.onnx --engine tensorrt --plan {d}/m.onnx --data {tsv}",
      "not a qbert engine sidecar"),

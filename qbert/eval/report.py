@@ -14,8 +14,20 @@ def _find(rows: list[dict], prefix: str) -> dict | None:
     return next((r for r in rows if r["name"].startswith(prefix)), None)
 
 
-def _pct(r: dict | None) -> str:
-    return "—" if r is None else f"{100 * r['accuracy']:.2f}%"
+def _acc(r: dict) -> float:
+    """Accuracy over calibration seeds (INT8 rows), else the one measurement."""
+    accs = r.get("seed_accuracies") or [r["accuracy"]]
+    return sum(accs) / len(accs)
+
+
+def _pct(r: dict | None, spread: bool = False) -> str:
+    if r is None:
+        return "—"
+    accs = r.get("seed_accuracies") or [r["accuracy"]]
+    text = f"{100 * _acc(r):.2f}%"
+    if spread and len(accs) > 1:
+        text += f" ({100 * min(accs):.2f}–{100 * max(accs):.2f})"
+    return text
 
 
 def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -26,7 +38,7 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     pcts = [r for r in rows if r["name"].startswith("Percentile")]
     out = []
     if fp and naive:
-        drop = 100 * (fp["accuracy"] - naive["accuracy"])
+        drop = 100 * (_acc(fp) - _acc(naive))
         out.append(("Naive W8A8 collapses (to ≈ 54 %)", "89.66 → 54.33 %", f"{_pct(fp)} → {_pct(naive)}",
                     "holds" if drop > 15 else f"does not hold (drop {drop:.1f} pt)"))
     hk = max(r["kurtosis"] for r in an["hidden_states"])
@@ -38,19 +50,19 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "holds" if hk > 50 else "holds for the residual sums y (before LayerNorm), not for the post-LN "
                 "hidden states here" if yk > 50 else "does not hold on this model"))
     if fp and mp:
-        gap = 100 * (fp["accuracy"] - mp["accuracy"])
+        gap = 100 * (_acc(fp) - _acc(mp))
         out.append(("Mixed precision (x, h, y high precision) ≈ FP32", "89.42 vs 89.66 %", f"{_pct(mp)} vs {_pct(fp)}",
                     "holds" if gap <= NEAR_FP32_PT else f"does not hold: {gap:.2f} pt below FP32"))
     if fp and k3 and k4:
-        gap = 100 * (fp["accuracy"] - k4["accuracy"])
-        order = k3["accuracy"] < k4["accuracy"]
+        gap = 100 * (_acc(fp) - _acc(k4))
+        order = _acc(k3) < _acc(k4)
         verdict = ("holds" if order and gap <= NEAR_FP32_PT else
                    f"{'partly' if order else 'does not hold'}: K=3 {'<' if order else '≥'} K=4, but K=4 is "
                    f"{gap:.2f} pt below FP32" if gap > NEAR_FP32_PT else "does not hold: K=3 ≥ K=4")
         out.append(("PEG: K=3 < K=4 ≈ FP32", "66.12 / 86.18 %", f"{_pct(k3)} / {_pct(k4)}", verdict))
     if naive and pcts:
-        best = max(pcts, key=lambda r: r["accuracy"])
-        gain = 100 * (best["accuracy"] - naive["accuracy"])
+        best = max(pcts, key=_acc)
+        gain = 100 * (_acc(best) - _acc(naive))
         out.append(("Percentile calibration does not help", "≈ 50.5 % for every p", ", ".join(
             f"{r['name'].split()[-1]}: {_pct(r)}" for r in pcts),
             "holds" if gain <= 1 else f"does not hold: {best['name']} gains {gain:.1f} pt (the study's percentile "
@@ -83,16 +95,19 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              f"({report['samples']} sequences) · engine **{report['engine']}**", "",
              f"Machine: {_machine(report)}", "",
              "## Accuracy", "",
+             f"INT8 rows are calibrated with {report.get('seeds', 1)} seed(s) (different calibration rows each): "
+             "accuracy is their mean (lowest–highest); Δ uses the mean; agreement, census and latency are seed 0's, "
+             "the deployed model.", "",
              "| setting | accuracy | Δ vs FP32 | agrees with FP32 | placement | activations / high precision | "
              "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = f"{100 * sum(a == b for a, b in zip(r['predictions'], fp['predictions'])) / len(r['predictions']):.1f}%" \
             if fp else "—"  # a subset of rows without FP32 (--only) is still reportable
-        delta = f"{100 * (r['accuracy'] - fp['accuracy']):+.2f}" if fp else "—"
-        place = r["flags"].get("placement", "—")
+        delta = f"{100 * (_acc(r) - _acc(fp)):+.2f}" if fp else "—"
+        place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("chosen") else "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
         c = r["census"]
-        lines.append(f"| {r['name']} | {_pct(r)} | {delta} | {agree} | {place} | {act} / "
+        lines.append(f"| {r['name']} | {_pct(r, spread=True)} | {delta} | {agree} | {place} | {act} / "
                      f"{r['high_precision'].upper()} | {c['integer_gemms']} / {c['float_gemms']} |")
     auto = _find(rows, "Auto mixed")
     if auto and auto.get("auto_fp16"):
@@ -100,6 +115,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                   f"(held-out accuracy {100 * auto['auto_fp16']['steps'][-1]['accuracy']:.2f}% vs FP32 "
                   f"{100 * auto['auto_fp16']['fp32_heldout_accuracy']:.2f}% on "
                   f"{auto['auto_fp16']['heldout_rows']} calibration-split rows)."]
+    chooser = _find(rows, "Method auto")
+    if chooser and chooser.get("auto_method"):
+        am = chooser["auto_method"]
+        lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0 (candidate `{am['chosen']}`): held-out "
+                  f"accuracy of every candidate on {am['heldout_rows']} calibration-split rows (FP32 "
+                  f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt, speed = {am['speed']}:",
+                  "", "| candidate | held-out accuracy | Δ pt | speed | within budget |", "|---|---|---|---|---|"]
+        for c in am["candidates"]:
+            speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
+            lines.append(f"| {c['name']} | {100 * c['accuracy']:.2f}% | {-c['drop_points']:+.2f} | {speed} | "
+                         f"{'yes' if c['within_budget'] else 'no'} |")
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
