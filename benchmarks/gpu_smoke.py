@@ -11,7 +11,6 @@ Exits 2 with one line where there is no GPU, no TensorRT, or a TensorRT that can
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -1,25 +1,21 @@
 """The `qbert` command line: one thin function per command; the work lives in the library."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from qbert._version import __version__
-from qbert.errors import ConfigError, InternalError, QbertError, check_range
+from qbert.cli_output import LABELS_HELP, MAX_BENCH_BATCH, err, guarded, integer, out, show, show_candidates
+from qbert.errors import QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (minmax, "
                        "percentile, MSE, entropy, PEG), build TensorRT engines and measure accuracy and speed.")
-out = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
@@ -28,73 +24,6 @@ def options(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress
     """Global options (before the command: qbert --quiet reproduce …)."""
     if quiet:
         os.environ["QBERT_QUIET"] = "1"
-
-
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one line on stderr and exit code 2 (1 for Ctrl-C)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as e:  # a library argument: name the flag it came from
-            err.print(f"[bold red]error:[/] {escape(e.as_flag())}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except QbertError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except InternalError as e:
-            err.print(f"[bold red]internal error:[/] {escape(str(e))} — a bug in qbert {__version__}; please "
-                      "report it with the command you ran", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except PermissionError as e:
-            err.print(f"[bold red]error:[/] permission denied: {escape(str(e.filename))}", highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; no partial output was written")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,not_entailment — for checkpoints "
-               "saved with HF's default LABEL_0/LABEL_1 (default: the model's own label2id).")
-
-
-def show(title: str, rows: dict[str, Any]) -> None:
-    table = Table(title=escape(title), show_header=False, title_justify="left")
-    for key, value in rows.items():
-        table.add_row(escape(key), escape(f"{value:.4g}" if isinstance(value, float) else str(value)))
-    out.print(table)
-
-
-MAX_BENCH_BATCH = 1024  # bert-base at seq 128 and batch 1024 already needs ≈ 40 GB of attention scores
-
-
-def _show_candidates(report: dict[str, Any]) -> None:
-    """--method auto: every candidate, the chosen one marked."""
-    table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
-                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt; "
-                               f"speed = {report['speed']}"), title_justify="left")
-    for col in ("candidate", "held-out acc %", "Δ pt", "flips %", "speed", ""):
-        table.add_column(col)
-    for r in report["candidates"]:
-        speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
-        mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
-        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", f"{-r['drop_points']:+.2f}",
-                      f"{100 * r['flips']:.2f}", speed, mark)
-    out.print(table)
-    if not report["within_budget"]:
-        err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
-                  "rows; kept the most accurate", highlight=False)
-
-
-def _integer(flag: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise QbertError(f"{flag} {text!r}: expected an integer") from None
 
 
 @app.command()
@@ -233,7 +162,7 @@ def calibrate(
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
             data=data, method=method, placement=placement, samples=samples, percentile=percentile,
-            groups=groups if groups == "auto" else _integer("--groups", groups),
+            groups=groups if groups == "auto" else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
             auto_fp16=auto_fp16, budget=budget, target=target).validate()
@@ -250,7 +179,7 @@ def calibrate(
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side.quantization
     if "auto_method" in recipe.calibration:
-        _show_candidates(recipe.calibration["auto_method"])
+        show_candidates(recipe.calibration["auto_method"])
     show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
                                                                else ""),
                                     "placement": recipe.placement, "target": target,

@@ -24,7 +24,6 @@ class OrtCpuEngine(Engine):
     name = "ort-cpu"
 
     def __init__(self, path: str, threads: int | None = None, exact: bool = False):
-        import onnxruntime as ort
 
         from qbert.artifacts import load_onnx
 
@@ -95,7 +94,6 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
     plus "(kernels)" (their sum), "(gemm)" (float and integer GEMMs) and "(whole run)" (wall time under the
     profiler, which adds overhead between kernels). Several models run in alternating rounds so that a
     shared machine's drift hits all alike."""
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = []

@@ -6,7 +6,6 @@ and measures logit SQNR and accuracy on held-out rows of the given data.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 

@@ -1,0 +1,83 @@
+"""What the CLI prints: one-line errors (and their exit codes), result tables, shared help texts."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from qbert._version import __version__
+from qbert.errors import ConfigError, InternalError, QbertError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into one line on stderr and exit code 2 (1 for Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:  # a library argument: name the flag it came from
+            err.print(f"[bold red]error:[/] {escape(e.as_flag())}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except QbertError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except InternalError as e:
+            err.print(f"[bold red]internal error:[/] {escape(str(e))} — a bug in qbert {__version__}; please "
+                      "report it with the command you ran", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except PermissionError as e:
+            err.print(f"[bold red]error:[/] permission denied: {escape(str(e.filename))}", highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; no partial output was written")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,not_entailment — for checkpoints "
+               "saved with HF's default LABEL_0/LABEL_1 (default: the model's own label2id).")
+
+
+def show(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=escape(title), show_header=False, title_justify="left")
+    for key, value in rows.items():
+        table.add_row(escape(key), escape(f"{value:.4g}" if isinstance(value, float) else str(value)))
+    out.print(table)
+
+
+MAX_BENCH_BATCH = 1024  # bert-base at seq 128 and batch 1024 already needs ≈ 40 GB of attention scores
+
+
+def show_candidates(report: dict[str, Any]) -> None:
+    """--method auto: every candidate, the chosen one marked."""
+    table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
+                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt; "
+                               f"speed = {report['speed']}"), title_justify="left")
+    for col in ("candidate", "held-out acc %", "Δ pt", "flips %", "speed", ""):
+        table.add_column(col)
+    for r in report["candidates"]:
+        speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
+        mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
+        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", f"{-r['drop_points']:+.2f}",
+                      f"{100 * r['flips']:.2f}", speed, mark)
+    out.print(table)
+    if not report["within_budget"]:
+        err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
+                  "rows; kept the most accurate", highlight=False)
+
+
+def integer(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise QbertError(f"{flag} {text!r}: expected an integer") from None
