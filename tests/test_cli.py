@@ -59,3 +59,19 @@ def test_eval_ort_matches_torch(tiny_onnx, tiny_tsv, tmp_path):
     assert a["predictions"] == b["predictions"] and a["predictions_sha256"] == b["predictions_sha256"]
     assert a["engine"] == "ort-cpu" and b["engine"] == "torch"
     assert 0.0 <= a["accuracy"] <= 1.0 and "accuracy" in r1.stdout
+
+
+def test_calibrate_groups_auto_and_method_auto_from_the_shell(tiny_onnx, tmp_path):
+    from tests.conftest import write_tsv
+
+    data = write_tsv(tmp_path / "d.tsv", 400, seed=3)
+    r = invoke("calibrate", "--onnx", tiny_onnx, "--data", data, "--method", "peg", "--groups", "auto",
+               "--placement", "full", "--samples", 64, "--out", tmp_path / "peg.onnx")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "peg.onnx.recipe.json").read_text())["groups"] == "auto"
+    r = invoke("calibrate", "--onnx", tiny_onnx, "--data", data, "--method", "auto", "--samples", 64,
+               "--out", tmp_path / "auto.onnx")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads((tmp_path / "auto.onnx.recipe.json").read_text())["calibration"]["auto_method"]
+    assert "--method auto: 336 held-out rows" in r.stdout and "chosen" in r.stdout
+    assert len(report["candidates"]) == 10 and all(m in r.stdout for m in ("minmax", "mse", "percentile", "peg"))
