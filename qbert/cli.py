@@ -153,6 +153,11 @@ def calibrate(
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              "drop them, or calibrate anew without --recipe")
+    elif method == "auto" and (placement != "gemm" or groups != "4" or not permute):
+        raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
+                         "drop --placement/--groups/--no-permute, or choose the method yourself")
+    elif (labels or budget is not None) and method != "auto" and not auto_fp16:
+        raise QbertError("--labels and --budget apply to --method auto and --auto-fp16 (only they read labels)")
     elif percentile != 99.99 and method != "percentile":
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif groups != "4" and method not in ("peg", "auto"):
@@ -162,7 +167,7 @@ def calibrate(
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
             data=data, method=method, placement=placement, samples=samples, percentile=percentile,
-            groups=groups if groups == "auto" else integer("--groups", groups),
+            groups="auto" if groups.strip().lower() == "auto" else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
             auto_fp16=auto_fp16, budget=budget, target=target).validate()

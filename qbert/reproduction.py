@@ -79,8 +79,9 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
                         work / "recipe.json", write_recipe=row.kind == "int8", model=model).quantization
         info["auto_fp16"] = recipe.calibration.get("auto_fp16")
         info["auto_method"] = recipe.calibration.get("auto_method")
-        info["chosen"] = f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}"
-                                                                   if recipe.method == "peg" else "")
+        if info["auto_method"]:
+            info["chosen"] = f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}"
+                                                                       if recipe.method == "peg" else "")
     measured = measure(path, engine, eval_ds, tokenizer, meta, work)
     spread = [measured["accuracy"]]
     for seed in range(1, seeds if row.kind == "int8" else 1):
@@ -200,6 +201,9 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         check_gpu_ready()
     if Path(eval_data).resolve() == Path(calib_data).resolve():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+    rows = [r for r in ROWS if not only or any(o.lower() in r.name.lower() for o in only)]
+    if not rows:
+        raise QbertError(f"--only {','.join(only or [])} matches no row; rows: {', '.join(r.name for r in ROWS)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
@@ -226,7 +230,9 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         res["plots"] = [p.name for p in plot(res, out)]
         write_json(analysis_path, {**res, "key": key})
     analysis = read_json(analysis_path)
-    rows = [r for r in ROWS if not only or any(o.lower() in r.name.lower() for o in only)]
+    if any(r.calibrate.get("method") == "auto" for r in rows) and len(calib_ds.examples) < samples + 256:
+        raise QbertError(f"the method-auto row needs ≥ 256 held-out --calib-data rows beyond --samples {samples}; "
+                         f"the data has {len(calib_ds.examples)}: lower --samples or leave the row out with --only")
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:

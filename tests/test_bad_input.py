@@ -83,6 +83,20 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
         bad = json.loads(json.dumps(good))
         edit(bad)
         (d / f"{name}.recipe.json").write_text(json.dumps(bad))
+    runner.invoke(app, ["calibrate", "--onnx", str(d / "m.onnx"), "--data", str(tsv), "--samples", "16",
+                        "--method", "peg", "--groups", "4", "--placement", "full", "--out", str(d / "peg.q.onnx")])
+    peg = json.loads((d / "peg.q.onnx.recipe.json").read_text())
+    grouped = next(k for k, v in peg["sites"].items() if v["bounds"])
+    for name, edit in (("decreasing", lambda r: r["sites"][grouped].update(bounds=[[0, 20], [20, 10], [10, 32]],
+                                                                            group_amax=[1.0, 1.0, 1.0])),
+                       ("offstream", lambda r: r["sites"]["layer.0.p"].update(bounds=[[0, 16], [16, 32]],
+                                                                               group_amax=[1.0, 1.0])),
+                       ("minmaxgroups", lambda r: r.update(method="minmax")),
+                       ("unpermuted", lambda r: r.update(permute=False)),
+                       ("floatperm", lambda r: r.update(permutation=[float(i) for i in r["permutation"]]))):
+        bad = json.loads(json.dumps(peg))
+        edit(bad)
+        (d / f"{name}.recipe.json").write_text(json.dumps(bad))
 
 
 # (case, argv template, expected words in the one-line error); {d} = the fixture folder, {o} = an empty output folder
@@ -135,6 +149,24 @@ CASES = [
     ("bench: empty plan", "bench --plan {d}/empty.plan", "is empty"),
     ("bench: both --onnx and --plan", "bench --onnx {d}/m.onnx --plan {d}/plan.plan", "exactly one"),
     ("bench: bad --batch", "bench --onnx {d}/m.onnx --batch 0", "--batch"),
+    ("build: --shapes longer than the model", "build --onnx {d}/m.onnx --out {o}/e.plan --shapes 1x1/2x32/4x128",
+     "longer than the model takes"),
+    ("calibrate: recipe with decreasing PEG bounds", "calibrate --onnx {d}/m.onnx --recipe {d}/decreasing.recipe.json "
+     "--out {o}/q.onnx", "do not tile"),
+    ("calibrate: recipe with PEG groups off the residual stream", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/offstream.recipe.json --out {o}/q.onnx", "not residual-stream tensors"),
+    ("calibrate: recipe with groups but method minmax", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/minmaxgroups.recipe.json --out {o}/q.onnx", "method minmax with PEG groups"),
+    ("calibrate: recipe with a permutation but permute false", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/unpermuted.recipe.json --out {o}/q.onnx", "permute false"),
+    ("calibrate: recipe with a permutation of floats", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/floatperm.recipe.json --out {o}/q.onnx", "list of channel indices"),
+    ("calibrate: --method auto with --placement", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
+     "--placement full --out {o}/q.onnx", "--method auto tries both placements"),
+    ("calibrate: --labels with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --labels a,b --out {o}/q.onnx",
+     "--labels and --budget apply"),
+    ("reproduce: --only matching no row", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/small.tsv "
+     "--only nomatch --out {o}/r", "matches no row"),
     ("bench: --batch with an empty item", "bench --onnx {d}/m.onnx --batch 1,,8", "--batch"),
     ("bench: --batch too large to fit", "bench --onnx {d}/m.onnx --batch 100000", "[1, 1024]"),
     ("bench: an ONNX with --engine tensorrt", "bench --onnx {d}/m.onnx --engine tensorrt", "pass it as --plan"),

@@ -75,3 +75,13 @@ def test_calibrate_groups_auto_and_method_auto_from_the_shell(tiny_onnx, tmp_pat
     report = json.loads((tmp_path / "auto.onnx.recipe.json").read_text())["calibration"]["auto_method"]
     assert "--method auto: 336 held-out rows" in r.stdout and "chosen" in r.stdout
     assert len(report["candidates"]) == 10 and all(m in r.stdout for m in ("minmax", "mse", "percentile", "peg"))
+
+
+def test_bench_torch_engine_uses_the_models_own_limits(tiny_model, tmp_path):
+    """No sidecar: random ids within the model's vocabulary and sequences within its positions (64 here)."""
+    r = invoke("bench", "--onnx", tiny_model, "--engine", "torch", "--batch", 1, "--iters", 2, "--warmup", 0,
+               "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["seq"] == 64
+    r = invoke("bench", "--onnx", tiny_model, "--engine", "torch", "--seq", 65, "--iters", 2)
+    assert r.exit_code == 2 and "at most 64 tokens" in r.stderr

@@ -89,7 +89,7 @@ def layouts(ordered: Sequence[np.ndarray], max_groups: int) -> dict[int, list[li
         bounds, j = [], n
         for kk in range(k, 0, -1):
             i = arg[kk, j]
-            bounds.append([i * a, j * a])
+            bounds.append([int(i * a), int(j * a)])
             j = i
         out[k] = bounds[::-1]
     return out

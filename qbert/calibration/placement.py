@@ -83,8 +83,9 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
     return out
 
 
-def apply_fallback(all_sites: list[Site], patterns: list[str]) -> tuple[list[Site], list[str]]:
-    """Drop sites matching any pattern (`layer.*.x`, `layer.3.*`, or a bare role like `h`)."""
+def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = True) -> tuple[list[Site], list[str]]:
+    """Drop sites matching any pattern (`layer.*.x`, `layer.3.*`, or a bare role like `h`); `strict`: a pattern
+    that matches nothing is an error."""
     if not patterns:
         return all_sites, []
     kept, dropped = [], []
@@ -94,7 +95,7 @@ def apply_fallback(all_sites: list[Site], patterns: list[str]) -> tuple[list[Sit
         (dropped if hit else kept).append(s)
     unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(_role(s.key), p)
                                               or p == s.tensor for s in all_sites)]
-    if unknown:
+    if unknown and strict:
         raise QbertError(f"--fp16-fallback {unknown} match no quantized tensor; keys look like "
                          f"{all_sites[0].key}, layer.0.x, or roles like x, h, y")
     return kept, [s.key for s in dropped]

@@ -28,7 +28,8 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     owned = model is None
     if owned:
         model = load_onnx(fp32_onnx, expect="fp32")
-    recipe.check_fits(meta, [s.key for s in placement_sites(parse(model), recipe.placement)],
+    all_sites = placement_sites(parse(model), recipe.placement)
+    recipe.check_fits(meta, [s.key for s in all_sites], [s.key for s in all_sites if s.stream],
                       f"recipe ({recipe.method})")
     qmodel, summary = emit(model, recipe, target, high_precision, copy=not owned)
     if proto_size(qmodel) <= external_data_threshold():

@@ -91,16 +91,26 @@ class Recipe:
                                  "> 0 — recalibrate")
             if site.bounds is not None or site.group_amax is not None:
                 bounds = site.bounds or []
-                tiled = all(isinstance(b, list) and len(b) == 2 for b in bounds) and \
-                    [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]] and bounds and bounds[0][0] == 0
+                tiled = bool(bounds) and all(isinstance(b, list) and len(b) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in b) and b[0] < b[1] for b in bounds) and \
+                    [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]] and bounds[0][0] == 0
                 if not tiled or len(bounds) != len(site.group_amax or []):
                     raise QbertError(f"{where}: site {key} has PEG groups {site.bounds} that do not tile its "
                                      "channels with one clip value each — recalibrate")
+        if any(site.bounds is not None for site in self.sites.values()) and self.method != "peg":
+            raise QbertError(f"{where}: method {self.method} with PEG groups on some sites — recalibrate")
+        if self.permutation is not None and not self.permute:
+            raise QbertError(f"{where}: a permutation with permute false — recalibrate")
+        if self.permutation is not None and (not isinstance(self.permutation, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in self.permutation)):
+            raise QbertError(f"{where}: permutation must be a list of channel indices")
         if self.permutation is not None and sorted(self.permutation) != list(range(len(self.permutation))):
             raise QbertError(f"{where}: permutation is not a permutation of 0…{len(self.permutation) - 1}")
 
-    def check_fits(self, meta: dict[str, Any], site_keys: list[str], where: str = "recipe") -> None:
-        """Refuse a recipe computed on another model: its FP32 hash, hidden size and sites must match."""
+    def check_fits(self, meta: dict[str, Any], site_keys: list[str], stream_keys: list[str] | None = None,
+                   where: str = "recipe") -> None:
+        """Refuse a recipe computed on another model: its FP32 hash, hidden size and sites must match; PEG groups
+        only on residual-stream tensors (the only ones in the stream's channel order)."""
         want = self.model.get("sha256")
         if want and meta.sha256 and want != meta.sha256:
             raise QbertError(f"{where} was calibrated on another model (sha256 {want[:12]}…, this ONNX is "
@@ -112,6 +122,11 @@ class Recipe:
             raise QbertError(f"{where}: PEG groups/permutation are for hidden size "
                              f"{next(iter(widths - {hidden}), len(self.permutation or []))}, this model has "
                              f"{hidden}; recalibrate")
+        if stream_keys is not None:
+            off_stream = [k for k, v in self.sites.items() if v.bounds is not None and k not in stream_keys]
+            if off_stream:
+                raise QbertError(f"{where}: PEG groups on {off_stream[:3]}, which are not residual-stream tensors; "
+                                 "recalibrate")
         unknown = [k for k in [*self.sites, *self.fallback] if k not in site_keys]
         if unknown:
             raise QbertError(f"{where}: sites {unknown[:4]}{' …' if len(unknown) > 4 else ''} are not in this "

@@ -36,7 +36,12 @@ class OrtCpuEngine(Engine):
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        try:
+            out = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        except Exception as e:  # ORT's own errors (a shape its graph cannot take, a hand-edited file): one line
+            shape = "x".join(map(str, feeds["input_ids"].shape))
+            raise QbertError(f"ONNX Runtime failed running {self.path} on a {shape} batch: "
+                             f"{str(e).splitlines()[0][:300]}") from None
         return out.astype(np.float32, copy=False)
 
     def describe(self) -> dict[str, Any]:

@@ -83,6 +83,9 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
                              f"{meta.fp32_onnx} --recipe <its recipe> --target trt --out <new.onnx>")
         if shapes is None:  # default profile within the model's positions
             profile = tuple((b, min(s, meta.max_length)) for b, s in profile)
+        elif max(s for _, s in profile) > meta.max_length:
+            raise QbertError(f"--shapes {shapes}: sequence {max(s for _, s in profile)} is longer than the model "
+                             f"takes ({meta.max_length} tokens: its position table / export --max-length)")
     trt, name = import_trt(backend)
     device, _ = query_device()
     target = choose_target(trt, name, sm, device)

@@ -68,12 +68,19 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     from qbert.errors import QbertError
 
     meta = _model_meta(path, kind)
-    seq = seq or min(128, meta.max_length if meta else 128)
-    if meta is not None and seq > meta.max_length:
-        raise QbertError(f"--seq {seq}: the model takes at most {meta.max_length} tokens (its position table / "
-                         "export --max-length)")
     rss_before = peak_rss_bytes()
     eng = open_engine(kind, path, threads=threads, exact=exact)
+    vocab, longest = (meta.vocab_size, meta.max_length) if meta else (100, 1 << 30)
+    config = getattr(getattr(eng, "model", None), "config", None)  # the torch engine: the model's own limits
+    if config is not None:
+        from qbert.exporter.arch import positions
+
+        vocab, longest = config.vocab_size, positions(config)
+    seq = seq or min(128, longest)
+    if seq > longest:
+        eng.close()
+        raise QbertError(f"--seq {seq}: the model takes at most {longest} tokens (its position table / "
+                         "export --max-length)")
     encoded, pad = None, 0
     if data is not None:
         from qbert.data import encode, load_dataset_spec
@@ -87,7 +94,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     def feeds_for(b: int) -> dict[str, np.ndarray]:
         if encoded is not None:
             return data_feeds(encoded, b, seq, pad)
-        return random_feeds(b, seq, meta.vocab_size if meta else 100)
+        return random_feeds(b, seq, vocab)
 
     try:
         shapes = [time_engine(eng, feeds_for(b), warmup, iters, cuda_graph) for b in sizes]

@@ -104,7 +104,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         agree = f"{100 * sum(a == b for a, b in zip(r['predictions'], fp['predictions'])) / len(r['predictions']):.1f}%" \
             if fp else "—"  # a subset of rows without FP32 (--only) is still reportable
         delta = f"{100 * (_acc(r) - _acc(fp)):+.2f}" if fp else "—"
-        place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("chosen") else "—")
+        place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
         c = r["census"]
         lines.append(f"| {r['name']} | {_pct(r, spread=True)} | {delta} | {agree} | {place} | {act} / "
@@ -124,7 +124,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                   "", "| candidate | held-out accuracy | Δ pt | speed | within budget |", "|---|---|---|---|---|"]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
-            lines.append(f"| {c['name']} | {100 * c['accuracy']:.2f}% | {-c['drop_points']:+.2f} | {speed} | "
+            lines.append(f"| {c['name']} | {100 * c['accuracy']:.2f}% | {0.0 - c['drop_points']:+.2f} | {speed} | "
                          f"{'yes' if c['within_budget'] else 'no'} |")
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
