@@ -5,6 +5,7 @@ study's full placement; `--target ort-cpu`) and ORT's own `quantize_static`
 
     python benchmarks/latency.py                # ≈ 15 min on 2 cores
     python benchmarks/latency.py --quick        # fewer iterations
+    python benchmarks/latency.py --suite fixture  # the shared MiniLM only
 
 Prints p50 latency per model and batch (models timed in alternating rounds), ratios to FP32 and to the peer,
 and from ORT's profiler at batch 1 (models again alternating) the kernel time in GEMMs vs everything else:
@@ -145,12 +146,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--suite", choices=("all", "base", "fixture"), default="all",
+                    help="base: the bert-base-shaped model only; fixture: the shared MiniLM only")
     args = ap.parse_args()
     if args.quick:
         args.iters, args.warmup = 20, 3
-    rows = suite("bert-base shape 12x768", bert_base_like(args.work / "bert-base-like"), args.work / "base", 12, 768,
-                 args)
-    rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
+    rows = []
+    if args.suite in ("all", "base"):
+        rows += suite("bert-base shape 12x768", bert_base_like(args.work / "bert-base-like"), args.work / "base", 12,
+                      768, args)
+    if args.suite in ("all", "fixture"):
+        rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
     lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
              "× peer (b=1) | × minmax (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
              "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 12)]

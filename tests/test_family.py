@@ -236,3 +236,15 @@ def test_reproduce_runs_on_albert(tmp_path):
     assert [r["name"] for r in rep["rows"]] == ["FP32", "PEG K=4 permuted"]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rep["rows"])
     assert "PEG K=4 permuted" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_tokenizer_with_more_token_types_than_the_model_is_refused(tmp_path):
+    """A BERT with type_vocab_size=1 beside a tokenizer that marks pairs with type 1 would index past its table."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = build_tiny(tmp_path / "m", "bert")
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    model.config.type_vocab_size = 1
+    type(model)(model.config).save_pretrained(folder)
+    r = CliRunner().invoke(app, ["export", "--model", str(folder), "--out", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2 and "type_vocab_size=1" in r.stderr and not (tmp_path / "m.onnx").exists()

@@ -125,6 +125,12 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         raise QbertError(f"--max-length {max_length}: must be in [2, {positions}] (the model's position table)")
     max_length = max_length or min(128, positions)
     feeds = parity_feeds(tokenizer, max_length)
+    types = getattr(model.config, "type_vocab_size", None)
+    if types is not None and "token_type_embeddings" in dict(model.base_model.embeddings.named_children()) \
+            and int(feeds["token_type_ids"].max()) >= types:
+        raise QbertError(f"--model {model_spec}: its tokenizer marks sentence pairs with token type "
+                         f"{int(feeds['token_type_ids'].max())}, but the model has type_vocab_size={types}; "
+                         "pair them with a tokenizer that emits no token types, or fix the config")
     wrapper = canonical(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
