@@ -1,7 +1,6 @@
 """PyTorch FP32 reference engine: the Hugging Face model itself, for parity and accuracy baselines."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,6 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self.model_spec = model
         self.model, _ = load_classifier(model)
-        # DistilBERT takes no token_type_ids (qbert's ONNX declares all three inputs for every model)
-        self.accepts = set(inspect.signature(self.model.forward).parameters)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -32,8 +29,10 @@ class TorchEngine(Engine):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
+        from qbert.exporter.hf import forward_inputs  # DistilBERT takes no token_type_ids
+
         with torch.inference_mode():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in self.accepts}).logits
+            out = self.model(**forward_inputs(self.model, {k: torch.from_numpy(v) for k, v in feeds.items()})).logits
         return out.float().numpy()
 
     def describe(self) -> dict[str, Any]:

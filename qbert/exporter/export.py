@@ -110,7 +110,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     import torch
 
     from qbert.exporter.arch import canonical
-    from qbert.exporter.hf import load_classifier
+    from qbert.exporter.hf import forward_inputs, load_classifier
 
     out = Path(out)
     if opset < 17:
@@ -143,7 +143,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(wrapper, args, str(raw), input_names=list(INPUT_NAMES), output_names=["logits"],
                               dynamic_axes=dyn, opset_version=opset, do_constant_folding=True, dynamo=False)
-            reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+            reference = model(**forward_inputs(model, {k: torch.from_numpy(v) for k, v in feeds.items()})).logits.numpy()
         with contextlib.redirect_stdout(io.StringIO()):  # some onnxscript versions print rewrite counts
             graph = onnxscript.optimizer.optimize(onnx.load(str(raw)))
         _share_identical_initializers(graph)

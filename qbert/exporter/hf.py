@@ -59,6 +59,14 @@ def load_classifier(spec: str) -> tuple[Any, Any]:
     return model.eval(), tokenizer
 
 
+def forward_inputs(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """The feeds the model's forward names: DistilBERT takes no token_type_ids (transformers 4.x rejects them)."""
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    return {k: v for k, v in feeds.items() if k in accepted}
+
+
 def load_tokenizer(location: str) -> Any:
     from transformers import AutoTokenizer
 
