@@ -22,12 +22,10 @@ def _channel_amax(site, width: int, permutation) -> np.ndarray:
 
 def fake_quant_forward(folder, arch: str, recipe, feeds: dict) -> tuple[np.ndarray, np.ndarray]:
     """(logits, the last layer's FFN output h — a GEMM result, before LayerNorm and the head shrink differences)."""
-    import inspect
-
     import torch
 
     from qbert.exporter.arch import ARCHS
-    from qbert.exporter.hf import load_classifier
+    from qbert.exporter.hf import forward_inputs, load_classifier
 
     model, _ = load_classifier(str(folder))
     parts = ARCHS[arch].layers(model.base_model)
@@ -62,7 +60,6 @@ def fake_quant_forward(folder, arch: str, recipe, feeds: dict) -> tuple[np.ndarr
                 s = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
                 w.copy_(torch.clamp(torch.round(w / s), -127, 127) * s)
                 mod.register_forward_pre_hook(hook)
-    accepted = set(inspect.signature(model.forward).parameters)
     with torch.no_grad():
-        logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in accepted}).logits.numpy()
+        logits = model(**forward_inputs(model, {k: torch.from_numpy(v) for k, v in feeds.items()})).logits.numpy()
     return logits, last_h[-1].numpy()  # a shared ffn2 (ALBERT) runs once per depth: the last call is the last layer

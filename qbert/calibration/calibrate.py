@@ -52,6 +52,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     placement = "full" if choosing else placement_name(placement)  # auto observes full's tensors: gemm's and more
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
     needs_labels = auto_fp16 or choosing
+    flag, min_held = ("--method auto", 256) if choosing else ("--auto-fp16", 32)  # what reads the held-out rows
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
@@ -61,9 +62,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
-    if needs_labels and len(held_rows) < 32 * (1 + 7 * choosing):
-        flag = "--method auto" if choosing else "--auto-fp16"
-        raise QbertError(f"{flag} needs ≥ {32 * (1 + 7 * choosing)} held-out rows beyond --samples {samples}; "
+    if needs_labels and len(held_rows) < min_held:
+        raise QbertError(f"{flag} needs ≥ {min_held} held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples")
     all_examples = dataset.examples
     tokenizer = load_tokenizer(meta.tokenizer)
@@ -93,7 +93,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     if needs_labels:
         held = Dataset([all_examples[i] for i in held_rows], data)
         if any(e.label is None for e in held.examples):
-            raise QbertError(f"{'--method auto' if choosing else '--auto-fp16'} judges accuracy on held-out rows, "
+            raise QbertError(f"{flag} judges accuracy on held-out rows, "
                              f"but --data {data} has unlabelled rows; give labelled calibration data or choose "
                              "the method/--fp16-fallback yourself")
     if choosing:

@@ -36,20 +36,14 @@ class Initializers:
         self.by_name[name] = t
         return name
 
-    def replace_input(self, node: Any, index: int, array: np.ndarray | Callable[[np.ndarray], np.ndarray],
-                      suffix: str) -> str:
-        """Point `node.input[index]` at a transformed copy. With a function of the old value, the same source
-        transformed the same way (`suffix`) gives one shared copy — so weights one model shares across
-        layers (ALBERT) stay shared after folding."""
+    def replace_input(self, node: Any, index: int, transform: Callable[[np.ndarray], np.ndarray], suffix: str) -> str:
+        """Point `node.input[index]` at `transform` of its initializer. The same source transformed the same way
+        (`suffix`) gives one shared copy — so weights one model shares across layers (ALBERT) stay shared."""
         old = node.input[index]
         key = (old, suffix)
-        if callable(array):
-            if key not in self.derived:
-                self.derived[key] = self.add(old + suffix, array(self.get(old)))
-            name = self.derived[key]
-        else:
-            name = self.add(old + suffix, array)
-        node.input[index] = name
+        if key not in self.derived:
+            self.derived[key] = self.add(old + suffix, transform(self.get(old)))
+        name = node.input[index] = self.derived[key]
         if not any(old in n.input for n in self.model.graph.node):  # free the original right away
             inits = self.model.graph.initializer
             del inits[next(i for i, t in enumerate(inits) if t.name == old)]

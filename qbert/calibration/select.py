@@ -59,8 +59,8 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
     rows, recipes, cpu_models = [], {}, {}
     with progress_bar("method auto", total=len(CANDIDATES)) as advance:
         for placement, method, groups, pct in CANDIDATES:
-            all_sites = placement_sites(graph, placement)  # a fallback key only `full` has does not apply to gemm
-            chosen, dropped = apply_fallback(all_sites, [p for p in fallback if apply_fallback(all_sites, [p], False)[1]])
+            # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
+            chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback, strict=False)
             scales, perm = choose_scales(chosen, stats, method, pct, groups, True)
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
                                "percentile": pct if method == "percentile" else None,

@@ -1,6 +1,8 @@
 """Loading Hugging Face sequence classifiers (local folder or hub id) with clear errors."""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,13 @@ def load_classifier(spec: str) -> tuple[Any, Any]:
 
 def forward_inputs(model: Any, feeds: dict[str, Any]) -> dict[str, Any]:
     """The feeds the model's forward names: DistilBERT takes no token_type_ids (transformers 4.x rejects them)."""
-    import inspect
-
-    accepted = set(inspect.signature(model.forward).parameters)
+    accepted = _forward_names(type(model))
     return {k: v for k, v in feeds.items() if k in accepted}
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_names(cls: type) -> frozenset[str]:  # per class, once: the torch engine calls this per batch
+    return frozenset(inspect.signature(cls.forward).parameters)
 
 
 def load_tokenizer(location: str) -> Any:
