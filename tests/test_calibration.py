@@ -115,6 +115,35 @@ def test_peg_permutation_is_exact_and_groups_hold_outliers(recipes, fp32, tiny_m
     assert np.abs(a - b).max() < 1e-4
 
 
+@pytest.mark.parametrize("target", ["ort-cpu", "trt"])
+def test_grouped_non_gemm_tensor_is_each_channels_group_grid(recipes, fp32, tiny_model, tiny_tsv, target):
+    """Under `full`, a grouped tensor no GEMM reads goes through x·(s/s_c) → one per-tensor Q/DQ(s) → ·(s_c/s):
+    the result must be every channel on its own group's INT8 grid, as K sliced Q/DQs would give."""
+    recipe = recipes[("peg", "full")]
+    grouped = [k for k, v in recipe.sites.items() if v.bounds and len(v.bounds) > 1 and k.endswith((".h", ".y"))]
+    assert grouped  # the planted outliers make h/y grouped
+    q, _ = emit(fp32[0], recipe, target, high_precision="fp32")
+    assert "Concat" not in {n.op_type for n in q.graph.node if n.name.startswith("qbert/")}
+    feeds = feeds_for(tiny_model, tiny_tsv)
+    real = feeds["attention_mask"].astype(bool)
+    for key in grouped:
+        site = recipe.sites[key]
+        out = f"act.{key}.rescaled"
+        assert any(n.output[0] == out for n in q.graph.node if n.op_type == "Mul")
+        q.graph.output.extend([onnx.helper.make_empty_tensor_value_info(site.tensor),
+                               onnx.helper.make_empty_tensor_value_info(out)])
+    sess = ort.InferenceSession(q.SerializeToString(), session_options(exact=True), providers=["CPUExecutionProvider"])
+    for key in grouped:
+        site = recipe.sites[key]
+        x, got = sess.run([site.tensor, f"act.{key}.rescaled"], feeds)
+        s = np.concatenate([np.full(b - a, m / 127.0) for (a, b), m in zip(site.bounds, site.group_amax)])
+        want = np.clip(np.rint(x.astype(np.float64) / s), -128, 127) * s
+        diff = np.abs(got - want)[real]
+        steps = diff / s  # a float rounding tie may land one step away; nothing else may differ
+        assert steps.max() < 1.0 + 1e-3 and (steps > 1e-3).mean() < 1e-3, (key, steps.max())
+        assert np.unique(np.round(got[real] / s, 3)).size > 3  # really quantized, and on s_c's grid
+
+
 def test_peg_emits_k_sliced_gemms(recipes, fp32):
     q, summary = emit(fp32[0], recipes[("peg", "gemm")], "ort-cpu")
     ops = [n.op_type for n in q.graph.node]
@@ -158,6 +187,22 @@ def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv
     assert Recipe.load(tmp_path / "r.json").groups == "auto"  # survives the recipe file
 
 
+def test_method_auto_budget_is_on_the_drops_upper_confidence_bound():
+    from qbert.calibration.select import drop_bound
+
+    fp = np.ones(1000, dtype=bool)
+    q = fp.copy()
+    q[:30] = False  # 30 breaks, no fixes: drop 3 pt, SE = sqrt(0.03 * 0.97 / 999) (sample SD of a 0/1 difference)
+    drop, se, bound = drop_bound(fp, q)
+    assert drop == pytest.approx(3.0) and se == pytest.approx(100 * np.sqrt(0.03 * 0.97 * 1000 / 999 / 1000))
+    assert bound == pytest.approx(drop + 1.645 * se)
+    q[30:60] = False
+    fp[30:60] = False  # rows both get wrong change nothing
+    fp[60:90] = False  # 30 fixes cancel the 30 breaks: drop 0 but a real SE (flips are noise, not signal)
+    drop, se, bound = drop_bound(fp, q)
+    assert drop == pytest.approx(0.0) and bound == pytest.approx(1.645 * se) and se > 0.5
+
+
 def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     from tests.conftest import write_tsv
 
@@ -168,8 +213,13 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     rows = report["candidates"]
     assert len(rows) == 10 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
     ok = [c for c in rows if c["within_budget"]]
+    assert all(c["within_budget"] == (c["drop_bound_points"] <= 0.3 + 1e-9) for c in rows)
+    assert all(c["drop_bound_points"] >= c["drop_points"] for c in rows)
     chosen = next(c for c in rows if c["name"] == report["chosen"])
-    assert chosen in ok and chosen["p50_ms_b1"] == min(c["p50_ms_b1"] for c in ok)
+    if ok:  # the fastest that passes; else the lowest bound
+        assert chosen in ok and chosen["p50_ms_b1"] == min(c["p50_ms_b1"] for c in ok)
+    else:
+        assert chosen["drop_bound_points"] == min(c["drop_bound_points"] for c in rows)
     assert (r.method, r.placement) == (chosen["method"], chosen["placement"]) and r.method != "auto"
     trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
     counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}

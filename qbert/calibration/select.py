@@ -1,6 +1,12 @@
 """`--method auto`: try every method × placement (× PEG groups) the target runs, on held-out calibration rows,
 and keep the fastest within an accuracy budget of FP32 — measured here, never on evaluation data.
 
+"Within budget" means the drop's one-sided 95 % upper confidence bound is within it: drop + 1.645 · SE, SE of
+the mean of the paired per-row differences (FP32 right/wrong − candidate right/wrong). On 1,000 rows with 3 %
+of predictions flipped the SE is ≈ 0.5 pt, larger than the default budget, so a candidate must beat FP32 on the
+held-out rows to pass with it; a point estimate let the fixture's seed 0 pick minmax (held-out +0.30 pt,
+eval.tsv −0.75 pt). When nothing passes, the candidate with the lowest bound is kept (and a warning printed).
+
 All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
 ten settings costs ten emissions and evaluations, not ten calibrations. Speed: for `--target ort-cpu`, each
 candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
@@ -27,6 +33,14 @@ CANDIDATES = [  # (placement, method, groups, percentile)
     *[(p, "peg", k, 99.99) for p in ("gemm", "full") for k in (G.AUTO, 4)],
 ]
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
+CONFIDENCE_Z = 1.645  # one-sided 95 % bound on a candidate's accuracy drop
+
+
+def drop_bound(fp_right: np.ndarray, q_right: np.ndarray, z: float = CONFIDENCE_Z) -> tuple[float, float, float]:
+    """(drop, standard error, upper bound), in accuracy points, of a paired comparison on the same rows."""
+    d = fp_right.astype(np.float64) - q_right.astype(np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return 100 * float(d.mean()), 100 * se, 100 * (float(d.mean()) + z * se)
 
 
 def name_of(placement: str, method: str, groups: Any, percentile: float) -> str:
@@ -77,8 +91,9 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                 row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
             else:
                 cpu_models[name] = q
-            row["drop_points"] = 100 * (fp_acc - row["accuracy"])
-            row["within_budget"] = row["drop_points"] <= budget + 1e-9
+            row["drop_points"], row["se_points"], row["drop_bound_points"] = drop_bound(fp_pred == labels,
+                                                                                        pred == labels)
+            row["within_budget"] = row["drop_bound_points"] <= budget + 1e-9
             rows.append(row)
             recipes[name] = recipe
             advance(1)
@@ -87,8 +102,11 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             next(r for r in rows if r["name"] == name)["p50_ms_b1"] = ms
     speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     ok = [r for r in rows if r["within_budget"]]
-    best = min(ok, key=lambda r: (speed(r), -r["accuracy"])) if ok else max(rows, key=lambda r: r["accuracy"])
-    report = {"budget_points": budget, "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
+    best = (min(ok, key=lambda r: (speed(r), r["drop_bound_points"])) if ok
+            else min(rows, key=lambda r: (r["drop_bound_points"], speed(r))))
+    report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": "fastest candidate whose one-sided "
+              "95 % upper bound on the accuracy drop is within the budget; else the lowest bound",
+              "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
               "speed": "p50 ms, batch 1, this machine (ORT CPU)" if target != "trt" else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
               "within_budget": bool(ok), "candidates": rows}
