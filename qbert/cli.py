@@ -403,14 +403,43 @@ def reproduce(
     err.print(f"wrote {out_dir}/report.md and report.json")
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, other click errors, aborts): typer ≥ 0.25 raises its vendored click's, older typer click's."""
+    import importlib
+
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
+
+    def pick(attr: str) -> tuple[type, ...]:
+        return tuple(getattr(m, attr) for m in mods if hasattr(m, attr))
+
+    return pick("UsageError"), pick("ClickException"), pick("Abort")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    usage, other, abort = _click_exceptions()
     try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover - interrupted before a command took over
+        code = app(standalone_mode=False)  # click's usage errors come back here instead of as a framed box
+    except usage as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `qbert` / `qbert calibrate`: the help, as before
+            e.show()
+            sys.exit(e.exit_code)
+        where = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+        print(f"error: {' '.join(e.format_message().split())}{where}", file=sys.stderr)
+        sys.exit(2)
+    except other as e:
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, *abort):  # pragma: no cover - interrupted before a command took over
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
