@@ -260,12 +260,14 @@ def bench(
     if kind == "ort-cpu" and onnx is None:
         raise QbertError("--engine ort-cpu runs an ONNX: pass it as --onnx")
     try:
-        sizes = [int(b) for b in batch.split(",")]
-    except ValueError:
+        sizes = [integer("--batch", b) for b in batch.split(",")]
+    except QbertError:
         sizes = []
     if not sizes or min(sizes) < 1 or max(sizes) > MAX_BENCH_BATCH:
         raise QbertError(f"--batch {batch!r}: expected integers in [1, {MAX_BENCH_BATCH}] separated by commas, "
                          "like 1,8")
+    if len(set(sizes)) < len(sizes):
+        raise QbertError(f"--batch {batch!r}: a batch size is repeated (each is timed once)")
     check_range("seq", seq, 1)
     check_range("iters", iters, 1)
     check_range("warmup", warmup, 0)

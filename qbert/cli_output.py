@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
 
 import typer
@@ -79,7 +80,7 @@ def show_candidates(report: dict[str, Any]) -> None:
 
 
 def integer(flag: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise QbertError(f"{flag} {text!r}: expected an integer") from None
+    """ASCII digits only: Python's int() also takes '４' or '1_000', which no user means on a command line."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise QbertError(f"{flag} {text!r}: expected an integer")
+    return int(text)

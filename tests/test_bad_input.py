@@ -168,6 +168,9 @@ CASES = [
     ("reproduce: --only matching no row", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/small.tsv "
      "--only nomatch --out {o}/r", "matches no row"),
     ("bench: --batch with an empty item", "bench --onnx {d}/m.onnx --batch 1,,8", "--batch"),
+    ("bench: --batch with a repeated size", "bench --onnx {d}/m.onnx --batch 1,8,1", "repeated"),
+    ("calibrate: --groups in full-width digits", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups ４ "
+     "--out {o}/q.onnx", "expected an integer"),
     ("bench: --batch too large to fit", "bench --onnx {d}/m.onnx --batch 100000", "[1, 1024]"),
     ("bench: an ONNX with --engine tensorrt", "bench --onnx {d}/m.onnx --engine tensorrt", "pass it as --plan"),
     ("calibrate: --recipe with calibration flags", "calibrate --onnx {d}/m.onnx --recipe {d}/q.onnx.recipe.json "
