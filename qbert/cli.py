@@ -94,9 +94,18 @@ def eval_cmd(
                                "predictions sha256": result["predictions_sha256"][:16] + "…"})
 
 
+def _typed(ctx: typer.Context, *names: str) -> list[str]:
+    """The flags among `names` the user typed — also at their default value, which would otherwise pass unseen."""
+    params = {p.name: p for p in ctx.command.params}
+    return [("/".join(params[n].opts + params[n].secondary_opts) if params[n].secondary_opts else params[n].opts[0])
+            for n in names if ctx.get_parameter_source(n) is not None and
+            ctx.get_parameter_source(n).name in ("COMMANDLINE", "ENVIRONMENT")]
+
+
 @app.command()
 @guarded
 def calibrate(
+    ctx: typer.Context,
     onnx: Path = typer.Option(..., "--onnx", help="FP32 ONNX from qbert export."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (+ <out>.json sidecar)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
@@ -144,23 +153,19 @@ def calibrate(
 
     config = None
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
-        given = [flag for flag, value, default in (
-            ("--data", data, None), ("--method", method, "minmax"), ("--placement", placement, "gemm"),
-            ("--groups", groups, "4"), ("--percentile", percentile, 99.99), ("--samples", samples, 512),
-            ("--fp16-fallback", fp16_fallback, None), ("--auto-fp16", auto_fp16, False), ("--budget", budget, None),
-            ("--include-padding", include_padding, False), ("--no-permute", permute, True),
-            ("--labels", labels, None)) if value != default]
+        given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "samples", "batch_size",
+                       "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "labels", "permute")
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              "drop them, or calibrate anew without --recipe")
-    elif method == "auto" and (placement != "gemm" or groups != "4" or not permute):
+    elif method == "auto" and _typed(ctx, "placement", "groups", "permute"):
         raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
                          "drop --placement/--groups/--no-permute, or choose the method yourself")
-    elif (labels or budget is not None) and method != "auto" and not auto_fp16:
+    elif _typed(ctx, "labels", "budget") and method != "auto" and not auto_fp16:
         raise QbertError("--labels and --budget apply to --method auto and --auto-fp16 (only they read labels)")
-    elif percentile != 99.99 and method != "percentile":
+    elif _typed(ctx, "percentile") and method != "percentile":
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
-    elif groups != "4" and method not in ("peg", "auto"):
+    elif _typed(ctx, "groups") and method not in ("peg", "auto"):
         raise QbertError(f"--groups applies to --method peg, not {method}")
     if recipe_in is None:
         if data is None:

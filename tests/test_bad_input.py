@@ -179,6 +179,14 @@ CASES = [
      "--out {o}/q.onnx", "--percentile applies to --method percentile"),
     ("calibrate: --groups with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --groups 3 --out {o}/q.onnx",
      "--groups applies to --method peg"),
+    ("calibrate: --recipe with --threads and --batch-size", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/q.onnx.recipe.json --threads 2 --batch-size 8 --out {o}/q.onnx", "--batch-size, --threads would do nothing"),
+    ("calibrate: --recipe with a flag at its default value", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/q.onnx.recipe.json --method minmax --out {o}/q.onnx", "--method would do nothing"),
+    ("calibrate: --percentile at its default with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --percentile "
+     "99.99 --out {o}/q.onnx", "--percentile applies to --method percentile"),
+    ("calibrate: --method auto with --placement gemm", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
+     "--placement gemm --out {o}/q.onnx", "--method auto tries both placements"),
     ("bench: --profile on a plan", "bench --plan {d}/plan.plan --profile", "--profile works with ort-cpu"),
     ("eval: FP32 ONNX as TensorRT plan", "eval --onnx {d}/m.onnx --engine tensorrt --plan {d}/m.onnx --data {tsv}",
      "not a qbert engine sidecar"),
