@@ -80,13 +80,16 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         info["auto_fp16"] = recipe.calibration.get("auto_fp16")
         info["auto_method"] = recipe.calibration.get("auto_method")
         if info["auto_method"]:
-            info["chosen"] = f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}"
-                                                                       if recipe.method == "peg" else "")
+            info["chosen"] = _chosen(recipe)
     measured = measure(path, engine, eval_ds, tokenizer, meta, work)
     spread = [measured["accuracy"]]
+    chosen = [info["chosen"]] if info.get("chosen") else None
     for seed in range(1, seeds if row.kind == "int8" else 1):
         other = work / f"seed{seed}.onnx"
-        quantize(fp32_path, recipe_for(seed), other, target, None, work / f"seed{seed}.recipe.json",
+        seed_recipe = recipe_for(seed)
+        if chosen:
+            chosen.append(_chosen(seed_recipe))  # --method auto may choose differently on other calibration rows
+        quantize(fp32_path, seed_recipe, other, target, None, work / f"seed{seed}.recipe.json",
                  write_recipe=False, model=model)
         spread.append(measure(other, engine, eval_ds, tokenizer, meta, work)["accuracy"])
         for leftover in work.glob(f"seed{seed}.*"):  # only the seed-0 model is deployed; these were for the spread
@@ -98,7 +101,11 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             "high_precision": info.get("high_precision", "fp32"),
             "quantized_gemms": info.get("quantized_gemms", 0), "fallback": info.get("fallback", []),
             "auto_fp16": info.get("auto_fp16"), "auto_method": info.get("auto_method"), "chosen": info.get("chosen"),
-            **measured, "seed_accuracies": spread, "seconds": round(time.perf_counter() - t0, 1)}
+            "seed_chosen": chosen, **measured, "seed_accuracies": spread, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _chosen(recipe: Any) -> str:
+    return f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if recipe.method == "peg" else "")
 
 
 def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path) -> dict[str, Any]:

@@ -93,6 +93,20 @@ def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatc
         assert 0 < lo <= hi and r["latency"]["1"]["rounds"] == 5
 
 
+def test_reproduce_method_auto_records_every_seeds_choice(tiny_model, tmp_path):
+    """Other calibration rows may make --method auto choose differently: the report names each seed's choice."""
+    from qbert import reproduction as rep
+
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 400, seed=6)
+    out = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", samples=32, bench_iters=2,
+                        analysis_samples=32, only=["Method auto"], seeds=2)
+    row = out["rows"][0]
+    assert len(row["seed_chosen"]) == 2 and row["seed_chosen"][0] == row["chosen"]
+    assert all(c.split(", ")[1] in ("gemm", "full") for c in row["seed_chosen"])
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert f"seeds 0–1: {'; '.join(row['seed_chosen'])}" in text and "drop bound pt" in text
+
+
 def test_verdicts_state_their_tolerance():
     from qbert.eval.report import NEAR_FP32_PT, claims
 

@@ -118,7 +118,9 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     chooser = _find(rows, "Method auto")
     if chooser and chooser.get("auto_method"):
         am = chooser["auto_method"]
-        lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0 (candidate `{am['chosen']}`): held-out "
+        seeds = chooser.get("seed_chosen") or []
+        per_seed = (f" (seeds 0–{len(seeds) - 1}: " + "; ".join(seeds) + ")") if len(seeds) > 1 else ""
+        lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0{per_seed} (candidate `{am['chosen']}`): held-out "
                   f"accuracy of every candidate on {am['heldout_rows']} calibration-split rows (FP32 "
                   f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt on the drop's one-sided 95 % upper bound "
                   f"(drop + 1.645 SE), speed = {am['speed']}:",
