@@ -111,8 +111,9 @@ def calibrate(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
                                        "Never your evaluation split."),
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | auto: try every method "
-                               "and placement on held-out calibration rows and keep the fastest within --budget "
-                               "(default 0.3 pt) of FP32; every candidate is printed and saved in the recipe."),
+                               "and placement on held-out calibration rows and keep the fastest whose drop is within "
+                               "--budget (default 0.3 pt) of FP32 with 95 % confidence; every candidate is printed "
+                               "and saved in the recipe."),
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
                                   "| full: the study's "
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
