@@ -44,7 +44,8 @@ class CalibrationConfig:
     method: minmax | percentile | mse | entropy | peg, or auto: try them all × both placements on held-out
     calibration rows and keep the fastest whose drop's one-sided 95 % upper bound is within `budget` points
     (default 0.3) of FP32 — for `target` (ort-cpu: timed here; trt: fewest INT8 GEMMs).
-    placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG. fallback: site keys, globs or roles kept in high precision.
+    placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG.
+    fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points (default 0.5)
     of FP32 on held-out calibration rows. Both need labels; `label2id` maps them, default the model's own."""
 
