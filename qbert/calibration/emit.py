@@ -6,9 +6,10 @@
   (axis 1 of the [in, out] MatMul weight).
 - PEG sites: K Slice→Q→DQ groups over contiguous channels; each consuming GEMM becomes K GEMMs over the
   matching weight rows whose partial products are summed — K per-tensor INT8 GEMMs, legal for TensorRT and
-  fused by ORT into K MatMulIntegerToFloat. Non-GEMM consumers (full placement) read the same grid through
-  one per-tensor Q/DQ between two per-channel Muls (x·s/s_c → Q/DQ at s → ·s_c/s, s_c = the
-  channel's group scale): the values of Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies.
+  fused by ORT into K MatMulIntegerToFloat. Non-GEMM consumers (full placement) of a tensor a GEMM also reads
+  take a Concat of those groups; a grouped tensor no GEMM reads (FFN outputs, residual sums) instead goes
+  through one per-tensor Q/DQ between two per-channel Muls (x·s/s_c → Q/DQ at s → ·s_c/s, s_c = the channel's
+  group scale): the same grid as Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies.
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
 """
 from __future__ import annotations
@@ -187,19 +188,25 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                 if nodes[name].op_type == "MatMul" and idx == 0 and nodes[name].input[1] not in em.inits.by_name:
                     em.quantized_gemms += 1  # attention batched matmul (not a kept-FP weight GEMM: projection)
         return
-    group_dqs: list[str] = []
-    scaled = None
+    if not any(name in gemm_nodes and idx == 0 for name, idx in targets):
+        scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem)  # no GEMM reads it: no slices needed
+        for name, idx in targets:
+            nodes[name].input[idx] = scaled
+        return
+    group_dqs = []
+    for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):
+        sl = em.slice_last(site.tensor, a, b, f"{stem}.g{k}")
+        group_dqs.append(em.qdq(sl, amax, f"{stem}.g{k}"))
+    concat = None
     for name, idx in targets:
         if name in gemm_nodes and idx == 0:
-            if not group_dqs:
-                for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):
-                    sl = em.slice_last(site.tensor, a, b, f"{stem}.g{k}")
-                    group_dqs.append(em.qdq(sl, amax, f"{stem}.g{k}"))
             em.peg_linear(gemm_nodes[name], group_dqs, scale.bounds)
-        else:
-            if scaled is None:
-                scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem)
-            nodes[name].input[idx] = scaled
+        else:  # the GEMMs' slices exist already: one Concat is cheaper than the Mul → Q/DQ → Mul path
+            if concat is None:
+                concat = f"{stem}.concat"
+                em.new_nodes.append(helper.make_node("Concat", group_dqs, [concat], axis=-1,
+                                                     name=em.uid(stem + "/Concat")))
+            nodes[name].input[idx] = concat
 
 
 def _channel_scales(scale: SiteScale) -> np.ndarray:
