@@ -13,7 +13,7 @@ PEG / method-auto rows on it:
    chooses, on those;
 4. `qbert reproduce --only …` on eval.tsv with three calibration seeds.
 
-    python benchmarks/unseen_model.py            # ≈ 30 min on 2 cores (fine-tune ≈ 6 min)
+    python benchmarks/unseen_model.py            # ≈ 16 min on 2 cores (fine-tune ≈ 6 min)
 
 Everything lands in runs/unseen/ (model, unseen.tsv, reproduce/report.md); a finished step is not redone.
 """
