@@ -47,7 +47,9 @@ class CalibrationConfig:
     placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG.
     fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points (default 0.5)
-    of FP32 on held-out calibration rows. Both need labels; `label2id` maps them, default the model's own."""
+    of FP32 on held-out calibration rows. heldout: how many (more rows shrink the noise a small budget must
+    clear: the SE of a paired difference is ≈ √(flip rate / rows)). Both need labels; `label2id` maps them,
+    default the model's own."""
 
     data: Any
     method: str = "minmax"
@@ -63,6 +65,7 @@ class CalibrationConfig:
     seed: int = 0
     auto_fp16: bool = False
     budget: float | None = None
+    heldout: int | None = None  # rows the budget is judged on (default 1,000 for auto, 256 for auto_fp16)
     label2id: dict[str, int] | None = None
     target: str = "ort-cpu"
 
@@ -81,6 +84,7 @@ class CalibrationConfig:
             check_range("groups", self.groups, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("threads", self.threads, 1)
+        check_range("heldout", self.heldout, 1)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
         if self.budget is not None and (not math.isfinite(self.budget) or self.budget < 0):
@@ -102,8 +106,9 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     label2id = config.label2id or meta.label2id
     data = str(config.data) if isinstance(config.data, (str, Path)) else \
         load_data(config.data, label2id if config.auto_fp16 or config.method == "auto" else None)
-    options = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("data", "label2id")}
-    return run(Path(onnx), meta, None, data, label2id=label2id, **options)
+    options = {f.name: getattr(config, f.name) for f in fields(config)
+               if f.name not in ("data", "label2id", "heldout")}
+    return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)
 
 
 def build(onnx: str | Path, out: str | Path, **options: Any) -> PlanMeta:

@@ -141,6 +141,9 @@ def calibrate(
                                    "until within --budget of FP32 (measured on held-out calibration rows)."),
     budget: Optional[float] = typer.Option(None, help="Allowed accuracy loss in points on held-out rows "
                                            "(--auto-fp16: default 0.5; --method auto: default 0.3)."),
+    heldout: Optional[int] = typer.Option(None, "--heldout", help="--method auto / --auto-fp16: held-out "
+                                          "calibration rows the budget is judged on (default 1000 / 256; more "
+                                          "rows resolve a smaller budget, at proportionally more time)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 and --method auto only (other "
                                          "calibration reads no labels). "
                                          + LABELS_HELP),
@@ -155,15 +158,17 @@ def calibrate(
     config = None
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
         given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "samples", "batch_size",
-                       "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "labels", "permute")
+                       "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "heldout", "labels",
+                       "permute")
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              "drop them, or calibrate anew without --recipe")
     elif method == "auto" and _typed(ctx, "placement", "groups", "permute"):
         raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
                          "drop --placement/--groups/--no-permute, or choose the method yourself")
-    elif _typed(ctx, "labels", "budget") and method != "auto" and not auto_fp16:
-        raise QbertError("--labels and --budget apply to --method auto and --auto-fp16 (only they read labels)")
+    elif _typed(ctx, "labels", "budget", "heldout") and method != "auto" and not auto_fp16:
+        raise QbertError("--labels, --budget and --heldout apply to --method auto and --auto-fp16 (only they "
+                         "read labels)")
     elif _typed(ctx, "percentile") and method != "percentile":
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif _typed(ctx, "groups") and method not in ("peg", "auto"):
@@ -176,7 +181,7 @@ def calibrate(
             groups="auto" if groups.strip().lower() == "auto" else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
-            auto_fp16=auto_fp16, budget=budget, target=target).validate()
+            auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target).validate()
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},

@@ -164,7 +164,13 @@ CASES = [
     ("calibrate: --method auto with --placement", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
      "--placement full --out {o}/q.onnx", "--method auto tries both placements"),
     ("calibrate: --labels with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --labels a,b --out {o}/q.onnx",
-     "--labels and --budget apply"),
+     "--labels, --budget and --heldout apply"),
+    ("calibrate: --heldout with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --heldout 500 "
+     "--out {o}/q.onnx", "--heldout apply"),
+    ("calibrate: --heldout beyond the data", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto --samples 16 "
+     "--heldout 5000 --out {o}/q.onnx", "rows beyond --samples 16"),
+    ("calibrate: --heldout 0", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto --heldout 0 "
+     "--out {o}/q.onnx", "--heldout 0: must be"),
     ("reproduce: --only matching no row", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/small.tsv "
      "--only nomatch --out {o}/r", "matches no row"),
     ("bench: --batch with an empty item", "bench --onnx {d}/m.onnx --batch 1,,8", "--batch"),

@@ -70,10 +70,11 @@ def test_calibrate_groups_auto_and_method_auto_from_the_shell(tiny_onnx, tmp_pat
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "peg.onnx.recipe.json").read_text())["groups"] == "auto"
     r = invoke("calibrate", "--onnx", tiny_onnx, "--data", data, "--method", "auto", "--samples", 64,
-               "--out", tmp_path / "auto.onnx")
+               "--heldout", 300, "--out", tmp_path / "auto.onnx")
     assert r.exit_code == 0, r.stderr
     report = json.loads((tmp_path / "auto.onnx.recipe.json").read_text())["calibration"]["auto_method"]
-    assert "--method auto: 336 held-out rows" in r.stdout and "chosen" in r.stdout
+    assert report["heldout_rows"] == 300  # of the 336 beyond --samples: as asked
+    assert "--method auto: 300 held-out rows" in r.stdout and "chosen" in r.stdout
     assert len(report["candidates"]) == 10 and all(m in r.stdout for m in ("minmax", "mse", "percentile", "peg"))
 
 

@@ -35,6 +35,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     choosing = method == "auto"
     if choosing and auto_fp16:
         raise QbertError("--method auto and --auto-fp16 both search on held-out rows; use one of them")
+    asked_heldout = heldout_rows
     heldout_rows = heldout_rows or (1000 if choosing else 256)
     budget = budget if budget is not None else (0.3 if choosing else 0.5)
     if method == "percentile" and not 0.0 < percentile <= 100.0:
@@ -62,6 +63,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
+    if needs_labels and asked_heldout and len(held_rows) < asked_heldout:
+        raise QbertError(f"--heldout {asked_heldout}: the data has {len(held_rows)} rows beyond --samples {samples}")
     if needs_labels and len(held_rows) < min_held:
         raise QbertError(f"{flag} needs ≥ {min_held} held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples")
