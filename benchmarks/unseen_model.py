@@ -16,6 +16,7 @@ PEG / method-auto rows on it:
    rows (`--heldout`, 1,488 instead of 1,000), each choice scored on eval.tsv.
 
     python benchmarks/unseen_model.py            # ≈ 16 min on 2 cores (fine-tune ≈ 6 min)
+    python benchmarks/unseen_model.py --heldout-check   # ≈ 19 min more
 
 Everything lands in runs/unseen/ (model, unseen.tsv, reproduce/report.md); a finished step is not redone.
 """
