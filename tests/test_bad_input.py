@@ -296,13 +296,13 @@ def _snapshot(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["calibrate", "--grups", "3"], "No such option: --grups"),
-    (["calibrate", "--onnx", "m.onnx", "--samples", "abc"], "Invalid value for '--samples'"),
-    (["bogus"], "No such command 'bogus'"),
-    (["calibrate"], "Missing option '--onnx'"),
+@pytest.mark.parametrize("argv,needles", [  # click's wording differs between releases: key words only
+    (["calibrate", "--grups", "3"], ("No such option", "--grups")),
+    (["calibrate", "--onnx", "m.onnx", "--samples", "abc"], ("Invalid value for '--samples'",)),
+    (["bogus"], ("No such command", "bogus")),
+    (["calibrate"], ("Missing option", "--onnx")),
 ])
-def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, argv, needle):
+def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, argv, needles):
     """Typer/click's own usage errors (unknown option, bad type, missing option) — not only qbert's — are one
     line and exit 2; typer would print a framed multi-line box. Run as the `qbert` script runs: through main()."""
     import subprocess
@@ -310,7 +310,8 @@ def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, a
 
     r = subprocess.run([sys.executable, "-m", "qbert.cli", *argv], capture_output=True, text=True, cwd=tmp_path)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert all(n in lines[0] for n in needles), r.stderr
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
     ok = subprocess.run([sys.executable, "-m", "qbert.cli", "calibrate", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "--groups" in ok.stdout
