@@ -71,7 +71,7 @@ def show_candidates(report: dict[str, Any]) -> None:
         speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
         table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", f"{0.0 - r['drop_points']:+.2f}",
-                      f"{r.get('drop_bound_points', r['drop_points']):.2f}",
+                      f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
                       f"{100 * r['flips']:.2f}", speed, mark)
     out.print(table)
     if not report["within_budget"]:
