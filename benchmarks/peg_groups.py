@@ -25,6 +25,7 @@ def main() -> None:
 
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
+    from qbert.calibration.bias import apply_bias_shifts, bias_shifts
     from qbert.calibration.calibrate import auto_batch_size
     from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--held", type=int, default=1000)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--placement", default="full")
+    ap.add_argument("--only", help="candidate names separated by semicolons (default: all)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="qbert-peg-groups-"))
@@ -71,31 +73,47 @@ def main() -> None:
             out[s.key] = SiteScale(s.tensor, max(ga), ga, bounds)
         return out
 
-    candidates = {  # name → (method, groups, post-processing)
-        "minmax (per-tensor)": ("minmax", 1, None),
-        "PEG K=4, equal groups": ("peg", 4, lambda sc, p: equal(sc, p, 4)),
-        "PEG K=4, sized groups": ("peg", 4, None),
-        "PEG K=3, sized groups": ("peg", 3, None),
-        "PEG K=2, sized groups": ("peg", 2, None),
-        "PEG auto": ("peg", G.AUTO, None),
+    candidates = {  # name → (method, groups, post-processing, each group's range)
+        "minmax (per-tensor)": ("minmax", 1, None, "max"),
+        "PEG K=4, equal groups": ("peg", 4, lambda sc, p: equal(sc, p, 4), "max"),
+        "PEG K=4, sized groups": ("peg", 4, None, "max"),
+        "PEG K=3, sized groups": ("peg", 3, None, "max"),
+        "PEG K=2, sized groups": ("peg", 2, None, "max"),
+        "PEG auto": ("peg", G.AUTO, None, "max"),
+        "PEG K=4, sized, MSE per group": ("peg", 4, None, "mse"),
+        "PEG K=4, sized, 99.99th pct per group": ("peg", 4, None, "percentile"),
+        "PEG auto, MSE per group": ("peg", G.AUTO, None, "mse"),
+        "PEG auto, 99.99th pct per group": ("peg", G.AUTO, None, "percentile"),
+        "PEG K=4, sized + bias correction": ("peg", 4, None, "max+bias"),
+        "PEG auto + bias correction": ("peg", G.AUTO, None, "max+bias"),
     }
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(";")]
+        unknown = [w for w in wanted if w not in candidates]
+        if unknown:
+            ap.error(f"--only: unknown {unknown}; choose from {list(candidates)}")
+        candidates = {k: v for k, v in candidates.items() if k in wanted}
     results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in candidates}
     for seed in [int(s) for s in args.seeds.split(",")]:
         rows = np.sort(np.random.default_rng(seed).permutation(pool)[:args.samples])
         enc_c = encode(Dataset([ds.examples[i] for i in rows], ds.source), tok, meta.max_length)
-        obs = Observer(model, sites, histograms=False)
+        obs = Observer(model, sites, histograms=False, channel_histograms=True)
         stats = obs.run(f for _, f in batches(enc_c, auto_batch_size(sites, meta), pad_id=meta.pad_token_id))
-        for name, (method, k, post) in candidates.items():
-            scales, perm = choose_scales(sites, stats, method, 99.99, k, True)
+        corrected = onnx.ModelProto()
+        corrected.CopyFrom(model)
+        apply_bias_shifts(corrected, bias_shifts(model, stats, sites))
+        for name, (method, k, post, group_range) in candidates.items():
+            base = corrected if group_range.endswith("+bias") else model
+            scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"))
             if post is not None:
                 scales = post(scales, np.asarray(perm))
             recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
                             permute=perm is not None, permutation=perm)
-            q, summary = emit(model, recipe, "ort-cpu")
+            q, summary = emit(base, recipe, "ort-cpu")
             pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)
             results[name].append((100 * float((pred == labels).mean()), 100 * float((pred != fp).mean()),
                                   summary["quantized_gemms"]))
-            print(f"seed {seed}  {name:24s} acc {results[name][-1][0]:6.2f}  flips {results[name][-1][1]:5.2f} %",
+            print(f"seed {seed}  {name:38s} acc {results[name][-1][0]:6.2f}  flips {results[name][-1][1]:5.2f} %",
                   flush=True)
     m = machine()
     print(f"\n{args.model}, {args.placement} placement, {args.samples} calibration rows, {args.held} held-out rows of "

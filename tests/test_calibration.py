@@ -229,3 +229,47 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     assert counts[trt.calibration["auto_method"]["chosen"]] == min(counts.values())  # fewest INT8 GEMMs, no timing
     with pytest.raises(Exception, match="needs ≥ 256 held-out rows"):
         calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=200)
+
+
+def test_bias_correction_restores_each_gemms_mean_output(fp32, tiny_model, tiny_tsv):
+    """With INT8 weights (activations kept FP32), layer 0's Q projection output drifts from FP32 by E[x]·(W_q − W)
+    per channel; the corrected bias brings the mean over the calibration tokens back to FP32's."""
+    from qbert.calibration.bias import apply_bias_shifts, bias_shifts
+    from qbert.calibration.methods import int8_per_channel
+    from qbert.calibration.observe import Observer
+    from qbert.calibration.peg import Initializers
+    from qbert.calibration.placement import sites as placement_sites
+    from qbert.exporter.graph import parse
+
+    model, _ = fp32
+    feeds = feeds_for(tiny_model, tiny_tsv, n=48)
+    sites = placement_sites(parse(model), "gemm")
+    stats = Observer(model, sites, histograms=False).run([feeds])
+    shifts = bias_shifts(model, stats, sites)
+    query = parse(model).layers[0].linears["query"]
+    assert query.name in shifts and np.abs(shifts[query.name]).max() > 0
+
+    real = feeds["attention_mask"].astype(bool)
+
+    def mean_output(m) -> np.ndarray:
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(query.output))
+        out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run([query.output],
+                                                                                               feeds)[0]
+        return out[real].mean(axis=0)
+
+    def copy(correct: bool | None):  # None: FP32 as is; else INT8 weights, bias corrected or not
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        if correct is None:
+            return m
+        if correct:
+            apply_bias_shifts(m, shifts)
+        inits = Initializers(m)
+        for lin in parse(m).linears():
+            if lin.name in shifts:
+                inits.replace_input(lin.node, 1, lambda w: np.multiply(*int8_per_channel(w)).astype(w.dtype), ".wq")
+        return m
+
+    fp_mean = mean_output(copy(None))
+    raw, fixed = (np.abs(mean_output(copy(c)) - fp_mean).max() for c in (False, True))
+    assert raw > 1e-4 and fixed < raw / 20, (raw, fixed)

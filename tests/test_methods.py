@@ -104,3 +104,48 @@ def test_bad_group_counts(k):
     with pytest.raises(QbertError, match="--groups"):
         G.check_groups(k, 128)
     G.check_groups("auto", 128)
+
+
+def test_channel_histograms_add_up_to_a_groups_percentile_and_mse():
+    """Per-channel log-binned histograms: batch-split invariant, and a group's union gives its percentile / MSE
+    clip within one bin (2^(1/16)) of the same statistic on the group's raw values."""
+    from qbert.calibration.observe import ChannelHistogram
+
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.standard_t(4, (6000, 8)) * np.array([0.1, 0.2, 0.1, 0.3, 5.0, 8.0, 0.2, 0.1]))
+    x[:5] = 0.0  # zeros land in the bottom bin, not in a NaN
+    one, two = ChannelHistogram(8), ChannelHistogram(8)
+    one.add(x)
+    two.add(x[:2500])
+    two.add(x[2500:])
+    assert (one.counts == two.counts).all() and one.counts.sum() == x.size
+    step = 2.0 ** (1 / ChannelHistogram.SUB)
+    for channels in ([0, 1, 2, 3], [4, 5], [6]):
+        edges, counts = one.group(np.array(channels))
+        vals = x[:, channels].ravel()
+        want = np.percentile(vals, 99.9, method="inverted_cdf")  # the value at rank ⌈p·n⌉
+        got = M.percentile_clip(edges, counts, 99.9)
+        assert want <= got <= want * step * 1.0001
+        fine = hist_of(vals, bins=2 ** 16)
+        assert M.mse_clip(edges, counts) == pytest.approx(M.mse_amax(fine), rel=0.1)
+        assert M.mse_clip(edges, counts) < vals.max()  # heavy tails: MSE clips
+
+
+def test_group_clip_never_exceeds_the_groups_max():
+    from types import SimpleNamespace
+
+    from qbert.calibration.observe import ChannelHistogram
+    from qbert.calibration.scales import group_clip
+
+    rng = np.random.default_rng(4)
+    x = np.abs(rng.normal(0, 1, (4000, 4)))
+    h = ChannelHistogram(4)
+    h.add(x)
+    st = SimpleNamespace(channel_amax=x.max(0), channel_hist=h)
+    g = np.array([1, 2])
+    assert group_clip(st, g, "max", 99.99) == x[:, 1:3].max()
+    assert group_clip(st, g, "percentile", 100.0) == x[:, 1:3].max()  # the top bin's edge is capped at the max
+    assert group_clip(st, g, "percentile", 99.0) < x[:, 1:3].max()
+    assert group_clip(st, g, "mse", 99.99) < x[:, 1:3].max()
+    with pytest.raises(ValueError):
+        group_clip(SimpleNamespace(channel_amax=x.max(0), channel_hist=None), g, "mse", 99.99)

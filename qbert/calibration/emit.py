@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from qbert.calibration import placement as placement_mod
-from qbert.calibration.methods import QMAX, scale_of
+from qbert.calibration.methods import QMAX, int8_per_channel, scale_of
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.errors import InternalError, QbertError
@@ -86,9 +86,7 @@ class Emitter:
     def weight_dq(self, weight: str, rows: tuple[int, int] | None = None) -> str:
         """INT8 per-output-channel weight (optionally a row slice) behind a DequantizeLinear."""
         if weight not in self.int8_cache:
-            w = self.inits.get(weight).astype(np.float32)
-            scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / QMAX
-            self.int8_cache[weight] = (np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8), scale)
+            self.int8_cache[weight] = int8_per_channel(self.inits.get(weight).astype(np.float32))
         q, scale = self.int8_cache[weight]
         key = (weight, *(rows or (0, q.shape[0])))
         if key in self.weight_cache:

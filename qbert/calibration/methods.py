@@ -21,25 +21,40 @@ def scale_of(amax: float) -> float:
     return max(float(amax), TINY) / QMAX
 
 
+def int8_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A [in, out] weight as symmetric INT8 per output channel: (int8 values, scales) — the one weight rule."""
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-8) / QMAX
+    return np.clip(np.rint(w / scale), -QMAX, QMAX).astype(np.int8), scale
+
+
 def percentile_amax(hist: AbsHistogram, percentile: float) -> float:
+    return percentile_clip(hist.edges, hist.counts, percentile)
+
+
+def percentile_clip(edges: np.ndarray, counts: np.ndarray, percentile: float) -> float:
+    """Upper edge of the bin holding the `percentile`-th |x| (any bin edges: linear or log-spaced)."""
     if not 0.0 < percentile <= 100.0:
         raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
-    total = hist.counts.sum()
+    total = counts.sum()
     if total == 0:
         return 0.0
-    cdf = np.cumsum(hist.counts)
+    cdf = np.cumsum(counts)
     i = int(np.searchsorted(cdf, percentile / 100.0 * total, side="left"))
-    return float(hist.edges[min(i, hist.bins - 1) + 1])
+    return float(edges[min(i, len(counts) - 1) + 1])
 
 
 def mse_amax(hist: AbsHistogram, candidates: int = 512) -> float:
+    return mse_clip(hist.edges, hist.counts, candidates)
+
+
+def mse_clip(edges: np.ndarray, counts: np.ndarray, candidates: int = 512) -> float:
     """Clip value minimising the expected squared error: rounding noise (s²/12) below it, clipping above."""
-    counts = hist.counts.astype(np.float64)
+    counts = counts.astype(np.float64)
     if counts.sum() == 0:
         return 0.0
-    centers = (hist.edges[:-1] + hist.edges[1:]) / 2
+    centers = (edges[:-1] + edges[1:]) / 2
     last = int(np.nonzero(counts)[0][-1]) + 1
-    clips = hist.edges[1:last + 1][np.unique(np.linspace(0, last - 1, min(candidates, last)).astype(int))]
+    clips = edges[1:last + 1][np.unique(np.linspace(0, last - 1, min(candidates, last)).astype(int))]
     c_n, c_m, c_m2 = (np.cumsum(counts), np.cumsum(counts * centers), np.cumsum(counts * centers ** 2))
     tot_n, tot_m, tot_m2 = c_n[-1], c_m[-1], c_m2[-1]
     idx = np.searchsorted(centers, clips, side="left")  # bins with center < clip are inside

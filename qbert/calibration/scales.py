@@ -7,10 +7,27 @@ from qbert.calibration import groups as G, methods as M
 from qbert.calibration.recipe import SiteScale
 
 
-def choose_scales(chosen, stats, method: str, percentile: float, groups: int | str, permute: bool
-                  ) -> tuple[dict[str, SiteScale], list[int] | None]:
+GROUP_RANGES = ("max", "mse", "percentile")
+
+
+def group_clip(stats, channels: np.ndarray, group_range: str, percentile: float) -> float:
+    """One PEG group's clip value: its channels' largest |x| (`max`), or MSE/percentile on the union of their
+    histograms (needs the observer's channel_histograms) — never above the largest |x|."""
+    top = max(float(np.asarray(stats.channel_amax)[channels].max()), M.TINY)
+    if group_range == "max":
+        return top
+    if stats.channel_hist is None:
+        raise ValueError("per-group mse/percentile ranges need Observer(channel_histograms=True)")
+    edges, counts = stats.channel_hist.group(channels)
+    clip = M.mse_clip(edges, counts) if group_range == "mse" else M.percentile_clip(edges, counts, percentile)
+    return max(min(clip, top), M.TINY)
+
+
+def choose_scales(chosen, stats, method: str, percentile: float, groups: int | str, permute: bool,
+                  group_range: str = "max") -> tuple[dict[str, SiteScale], list[int] | None]:
     """Per-site clip values from the statistics; PEG adds the stream permutation and each stream tensor's groups
-    (sized by groups.layouts; K per tensor under `auto`, where K=1 means one per-tensor scale)."""
+    (sized by groups.layouts; K per tensor under `auto`, where K=1 means one per-tensor scale) and each group's
+    clip value from `group_range` (see group_clip)."""
     permutation = None
     peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
     peg: dict[str, SiteScale] = {}
@@ -22,11 +39,10 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
         options = G.layouts(ordered, G.MAX_AUTO_GROUPS if groups == G.AUTO else groups)
         for site, o in zip(peg_sites, ordered):
             k = G.auto_groups(o, options, bool(site.gemm_inputs)) if groups == G.AUTO else groups
-            if k == 1:
-                peg[site.key] = SiteScale(site.tensor, max(float(o.max()), M.TINY))
-                continue
-            group_amax = [max(float(o[a:b].max()), M.TINY) for a, b in options[k]]
-            peg[site.key] = SiteScale(site.tensor, max(group_amax), group_amax, options[k])
+            how = group_range if k > 1 else "max"  # a single group is a whole stream tensor: never clip it
+            clips = [group_clip(stats[site.key], order[a:b], how, percentile) for a, b in options[k]]
+            peg[site.key] = SiteScale(site.tensor, clips[0]) if k == 1 else \
+                SiteScale(site.tensor, max(clips), clips, options[k])
     out: dict[str, SiteScale] = {}
     for site in chosen:
         st = stats[site.key]
