@@ -2,11 +2,14 @@
 
     python benchmarks/peg_groups.py [--model ../shared/fixtures/minilm-l6-qnli] [--data ../shared/data/qnli/tune.tsv]
                                     [--samples 512] [--held 1000] [--seeds 0,1,2] [--placement full]
+                                    [--only "PEG auto;PEG K=4, sized groups"]
 
 For each seed: observe `--samples` rows (chosen by the seed) once, then emit every candidate and score it on the
 last `--held` rows of a fixed shuffle (disjoint from every seed's calibration rows): accuracy, and flips (held-out
 predictions that differ from FP32's — label-free, so it also reads right on rows the model was tuned on).
 Prints mean and range over seeds, and the GEMM count of each graph (each PEG group a GEMM reads is one GEMM).
+Candidates: minmax; PEG with equal or sized groups, K = 2–4 or auto; each group's clip by its maximum, MSE or the
+99.99th percentile (on per-channel histograms); and bias correction (calibration/bias.py) — ≈ 12 min on 2 cores.
 """
 from __future__ import annotations
 

