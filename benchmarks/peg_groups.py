@@ -29,6 +29,7 @@ def main() -> None:
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
+    from qbert.calibration.smooth import smooth_scales, weight_rows
     from qbert.calibration.calibrate import auto_batch_size
     from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
@@ -89,6 +90,8 @@ def main() -> None:
         "PEG auto, 99.99th pct per group": ("peg", G.AUTO, None, "percentile"),
         "PEG K=4, sized + bias correction": ("peg", 4, None, "max+bias"),
         "PEG auto + bias correction": ("peg", G.AUTO, None, "max+bias"),
+        **({f"SmoothQuant α={a}": ("smoothquant", 1, None, "max") for a in ("0.5", "0.6", "0.75", "0.85")}
+           if args.placement == "gemm" else {}),  # smoothing needs every reader of a tensor to be a GEMM
     }
     if args.only:
         wanted = [w.strip() for w in args.only.split(";")]
@@ -102,15 +105,19 @@ def main() -> None:
         enc_c = encode(Dataset([ds.examples[i] for i in rows], ds.source), tok, meta.max_length)
         obs = Observer(model, sites, histograms=False, channel_histograms=True)
         stats = obs.run(f for _, f in batches(enc_c, auto_batch_size(sites, meta), pad_id=meta.pad_token_id))
+        rows_max = weight_rows(model, sites)
         corrected = onnx.ModelProto()
         corrected.CopyFrom(model)
         apply_bias_shifts(corrected, bias_shifts(model, stats, sites))
         for name, (method, k, post, group_range) in candidates.items():
             base = corrected if group_range.endswith("+bias") else model
             scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"))
+            if method == "smoothquant":
+                scales = smooth_scales(scales, sites, stats, rows_max, float(name.split("=")[1]))
             if post is not None:
                 scales = post(scales, np.asarray(perm))
             recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
+                            alpha=float(name.split("=")[1]) if method == "smoothquant" else None,
                             permute=perm is not None, permutation=perm)
             q, summary = emit(base, recipe, "ort-cpu")
             pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)

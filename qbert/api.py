@@ -45,6 +45,7 @@ class CalibrationConfig:
     calibration rows and keep the fastest whose drop's one-sided 95 % upper bound is within `budget` points
     (default 0.3) of FP32 — for `target` (ort-cpu: timed here; trt: fewest INT8 GEMMs).
     placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG.
+    alpha: smoothquant's migration strength (0: none, 1: all of each input channel's range into the weights).
     fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points (default 0.5)
     of FP32 on held-out calibration rows. heldout: how many (more rows shrink the noise a small budget must
@@ -58,6 +59,7 @@ class CalibrationConfig:
     percentile: float = 99.99
     groups: int | str = 4  # PEG: K groups per stream tensor, or "auto" (K per tensor from its channel ranges)
     permute: bool = True
+    alpha: float = 0.5  # smoothquant only
     include_padding: bool = False
     fallback: list[str] = field(default_factory=list)
     batch_size: int | None = None
@@ -87,6 +89,10 @@ class CalibrationConfig:
         check_range("heldout", self.heldout, 1)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError("alpha", self.alpha, "must be a number in [0, 1]")
+        if self.method == "smoothquant" and self.placement != "gemm":
+            raise ConfigError("placement", self.placement, "smoothquant applies to the gemm placement only")
         if self.budget is not None and (not math.isfinite(self.budget) or self.budget < 0):
             raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
         if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):

@@ -110,7 +110,9 @@ def calibrate(
     out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (+ <out>.json sidecar)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
                                        "Never your evaluation split."),
-    method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | auto: try every method "
+    method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | smoothquant (GEMM "
+                               "inputs' outlier ranges moved into the weights; gemm placement) | auto: try every "
+                               "method "
                                "and placement on held-out calibration rows and keep the fastest whose drop is within "
                                "--budget (default 0.3 pt) of FP32 with 95 % confidence; every candidate is printed "
                                "and saved in the recipe."),
@@ -124,6 +126,8 @@ def calibrate(
     permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: reorder channels first (outliers share the last group with the smallest ones; "
                                  "folded into the weights, no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
+    alpha: float = typer.Option(0.5, help="smoothquant: migration strength in [0, 1] (how much of each input "
+                                "channel's range moves into the weight rows)."),
     samples: int = typer.Option(512, help="Calibration sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "
                                              "(default: as many as fit ~256 MB of observed activations)."),
@@ -157,7 +161,7 @@ def calibrate(
 
     config = None
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
-        given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "samples", "batch_size",
+        given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "alpha", "samples", "batch_size",
                        "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "heldout", "labels",
                        "permute")
         if given:
@@ -173,11 +177,13 @@ def calibrate(
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif _typed(ctx, "groups") and method not in ("peg", "auto"):
         raise QbertError(f"--groups applies to --method peg, not {method}")
+    elif _typed(ctx, "alpha") and method != "smoothquant":
+        raise QbertError(f"--alpha applies to --method smoothquant, not {method}")
     if recipe_in is None:
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
-            data=data, method=method, placement=placement, samples=samples, percentile=percentile,
+            data=data, method=method, placement=placement, samples=samples, percentile=percentile, alpha=alpha,
             groups="auto" if groups.strip().lower() == "auto" else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
@@ -197,7 +203,8 @@ def calibrate(
     if "auto_method" in recipe.calibration:
         show_candidates(recipe.calibration["auto_method"])
     show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
-                                                               else ""),
+                                                               else f" alpha={recipe.alpha:g}"
+                                                               if recipe.method == "smoothquant" else ""),
                                     "placement": recipe.placement, "target": target,
                                     "activations": summary["activation_dtype"],
                                     "high precision": summary["high_precision"],

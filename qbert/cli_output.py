@@ -65,7 +65,8 @@ def show_candidates(report: dict[str, Any]) -> None:
                                f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt on the "
                                f"drop's 95 % upper bound; "
                                f"speed = {report['speed']}"), title_justify="left")
-    for col in ("candidate", "held-out acc %", "Δ pt", "drop bound pt", "flips %", "speed", ""):
+    table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
+    for col in ("held-out acc %", "Δ pt", "drop bound pt", "flips %", "speed", ""):
         table.add_column(col)
     for r in report["candidates"]:
         speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"

@@ -47,8 +47,13 @@ STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
 
 
 def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str, seeds: int) -> str:
-    blob = json.dumps([row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds],
-                      sort_keys=True, default=str)
+    """Inputs that decide a row's numbers; for method auto also what it chooses among (new candidates, new row)."""
+    parts: list[Any] = [row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds]
+    if row.calibrate.get("method") == "auto":
+        from qbert.calibration import select, smooth
+
+        parts.append([select.CANDIDATES, smooth.ALPHA])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

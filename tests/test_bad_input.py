@@ -97,6 +97,16 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
         bad = json.loads(json.dumps(peg))
         edit(bad)
         (d / f"{name}.recipe.json").write_text(json.dumps(bad))
+    runner.invoke(app, ["calibrate", "--onnx", str(d / "m.onnx"), "--data", str(tsv), "--samples", "16",
+                        "--method", "smoothquant", "--out", str(d / "sq.q.onnx")])
+    sq = json.loads((d / "sq.q.onnx.recipe.json").read_text())
+    smoothed = next(k for k, v in sq["sites"].items() if v["smooth"])
+    for name, edit in (("sqminmax", lambda r: r.update(method="minmax", alpha=None)),
+                       ("sqnegative", lambda r: r["sites"][smoothed]["smooth"].__setitem__(0, -1.0)),
+                       ("sqwidth", lambda r: r["sites"][smoothed].update(smooth=r["sites"][smoothed]["smooth"][:5]))):
+        bad = json.loads(json.dumps(sq))
+        edit(bad)
+        (d / f"{name}.recipe.json").write_text(json.dumps(bad))
 
 
 # (case, argv template, expected words in the one-line error); {d} = the fixture folder, {o} = an empty output folder
@@ -161,6 +171,18 @@ CASES = [
      "{d}/unpermuted.recipe.json --out {o}/q.onnx", "permute false"),
     ("calibrate: recipe with a permutation of floats", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/floatperm.recipe.json --out {o}/q.onnx", "list of channel indices"),
+    ("calibrate: --alpha with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --alpha 0.8 --out {o}/q.onnx",
+     "--alpha applies to --method smoothquant"),
+    ("calibrate: --alpha 1.5", "calibrate --onnx {d}/m.onnx --data {tsv} --method smoothquant --alpha 1.5 "
+     "--out {o}/q.onnx", "[0, 1]"),
+    ("calibrate: smoothquant under --placement full", "calibrate --onnx {d}/m.onnx --data {tsv} --method smoothquant "
+     "--placement full --out {o}/q.onnx", "gemm placement only"),
+    ("calibrate: recipe with smoothing factors but method minmax", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/sqminmax.recipe.json --out {o}/q.onnx", "method minmax with smoothing factors"),
+    ("calibrate: recipe with a negative smoothing factor", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/sqnegative.recipe.json --out {o}/q.onnx", "finite numbers > 0"),
+    ("calibrate: recipe with too few smoothing factors", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/sqwidth.recipe.json --out {o}/q.onnx", "5 smoothing factors"),
     ("calibrate: --method auto with --placement", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
      "--placement full --out {o}/q.onnx", "--method auto tries both placements"),
     ("calibrate: --labels with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --labels a,b --out {o}/q.onnx",

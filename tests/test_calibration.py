@@ -17,7 +17,8 @@ from qbert.exporter.hf import load_classifier
 from tests import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
 
-CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("gemm", "full")]
+CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("gemm", "full")] + \
+    [("smoothquant", "gemm")]
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
     report = r.calibration["auto_method"]
     rows = report["candidates"]
-    assert len(rows) == 10 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
+    assert len(rows) == 11 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
     ok = [c for c in rows if c["within_budget"]]
     assert all(c["within_budget"] == (c["drop_bound_points"] <= 0.3 + 1e-9) for c in rows)
     assert all(c["drop_bound_points"] >= c["drop_points"] for c in rows)
@@ -273,3 +274,46 @@ def test_bias_correction_restores_each_gemms_mean_output(fp32, tiny_model, tiny_
     fp_mean = mean_output(copy(None))
     raw, fixed = (np.abs(mean_output(copy(c)) - fp_mean).max() for c in (False, True))
     assert raw > 1e-4 and fixed < raw / 20, (raw, fixed)
+
+
+def test_smoothquant_moves_input_ranges_into_weight_rows(tiny_onnx, tiny_tsv, fp32, tiny_model):
+    """Smoothed sites: m = amax^α / wmax^(1−α) per channel, the per-tensor clip of x/m from the channel maxima,
+    a Mul before the Q/DQ and m folded into the weight rows — the FP32 function is unchanged with every site in
+    high precision except the smoothing, and the INT8 graph stays closer to FP32 than per-tensor minmax on the
+    planted outlier channels."""
+    from qbert.calibration.smooth import factors
+
+    model, meta = fp32
+    run = lambda **kw: calibrate(tiny_onnx, meta, model, str(tiny_tsv), samples=64, **kw)  # noqa
+    sq, mm = run(method="smoothquant", alpha=0.5), run(method="minmax")
+    smoothed = {k: v for k, v in sq.sites.items() if v.smooth is not None}
+    assert set(smoothed) == {k for k in mm.sites if k.endswith((".x", ".a", ".context", ".z", "emb.ln"))} & \
+        set(sq.sites) and smoothed
+    stream = smoothed[f"layer.{OUTLIER_LAYER}.z"]  # LayerNorm output with the planted channels, read by Q/K/V
+    m = np.array(stream.smooth)
+    assert m[list(OUTLIER_CHANNELS)].min() > np.median(m) * 2  # outlier channels get the largest divisors
+    assert stream.amax < mm.sites[f"layer.{OUTLIER_LAYER}.z"].amax / 2  # one scale now fits a much smaller range
+    assert factors(np.array([4.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0]), 0.5).tolist() == [2.0, 1.0, 1.0]
+    assert sq.alpha == 0.5 and mm.alpha is None
+    q, summary = emit(model, sq, "ort-cpu")
+    assert summary["quantized_gemms"] == emit(model, mm, "ort-cpu")[1]["quantized_gemms"]  # no extra GEMMs
+    assert sum(n.op_type == "Mul" and "/Smooth/" in n.name for n in q.graph.node) == len(smoothed)
+    from qbert.exporter.graph import parse
+
+    feeds = feeds_for(tiny_model, tiny_tsv)
+    query = parse(model).layers[OUTLIER_LAYER + 1].linears["query"].output  # reads the planted channels
+
+    def run_to_query(m):
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(query))
+        return ort.InferenceSession(m.SerializeToString(), session_options(exact=True)).run([query], feeds)[0]
+
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    ref = run_to_query(plain)
+    err = {name: np.abs(run_to_query(emit(model, r, "ort-cpu")[0]) - ref).mean() for name, r in (("sq", sq),
+                                                                                                  ("mm", mm))}
+    assert err["sq"] < err["mm"] / 1.5, err
+    with pytest.raises(Exception, match="--placement gemm, not full"):
+        run(method="smoothquant", placement="full")
+    with pytest.raises(Exception, match="alpha"):
+        run(method="smoothquant", alpha=1.5)

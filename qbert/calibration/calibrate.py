@@ -12,6 +12,7 @@ from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
+from qbert.calibration.smooth import smooth_scales, weight_rows
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
@@ -23,7 +24,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int | str = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
-              budget: float | None = None, heldout_rows: int | None = None,
+              budget: float | None = None, heldout_rows: int | None = None, alpha: float = 0.5,
               label2id: dict[str, int] | None = None, target: str = "ort-cpu") -> Recipe:
     """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
     (which judge accuracy on held-out rows: default 256 and 1,000 of them; budget default 0.5 and 0.3 points),
@@ -42,6 +43,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
     if method == "peg":
         G.check_groups(groups, meta.hidden_size)
+    if method == "smoothquant" and placement_name(placement) != "gemm":
+        raise QbertError(f"--method smoothquant moves GEMM inputs' ranges into their weights; it applies to "
+                         f"--placement gemm, not {placement}")
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise QbertError(f"--alpha {alpha}: must be in [0, 1]")
     if samples < 1:
         raise QbertError(f"--samples {samples}: must be at least 1")
     caller_model = model is not None
@@ -74,6 +80,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
+    # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
+    rows_max = weight_rows(model, chosen) if method in ("smoothquant", "auto") else {}
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:
@@ -83,9 +91,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                                                     pad_to=pad_to)), advance)
     del observer
     scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
+    if method == "smoothquant":
+        scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
     recipe = Recipe(
         method=method, placement=placement, sites=scales,
-        percentile=percentile if method == "percentile" else None,
+        percentile=percentile if method == "percentile" else None, alpha=alpha if method == "smoothquant" else None,
         groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
         permutation=permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,
@@ -103,7 +113,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         from qbert.calibration.select import select
 
         recipe, report = select(model, graph, stats, recipe, target, encode(held, tokenizer, meta.max_length),
-                                np.asarray(held.labels), budget, fallback or [], meta)
+                                np.asarray(held.labels), budget, fallback or [], meta, rows_max)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback

@@ -10,6 +10,8 @@
   take a Concat of those groups; a grouped tensor no GEMM reads (FFN outputs, residual sums) instead goes
   through one per-tensor Q/DQ between two per-channel Muls (x·s/s_c → Q/DQ at s → ·s_c/s, s_c = the channel's
   group scale): the same grid as Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies.
+- SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
+  before quantization (smooth.py).
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
 """
 from __future__ import annotations
@@ -176,6 +178,9 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
         targets = site.consumers
     nodes = {n.name: n for n in graph.model.graph.node}
     stem = f"act.{site.key}"
+    if scale.smooth is not None:
+        _emit_smoothed(em, site, scale, targets, gemm_nodes, stem)
+        return
     if scale.bounds is None:
         dq = em.qdq(site.tensor, scale.amax, stem)
         for name, idx in targets:
@@ -205,6 +210,29 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                 em.new_nodes.append(helper.make_node("Concat", group_dqs, [concat], axis=-1,
                                                      name=em.uid(stem + "/Concat")))
             nodes[name].input[idx] = concat
+
+
+def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targets: list[tuple[str, int]],
+                   gemm_nodes: dict[str, Linear], stem: str) -> None:
+    """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m."""
+    m = np.asarray(scale.smooth, dtype=np.float64)
+    if any(name not in gemm_nodes or idx != 0 for name, idx in targets):
+        raise QbertError(f"recipe: site {site.key} is smoothed but also read by non-GEMM ops (placement "
+                         "full); SmoothQuant needs the gemm placement — recalibrate")
+    inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
+    smoothed = f"{stem}.smoothed"
+    em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
+    dq = em.qdq(smoothed, scale.amax, stem)
+    for name, _ in targets:
+        lin = gemm_nodes[name]
+        rows = em.inits.get(lin.weight).shape[0]
+        if rows != len(m):
+            raise QbertError(f"recipe: site {site.key} has {len(m)} smoothing factors but {lin.name} reads "
+                             f"{rows} channels; recalibrate on this model")
+        em.inits.replace_input(lin.node, 1, lambda w: (w * m[:, None]).astype(w.dtype), f".smooth.{site.key}")
+        lin.node.input[0] = dq
+        lin.node.input[1] = em.weight_dq(lin.node.input[1])
+        em.quantized_gemms += 1
 
 
 def _channel_scales(scale: SiteScale) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from qbert.calibration.observe import AbsHistogram
 from qbert.errors import QbertError
 
-METHODS = ("minmax", "percentile", "mse", "entropy", "peg")
+METHODS = ("minmax", "percentile", "mse", "entropy", "peg", "smoothquant")
 QMAX = 127.0
 TINY = 1e-8  # floor for all-zero tensors: scale must never be 0 or NaN
 

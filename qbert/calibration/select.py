@@ -24,6 +24,7 @@ from qbert.calibration.emit import emit
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
+from qbert.calibration.smooth import ALPHA, smooth_scales
 from qbert.data import random_feeds
 from qbert.ort_session import logits_of, session_for, session_options
 from qbert.progress import progress_bar
@@ -31,6 +32,7 @@ from qbert.progress import progress_bar
 CANDIDATES = [  # (placement, method, groups, percentile)
     *[(p, m, 1, 99.99) for p in ("gemm", "full") for m in ("minmax", "percentile", "mse")],
     *[(p, "peg", k, 99.99) for p in ("gemm", "full") for k in (G.AUTO, 4)],
+    ("gemm", "smoothquant", 1, 99.99),  # SmoothQuant needs every reader of a smoothed tensor to be a GEMM
 ]
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 CONFIDENCE_Z = 1.645  # one-sided 95 % bound on a candidate's accuracy drop
@@ -44,7 +46,8 @@ def drop_bound(fp_right: np.ndarray, q_right: np.ndarray, z: float = CONFIDENCE_
 
 
 def name_of(placement: str, method: str, groups: Any, percentile: float) -> str:
-    extra = {"peg": f" groups={groups}", "percentile": f" {percentile:g}"}.get(method, "")
+    extra = {"peg": f" groups={groups}", "percentile": f" {percentile:g}", "smoothquant": f" α={ALPHA:g}"}.get(
+        method, "")
     return f"{method}{extra}, {placement}"
 
 
@@ -64,7 +67,8 @@ def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iter
 
 
 def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
-           budget: float, fallback: list[str], meta: Any) -> tuple[Recipe, dict[str, Any]]:
+           budget: float, fallback: list[str], meta: Any, weight_rows: dict[str, np.ndarray] | None = None
+           ) -> tuple[Recipe, dict[str, Any]]:
     """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost)."""
     pad = meta.pad_token_id
     fp_logits = logits_of(model, heldout, 32, pad)
@@ -76,8 +80,11 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
             chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback, strict=False)
             scales, perm = choose_scales(chosen, stats, method, pct, groups, True)
+            if method == "smoothquant":
+                scales = smooth_scales(scales, chosen, stats, weight_rows or {}, ALPHA)
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
                                "percentile": pct if method == "percentile" else None,
+                               "alpha": ALPHA if method == "smoothquant" else None,
                                "groups": groups if method == "peg" else 1, "permute": method == "peg",
                                "permutation": perm, "fallback": dropped})
             q, summary = emit(model, recipe, "ort-cpu")
