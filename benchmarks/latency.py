@@ -1,5 +1,5 @@
 """INT8 speed on ONNX Runtime CPU, side by side in one run: FP32 (ORT transformer-optimized), qbert INT8
-(minmax, percentile, PEG K=4 and PEG `--groups auto` under the gemm placement; minmax, PEG K=4 and PEG auto under the
+(minmax, percentile, PEG K=4, PEG `--groups auto` and SmoothQuant under the gemm placement; minmax, PEG K=4 and PEG auto under the
 study's full placement; `--target ort-cpu`) and ORT's own `quantize_static`
 (QDQ, U8S8, per-channel, MatMul only) as the peer — on a bert-base-shaped model and the shared fixture.
 
@@ -117,6 +117,7 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
                          ("qbert INT8 percentile 99.99", ["--method", "percentile"]),
                          ("qbert INT8 PEG K=4", ["--method", "peg", "--groups", "4"]),
                          ("qbert INT8 PEG auto", ["--method", "peg", "--groups", "auto"]),
+                         ("qbert INT8 SmoothQuant", ["--method", "smoothquant"]),
                          ("qbert INT8 minmax, full", ["--method", "minmax", "--placement", "full"]),
                          ("qbert INT8 PEG K=4, full", ["--method", "peg", "--groups", "4", "--placement", "full"]),
                          ("qbert INT8 PEG auto, full", ["--method", "peg", "--groups", "auto", "--placement", "full"])):

@@ -59,7 +59,7 @@ class CalibrationConfig:
     percentile: float = 99.99
     groups: int | str = 4  # PEG: K groups per stream tensor, or "auto" (K per tensor from its channel ranges)
     permute: bool = True
-    alpha: float = 0.5  # smoothquant only
+    alpha: float = 0.85  # smoothquant only (smooth.ALPHA)
     include_padding: bool = False
     fallback: list[str] = field(default_factory=list)
     batch_size: int | None = None

@@ -126,7 +126,7 @@ def calibrate(
     permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: reorder channels first (outliers share the last group with the smallest ones; "
                                  "folded into the weights, no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
-    alpha: float = typer.Option(0.5, help="smoothquant: migration strength in [0, 1] (how much of each input "
+    alpha: float = typer.Option(0.85, help="smoothquant: migration strength in [0, 1] (how much of each input "
                                 "channel's range moves into the weight rows)."),
     samples: int = typer.Option(512, help="Calibration sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "

@@ -295,6 +295,15 @@ def test_smoothquant_moves_input_ranges_into_weight_rows(tiny_onnx, tiny_tsv, fp
     assert stream.amax < mm.sites[f"layer.{OUTLIER_LAYER}.z"].amax / 2  # one scale now fits a much smaller range
     assert factors(np.array([4.0, 0.0, 1.0]), np.array([1.0, 1.0, 0.0]), 0.5).tolist() == [2.0, 1.0, 1.0]
     assert sq.alpha == 0.5 and mm.alpha is None
+    import inspect
+
+    from qbert import cli
+    from qbert.api import CalibrationConfig
+    from qbert.calibration.smooth import ALPHA
+    from qbert.reproduction import ROWS
+    defaults = {CalibrationConfig(data="x").alpha, inspect.signature(cli.calibrate).parameters["alpha"].default.default,
+                *(r.calibrate["alpha"] for r in ROWS if r.calibrate.get("method") == "smoothquant")}
+    assert defaults == {ALPHA}  # one default α everywhere (chosen on held-out rows; see smooth.py)
     q, summary = emit(model, sq, "ort-cpu")
     assert summary["quantized_gemms"] == emit(model, mm, "ort-cpu")[1]["quantized_gemms"]  # no extra GEMMs
     assert sum(n.op_type == "Mul" and "/Smooth/" in n.name for n in q.graph.node) == len(smoothed)

@@ -12,7 +12,7 @@ from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
-from qbert.calibration.smooth import smooth_scales, weight_rows
+from qbert.calibration.smooth import ALPHA, smooth_scales, weight_rows
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
@@ -24,7 +24,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int | str = 4,
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
-              budget: float | None = None, heldout_rows: int | None = None, alpha: float = 0.5,
+              budget: float | None = None, heldout_rows: int | None = None, alpha: float = ALPHA,
               label2id: dict[str, int] | None = None, target: str = "ort-cpu") -> Recipe:
     """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
     (which judge accuracy on held-out rows: default 256 and 1,000 of them; budget default 0.5 and 0.3 points),
