@@ -77,7 +77,7 @@ def show_candidates(report: dict[str, Any]) -> None:
     out.print(table)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
-                  "rows with 95 % confidence; kept the one with the lowest bound", highlight=False)
+                  "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there", highlight=False)
 
 
 def integer(flag: str, text: str) -> int:

@@ -54,7 +54,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
     if row.calibrate.get("method") == "auto":
         from qbert.calibration import select, smooth
 
-        parts.append([select.CANDIDATES, smooth.ALPHA])
+        parts.append([select.CANDIDATES, smooth.ALPHA, select.RULE])
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

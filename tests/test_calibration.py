@@ -207,6 +207,20 @@ def test_method_auto_budget_is_on_the_drops_upper_confidence_bound():
     assert drop == pytest.approx(0.0) and bound == pytest.approx(1.645 * se) and se > 0.5
 
 
+def test_method_auto_rule_fastest_within_budget_else_fewest_flips():
+    from qbert.calibration.select import pick
+
+    row = lambda name, ms, flips, bound, ok: dict(name=name, p50_ms_b1=ms, flips=flips,  # noqa: E731
+                                                  drop_bound_points=bound, within_budget=ok)
+    speed = lambda r: r["p50_ms_b1"]  # noqa: E731
+    rows = [row("slow ok", 30, 0.05, 0.1, True), row("fast ok", 20, 0.04, 0.2, True),
+            row("fastest", 10, 0.01, 2, False)]
+    assert pick(rows, speed)["name"] == "fast ok"
+    rows = [row("low bound", 10, 0.04, 0.5, False), row("few flips", 30, 0.02, 1.0, False),
+            row("few flips, lower bound", 40, 0.02, 0.8, False)]
+    assert pick(rows, speed)["name"] == "few flips, lower bound"  # nothing passes: fewest flips, then lowest bound
+
+
 def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     from tests.conftest import write_tsv
 
@@ -220,10 +234,10 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     assert all(c["within_budget"] == (c["drop_bound_points"] <= 0.3 + 1e-9) for c in rows)
     assert all(c["drop_bound_points"] >= c["drop_points"] for c in rows)
     chosen = next(c for c in rows if c["name"] == report["chosen"])
-    if ok:  # the fastest that passes; else the lowest bound
+    if ok:  # the fastest that passes; else the fewest flips
         assert chosen in ok and chosen["p50_ms_b1"] == min(c["p50_ms_b1"] for c in ok)
     else:
-        assert chosen["drop_bound_points"] == min(c["drop_bound_points"] for c in rows)
+        assert chosen["flips"] == min(c["flips"] for c in rows)
     assert (r.method, r.placement) == (chosen["method"], chosen["placement"]) and r.method != "auto"
     trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
     counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}
