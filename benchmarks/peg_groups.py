@@ -100,12 +100,12 @@ def main() -> None:
             ap.error(f"--only: unknown {unknown}; choose from {list(candidates)}")
         candidates = {k: v for k, v in candidates.items() if k in wanted}
     results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in candidates}
+    rows_max = weight_rows(parse(model), sites)  # SmoothQuant's weight-row ranges: the same for every seed
     for seed in [int(s) for s in args.seeds.split(",")]:
         rows = np.sort(np.random.default_rng(seed).permutation(pool)[:args.samples])
         enc_c = encode(Dataset([ds.examples[i] for i in rows], ds.source), tok, meta.max_length)
-        obs = Observer(model, sites, histograms=False, channel_histograms=True)
+        obs = Observer(model, sites, histograms=False, channel_histograms=True, channel_sums=True)
         stats = obs.run(f for _, f in batches(enc_c, auto_batch_size(sites, meta), pad_id=meta.pad_token_id))
-        rows_max = weight_rows(model, sites)
         corrected = onnx.ModelProto()
         corrected.CopyFrom(model)
         apply_bias_shifts(corrected, bias_shifts(model, stats, sites))

@@ -1,6 +1,6 @@
 """Bias correction (Nagel et al., 2019): INT8 weights shift each GEMM's expected output by E[x]·(W_q − W);
 subtracting that from the bias restores the mean. Computed in the FP32 graph's own channel order from the
-observed per-channel mean of each quantized GEMM input, before emission (which quantizes the weights by the same
+observed per-channel mean of each quantized GEMM input (Observer(channel_sums=True)), before emission (which quantizes the weights by the same
 rule, methods.int8_per_channel), so any later permutation moves the corrected bias with its columns.
 """
 from __future__ import annotations

@@ -81,7 +81,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
     # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
-    rows_max = weight_rows(model, chosen) if method in ("smoothquant", "auto") else {}
+    rows_max = weight_rows(graph, chosen) if method in ("smoothquant", "auto") else {}
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:

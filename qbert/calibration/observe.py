@@ -126,8 +126,10 @@ class Observer:
 
     def __init__(self, model, sites: list[Site], histograms: bool, include_padding: bool = False,
                  threads: int | None = None, bins: int = 4096, analysis: bool = False, consume: bool = False,
-                 channel_histograms: bool = False):
-        """`channel_histograms` keeps a ChannelHistogram per stream tensor (PEG's per-group ranges).
+                 channel_histograms: bool = False, channel_sums: bool = False):
+        """`channel_histograms` keeps a ChannelHistogram per stream tensor (PEG's per-group ranges);
+        `channel_sums` the per-channel sum of x (bias correction's E[x]) — both off unless asked for: they cost
+        every observed batch.
         `consume=True` lets the observer move the model's weights out to a temporary file for ORT to load
         (the caller must not use `model` afterwards): session creation then never holds two copies."""
         import onnx
@@ -166,6 +168,7 @@ class Observer:
         self.names = names
         self.analysis = analysis
         self.channel_histograms = channel_histograms
+        self.channel_sums = channel_sums
         self.stats = {s.key: TensorStats(hist=AbsHistogram(bins, energy=analysis) if histograms or analysis
                                          else None) for s in sites}
 
@@ -185,9 +188,10 @@ class Observer:
                 st.amax = max(st.amax, float(a.max()))
                 if site.layout == "bsh":
                     ch = a.max(axis=0)
-                    sums = vals.sum(axis=0, dtype=np.float64)
-                    st.channel_sum = sums if st.channel_sum is None else st.channel_sum + sums
-                    st.tokens += vals.shape[0]
+                    if self.channel_sums:
+                        sums = vals.sum(axis=0, dtype=np.float64)
+                        st.channel_sum = sums if st.channel_sum is None else st.channel_sum + sums
+                        st.tokens += vals.shape[0]
                     st.channel_amax = ch if st.channel_amax is None else np.maximum(st.channel_amax, ch)
                     if self.channel_histograms and site.stream:
                         if st.channel_hist is None:

@@ -123,10 +123,9 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             next(r for r in rows if r["name"] == name)["p50_ms_b1"] = ms
     speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
-    ok = [r for r in rows if r["within_budget"]]
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
               "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
               "speed": "p50 ms, batch 1, this machine (ORT CPU)" if target != "trt" else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
-              "within_budget": bool(ok), "candidates": rows}
+              "within_budget": bool(best["within_budget"]), "candidates": rows}
     return recipes[best["name"]], report

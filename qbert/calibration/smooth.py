@@ -17,7 +17,7 @@ import numpy as np
 from qbert.calibration import methods as M
 from qbert.calibration.peg import Initializers
 from qbert.calibration.recipe import SiteScale
-from qbert.exporter.graph import parse
+from qbert.exporter.graph import BertGraph
 
 # The paper's default α = 0.5 fails on BERT's FFN2 inputs: the neurons that write the residual outliers have large
 # activations *and* large weight rows, so balancing gives them a smoothed range wider than no smoothing, and every
@@ -28,11 +28,11 @@ ALPHA = 0.85
 LIMIT = 2.0 ** 14  # |log2 m| ≤ 14: m and 1/m stay normal FP16 numbers (TensorRT runs the Mul in FP16)
 
 
-def weight_rows(model: Any, sites: list[Any]) -> dict[str, np.ndarray]:
+def weight_rows(graph: BertGraph, sites: list[Any]) -> dict[str, np.ndarray]:
     """Per GEMM-input site: max |W| of each input row over every GEMM that reads it (taken before the observer
     may consume the model's weights)."""
-    linears = {l.name: l for l in parse(model).linears()}
-    inits = Initializers(model)
+    linears = {l.name: l for l in graph.linears()}
+    inits = Initializers(graph.model)
     out = {}
     for site in sites:
         if site.gemm_inputs:
