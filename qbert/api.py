@@ -50,7 +50,8 @@ class CalibrationConfig:
     auto_fp16/budget: keep the most sensitive sites in high precision until within `budget` points (default 0.5)
     of FP32 on held-out calibration rows. heldout: how many (more rows shrink the noise a small budget must
     clear: the SE of a paired difference is ≈ √(flip rate / rows)). Both need labels; `label2id` maps them,
-    default the model's own."""
+    default the model's own. exact: those two judge candidates with ORT's non-saturating x86 INT8 kernels (what
+    an AVX-512 VNNI / AMX CPU computes) instead of this CPU's default ones."""
 
     data: Any
     method: str = "minmax"
@@ -70,6 +71,7 @@ class CalibrationConfig:
     heldout: int | None = None  # rows the budget is judged on (default 1,000 for auto, 256 for auto_fp16)
     label2id: dict[str, int] | None = None
     target: str = "ort-cpu"
+    exact: bool = False
 
     def validate(self) -> "CalibrationConfig":
         from qbert.calibration.methods import METHODS
@@ -95,6 +97,11 @@ class CalibrationConfig:
             raise ConfigError("placement", self.placement, "smoothquant applies to the gemm placement only")
         if self.budget is not None and (not math.isfinite(self.budget) or self.budget < 0):
             raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
+        if not isinstance(self.exact, bool):
+            raise ConfigError("exact", self.exact, "must be True or False")
+        if self.exact and not (self.method == "auto" or self.auto_fp16):
+            raise ConfigError("exact", self.exact, "applies to method auto and auto_fp16 (the only steps that run "
+                              "an INT8 model while calibrating)")
         if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self

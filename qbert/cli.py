@@ -151,6 +151,9 @@ def calibrate(
     labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 and --method auto only (other "
                                          "calibration reads no labels). "
                                          + LABELS_HELP),
+    exact: bool = typer.Option(False, "--exact", help="--method auto / --auto-fp16: judge candidates with ONNX "
+                               "Runtime's non-saturating x86 INT8 kernels — the numbers an AVX-512 VNNI/AMX CPU "
+                               "gives — instead of this CPU's default ones (which saturate without VNNI)."),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
@@ -163,16 +166,16 @@ def calibrate(
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
         given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "alpha", "samples", "batch_size",
                        "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "heldout", "labels",
-                       "permute")
+                       "permute", "exact")
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              "drop them, or calibrate anew without --recipe")
     elif method == "auto" and _typed(ctx, "placement", "groups", "permute"):
         raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
                          "drop --placement/--groups/--no-permute, or choose the method yourself")
-    elif _typed(ctx, "labels", "budget", "heldout") and method != "auto" and not auto_fp16:
-        raise QbertError("--labels, --budget and --heldout apply to --method auto and --auto-fp16 (only they "
-                         "read labels)")
+    elif _typed(ctx, "labels", "budget", "heldout", "exact") and method != "auto" and not auto_fp16:
+        raise QbertError("--labels, --budget, --heldout and --exact apply to --method auto and --auto-fp16 (only "
+                         "they run the quantized model on labelled rows)")
     elif _typed(ctx, "percentile") and method != "percentile":
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif _typed(ctx, "groups") and method not in ("peg", "auto"):
@@ -187,7 +190,7 @@ def calibrate(
             groups="auto" if groups.strip().lower() == "auto" else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
-            auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target).validate()
+            auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target, exact=exact).validate()
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
@@ -395,6 +398,9 @@ def reproduce(
     seeds: int = typer.Option(3, help="Calibration seeds per INT8 row (other calibration rows each): accuracy is "
                               "reported as mean and range; seed 0's model is the one timed."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
+    exact: bool = typer.Option(False, "--exact", help="ort-cpu: score, time and let --method auto / auto mixed "
+                               "precision choose with ONNX Runtime's non-saturating x86 INT8 kernels — the numbers "
+                               "an AVX-512 VNNI/AMX CPU gives, on any x86 CPU (slower without VNNI)."),
 ) -> None:
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
     from qbert.reproduction import reproduce as run_reproduce
@@ -409,7 +415,7 @@ def reproduce(
                   {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data)})
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
                            bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
-                           labels=labels, seeds=seeds)
+                           labels=labels, seeds=seeds, exact=exact)
     table = Table(title=f"reproduce [{engine}]", title_justify="left")
     for col in ("setting", "accuracy (seed range)", "p50 b=1 ms", "int/float GEMMs", "cached"):
         table.add_column(col)

@@ -105,8 +105,12 @@ def unshare_weights(model: Any) -> int:
     return copies
 
 
-def logits_of(model: Any, encoded, batch_size: int, pad_id: int) -> np.ndarray:
-    sess = session_for(model, session_options())
+def logits_of(model: Any, encoded, batch_size: int, pad_id: int, exact: bool = False) -> np.ndarray:
+    """Logits of an in-memory model. `exact`: ORT's non-saturating x86 INT8 path (what a VNNI CPU computes); a
+    weight shared by several readers then gets one copy per reader, in `model` itself (see session_from_path)."""
+    if exact:
+        unshare_weights(model)
+    sess = session_for(model, session_options(exact=exact))
     out = np.zeros((len(encoded), 0), dtype=np.float32)
     for idx, feeds in batches(encoded, batch_size, pad_id=pad_id):
         got = sess.run(["logits"], feeds)[0]

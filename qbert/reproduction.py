@@ -48,9 +48,12 @@ STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
 }
 
 
-def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str, seeds: int) -> str:
+def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str, seeds: int,
+            exact: bool = False) -> str:
     """Inputs that decide a row's numbers; for method auto also what it chooses among (new candidates, new row)."""
     parts: list[Any] = [row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds]
+    if exact:  # appended only when set, so the keys (and caches) of default-kernel runs stay as they were
+        parts.append("exact INT8 kernels")
     if row.calibrate.get("method") == "auto":
         from qbert.calibration import select, smooth
 
@@ -60,7 +63,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
 
 
 def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_ds, tokenizer, work: Path,
-            samples: int, engine: str, label2id: dict[str, int], seeds: int = 1) -> dict[str, Any]:
+            samples: int, engine: str, label2id: dict[str, int], seeds: int = 1, exact: bool = False) -> dict[str, Any]:
     """One row: calibrate with seed 0 (the deployed, timed model), measure it; INT8 rows are calibrated again
     with seeds 1 … seeds−1 (other calibration rows) for the accuracy spread."""
     from qbert.calibration.calibrate import calibrate
@@ -78,6 +81,8 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             if row.kind == "fp16":
                 return Recipe(method="none", placement="gemm", sites={})
             extra = {"target": target} if row.calibrate.get("method") == "auto" else {}
+            if exact and (row.calibrate.get("method") == "auto" or row.calibrate.get("auto_fp16")):
+                extra["exact"] = True
             return calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, seed=seed,
                              **row.calibrate, **extra)
 
@@ -88,7 +93,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         info["auto_method"] = recipe.calibration.get("auto_method")
         if info["auto_method"]:
             info["chosen"] = _chosen(recipe)
-    measured = measure(path, engine, eval_ds, tokenizer, meta, work)
+    measured = measure(path, engine, eval_ds, tokenizer, meta, work, exact)
     spread = [measured["accuracy"]]
     chosen = [info["chosen"]] if info.get("chosen") else None
     for seed in range(1, seeds if row.kind == "int8" else 1):
@@ -98,7 +103,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             chosen.append(_chosen(seed_recipe))  # --method auto may choose differently on other calibration rows
         quantize(fp32_path, seed_recipe, other, target, None, work / f"seed{seed}.recipe.json",
                  write_recipe=False, model=model)
-        spread.append(measure(other, engine, eval_ds, tokenizer, meta, work)["accuracy"])
+        spread.append(measure(other, engine, eval_ds, tokenizer, meta, work, exact)["accuracy"])
         for leftover in work.glob(f"seed{seed}.*"):  # only the seed-0 model is deployed; these were for the spread
             leftover.unlink()
     if len(spread) > 1 and engine == "tensorrt":
@@ -115,7 +120,8 @@ def _chosen(recipe: Any) -> str:
     return f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if recipe.method == "peg" else "")
 
 
-def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path) -> dict[str, Any]:
+def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path, exact: bool = False
+            ) -> dict[str, Any]:
     """Accuracy and the precision census of one deployed model (latency is timed later, for all rows together).
     ort-cpu runs the ONNX; tensorrt builds a plan for the GPU in hand and reports its device memory."""
     from qbert.engines import open_engine
@@ -128,7 +134,7 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path)
 
         model_path = work / "model.plan"
         extra["plan"] = build(path, model_path).to_json()  # --sm auto: the present GPU
-    with open_engine(engine, str(model_path)) as eng:
+    with open_engine(engine, str(model_path), exact=exact) as eng:
         result = evaluate(eng, eval_ds, tokenizer)
         if engine == "tensorrt":
             extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
@@ -143,8 +149,8 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path)
             "model_bytes": model_path.stat().st_size, **extra}
 
 
-def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5
-              ) -> dict[str, dict[str, Any]]:
+def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5,
+              exact: bool = False) -> dict[str, dict[str, Any]]:
     """Latency of every row at batch 1 and 8, timed in alternating rounds (row A, B, C, A, B, C …) so that a
     shared machine's drift hits all rows alike; p50 over all rounds, and the range of the per-round p50s as
     the spread. TensorRT rows are timed with CUDA events, also with CUDA-graph replay."""
@@ -160,7 +166,7 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
     per_round = {1: max(2, bench_iters // rounds), 8: max(1, bench_iters // (4 * rounds))}
     graphs = (False, True) if engine == "tensorrt" else (False,)
     samples: dict[tuple[str, int, bool], list[np.ndarray]] = {}
-    engines = {r["name"]: open_engine(engine, r["deployed"]) for r in rows}
+    engines = {r["name"]: open_engine(engine, r["deployed"], exact=exact) for r in rows}
     try:
         for eng in engines.values():  # warm-up once, outside the rounds
             for b in (1, 8):
@@ -199,7 +205,8 @@ def check_gpu_ready() -> None:
 
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
               samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
-              only: list[str] | None = None, labels: str | None = None, seeds: int = 3) -> dict[str, Any]:
+              only: list[str] | None = None, labels: str | None = None, seeds: int = 3, exact: bool = False
+              ) -> dict[str, Any]:
     import onnx
 
     from qbert.artifacts import load_meta
@@ -211,6 +218,8 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
 
     if engine not in ("ort-cpu", "tensorrt"):
         raise QbertError(f"--engine {engine!r}: choose ort-cpu or tensorrt")
+    if exact and engine != "ort-cpu":
+        raise QbertError(f"--exact selects ONNX Runtime's x86 INT8 kernels; it does not apply to --engine {engine}")
     if engine == "tensorrt":
         check_gpu_ready()
     if Path(eval_data).resolve() == Path(calib_data).resolve():
@@ -250,14 +259,14 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:
-            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine, seeds)
+            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine, seeds, exact)
             cached, work = out / "rows" / f"{key}.json", out / "rows" / key
             if cached.is_file():
                 results.append({**read_json(cached), "cached": True})
             else:
                 work.mkdir(exist_ok=True)
                 res = run_row(row, fp32_path, meta, model, calib_data, eval_ds, tokenizer, work, samples, engine,
-                              label2id, seeds)
+                              label2id, seeds, exact)
                 write_json(cached, res)
                 results.append({**res, "cached": False})
             r = results[-1]
@@ -266,13 +275,13 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
             advance(1, note=f"{row.name}: {100 * r['accuracy']:.2f}%"
                             + (" (cached)" if r["cached"] else f" in {r['seconds']:.0f} s"))
     line(f"timing {len(results)} rows interleaved (batch 1 and 8)")
-    timings = time_rows(results, engine, meta, bench_iters)
+    timings = time_rows(results, engine, meta, bench_iters, exact=exact)
     for r in results:
         r.update(timings[r["name"]])
     from qbert.machine import kernel_mode, machine
 
     report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
-              "machine": machine(), "kernel_mode": kernel_mode(False) if engine == "ort-cpu" else "tensorrt",
+              "machine": machine(), "kernel_mode": kernel_mode(exact) if engine == "ort-cpu" else "tensorrt",
               "samples": samples, "seeds": seeds, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
               "versions": meta.versions}

@@ -107,6 +107,27 @@ def test_reproduce_method_auto_records_every_seeds_choice(tiny_model, tmp_path):
     assert f"seeds 0–1: {'; '.join(row['seed_chosen'])}" in text and "drop bound pt" in text
 
 
+def test_reproduce_exact_chooses_scores_and_times_with_exact_kernels(tiny_model, tmp_path):
+    """--exact: every number (method auto's choice included) from ORT's non-saturating INT8 path, said so in the
+    report, and cached apart from a default-kernel run in the same folder."""
+    from qbert import reproduction as rep
+    from qbert.machine import kernel_mode
+
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 400, seed=6)
+    kw = dict(samples=32, bench_iters=2, analysis_samples=32, only=["placement gemm", "Method auto"], seeds=1)
+    exact = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", exact=True, **kw)
+    assert exact["kernel_mode"] == kernel_mode(True)
+    assert all(r["engine"]["int8_kernels"] == kernel_mode(True) for r in exact["rows"])
+    auto = next(r for r in exact["rows"] if r["auto_method"])
+    assert auto["auto_method"]["int8_kernels"] == kernel_mode(True)
+    assert f"INT8 kernels: {kernel_mode(True)}" in (tmp_path / "r" / "report.md").read_text()
+    fast = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", **kw)
+    assert not any(r["cached"] for r in fast["rows"])  # the exact rows were not served to a default run
+    assert all(r["engine"]["int8_kernels"] == kernel_mode(False) for r in fast["rows"])
+    again = rep.reproduce(str(tiny_model), str(evald), str(calibd), tmp_path / "r", exact=True, **kw)
+    assert all(r["cached"] for r in again["rows"])
+
+
 def test_verdicts_state_their_tolerance():
     from qbert.eval.report import NEAR_FP32_PT, claims
 

@@ -171,6 +171,10 @@ CASES = [
      "{d}/unpermuted.recipe.json --out {o}/q.onnx", "permute false"),
     ("calibrate: recipe with a permutation of floats", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/floatperm.recipe.json --out {o}/q.onnx", "list of channel indices"),
+    ("calibrate: --exact with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --exact --out {o}/q.onnx",
+     "--exact apply to --method auto and --auto-fp16"),
+    ("reproduce: --exact with --engine tensorrt", "reproduce --model {model} --eval-data {tsv} --calib-data "
+     "{d}/small.tsv --engine tensorrt --exact --out {o}/r", "does not apply to --engine tensorrt"),
     ("calibrate: --alpha with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --alpha 0.8 --out {o}/q.onnx",
      "--alpha applies to --method smoothquant"),
     ("calibrate: --alpha 1.5", "calibrate --onnx {d}/m.onnx --data {tsv} --method smoothquant --alpha 1.5 "

@@ -12,11 +12,12 @@ import numpy as np
 
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
+from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, sqnr_db
 from qbert.progress import progress_bar
 
 
-def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int) -> list[tuple[str, float]]:
+def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int, exact: bool = False) -> list[tuple[str, float]]:
     """Sites ordered most → least sensitive by the logit SQNR of quantizing each one alone."""
     fp = logits_of(model, probe, 32, pad_id)
     scores = []
@@ -24,21 +25,22 @@ def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int) -> list[tuple[str
         for key, scale in recipe.sites.items():
             alone = Recipe(**{**recipe.__dict__, "sites": {key: scale}})
             q, _ = emit(model, alone, "ort-cpu")
-            scores.append((key, sqnr_db(fp, logits_of(q, probe, 32, pad_id))))
+            scores.append((key, sqnr_db(fp, logits_of(q, probe, 32, pad_id, exact))))
             advance(1)
     return sorted(scores, key=lambda kv: kv[1])
 
 
 def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budget: float, pad_id: int,
-                  max_steps: int = 32, probe_rows: int = 64) -> tuple[Recipe, dict[str, Any]]:
-    """Return the recipe with `fallback` extended until accuracy(FP32) − accuracy(quantized) ≤ budget points."""
+                  max_steps: int = 32, probe_rows: int = 64, exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
+    """Return the recipe with `fallback` extended until accuracy(FP32) − accuracy(quantized) ≤ budget points;
+    `exact`: judge with ORT's non-saturating x86 INT8 kernels (ort_session.logits_of)."""
     probe = heldout.subset(range(min(probe_rows, len(heldout))))
-    ranking = rank_sites(model, recipe, probe, pad_id)
+    ranking = rank_sites(model, recipe, probe, pad_id, exact)
     fp_acc = float((logits_of(model, heldout, 32, pad_id).argmax(-1) == labels).mean())
 
     def accuracy(r: Recipe) -> float:
         q, _ = emit(model, r, "ort-cpu")
-        return float((logits_of(q, heldout, 32, pad_id).argmax(-1) == labels).mean())
+        return float((logits_of(q, heldout, 32, pad_id, exact).argmax(-1) == labels).mean())
 
     current = recipe
     steps = [{"fallback": None, "accuracy": accuracy(current)}]
@@ -50,5 +52,5 @@ def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budge
         steps.append({"fallback": key, "accuracy": accuracy(current)})
     report = {"budget_points": budget, "fp32_heldout_accuracy": fp_acc, "heldout_rows": len(heldout),
               "ranking": [{"site": k, "sqnr_db": s} for k, s in ranking], "steps": steps,
-              "within_budget": fp_acc - steps[-1]["accuracy"] <= budget / 100.0}
+              "within_budget": fp_acc - steps[-1]["accuracy"] <= budget / 100.0, "int8_kernels": kernel_mode(exact)}
     return current, report

@@ -25,15 +25,20 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
               budget: float | None = None, heldout_rows: int | None = None, alpha: float = ALPHA,
-              label2id: dict[str, int] | None = None, target: str = "ort-cpu") -> Recipe:
+              label2id: dict[str, int] | None = None, target: str = "ort-cpu", exact: bool = False) -> Recipe:
     """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
     (which judge accuracy on held-out rows: default 256 and 1,000 of them; budget default 0.5 and 0.3 points),
-    mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed)."""
+    mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed);
+    `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
+    as a VNNI CPU would (the FP32 observation itself has no INT8 kernels)."""
     from qbert.exporter.hf import load_tokenizer
 
     if method not in (*M.METHODS, "auto"):
         raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}, auto")
     choosing = method == "auto"
+    if exact and not (choosing or auto_fp16):
+        raise QbertError("--exact picks the INT8 kernels that --method auto and --auto-fp16 judge candidates with; "
+                         f"--method {method} runs no INT8 model while calibrating (use --exact with qbert eval/bench)")
     if choosing and auto_fp16:
         raise QbertError("--method auto and --auto-fp16 both search on held-out rows; use one of them")
     asked_heldout = heldout_rows
@@ -113,12 +118,12 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         from qbert.calibration.select import select
 
         recipe, report = select(model, graph, stats, recipe, target, encode(held, tokenizer, meta.max_length),
-                                np.asarray(held.labels), budget, fallback or [], meta, rows_max)
+                                np.asarray(held.labels), budget, fallback or [], meta, rows_max, exact)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
         recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.max_length),
-                                       held.labels, budget, meta.pad_token_id)
+                                       held.labels, budget, meta.pad_token_id, exact=exact)
         recipe.calibration["auto_fp16"] = report
     return recipe
 

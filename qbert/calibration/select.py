@@ -30,6 +30,7 @@ from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
 from qbert.calibration.smooth import ALPHA, smooth_scales
 from qbert.data import random_feeds
+from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, session_for, session_options
 from qbert.progress import progress_bar
 
@@ -65,9 +66,10 @@ def name_of(placement: str, method: str, groups: Any, percentile: float) -> str:
     return f"{method}{extra}, {placement}"
 
 
-def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iters: int = 8) -> dict[str, float]:
+def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iters: int = 8, exact: bool = False
+             ) -> dict[str, float]:
     feeds = random_feeds(1, seq, min(vocab, 1000))
-    sessions = {k: session_for(m, session_options()) for k, m in models.items()}
+    sessions = {k: session_for(m, session_options(exact=exact)) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for s in sessions.values():
         s.run(["logits"], feeds)
@@ -81,9 +83,10 @@ def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iter
 
 
 def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
-           budget: float, fallback: list[str], meta: Any, weight_rows: dict[str, np.ndarray] | None = None
-           ) -> tuple[Recipe, dict[str, Any]]:
-    """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost)."""
+           budget: float, fallback: list[str], meta: Any, weight_rows: dict[str, np.ndarray] | None = None,
+           exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
+    """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost).
+    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes)."""
     pad = meta.pad_token_id
     fp_logits = logits_of(model, heldout, 32, pad)
     fp_pred = fp_logits.argmax(-1)
@@ -102,7 +105,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                                "groups": groups if method == "peg" else 1, "permute": method == "peg",
                                "permutation": perm, "fallback": dropped})
             q, summary = emit(model, recipe, "ort-cpu")
-            pred = logits_of(q, heldout, 32, pad).argmax(-1)
+            pred = logits_of(q, heldout, 32, pad, exact).argmax(-1)
             name = name_of(placement, method, groups, pct)
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
                    "accuracy": float((pred == labels).mean()), "flips": float((pred != fp_pred).mean())}
@@ -119,7 +122,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             recipes[name] = recipe
             advance(1)
     if cpu_models:
-        for name, ms in _latency(cpu_models, meta.max_length, meta.vocab_size).items():
+        for name, ms in _latency(cpu_models, meta.max_length, meta.vocab_size, exact=exact).items():
             next(r for r in rows if r["name"] == name)["p50_ms_b1"] = ms
     speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
@@ -127,5 +130,5 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
               "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
               "speed": "p50 ms, batch 1, this machine (ORT CPU)" if target != "trt" else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
-              "within_budget": bool(best["within_budget"]), "candidates": rows}
+              "within_budget": bool(best["within_budget"]), "int8_kernels": kernel_mode(exact), "candidates": rows}
     return recipes[best["name"]], report
