@@ -190,9 +190,9 @@ CASES = [
     ("calibrate: --method auto with --placement", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto "
      "--placement full --out {o}/q.onnx", "--method auto tries both placements"),
     ("calibrate: --labels with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --labels a,b --out {o}/q.onnx",
-     "--labels, --budget and --heldout apply"),
+     "--labels, --budget, --heldout and --exact apply"),
     ("calibrate: --heldout with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --heldout 500 "
-     "--out {o}/q.onnx", "--heldout apply"),
+     "--out {o}/q.onnx", "--heldout and --exact apply"),
     ("calibrate: --heldout beyond the data", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto --samples 16 "
      "--heldout 5000 --out {o}/q.onnx", "rows beyond --samples 16"),
     ("calibrate: --heldout 0", "calibrate --onnx {d}/m.onnx --data {tsv} --method auto --heldout 0 "

@@ -148,7 +148,7 @@ def test_default_label_names_calibrate_without_labels_and_eval_with_a_map(tiny_t
     assert r.exit_code == 0, r.stderr  # the map reaches the one calibration that reads labels
     r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--data", str(tiny_tsv), "--samples", "16",
                             "--labels", "entailment,not_entailment", "--out", str(tmp_path / "l2.onnx")])
-    assert r.exit_code == 2 and "--labels, --budget and --heldout apply" in r.stderr  # elsewhere it would do nothing
+    assert r.exit_code == 2 and "--labels, --budget, --heldout and --exact apply" in r.stderr  # elsewhere it would do nothing
     r = runner.invoke(app, ["eval", "--onnx", str(q), "--data", str(tiny_tsv), "--labels", "a,b,c"])
     assert r.exit_code == 2 and "names 3 classes but the model has 2" in r.stderr
     r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--data", str(unlabelled), "--samples", "16",
