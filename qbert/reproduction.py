@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qbert.atomic import read_json, sidecar_path, write_json
+from qbert.engines import check_exact
 from qbert.errors import QbertError
 
 
@@ -218,8 +219,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
 
     if engine not in ("ort-cpu", "tensorrt"):
         raise QbertError(f"--engine {engine!r}: choose ort-cpu or tensorrt")
-    if exact and engine != "ort-cpu":
-        raise QbertError(f"--exact selects ONNX Runtime's x86 INT8 kernels; it does not apply to --engine {engine}")
+    check_exact(engine, exact)  # up front, before any export or calibration
     if engine == "tensorrt":
         check_gpu_ready()
     if Path(eval_data).resolve() == Path(calib_data).resolve():
