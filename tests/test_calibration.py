@@ -13,6 +13,7 @@ from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
 from qbert.engines.onnxruntime import ort_census, session_options
 from qbert.data import batches, encode, load_dataset_spec
+from qbert.exporter.graph import parse
 from qbert.exporter.hf import load_classifier
 from tests import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
@@ -149,12 +150,38 @@ def test_grouped_non_gemm_tensor_is_each_channels_group_grid(recipes, fp32, tiny
 
 
 def test_peg_emits_k_sliced_gemms(recipes, fp32):
-    q, summary = emit(fp32[0], recipes[("peg", "gemm")], "ort-cpu")
+    q, summary = emit(fp32[0], recipes[("peg", "gemm")], "ort-cpu", fuse=False)
     ops = [n.op_type for n in q.graph.node]
     # per layer: Q/K/V read z (3 × 4 slices), FFN1 reads x (4), attn-out and FFN2 per-tensor, 2 BMMs
     assert summary["quantized_gemms"] == 2 * (3 * 4 + 4 + 2 + 2)
     assert ops.count("Slice") >= 2 * 2 * 4 and "Gather" not in [n.op_type for n in q.graph.node
                                                                  if n.name.startswith("qbert/")]
+    assert "Split" not in ops
+
+
+@pytest.mark.parametrize("placement", ["gemm", "full"])
+def test_qkv_read_one_grouped_tensor_as_one_gemm_per_group(recipes, fp32, tiny_model, tiny_tsv, placement):
+    """By default Q, K and V (which all read the grouped z) are K GEMMs over their weights side by side, one bias
+    Add and one Split: 3K → K INT8 GEMMs per layer, the same logits as one split GEMM per linear."""
+    recipe = recipes[("peg", placement)]
+    fused, summary = emit(fp32[0], recipe, "ort-cpu")
+    apart, unfused = emit(fp32[0], recipe, "ort-cpu", fuse=False)
+    assert summary["quantized_gemms"] == unfused["quantized_gemms"] - 2 * 2 * 4  # 2 layers × (12 − 4)
+    splits = [n for n in fused.graph.node if n.op_type == "Split" and n.name.startswith("qbert/")]
+    assert len(splits) == 2 and all(len(n.output) == 3 for n in splits)
+    side = [t for t in fused.graph.initializer if ".side_by_side.rows" in t.name and t.name.endswith(".int8")]
+    assert len(side) == 2 * 4 and all(t.dims[1] == 3 * 32 for t in side)  # [group rows, q | k | v columns]
+    assert not any(n.name.endswith(("query/MatMul", "key/Add")) for n in fused.graph.node)
+    feeds = feeds_for(tiny_model, tiny_tsv)
+    outs = [lin.output for lin in parse(fp32[0]).layers[1].linears.values()][:3] + ["logits"]  # q, k, v, logits
+
+    def run(m):
+        m.graph.output.extend([onnx.helper.make_empty_tensor_value_info(t) for t in outs[:3]])
+        return ort.InferenceSession(m.SerializeToString(), session_options(exact=True),
+                                    providers=["CPUExecutionProvider"]).run(outs, feeds)
+
+    for a, b in zip(run(fused), run(apart)):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max() and np.abs(b).max() > 1e-3
 
 
 def test_fallback_and_recipe_roundtrip(tiny_onnx, tiny_tsv, fp32, tmp_path):
@@ -184,7 +211,7 @@ def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv
     assert not grouped & {"emb.ln", "layer.0.x", "layer.1.x"}
     last = r.sites["layer.0.h"].bounds[-1]
     assert set(np.array(r.permutation)[last[0]:last[1]]) >= set(OUTLIER_CHANNELS)
-    gemms = {k: emit(model, rec, "ort-cpu")[1]["quantized_gemms"]
+    gemms = {k: emit(model, rec, "ort-cpu", fuse=False)[1]["quantized_gemms"]  # one GEMM per linear and group
              for k, rec in (("auto", r), ("minmax", run(method="minmax")), ("k4", run(method="peg", groups=4)))}
     assert gemms["minmax"] < gemms["auto"] < gemms["k4"]
     r.save(tmp_path / "r.json")

@@ -6,7 +6,10 @@
   (axis 1 of the [in, out] MatMul weight).
 - PEG sites: K Slice→Q→DQ groups over contiguous channels; each consuming GEMM becomes K GEMMs over the
   matching weight rows whose partial products are summed — K per-tensor INT8 GEMMs, legal for TensorRT and
-  fused by ORT into K MatMulIntegerToFloat. Non-GEMM consumers (full placement) of a tensor a GEMM also reads
+  fused by ORT into K MatMulIntegerToFloat. GEMMs that read the same grouped tensor (Q, K and V) become one
+  GEMM per group over their weights side by side, summed once, biased once and split into the three outputs: the
+  same products (per-output-column weight scales do not change when columns are concatenated) in K kernels and
+  K−1 Adds instead of 3K and 3(K−1). Non-GEMM consumers (full placement) of a tensor a GEMM also reads
   take a Concat of those groups; a grouped tensor no GEMM reads (FFN outputs, residual sums) instead goes
   through one per-tensor Q/DQ between two per-channel Muls (x·s/s_c → Q/DQ at s → ·s_c/s, s_c = the channel's
   group scale): the same grid as Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies.
@@ -34,12 +37,12 @@ MAX_RATIO = 2.0 ** 15  # per-channel multipliers of a grouped non-GEMM Q/DQ (FP1
 
 
 class Emitter:
-    def __init__(self, model: Any, target: str, high_precision: str):
+    def __init__(self, model: Any, target: str, high_precision: str, fuse: bool = True):
         if target not in TARGETS:
             raise QbertError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
         if high_precision not in ("fp16", "fp32"):
             raise QbertError(f"--high-precision {high_precision!r}: choose fp16 or fp32")
-        self.model, self.target, self.high = model, target, high_precision
+        self.model, self.target, self.high, self.fuse = model, target, high_precision, fuse
         self.inits = Initializers(model)
         self.new_nodes: list[Any] = []
         self.counter = 0
@@ -47,6 +50,7 @@ class Emitter:
         self.weight_cache: dict[tuple[str, int, int], str] = {}
         self.int8_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.replaced: set[str] = set()  # original GEMM nodes superseded by PEG split GEMMs
+        self.side_by_side: dict[tuple[str, ...], tuple[str, str]] = {}  # weights → (concatenated W, bias)
 
     def uid(self, stem: str) -> str:
         self.counter += 1
@@ -127,6 +131,35 @@ class Emitter:
             acc = nxt
         self.replaced.add(lin.node.name)  # the partial sums now produce `out`
 
+    def peg_fused(self, lins: list[Linear], group_dqs: list[str], bounds: list[list[int]]) -> None:
+        """Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :]) once for `lins` (which all read X): W = [W_1 | W_2 | …] and
+        the bias likewise, then one Split writes each linear's biased output."""
+        key = tuple(l.weight for l in lins) + tuple(l.bias for l in lins)
+        if key not in self.side_by_side:  # one copy however many layers share these weights (ALBERT)
+            stem = "+".join(l.weight for l in lins)
+            self.side_by_side[key] = (
+                self.inits.add(f"{stem}.side_by_side", np.concatenate([self.inits.get(l.weight) for l in lins], 1)),
+                self.inits.add(f"{stem}.bias", np.concatenate([self.inits.get(l.bias) for l in lins])))
+        weight, bias = self.side_by_side[key]
+        stem = f"{lins[0].name}.fused"
+        partial = []
+        for k, ((a, b), dq) in enumerate(zip(bounds, group_dqs)):
+            partial.append(f"{stem}.peg{k}")
+            self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(weight, (a, b))], [partial[-1]],
+                                                   name=self.uid(f"{stem}/MatMul_g{k}")))
+            self.quantized_gemms += 1
+        acc = partial[0]
+        for k, p in enumerate(partial[1:], start=1):
+            self.new_nodes.append(helper.make_node("Add", [acc, p], [f"{stem}.pegsum{k}"],
+                                                   name=self.uid(f"{stem}/AddG{k}")))
+            acc = f"{stem}.pegsum{k}"
+        self.new_nodes.append(helper.make_node("Add", [acc, bias], [f"{stem}.biased"], name=self.uid(f"{stem}/Bias")))
+        widths = self.inits.add(f"{stem}.widths",
+                                np.array([self.inits.by_name[l.weight].dims[1] for l in lins], dtype=np.int64))
+        self.new_nodes.append(helper.make_node("Split", [f"{stem}.biased", widths], [l.output for l in lins],
+                                               axis=-1, name=self.uid(f"{stem}/Split")))
+        self.replaced.update(n for l in lins for n in (l.node.name, l.bias_node.name))
+
     def finish(self) -> Any:
         graph = self.model.graph
         keep = [n for n in graph.node if n.name not in self.replaced]
@@ -138,10 +171,11 @@ class Emitter:
         return self.model
 
 
-def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = None, copy: bool = True
-         ) -> tuple[Any, dict]:
+def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = None, copy: bool = True,
+         fuse: bool = True) -> tuple[Any, dict]:
     """Return (Q/DQ model, summary) for `target`; `high_precision` defaults to the target's fast dtype.
-    `copy=False` rewrites `fp32` in place (saves one copy of the weights when the caller is done with it)."""
+    `copy=False` rewrites `fp32` in place (saves one copy of the weights when the caller is done with it).
+    `fuse=False` keeps one split GEMM per linear where Q, K and V read a grouped tensor (for comparison)."""
     high = high_precision or ("fp16" if target == "trt" else "fp32")
     if copy:
         model = onnx.ModelProto()
@@ -149,7 +183,7 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     else:
         model = fp32
     graph = parse(model)
-    em = Emitter(model, target, high)
+    em = Emitter(model, target, high, fuse)
     if recipe.permutation is not None:
         fold_stream_permutation(graph, np.asarray(recipe.permutation), em.inits)
         _drop_unused_initializers(model)  # the unpermuted originals: free them before quantizing
@@ -200,10 +234,15 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
     for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):
         sl = em.slice_last(site.tensor, a, b, f"{stem}.g{k}")
         group_dqs.append(em.qdq(sl, amax, f"{stem}.g{k}"))
+    readers = [gemm_nodes[name] for name, idx in targets if name in gemm_nodes and idx == 0]
+    fused = em.fuse and len(readers) > 1 and len(scale.bounds) > 1
+    if fused:  # Q, K, V: one GEMM per group (measured: benchmarks/split_gemm.py)
+        em.peg_fused(readers, group_dqs, scale.bounds)
     concat = None
     for name, idx in targets:
         if name in gemm_nodes and idx == 0:
-            em.peg_linear(gemm_nodes[name], group_dqs, scale.bounds)
+            if not fused:
+                em.peg_linear(gemm_nodes[name], group_dqs, scale.bounds)
         else:  # the GEMMs' slices exist already: one Concat is cheaper than the Mul → Q/DQ → Mul path
             if concat is None:
                 concat = f"{stem}.concat"
