@@ -269,6 +269,8 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
     counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}
     assert counts[trt.calibration["auto_method"]["chosen"]] == min(counts.values())  # fewest INT8 GEMMs, no timing
+    # counted per linear and group (the work), not per emitted kernel: Q/K/V side by side do not look cheaper
+    assert counts["peg groups=4, gemm"][0] == 2 * (3 * 4 + 4 + 2 + 2) > counts["minmax, gemm"][0]
     with pytest.raises(Exception, match="needs ≥ 256 held-out rows"):
         calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=200)
 

@@ -14,7 +14,9 @@ over SmoothQuant, which flipped fewer rows and scores ±0.00 on eval.tsv; change
 All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
 ten settings costs ten emissions and evaluations, not ten calibrations. Speed: for `--target ort-cpu`, each
 candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
-(no GPU here to time on) the INT8 GEMM count, then the Q/DQ count, stand in for latency — fewer is faster.
+(no GPU here to time on) the INT8 GEMM count — one per linear and PEG group, however the emitter arranges them
+(Q, K and V side by side are still three linears' work) — then the Q/DQ count, stand in for latency: fewer is
+faster.
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
                    "accuracy": float((pred == labels).mean()), "flips": float((pred != fp_pred).mean())}
             if target == "trt":
-                tq, tsum = emit(model, recipe, "trt")
+                tq, tsum = emit(model, recipe, "trt", fuse=False)  # count work, not kernels (docstring)
                 row["int8_gemms"] = tsum["quantized_gemms"]
                 row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
             else:
