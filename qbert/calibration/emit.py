@@ -12,7 +12,9 @@
   K−1 Adds instead of 3K and 3(K−1). Non-GEMM consumers (full placement) of a tensor a GEMM also reads
   take a Concat of those groups; a grouped tensor no GEMM reads (FFN outputs, residual sums) instead goes
   through one per-tensor Q/DQ between two per-channel Muls (x·s/s_c → Q/DQ at s → ·s_c/s, s_c = the channel's
-  group scale): the same grid as Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies.
+  group scale): the same grid as Slice→Q/DQ×K→Concat in 4 elementwise ops instead of 3K+1 strided copies; where
+  an INT8 linear writes the tensor (attention output, FFN2), the first Mul is folded into its per-column weight
+  scales and bias.
 - SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
   before quantization (smooth.py).
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
@@ -68,18 +70,39 @@ class Emitter:
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
         return dq
 
-    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str) -> str:
+    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str, writer: Linear | None = None) -> str:
         """Per-channel grid through one per-tensor Q/DQ at the largest scale s: x·(s/s_c) → Q/DQ(s) → ·(s_c/s).
-        The ratios stay ≤ 2¹⁵ so both fit FP16 (only an all-zero group reaches the clamp)."""
+        The ratios stay ≤ 2¹⁵ so both fit FP16 (only an all-zero group reaches the clamp). Where an INT8 linear
+        writes x (`writer`), x·(s/s_c) is folded into its per-column weight scales and bias instead of a Mul."""
         top = float(channel_scale.max())
         ratio = np.minimum(top / channel_scale, MAX_RATIO)
-        up = self.inits.add(f"{stem}.mul_in", ratio.astype(np.float32))
         down = self.inits.add(f"{stem}.mul_out", (1.0 / ratio).astype(np.float32))
         pre, post = f"{stem}.prescaled", f"{stem}.rescaled"
-        self.new_nodes.append(helper.make_node("Mul", [tensor, up], [pre], name=self.uid(stem + "/MulIn")))
+        if writer is None or not self.fold_columns(writer, ratio, pre):
+            up = self.inits.add(f"{stem}.mul_in", ratio.astype(np.float32))
+            self.new_nodes.append(helper.make_node("Mul", [tensor, up], [pre], name=self.uid(stem + "/MulIn")))
         dq = self.qdq(pre, top * QMAX, stem)
         self.new_nodes.append(helper.make_node("Mul", [dq, down], [post], name=self.uid(stem + "/MulOut")))
         return post
+
+    def fold_columns(self, lin: Linear, ratio: np.ndarray, out: str) -> bool:
+        """Make `lin` write its output times `ratio` (per column) as `out`: its weight's DequantizeLinear gets
+        scale × ratio (the INT8 values stay, and stay shared), its bias × ratio. Exact: a per-output-column scale
+        absorbs any column factor. False (nothing changed) where the weight is not INT8 here."""
+        dq = next((n for n in self.new_nodes if n.op_type == "DequantizeLinear" and n.output[0] == lin.node.input[1]),
+                  None)
+        if dq is None:
+            return False
+        scale = self.inits.add(f"{lin.weight}.folded.scale", (self.inits.get(dq.input[1]) * ratio).astype(np.float32))
+        weight = f"{lin.weight}.folded.dq.{self.counter}"
+        self.new_nodes.append(helper.make_node("DequantizeLinear", [dq.input[0], scale, dq.input[2]], [weight], axis=1,
+                                               name=self.uid(f"{lin.name}/DQ_folded")))
+        lin.node.input[1] = weight  # the old DequantizeLinear stays cached for GEMMs that share it (ALBERT)
+        idx = list(lin.bias_node.input).index(lin.bias)
+        lin.bias = lin.bias_node.input[idx] = self.inits.add(f"{lin.bias}.folded",
+                                                             (self.inits.get(lin.bias) * ratio).astype(np.float32))
+        lin.bias_node.output[0] = out
+        return True
 
     def slice_last(self, tensor: str, start: int, end: int, stem: str) -> str:
         names = [self.inits.add(f"{stem}.{k}", np.array([v], dtype=np.int64))
@@ -163,6 +186,8 @@ class Emitter:
     def finish(self) -> Any:
         graph = self.model.graph
         keep = [n for n in graph.node if n.name not in self.replaced]
+        read = {x for n in keep + self.new_nodes for x in n.input} | {o.name for o in graph.output}
+        self.new_nodes = [n for n in self.new_nodes if n.op_type != "DequantizeLinear" or n.output[0] in read]
         del graph.node[:]
         graph.node.extend(_toposort(keep + self.new_nodes, self.model))
         _drop_unused_initializers(self.model)
@@ -225,8 +250,12 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                 if nodes[name].op_type == "MatMul" and idx == 0 and nodes[name].input[1] not in em.inits.by_name:
                     em.quantized_gemms += 1  # attention batched matmul (not a kept-FP weight GEMM: projection)
         return
-    if not any(name in gemm_nodes and idx == 0 for name, idx in targets):
-        scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem)  # no GEMM reads it: no slices needed
+    if not any(name in gemm_nodes and idx == 0 for name, idx in targets):  # no GEMM reads it: no slices needed
+        readers = {n.name for n in graph.consumers(site.tensor)}
+        writer = next((l for l in linears.values() if l.output == site.tensor), None)  # attention out, FFN2
+        if writer is not None and readers != {name for name, _ in targets}:
+            writer = None  # something else reads the unscaled tensor: keep the Mul
+        scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem, writer)
         for name, idx in targets:
             nodes[name].input[idx] = scaled
         return
