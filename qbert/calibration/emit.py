@@ -253,7 +253,8 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
     if not any(name in gemm_nodes and idx == 0 for name, idx in targets):  # no GEMM reads it: no slices needed
         readers = {n.name for n in graph.consumers(site.tensor)}
         writer = next((l for l in linears.values() if l.output == site.tensor), None)  # attention out, FFN2
-        if writer is not None and readers != {name for name, _ in targets}:
+        if writer is not None and (readers != {name for name, _ in targets}
+                                   or site.tensor in {o.name for o in graph.model.graph.output}):
             writer = None  # something else reads the unscaled tensor: keep the Mul
         scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem, writer)
         for name, idx in targets:
