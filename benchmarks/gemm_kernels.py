@@ -66,14 +66,19 @@ def timed(sessions: dict[str, object], x: np.ndarray, rounds: int, per_round: in
     return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def timing_args(description: str, per_round: int) -> argparse.Namespace:
+    """The flags every micro-benchmark here takes: batch sizes, sequence, rounds × runs per round, threads."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--per-round", type=int, default=10)
+    ap.add_argument("--per-round", type=int, default=per_round)
     ap.add_argument("--threads", type=int)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = timing_args(__doc__, per_round=10)
     print("| GEMM | M | FP32 ms | INT8 ms | FP32 GMAC/s | INT8 GMAC/s | INT8 speed-up |")
     print("|---|---|---|---|---|---|---|")
     for b in args.batch:

@@ -19,11 +19,9 @@ but K GEMM launches and K−1 full-size [tokens, N] partial outputs to sum; on a
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from gemm_kernels import session, timed
+from gemm_kernels import session, timed, timing_args
 
 SPLITS = {"per-tensor": [768], "PEG K=2": [752, 16], "PEG K=2, outlier group FP32": [752, 16],
           "PEG K=4": [512, 176, 64, 16]}
@@ -104,13 +102,7 @@ def table(title: str, variants: dict[str, object], cases: list[tuple[str, object
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--batch", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--per-round", type=int, default=20)
-    ap.add_argument("--threads", type=int)
-    args = ap.parse_args()
+    args = timing_args(__doc__, per_round=20)
     from qbert.machine import machine
 
     facts = machine()

@@ -137,26 +137,29 @@ class Emitter:
         lin.node.input[1] = self.weight_dq(lin.weight)
         self.quantized_gemms += 1
 
-    def peg_linear(self, lin: Linear, group_dqs: list[str], bounds: list[list[int]]) -> None:
-        """Replace X·W by Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :])."""
-        out = lin.node.output[0]
+    def group_gemms(self, weight: str, group_dqs: list[str], bounds: list[list[int]], stem: str, out: str) -> None:
+        """out = Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :]): one per-tensor INT8 GEMM per group, partials summed."""
         partial = []
         for k, ((a, b), dq) in enumerate(zip(bounds, group_dqs)):
-            name = out if len(bounds) == 1 else f"{lin.name}.peg{k}"
-            self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(lin.weight, (a, b))], [name],
-                                                   name=self.uid(f"{lin.name}/MatMul_g{k}")))
+            name = out if len(bounds) == 1 else f"{stem}.peg{k}"
+            self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(weight, (a, b))], [name],
+                                                   name=self.uid(f"{stem}/MatMul_g{k}")))
             partial.append(name)
             self.quantized_gemms += 1
         acc = partial[0]
         for k, p in enumerate(partial[1:], start=1):
-            nxt = out if k == len(partial) - 1 else f"{lin.name}.pegsum{k}"
-            self.new_nodes.append(helper.make_node("Add", [acc, p], [nxt], name=self.uid(f"{lin.name}/AddG{k}")))
+            nxt = out if k == len(partial) - 1 else f"{stem}.pegsum{k}"
+            self.new_nodes.append(helper.make_node("Add", [acc, p], [nxt], name=self.uid(f"{stem}/AddG{k}")))
             acc = nxt
+
+    def peg_linear(self, lin: Linear, group_dqs: list[str], bounds: list[list[int]]) -> None:
+        """Replace X·W by Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :])."""
+        self.group_gemms(lin.weight, group_dqs, bounds, lin.name, lin.node.output[0])
         self.replaced.add(lin.node.name)  # the partial sums now produce `out`
 
     def peg_fused(self, lins: list[Linear], group_dqs: list[str], bounds: list[list[int]]) -> None:
-        """Σ_k DQ(Q(X[:, G_k]))·DQ(W_int8[G_k, :]) once for `lins` (which all read X): W = [W_1 | W_2 | …] and
-        the bias likewise, then one Split writes each linear's biased output."""
+        """The same once for `lins` (which all read X): W = [W_1 | W_2 | …] and the bias likewise, then one Split
+        writes each linear's biased output."""
         key = tuple(l.weight for l in lins) + tuple(l.bias for l in lins)
         if key not in self.side_by_side:  # one copy however many layers share these weights (ALBERT)
             stem = "+".join(l.weight for l in lins)
@@ -165,18 +168,9 @@ class Emitter:
                 self.inits.add(f"{stem}.bias", np.concatenate([self.inits.get(l.bias) for l in lins])))
         weight, bias = self.side_by_side[key]
         stem = f"{lins[0].name}.fused"
-        partial = []
-        for k, ((a, b), dq) in enumerate(zip(bounds, group_dqs)):
-            partial.append(f"{stem}.peg{k}")
-            self.new_nodes.append(helper.make_node("MatMul", [dq, self.weight_dq(weight, (a, b))], [partial[-1]],
-                                                   name=self.uid(f"{stem}/MatMul_g{k}")))
-            self.quantized_gemms += 1
-        acc = partial[0]
-        for k, p in enumerate(partial[1:], start=1):
-            self.new_nodes.append(helper.make_node("Add", [acc, p], [f"{stem}.pegsum{k}"],
-                                                   name=self.uid(f"{stem}/AddG{k}")))
-            acc = f"{stem}.pegsum{k}"
-        self.new_nodes.append(helper.make_node("Add", [acc, bias], [f"{stem}.biased"], name=self.uid(f"{stem}/Bias")))
+        self.group_gemms(weight, group_dqs, bounds, stem, f"{stem}.summed")
+        self.new_nodes.append(helper.make_node("Add", [f"{stem}.summed", bias], [f"{stem}.biased"],
+                                               name=self.uid(f"{stem}/Bias")))
         widths = self.inits.add(f"{stem}.widths",
                                 np.array([self.inits.by_name[l.weight].dims[1] for l in lins], dtype=np.int64))
         self.new_nodes.append(helper.make_node("Split", [f"{stem}.biased", widths], [l.output for l in lins],
@@ -230,8 +224,9 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
 def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: SiteScale,
                linears: dict[str, Linear]) -> None:
     gemm_nodes = {linears[n].node.name: linears[n] for n in site.gemm_inputs}
+    readers = graph.consumers(site.tensor)
     if site.consumers is None:
-        targets = [(n.name, i) for n in graph.consumers(site.tensor) for i, x in enumerate(n.input)
+        targets = [(n.name, i) for n in readers for i, x in enumerate(n.input)
                    if x == site.tensor and not n.name.startswith("qbert/")]
     else:
         targets = site.consumers
@@ -251,9 +246,8 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                     em.quantized_gemms += 1  # attention batched matmul (not a kept-FP weight GEMM: projection)
         return
     if not any(name in gemm_nodes and idx == 0 for name, idx in targets):  # no GEMM reads it: no slices needed
-        readers = {n.name for n in graph.consumers(site.tensor)}
         writer = next((l for l in linears.values() if l.output == site.tensor), None)  # attention out, FFN2
-        if writer is not None and (readers != {name for name, _ in targets}
+        if writer is not None and ({n.name for n in readers} != {name for name, _ in targets}
                                    or site.tensor in {o.name for o in graph.model.graph.output}):
             writer = None  # something else reads the unscaled tensor: keep the Mul
         scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem, writer)
@@ -264,10 +258,10 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
     for k, ((a, b), amax) in enumerate(zip(scale.bounds, scale.group_amax or [])):
         sl = em.slice_last(site.tensor, a, b, f"{stem}.g{k}")
         group_dqs.append(em.qdq(sl, amax, f"{stem}.g{k}"))
-    readers = [gemm_nodes[name] for name, idx in targets if name in gemm_nodes and idx == 0]
-    fused = em.fuse and len(readers) > 1 and len(scale.bounds) > 1
+    gemm_readers = [gemm_nodes[name] for name, idx in targets if name in gemm_nodes and idx == 0]
+    fused = em.fuse and len(gemm_readers) > 1 and len(scale.bounds) > 1
     if fused:  # Q, K, V: one GEMM per group (measured: benchmarks/split_gemm.py)
-        em.peg_fused(readers, group_dqs, scale.bounds)
+        em.peg_fused(gemm_readers, group_dqs, scale.bounds)
     concat = None
     for name, idx in targets:
         if name in gemm_nodes and idx == 0:
