@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from qbert.cli_output import LABELS_HELP, MAX_BENCH_BATCH, err, guarded, integer, out, show, show_candidates
+from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, err, guarded, integer, out, show, show_candidates,
+                               show_fallback_steps)
 from qbert.errors import QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -142,11 +143,12 @@ def calibrate(
                                               "(default: <out>.recipe.json)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for calibration."),
     auto_fp16: bool = typer.Option(False, "--auto-fp16", help="Keep the most sensitive tensors in high precision "
-                                   "until within --budget of FP32 (measured on held-out calibration rows)."),
+                                   "until within --budget of FP32 with 95 % confidence "
+                                   "(the drop's one-sided upper bound, on held-out calibration rows)."),
     budget: Optional[float] = typer.Option(None, help="Allowed accuracy loss in points on held-out rows "
                                            "(--auto-fp16: default 0.5; --method auto: default 0.3)."),
     heldout: Optional[int] = typer.Option(None, "--heldout", help="--method auto / --auto-fp16: held-out "
-                                          "calibration rows the budget is judged on (default 1000 / 256; more "
+                                          "calibration rows the budget is judged on (default 1000; more "
                                           "rows resolve a smaller budget, at proportionally more time)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="--auto-fp16 and --method auto only (other "
                                          "calibration reads no labels). "
@@ -205,6 +207,8 @@ def calibrate(
     summary = side.quantization
     if "auto_method" in recipe.calibration:
         show_candidates(recipe.calibration["auto_method"])
+    if "drop_bound_points" in (recipe.calibration.get("auto_fp16") or {}).get("steps", [{}])[-1]:
+        show_fallback_steps(recipe.calibration["auto_fp16"])
     show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
                                                                else f" alpha={recipe.alpha:g}"
                                                                if recipe.method == "smoothquant" else ""),

@@ -80,6 +80,23 @@ def show_candidates(report: dict[str, Any]) -> None:
                   "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there", highlight=False)
 
 
+def show_fallback_steps(report: dict[str, Any]) -> None:
+    """--auto-fp16: each greedy step (the site returned to high precision) and how it was judged."""
+    table = Table(title=escape(f"--auto-fp16: {report['heldout_rows']} held-out rows, FP32 "
+                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt "
+                               "on the drop's 95 % upper bound"), title_justify="left")
+    for col in ("step", "kept in high precision", "held-out acc %", "Δ pt", "drop bound pt", "flips %"):
+        table.add_column(col)
+    for i, st in enumerate(report["steps"]):
+        table.add_row(str(i), escape(st["fallback"] or "(all quantized)"), f"{100 * st['accuracy']:.2f}",
+                      f"{0.0 - st['drop_points']:+.2f}", f"{st['drop_bound_points']:.2f}", f"{100 * st['flips']:.2f}")
+    out.print(table)
+    if not report["within_budget"]:
+        err.print(f"[yellow]warning:[/] still not within {report['budget_points']} pt of FP32 with 95 % confidence "
+                  f"after {len(report['steps']) - 1} fallbacks; kept them all (more --heldout rows resolve a "
+                  "smaller budget)", highlight=False)
+
+
 def integer(flag: str, text: str) -> int:
     """ASCII digits only: Python's int() also takes '４' or '1_000', which no user means on a command line."""
     if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):

@@ -70,6 +70,42 @@ def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
     assert auto.calibration["auto_fp16"]["within_budget"] and auto.fallback == []  # generous budget: nothing kept
 
 
+def test_auto_fp16_stops_on_the_drops_upper_bound_not_the_point_estimate(monkeypatch):
+    """Three sites; quantizing all flips 20 of 1,000 FP32-correct rows, with A back in high precision 3 (drop
+    0.3 pt: within a 0.5 pt budget as a point estimate, but its bound is 0.3 + 1.645 · 0.17 = 0.58), with A and
+    B back 0. The greedy must go on past A and stop after B."""
+    from qbert.calibration import auto
+    from qbert.calibration.recipe import Recipe
+
+    labels = np.zeros(1000, dtype=np.int64)
+    flipped = {(): 20, ("A",): 3, ("A", "B"): 0, ("A", "B", "C"): 0}
+
+    def logits(q, rows, batch, pad, exact=False):
+        n = 0 if q == "fp32" else flipped[tuple(q.fallback)]
+        out = np.zeros((len(labels), 2), np.float32)
+        out[:, 0] = 1.0
+        out[:n] = [0.0, 1.0]
+        return out
+
+    class Rows(list):
+        def subset(self, idx):
+            return self
+
+    monkeypatch.setattr(auto, "rank_sites", lambda *a, **k: [("A", 1.0), ("B", 2.0), ("C", 3.0)])
+    monkeypatch.setattr(auto, "emit", lambda model, r, target: (r, {}))
+    monkeypatch.setattr(auto, "logits_of", logits)
+    base = Recipe(method="minmax", placement="full", sites={"A": None, "B": None, "C": None})
+    recipe, report = auto.auto_fallback("fp32", base, Rows(range(1000)), labels, 0.5, pad_id=0)
+    assert recipe.fallback == ["A", "B"] and report["within_budget"]
+    assert [s["fallback"] for s in report["steps"]] == [None, "A", "B"]
+    a = report["steps"][1]
+    assert a["drop_points"] == pytest.approx(0.3) and a["drop_bound_points"] > 0.5 and not a["within_budget"]
+    assert report["steps"][2]["drop_bound_points"] == pytest.approx(0.0)
+    flipped[("A", "B")] = 5  # never within: every site goes back, and the report says so
+    recipe, report = auto.auto_fallback("fp32", base, Rows(range(1000)), labels, 0.5, pad_id=0, max_steps=2)
+    assert recipe.fallback == ["A", "B"] and not report["within_budget"]
+
+
 def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatch):
     from qbert import reproduction as rep
 

@@ -222,7 +222,7 @@ def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv
 
 
 def test_method_auto_budget_is_on_the_drops_upper_confidence_bound():
-    from qbert.calibration.select import drop_bound
+    from qbert.calibration.judge import drop_bound
 
     fp = np.ones(1000, dtype=bool)
     q = fp.copy()

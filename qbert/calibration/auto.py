@@ -2,7 +2,10 @@
 within an accuracy budget of FP32 — measured on held-out calibration rows, never on evaluation data.
 
 Sensitivity of a site = logit SQNR when only that site is quantized (cheap, on a small slice); sites are
-then returned to high precision greedily, most sensitive first, re-measuring accuracy after each step.
+then returned to high precision greedily, most sensitive first, re-measuring accuracy after each step. A step
+passes when the drop's one-sided 95 % upper bound is within the budget (`qbert.calibration.judge`, the rule
+`--method auto` uses). The point estimate on 256 rows, the rule before, stopped the fixture's seed 0 after five
+fallbacks at −0.39 pt held-out (SE ≈ 1.1 pt there), and that model scored −2.1 pt on eval.tsv.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from qbert.calibration.emit import emit
+from qbert.calibration.judge import CONFIDENCE_Z, judged
 from qbert.calibration.recipe import Recipe
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, sqnr_db
@@ -32,25 +36,31 @@ def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int, exact: bool = Fal
 
 def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budget: float, pad_id: int,
                   max_steps: int = 32, probe_rows: int = 64, exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
-    """Return the recipe with `fallback` extended until accuracy(FP32) − accuracy(quantized) ≤ budget points;
-    `exact`: judge with ORT's non-saturating x86 INT8 kernels (ort_session.logits_of)."""
+    """Return the recipe with `fallback` extended until the drop's upper bound vs FP32 is ≤ `budget` points (or
+    `max_steps` sites are back in high precision: then `within_budget` is False); `exact`: judge with ORT's
+    non-saturating x86 INT8 kernels (ort_session.logits_of)."""
+    labels = np.asarray(labels)
     probe = heldout.subset(range(min(probe_rows, len(heldout))))
     ranking = rank_sites(model, recipe, probe, pad_id, exact)
-    fp_acc = float((logits_of(model, heldout, 32, pad_id).argmax(-1) == labels).mean())
+    fp_pred = logits_of(model, heldout, 32, pad_id).argmax(-1)
 
-    def accuracy(r: Recipe) -> float:
+    def judge(r: Recipe) -> dict[str, Any]:
         q, _ = emit(model, r, "ort-cpu")
-        return float((logits_of(q, heldout, 32, pad_id, exact).argmax(-1) == labels).mean())
+        return judged(logits_of(q, heldout, 32, pad_id, exact).argmax(-1), fp_pred, labels, budget)
 
     current = recipe
-    steps = [{"fallback": None, "accuracy": accuracy(current)}]
-    for key, _ in ranking[:max_steps]:
-        if fp_acc - steps[-1]["accuracy"] <= budget / 100.0:
-            break
-        sites = {k: v for k, v in current.sites.items() if k != key}
-        current = Recipe(**{**current.__dict__, "sites": sites, "fallback": [*current.fallback, key]})
-        steps.append({"fallback": key, "accuracy": accuracy(current)})
-    report = {"budget_points": budget, "fp32_heldout_accuracy": fp_acc, "heldout_rows": len(heldout),
+    steps = [{"fallback": None, **judge(current)}]
+    with progress_bar("auto-fp16", total=min(max_steps, len(ranking))) as advance:
+        for key, _ in ranking[:max_steps]:
+            if steps[-1]["within_budget"]:
+                break
+            sites = {k: v for k, v in current.sites.items() if k != key}
+            current = Recipe(**{**current.__dict__, "sites": sites, "fallback": [*current.fallback, key]})
+            steps.append({"fallback": key, **judge(current)})
+            advance(1)
+    report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z,
+              "rule": "most sensitive site first, until the drop's one-sided 95 % upper bound is within the budget",
+              "fp32_heldout_accuracy": float((fp_pred == labels).mean()), "heldout_rows": len(heldout),
               "ranking": [{"site": k, "sqnr_db": s} for k, s in ranking], "steps": steps,
-              "within_budget": fp_acc - steps[-1]["accuracy"] <= budget / 100.0, "int8_kernels": kernel_mode(exact)}
+              "within_budget": bool(steps[-1]["within_budget"]), "int8_kernels": kernel_mode(exact)}
     return current, report

@@ -27,6 +27,7 @@ import numpy as np
 
 from qbert.calibration import groups as G
 from qbert.calibration.emit import emit
+from qbert.calibration.judge import CONFIDENCE_Z, judged
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
@@ -42,16 +43,8 @@ CANDIDATES = [  # (placement, method, groups, percentile)
     ("gemm", "smoothquant", 1, 99.99),  # SmoothQuant needs every reader of a smoothed tensor to be a GEMM
 ]
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
-CONFIDENCE_Z = 1.645  # one-sided 95 % bound on a candidate's accuracy drop
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
         "fewest held-out flips vs FP32 (then the lowest bound)")
-
-
-def drop_bound(fp_right: np.ndarray, q_right: np.ndarray, z: float = CONFIDENCE_Z) -> tuple[float, float, float]:
-    """(drop, standard error, upper bound), in accuracy points, of a paired comparison on the same rows."""
-    d = fp_right.astype(np.float64) - q_right.astype(np.float64)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return 100 * float(d.mean()), 100 * se, 100 * (float(d.mean()) + z * se)
 
 
 def pick(rows: list[dict[str, Any]], speed: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
@@ -110,16 +103,13 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             pred = logits_of(q, heldout, 32, pad, exact).argmax(-1)
             name = name_of(placement, method, groups, pct)
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
-                   "accuracy": float((pred == labels).mean()), "flips": float((pred != fp_pred).mean())}
+                   **judged(pred, fp_pred, labels, budget)}
             if target == "trt":
                 tq, tsum = emit(model, recipe, "trt", fuse=False)  # count work, not kernels (docstring)
                 row["int8_gemms"] = tsum["quantized_gemms"]
                 row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
             else:
                 cpu_models[name] = q
-            row["drop_points"], row["se_points"], row["drop_bound_points"] = drop_bound(fp_pred == labels,
-                                                                                        pred == labels)
-            row["within_budget"] = row["drop_bound_points"] <= budget + 1e-9
             rows.append(row)
             recipes[name] = recipe
             advance(1)

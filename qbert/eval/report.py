@@ -10,6 +10,16 @@ from qbert.atomic import atomic_path, write_json
 NEAR_FP32_PT = 1.0  # "≈ FP32" in a verdict: within this many accuracy points; printed in the report
 
 
+def _bound(report: dict[str, Any]) -> str:
+    """The last step's drop bound against the budget (reports written before the bound rule have none)."""
+    last = report["steps"][-1]
+    if "drop_bound_points" not in last:
+        return ""
+    verdict = "within" if report["within_budget"] else "not within"
+    return (f"; drop {last['drop_points']:+.2f} pt, 95 % upper bound {last['drop_bound_points']:.2f} pt: "
+            f"{verdict} the {report['budget_points']} pt budget")
+
+
 def _find(rows: list[dict], prefix: str) -> dict | None:
     return next((r for r in rows if r["name"].startswith(prefix)), None)
 
@@ -114,7 +124,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         lines += ["", f"Auto mixed precision kept in high precision: {', '.join(auto['fallback']) or 'nothing'} "
                   f"(held-out accuracy {100 * auto['auto_fp16']['steps'][-1]['accuracy']:.2f}% vs FP32 "
                   f"{100 * auto['auto_fp16']['fp32_heldout_accuracy']:.2f}% on "
-                  f"{auto['auto_fp16']['heldout_rows']} calibration-split rows)."]
+                  f"{auto['auto_fp16']['heldout_rows']} calibration-split rows{_bound(auto['auto_fp16'])})."]
     chooser = _find(rows, "Method auto")
     if chooser and chooser.get("auto_method"):
         am = chooser["auto_method"]
