@@ -8,6 +8,8 @@ Variants of one linear (each with its bias Add), timed in alternating rounds so 
 - PEG K=2: two channel groups (752 + 16: the outliers alone in 16 channels, what `--groups auto` picks on the
   bert-base shape's LayerNorm outputs) → Slice, Q/DQ and an INT8 GEMM each, partial products summed by an Add;
 - PEG K=2, outlier group FP32: the same, but the 16-channel group as a float GEMM (LLM.int8()-style);
+- PEG K=2, outlier group FP32 Gemm into C: the 16-channel group's Q/DQ values through an ONNX Gemm whose C input
+  is the INT8 GEMM's biased output (beta 1), so the partial sum needs no separate Add;
 - PEG K=4: four groups (512 + 176 + 64 + 16).
 Then Q, K and V reading one grouped tensor: per-tensor (3 GEMMs), PEG K=2 with one split GEMM per linear (6 GEMMs,
 3 partial-sum Adds), and PEG K=2 side by side — one GEMM per group over [W_q | W_k | W_v], one Add, one Split —
@@ -24,14 +26,16 @@ import numpy as np
 from gemm_kernels import session, timed, timing_args
 
 SPLITS = {"per-tensor": [768], "PEG K=2": [752, 16], "PEG K=2, outlier group FP32": [752, 16],
-          "PEG K=4": [512, 176, 64, 16]}
+          "PEG K=2, outlier group FP32 Gemm into C": [752, 16], "PEG K=4": [512, 176, 64, 16]}
 QKV = {"per-tensor": ([768], False), "PEG K=2, one split GEMM per linear": ([752, 16], False),
        "PEG K=2, side by side (qbert)": ([752, 16], True)}
 
 
-def split_model(sizes: list[int], widths: list[int], fp_last: bool = False, side_by_side: bool = False):
+def split_model(sizes: list[int], widths: list[int], fp_last: bool = False, side_by_side: bool = False,
+                into_c: bool = False):
     """X[b, s, 768] · W_j + bias_j for each output width, X's channels in len(sizes) contiguous groups with their
-    own Q/DQ and GEMM; `side_by_side`: the linears as one GEMM per group over [W_1 | W_2 | …], then a Split."""
+    own Q/DQ and GEMM; `side_by_side`: the linears as one GEMM per group over [W_1 | W_2 | …], then a Split;
+    `into_c`: the last group as a float Gemm accumulating into the others' biased sum (its C input)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -62,6 +66,8 @@ def split_model(sizes: list[int], widths: list[int], fp_last: bool = False, side
         partial = []
         for k, (raw, dq, a, size) in enumerate(srcs):
             rows, name = w[a:a + size], f"{h}.p{k}"
+            if into_c and k == len(srcs) - 1:
+                continue
             if fp_last and k == len(srcs) - 1:
                 nodes.append(helper.make_node("MatMul", [raw, init(f"{h}.w{k}", rows)], [name]))
             else:
@@ -76,7 +82,19 @@ def split_model(sizes: list[int], widths: list[int], fp_last: bool = False, side
         for k, p in enumerate(partial[1:], start=1):
             nodes.append(helper.make_node("Add", [acc, p], [f"{h}.sum{k}"]))
             acc = f"{h}.sum{k}"
-        nodes.append(helper.make_node("Add", [acc, init(f"{h}.bias", np.zeros(n, np.float32))], [f"{h}.y"]))
+        nodes.append(helper.make_node("Add", [acc, init(f"{h}.bias", np.zeros(n, np.float32))],
+                                      [f"{h}.yc" if into_c else f"{h}.y"]))
+        if into_c:  # Gemm is 2-D: [b·s, ·] views in and out (ORT's Reshape does not copy)
+            _, dq, a, size = srcs[-1]
+            rows = w[a:a + size]
+            ws = np.abs(rows).max(axis=0) / 127
+            nodes += [helper.make_node("Reshape", [dq, init(f"{h}.ka", np.array([-1, size]))], [f"{h}.a2"]),
+                      helper.make_node("Reshape", [f"{h}.yc", init(f"{h}.kc", np.array([-1, n]))], [f"{h}.c2"]),
+                      helper.make_node("Gemm", [f"{h}.a2", init(f"{h}.wf", (np.round(rows / ws) * ws).astype(
+                          np.float32)), f"{h}.c2"], [f"{h}.y2"], beta=1.0),
+                      helper.make_node("Shape", ["x"], [f"{h}.xs"], end=2),
+                      helper.make_node("Concat", [f"{h}.xs", init(f"{h}.n", np.array([n]))], [f"{h}.ys"], axis=0),
+                      helper.make_node("Reshape", [f"{h}.y2", f"{h}.ys"], [f"{h}.y"])]
         outs.append(f"{h}.y")
     if side_by_side:
         outs = [f"y{j}" for j in range(len(widths))]
@@ -107,7 +125,7 @@ def main() -> None:
 
     facts = machine()
     print(f"CPU: {facts['cpu']}, {facts['logical_cores']} logical cores; ORT INT8 path: {facts['ort_int8_path']}")
-    one = [(label, lambda v, n=n: split_model(SPLITS[v], [n], fp_last="FP32" in v))
+    one = [(label, lambda v, n=n: split_model(SPLITS[v], [n], fp_last="FP32" in v, into_c="into C" in v))
            for label, n in (("768→768", 768), ("768→3072 (FFN1)", 3072))]
     table("One linear", {k: k for k in SPLITS}, one, args)
     qkv = [("Q, K, V: 768→3×768", lambda v: split_model(QKV[v][0], [768] * 3, side_by_side=QKV[v][1]))]
