@@ -146,6 +146,7 @@ def test_default_label_names_calibrate_without_labels_and_eval_with_a_map(tiny_t
     r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--data", str(tiny_tsv), "--samples", "16",
                             "--labels", "entailment,not_entailment", "--auto-fp16", "--out", str(tmp_path / "l.onnx")])
     assert r.exit_code == 0, r.stderr  # the map reaches the one calibration that reads labels
+    assert "--auto-fp16:" in r.stdout and "drop bound pt" in r.stdout and "(all quantized)" in r.stdout  # each step
     r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--data", str(tiny_tsv), "--samples", "16",
                             "--labels", "entailment,not_entailment", "--out", str(tmp_path / "l2.onnx")])
     assert r.exit_code == 2 and "--labels, --budget, --heldout and --exact apply" in r.stderr  # elsewhere it would do nothing
