@@ -48,10 +48,10 @@ class CalibrationConfig:
     alpha: smoothquant's migration strength (0: none, 1: all of each input channel's range into the weights).
     fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until the drop's one-sided 95 % upper bound
-    is within `budget` points (default 0.5) of FP32 on held-out calibration rows. heldout: how many (more rows shrink the noise a small budget must
-    clear: the SE of a paired difference is ≈ √(flip rate / rows)). Both need labels; `label2id` maps them,
-    default the model's own. exact: those two judge candidates with ORT's non-saturating x86 INT8 kernels (what
-    an AVX-512 VNNI / AMX CPU computes) instead of this CPU's default ones."""
+    is within `budget` points (default 0.5) of FP32 on held-out calibration rows. heldout: how many (more rows
+    shrink the noise a small budget must clear: the SE of a paired difference is ≈ √(flip rate / rows)). Both
+    need labels; `label2id` maps them, default the model's own. exact: those two judge candidates with ORT's
+    non-saturating x86 INT8 kernels (what an AVX-512 VNNI / AMX CPU computes) instead of this CPU's default ones."""
 
     data: Any
     method: str = "minmax"

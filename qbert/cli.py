@@ -207,8 +207,9 @@ def calibrate(
     summary = side.quantization
     if "auto_method" in recipe.calibration:
         show_candidates(recipe.calibration["auto_method"])
-    if "drop_bound_points" in (recipe.calibration.get("auto_fp16") or {}).get("steps", [{}])[-1]:
-        show_fallback_steps(recipe.calibration["auto_fp16"])
+    fallback_report = recipe.calibration.get("auto_fp16")
+    if fallback_report and "drop_bound_points" in fallback_report["steps"][-1]:  # recipes before the bound: none
+        show_fallback_steps(fallback_report)
     show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
                                                                else f" alpha={recipe.alpha:g}"
                                                                if recipe.method == "smoothquant" else ""),

@@ -27,7 +27,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               budget: float | None = None, heldout_rows: int | None = None, alpha: float = ALPHA,
               label2id: dict[str, int] | None = None, target: str = "ort-cpu", exact: bool = False) -> Recipe:
     """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
-    (which judge accuracy on held-out rows: default 1,000 of them, judged by the drop's 95 % upper bound; budget default 0.5 and 0.3 points),
+    (which judge accuracy on held-out rows, by default 1,000 of them, by the drop's 95 % upper bound; budget
+    default 0.5 and 0.3 points),
     mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed);
     `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
     as a VNNI CPU would (the FP32 observation itself has no INT8 kernels)."""
