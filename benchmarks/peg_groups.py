@@ -9,7 +9,9 @@ last `--held` rows of a fixed shuffle (disjoint from every seed's calibration ro
 predictions that differ from FP32's — label-free, so it also reads right on rows the model was tuned on).
 Prints mean and range over seeds, and the GEMM count of each graph (each PEG group a GEMM reads is one GEMM).
 Candidates: minmax; PEG with equal or sized groups, K = 2–4 or auto; each group's clip by its maximum, MSE or the
-99.99th percentile (on per-channel histograms); and bias correction (calibration/bias.py) — ≈ 12 min on 2 cores.
+99.99th percentile (on per-channel histograms); bias correction (calibration/bias.py); and how a grouped tensor
+reaches its GEMMs (auto smooths it into their weights, one GEMM; "split": one GEMM per group, PEG as published;
+"K=4, GEMM inputs smoothed": K=4 everywhere else) — ≈ 12 min on 2 cores.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def main() -> None:
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
-    from qbert.calibration.smooth import smooth_scales, weight_rows
+    from qbert.calibration.smooth import ALPHA, smooth_scales, weight_rows
     from qbert.calibration.calibrate import auto_batch_size
     from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
@@ -84,6 +86,8 @@ def main() -> None:
         "PEG K=3, sized groups": ("peg", 3, None, "max"),
         "PEG K=2, sized groups": ("peg", 2, None, "max"),
         "PEG auto": ("peg", G.AUTO, None, "max"),
+        "PEG auto, GEMM inputs split": ("peg", G.AUTO, None, "max"),
+        "PEG K=4, GEMM inputs smoothed": ("peg", 4, None, "max"),
         "PEG K=4, sized, MSE per group": ("peg", 4, None, "mse"),
         "PEG K=4, sized, 99.99th pct per group": ("peg", 4, None, "percentile"),
         "PEG auto, MSE per group": ("peg", G.AUTO, None, "mse"),
@@ -111,13 +115,16 @@ def main() -> None:
         apply_bias_shifts(corrected, bias_shifts(model, stats, sites))
         for name, (method, k, post, group_range) in candidates.items():
             base = corrected if group_range.endswith("+bias") else model
-            scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"))
+            split = {"GEMM inputs split": "split", "GEMM inputs smoothed": "smooth"}.get(name.split(", ")[-1])
+            scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"),
+                                         rows_max, gemm_split=split)
             if method == "smoothquant":
                 scales = smooth_scales(scales, sites, stats, rows_max, float(name.split("=")[1]))
             if post is not None:
                 scales = post(scales, np.asarray(perm))
+            smoothed = any(v.smooth is not None for v in scales.values())
             recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
-                            alpha=float(name.split("=")[1]) if method == "smoothquant" else None,
+                            alpha=float(name.split("=")[1]) if method == "smoothquant" else ALPHA if smoothed else None,
                             permute=perm is not None, permutation=perm)
             q, summary = emit(base, recipe, "ort-cpu")
             pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)

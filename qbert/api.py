@@ -45,7 +45,8 @@ class CalibrationConfig:
     calibration rows and keep the fastest whose drop's one-sided 95 % upper bound is within `budget` points
     (default 0.3) of FP32 — for `target` (ort-cpu: timed here; trt: fewest INT8 GEMMs).
     placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG.
-    alpha: smoothquant's migration strength (0: none, 1: all of each input channel's range into the weights).
+    alpha: smoothquant's migration strength (0: none, 1: all of each input channel's range into the weights); also
+        for the GEMM inputs that peg with groups "auto" smooths instead of splitting into one GEMM per group.
     fallback: site keys, globs or roles kept in high precision.
     auto_fp16/budget: keep the most sensitive sites in high precision until the drop's one-sided 95 % upper bound
     is within `budget` points (default 0.5) of FP32 on held-out calibration rows. heldout: how many (more rows
@@ -60,7 +61,7 @@ class CalibrationConfig:
     percentile: float = 99.99
     groups: int | str = 4  # PEG: K groups per stream tensor, or "auto" (K per tensor from its channel ranges)
     permute: bool = True
-    alpha: float = 0.85  # smoothquant only (smooth.ALPHA)
+    alpha: float = 0.85  # smoothquant, and peg groups="auto" (smooth.ALPHA)
     include_padding: bool = False
     fallback: list[str] = field(default_factory=list)
     batch_size: int | None = None

@@ -123,12 +123,14 @@ def calibrate(
     target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
     groups: str = typer.Option("4", help="PEG: channel groups per residual-stream tensor, sized to the measured "
                                "channel ranges (outliers get a small group of their own); auto = per tensor, one "
-                               "group (per-tensor speed) where there are no outlier channels."),
+                               "group (per-tensor speed) where there are no outlier channels, and a GEMM input "
+                               "that needs groups is smoothed into its weights (one GEMM, not one per group)."),
     permute: bool = typer.Option(True, "--permute/--no-permute", help="PEG: reorder channels first (outliers share the last group with the smallest ones; "
                                  "folded into the weights, no runtime gather)."),
     percentile: float = typer.Option(99.99, help="percentile: clip |x| at this percentile, in (0, 100]."),
-    alpha: float = typer.Option(0.85, help="smoothquant: migration strength in [0, 1] (how much of each input "
-                                "channel's range moves into the weight rows)."),
+    alpha: float = typer.Option(0.85, help="smoothquant (and peg --groups auto's smoothed GEMM inputs): migration "
+                                "strength in [0, 1] (how much of each input channel's range moves into the weight "
+                                "rows)."),
     samples: int = typer.Option(512, help="Calibration sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "
                                              "(default: as many as fit ~256 MB of observed activations)."),
@@ -182,8 +184,9 @@ def calibrate(
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif _typed(ctx, "groups") and method not in ("peg", "auto"):
         raise QbertError(f"--groups applies to --method peg, not {method}")
-    elif _typed(ctx, "alpha") and method != "smoothquant":
-        raise QbertError(f"--alpha applies to --method smoothquant, not {method}")
+    elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg"
+                                                                    and groups.strip().lower() == "auto"):
+        raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}")
     if recipe_in is None:
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
@@ -211,8 +214,8 @@ def calibrate(
     if fallback_report and "drop_bound_points" in fallback_report["steps"][-1]:  # recipes before the bound: none
         show_fallback_steps(fallback_report)
     show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
-                                                               else f" alpha={recipe.alpha:g}"
-                                                               if recipe.method == "smoothquant" else ""),
+                                                               else "") + (f" alpha={recipe.alpha:g}"
+                                                                           if recipe.alpha is not None else ""),
                                     "placement": recipe.placement, "target": target,
                                     "activations": summary["activation_dtype"],
                                     "high precision": summary["high_precision"],

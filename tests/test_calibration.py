@@ -10,7 +10,7 @@ import pytest
 from qbert.artifacts import load_meta
 from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
-from qbert.calibration.recipe import Recipe
+from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.engines.onnxruntime import ort_census, session_options
 from qbert.data import batches, encode, load_dataset_spec
 from qbert.exporter.graph import parse
@@ -18,8 +18,8 @@ from qbert.exporter.hf import load_classifier
 from tests import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
 
-CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg") for p in ("gemm", "full")] + \
-    [("smoothquant", "gemm")]
+CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg", "peg-auto") for p in ("gemm", "full")] + \
+    [("smoothquant", "gemm")]  # peg-auto: --groups auto (grouped GEMM inputs smoothed), peg: K=4
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,9 @@ def fp32(tiny_onnx):
 @pytest.fixture(scope="module")
 def recipes(tiny_onnx, tiny_tsv, fp32):
     model, meta = fp32
-    return {(m, p): calibrate(tiny_onnx, meta, model, str(tiny_tsv), method=m, placement=p, samples=64,
-                              groups=4, batch_size=16) for m, p in CASES}
+    return {(m, p): calibrate(tiny_onnx, meta, model, str(tiny_tsv), method=m.removesuffix("-auto"), placement=p,
+                              samples=64, groups="auto" if m.endswith("-auto") else 4, batch_size=16)
+            for m, p in CASES}
 
 
 def feeds_for(tiny_model, tiny_tsv, n=24):
@@ -214,11 +215,61 @@ def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv
     assert not grouped & {"emb.ln", "layer.0.x", "layer.1.x"}
     last = r.sites["layer.0.h"].bounds[-1]
     assert set(np.array(r.permutation)[last[0]:last[1]]) >= set(OUTLIER_CHANNELS)
+    # z is read by layer 1's Q/K/V: smoothed into their weights (one GEMM each); its residual Add keeps the groups
+    assert r.sites["layer.0.z"].smooth is not None and r.sites["layer.0.h"].smooth is None
+    assert r.alpha == pytest.approx(0.85)
     gemms = {k: emit(model, rec, "ort-cpu", fuse=False)[1]["quantized_gemms"]  # one GEMM per linear and group
-             for k, rec in (("auto", r), ("minmax", run(method="minmax")), ("k4", run(method="peg", groups=4)))}
-    assert gemms["minmax"] < gemms["auto"] < gemms["k4"]
+             for k, rec in (("auto", r), ("split", _unsmoothed(r)), ("minmax", run(method="minmax")),
+                            ("k4", run(method="peg", groups=4)))}
+    assert gemms["minmax"] == gemms["auto"] < gemms["split"] < gemms["k4"]
     r.save(tmp_path / "r.json")
     assert Recipe.load(tmp_path / "r.json").groups == "auto"  # survives the recipe file
+
+
+def _unsmoothed(recipe):
+    """The same recipe with every smoothed grouped GEMM input split into one GEMM per group instead."""
+    import copy
+
+    out = copy.deepcopy(recipe)
+    for k, v in out.sites.items():
+        if v.smooth is not None and v.bounds:
+            out.sites[k] = SiteScale(v.tensor, max(v.group_amax), v.group_amax, v.bounds)
+    return out
+
+
+def test_groups_auto_smoothed_gemm_input_keeps_the_groups_for_its_residual_reader(tiny_onnx, tiny_tsv, fp32,
+                                                                                  tiny_model):
+    """`full`, `--groups auto`: layer 0's z (planted outliers) reaches layer 1's residual Add on exactly the grid
+    the split emission gives it, and layer 1's Q/K/V read one smoothed per-tensor Q/DQ — closer to FP32 than
+    one per-tensor scale (minmax) gets them."""
+    model, meta = fp32
+    r = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="peg", groups="auto", placement="full", samples=64)
+    smooth, _ = emit(model, r, "ort-cpu")
+    split, _ = emit(model, _unsmoothed(r), "ort-cpu", fuse=False)
+    mm, _ = emit(model, calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", placement="full",
+                                  samples=64), "ort-cpu")
+    z = r.sites["layer.0.z"].tensor
+    assert not any(n.op_type == "Slice" and n.input[0] == z for n in smooth.graph.node)  # no split GEMMs on z
+    add = parse(model).layers[1].tensors["u"]  # layer 1's first residual sum reads z (ONNX: z + attention out)
+    reader = {n.output[0]: n for n in smooth.graph.node}[add]
+    grid = next(x for x in reader.input if x.startswith("act.layer.0.z"))
+    split_grid = next(x for x in {n.output[0]: n for n in split.graph.node}[add].input if x.startswith("act.layer.0.z"))
+    query = parse(model).layers[1].linears["query"].output
+    feeds = feeds_for(tiny_model, tiny_tsv)
+
+    def run(m, outs):
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        m.graph.output.extend([onnx.helper.make_empty_tensor_value_info(t) for t in outs])
+        return ort.InferenceSession(m.SerializeToString(), session_options(exact=True),
+                                    providers=["CPUExecutionProvider"]).run(outs, feeds)
+
+    got, q_smooth = run(smooth, [grid, query])
+    want, = run(split, [split_grid])
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    q_fp, = run(model, [query])
+    q_mm, = run(mm, [query])
+    err = lambda q: float(np.abs(q - q_fp).mean() / np.abs(q_fp).mean())  # noqa: E731
+    assert err(q_smooth) < 0.5 * err(q_mm), (err(q_smooth), err(q_mm))
 
 
 def test_method_auto_budget_is_on_the_drops_upper_confidence_bound():

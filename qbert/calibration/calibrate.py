@@ -87,7 +87,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
     # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
-    rows_max = weight_rows(graph, chosen) if method in ("smoothquant", "auto") else {}
+    rows_max = weight_rows(graph, chosen) if method in ("smoothquant", "auto", "peg") else {}
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:
@@ -96,12 +96,14 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.pad_token_id,
                                                     pad_to=pad_to)), advance)
     del observer
-    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute)
+    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute, weight_rows=rows_max,
+                                        alpha=alpha)
     if method == "smoothquant":
         scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
     recipe = Recipe(
         method=method, placement=placement, sites=scales,
-        percentile=percentile if method == "percentile" else None, alpha=alpha if method == "smoothquant" else None,
+        percentile=percentile if method == "percentile" else None, alpha=alpha if method == "smoothquant" or any(
+            s.smooth is not None for s in scales.values()) else None,
         groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
         permutation=permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,

@@ -16,7 +16,8 @@
   an INT8 linear writes the tensor (attention output, FFN2), the first Mul is folded into its per-column weight
   scales and bias.
 - SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
-  before quantization (smooth.py).
+  before quantization (smooth.py). PEG `--groups auto` smooths its grouped GEMM inputs the same way (one GEMM,
+  not K); under `full` their non-GEMM readers take the grouped per-channel grid above.
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
 """
 from __future__ import annotations
@@ -277,16 +278,23 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
 
 def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targets: list[tuple[str, int]],
                    gemm_nodes: dict[str, Linear], stem: str) -> None:
-    """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m."""
+    """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m. Other readers (a PEG
+    `--groups auto` site under `full`) read x on its groups instead, through the one-Q/DQ per-channel grid."""
     m = np.asarray(scale.smooth, dtype=np.float64)
-    if any(name not in gemm_nodes or idx != 0 for name, idx in targets):
+    others = [(name, idx) for name, idx in targets if name not in gemm_nodes or idx != 0]
+    if others and scale.bounds is None:
         raise QbertError(f"recipe: site {site.key} is smoothed but also read by non-GEMM ops (placement "
                          "full); SmoothQuant needs the gemm placement — recalibrate")
+    if others:
+        nodes = {n.name: n for n in em.model.graph.node}
+        grouped = em.scaled_qdq(site.tensor, _channel_scales(scale), f"{stem}.groups")
+        for name, idx in others:
+            nodes[name].input[idx] = grouped
     inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
     smoothed = f"{stem}.smoothed"
     em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
     dq = em.qdq(smoothed, scale.amax, stem)
-    for name, _ in targets:
+    for name, _ in [t for t in targets if t not in others]:
         lin = gemm_nodes[name]
         rows = em.inits.get(lin.weight).shape[0]
         if rows != len(m):

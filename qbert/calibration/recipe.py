@@ -18,7 +18,8 @@ class SiteScale:
     amax: float  # per-tensor clip value (for PEG sites: the largest group amax)
     group_amax: list[float] | None = None  # PEG: one clip value per contiguous group (in permuted order)
     bounds: list[list[int]] | None = None  # PEG: [start, end) of each group along the channel axis
-    smooth: list[float] | None = None  # SmoothQuant: per-channel divisor m (x/m quantized, m·W in the weights)
+    smooth: list[float] | None = None  # per-channel divisor m the GEMMs read x/m with (m·W in the weights):
+    # SmoothQuant, or a PEG `--groups auto` GEMM input (its non-GEMM readers, if any, keep group_amax/bounds)
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Recipe:
     placement: str
     sites: dict[str, SiteScale]
     percentile: float | None = None
-    alpha: float | None = None  # SmoothQuant: migration strength
+    alpha: float | None = None  # SmoothQuant (or PEG auto's smoothed GEMM inputs): migration strength
     groups: int | str = 1  # PEG: K, or "auto" (K per tensor; see groups.py)
     permute: bool = False
     permutation: list[int] | None = None  # residual-stream channel order (PEG with permutation)
@@ -99,15 +100,17 @@ class Recipe:
                 if not tiled or len(bounds) != len(site.group_amax or []):
                     raise QbertError(f"{where}: site {key} has PEG groups {site.bounds} that do not tile its "
                                      "channels with one clip value each — recalibrate")
-            if site.smooth is not None and (not isinstance(site.smooth, list) or not site.smooth or site.bounds
+            if site.smooth is not None and (not isinstance(site.smooth, list) or not site.smooth
+                                            or (site.bounds and self.method != "peg")
                                             or not all(_positive(v) for v in site.smooth)):
                 raise QbertError(f"{where}: site {key} has smoothing factors that are not a list of finite "
-                                 "numbers > 0 (or sits on PEG groups) — recalibrate")
-        if any(site.smooth is not None for site in self.sites.values()) and self.method != "smoothquant":
+                                 "numbers > 0 (or sits on PEG groups outside method peg) — recalibrate")
+        smoothed = any(site.smooth is not None for site in self.sites.values())
+        if smoothed and self.method not in ("smoothquant", "peg"):
             raise QbertError(f"{where}: method {self.method} with smoothing factors on some sites — recalibrate")
-        if self.method == "smoothquant" and not (isinstance(self.alpha, (int, float)) and not isinstance(
-                self.alpha, bool) and 0 <= self.alpha <= 1):
-            raise QbertError(f"{where}: smoothquant alpha {self.alpha!r} must be in [0, 1]")
+        if (self.method == "smoothquant" or smoothed) and not (isinstance(self.alpha, (int, float)) and not
+                                                               isinstance(self.alpha, bool) and 0 <= self.alpha <= 1):
+            raise QbertError(f"{where}: smoothing alpha {self.alpha!r} must be in [0, 1]")
         if any(site.bounds is not None for site in self.sites.values()) and self.method != "peg":
             raise QbertError(f"{where}: method {self.method} with PEG groups on some sites — recalibrate")
         if self.permutation is not None and not self.permute:

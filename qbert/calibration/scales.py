@@ -5,9 +5,11 @@ import numpy as np
 
 from qbert.calibration import groups as G, methods as M
 from qbert.calibration.recipe import SiteScale
+from qbert.calibration.smooth import ALPHA, factors
 
 
 GROUP_RANGES = ("max", "mse", "percentile")
+GEMM_SPLITS = ("smooth", "split")  # how a PEG-grouped tensor reaches the GEMMs that read it (choose_scales)
 
 
 def group_clip(stats, channels: np.ndarray, group_range: str, percentile: float) -> float:
@@ -24,10 +26,21 @@ def group_clip(stats, channels: np.ndarray, group_range: str, percentile: float)
 
 
 def choose_scales(chosen, stats, method: str, percentile: float, groups: int | str, permute: bool,
-                  group_range: str = "max") -> tuple[dict[str, SiteScale], list[int] | None]:
+                  group_range: str = "max", weight_rows: dict[str, np.ndarray] | None = None,
+                  alpha: float = ALPHA, gemm_split: str | None = None
+                  ) -> tuple[dict[str, SiteScale], list[int] | None]:
     """Per-site clip values from the statistics; PEG adds the stream permutation and each stream tensor's groups
     (sized by groups.layouts; K per tensor under `auto`, where K=1 means one per-tensor scale) and each group's
-    clip value from `group_range` (see group_clip)."""
+    clip value from `group_range` (see group_clip).
+
+    `gemm_split` — how a grouped tensor reaches the GEMMs that read it: `split` runs one INT8 GEMM per group
+    (PEG as published); `smooth` instead migrates its outlier range into those GEMMs' weight rows (smooth.py,
+    strength `alpha`, from `weight_rows`) so each stays one per-tensor INT8 GEMM, while the tensor's other readers
+    (the `full` placement's residual Add) still read it on its groups. Default: `smooth` under `--groups auto` —
+    a split GEMM costs ≈ 1.6× a per-tensor one on ORT CPU (benchmarks/split_gemm.py) — and `split` for a fixed K."""
+    gemm_split = gemm_split or ("smooth" if groups == G.AUTO else "split")
+    if gemm_split not in GEMM_SPLITS:
+        raise ValueError(f"gemm_split {gemm_split!r}: one of {GEMM_SPLITS}")
     permutation = None
     peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
     peg: dict[str, SiteScale] = {}
@@ -37,12 +50,16 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
         permutation = order if permute else None
         ordered = [a[order] for a in amaxes]
         options = G.layouts(ordered, G.MAX_AUTO_GROUPS if groups == G.AUTO else groups)
-        for site, o in zip(peg_sites, ordered):
+        for site, a, o in zip(peg_sites, amaxes, ordered):
             k = G.auto_groups(o, options, bool(site.gemm_inputs)) if groups == G.AUTO else groups
             how = group_range if k > 1 else "max"  # a single group is a whole stream tensor: never clip it
             clips = [group_clip(stats[site.key], order[a:b], how, percentile) for a, b in options[k]]
-            peg[site.key] = SiteScale(site.tensor, clips[0]) if k == 1 else \
-                SiteScale(site.tensor, max(clips), clips, options[k])
+            rows = (weight_rows or {}).get(site.key)
+            if k > 1 and gemm_split == "smooth" and site.gemm_inputs and rows is not None:
+                peg[site.key] = _smoothed(site, a, rows, order, alpha, clips, options[k])
+            else:
+                peg[site.key] = SiteScale(site.tensor, clips[0]) if k == 1 else \
+                    SiteScale(site.tensor, max(clips), clips, options[k])
     out: dict[str, SiteScale] = {}
     for site in chosen:
         st = stats[site.key]
@@ -60,3 +77,15 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
         out[site.key] = SiteScale(site.tensor, max(float(min(amax, st.amax) if amax else st.amax), M.TINY))
     return out, None if permutation is None else [int(i) for i in permutation]
 
+
+
+def _smoothed(site, channel_amax: np.ndarray, rows: np.ndarray, order: np.ndarray, alpha: float,
+              clips: list[float], bounds: list[list[int]]) -> SiteScale:
+    """A grouped GEMM input whose GEMMs read it smoothed (gemm_split `smooth`): factors m in the permuted order
+    (emission permutes the stream before it quantizes), the smoothed tensor's per-tensor clip, and — where
+    non-GEMM ops also read it (`full`: consumers None) — the groups those readers keep."""
+    m = factors(channel_amax, rows, alpha)[order]
+    clip = max(float((channel_amax[order] / m).max()), M.TINY)
+    if site.consumers is None:
+        return SiteScale(site.tensor, clip, clips, bounds, smooth=[float(v) for v in m])
+    return SiteScale(site.tensor, clip, smooth=[float(v) for v in m])

@@ -91,12 +91,13 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
         for placement, method, groups, pct in CANDIDATES:
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
             chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback, strict=False)
-            scales, perm = choose_scales(chosen, stats, method, pct, groups, True)
+            scales, perm = choose_scales(chosen, stats, method, pct, groups, True, weight_rows=weight_rows or {})
             if method == "smoothquant":
                 scales = smooth_scales(scales, chosen, stats, weight_rows or {}, ALPHA)
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
                                "percentile": pct if method == "percentile" else None,
-                               "alpha": ALPHA if method == "smoothquant" else None,
+                               "alpha": ALPHA if method == "smoothquant" or any(
+                                   s.smooth is not None for s in scales.values()) else None,
                                "groups": groups if method == "peg" else 1, "permute": method == "peg",
                                "permutation": perm, "fallback": dropped})
             q, summary = emit(model, recipe, "ort-cpu")
