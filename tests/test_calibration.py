@@ -250,6 +250,9 @@ def test_groups_auto_smoothed_gemm_input_keeps_the_groups_for_its_residual_reade
                                   samples=64), "ort-cpu")
     z = r.sites["layer.0.z"].tensor
     assert not any(n.op_type == "Slice" and n.input[0] == z for n in smooth.graph.node)  # no split GEMMs on z
+    # ORT CPU: 1/m folded into the LayerNorm that writes z (no Mul on the GEMMs' path); TensorRT keeps the Mul
+    assert not any(n.name.startswith("qbert/act.layer.0.z/Smooth") for n in smooth.graph.node)
+    assert any(n.name.startswith("qbert/act.layer.0.z/Smooth") for n in emit(model, r, "trt")[0].graph.node)
     add = parse(model).layers[1].tensors["u"]  # layer 1's first residual sum reads z (ONNX: z + attention out)
     reader = {n.output[0]: n for n in smooth.graph.node}[add]
     grid = next(x for x in reader.input if x.startswith("act.layer.0.z"))

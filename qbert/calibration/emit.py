@@ -17,7 +17,8 @@
   scales and bias.
 - SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
   before quantization (smooth.py). PEG `--groups auto` smooths its grouped GEMM inputs the same way (one GEMM,
-  not K); under `full` their non-GEMM readers take the grouped per-channel grid above.
+  not K); under `full` their non-GEMM readers take the grouped per-channel grid above, and on ORT CPU the 1/m
+  is folded into the LayerNorm that writes the tensor (its grid's first Mul multiplies m back).
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision), FP32 for ORT-CPU.
 """
 from __future__ import annotations
@@ -71,16 +72,18 @@ class Emitter:
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
         return dq
 
-    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str, writer: Linear | None = None) -> str:
+    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str, writer: Linear | None = None,
+                   divided: np.ndarray | None = None) -> str:
         """Per-channel grid through one per-tensor Q/DQ at the largest scale s: x·(s/s_c) → Q/DQ(s) → ·(s_c/s).
         The ratios stay ≤ 2¹⁵ so both fit FP16 (only an all-zero group reaches the clamp). Where an INT8 linear
-        writes x (`writer`), x·(s/s_c) is folded into its per-column weight scales and bias instead of a Mul."""
+        writes x (`writer`), x·(s/s_c) is folded into its per-column weight scales and bias instead of a Mul.
+        `divided`: `tensor` holds x / divided (a LayerNorm with smoothing folded in), so the first Mul undoes it."""
         top = float(channel_scale.max())
         ratio = np.minimum(top / channel_scale, MAX_RATIO)
         down = self.inits.add(f"{stem}.mul_out", (1.0 / ratio).astype(np.float32))
         pre, post = f"{stem}.prescaled", f"{stem}.rescaled"
         if writer is None or not self.fold_columns(writer, ratio, pre):
-            up = self.inits.add(f"{stem}.mul_in", ratio.astype(np.float32))
+            up = self.inits.add(f"{stem}.mul_in", (ratio * (1.0 if divided is None else divided)).astype(np.float32))
             self.new_nodes.append(helper.make_node("Mul", [tensor, up], [pre], name=self.uid(stem + "/MulIn")))
         dq = self.qdq(pre, top * QMAX, stem)
         self.new_nodes.append(helper.make_node("Mul", [dq, down], [post], name=self.uid(stem + "/MulOut")))
@@ -285,14 +288,22 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
     if others and scale.bounds is None:
         raise QbertError(f"recipe: site {site.key} is smoothed but also read by non-GEMM ops (placement "
                          "full); SmoothQuant needs the gemm placement — recalibrate")
+    ln = _foldable_layernorm(em, site, targets) if others and em.target == "ort-cpu" else None
+    if ln is not None:  # the LayerNorm writes x/m itself (γ/m, β/m): the GEMMs' path needs no Mul
+        for i in (1, 2):
+            em.inits.replace_input(ln, i, lambda v: (v / m).astype(v.dtype), f".smooth.{site.key}")
     if others:
         nodes = {n.name: n for n in em.model.graph.node}
-        grouped = em.scaled_qdq(site.tensor, _channel_scales(scale), f"{stem}.groups")
+        grouped = em.scaled_qdq(site.tensor, _channel_scales(scale), f"{stem}.groups",
+                                divided=m if ln is not None else None)
         for name, idx in others:
             nodes[name].input[idx] = grouped
-    inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
-    smoothed = f"{stem}.smoothed"
-    em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
+    if ln is None:
+        inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
+        smoothed = f"{stem}.smoothed"
+        em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
+    else:
+        smoothed = site.tensor
     dq = em.qdq(smoothed, scale.amax, stem)
     for name, _ in [t for t in targets if t not in others]:
         lin = gemm_nodes[name]
@@ -304,6 +315,21 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
         lin.node.input[0] = dq
         lin.node.input[1] = em.weight_dq(lin.node.input[1])
         em.quantized_gemms += 1
+
+
+def _foldable_layernorm(em: Emitter, site: placement_mod.Site, targets: list[tuple[str, int]]) -> Any:
+    """The LayerNormalization that writes the site's tensor, if 1/m can be folded into its γ/β: every reader is
+    being rerouted here (none reads the unscaled tensor) and it is no graph output. ORT CPU only — on TensorRT the
+    Mul fuses into its neighbours anyway, and γ/m could fall below FP16's normal range."""
+    graph = em.model.graph
+    ln = next((n for n in graph.node if site.tensor in n.output), None)
+    if ln is None or ln.op_type != "LayerNormalization" or len(ln.input) < 3 or \
+            not all(x in em.inits.by_name for x in ln.input[1:3]):
+        return None
+    readers = {n.name for n in graph.node if site.tensor in n.input}
+    if readers != {name for name, _ in targets} or site.tensor in {o.name for o in graph.output}:
+        return None
+    return ln
 
 
 def _channel_scales(scale: SiteScale) -> np.ndarray:

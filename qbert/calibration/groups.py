@@ -10,7 +10,9 @@ with 192/112/64/16 channels, sorted by range — the outliers alone in a 16-chan
 `auto` picks K per tensor from the same measure: one group (a per-tensor scale) unless one scale inflates the noise
 beyond SPLIT_NOISE — or GEMM_SPLIT_NOISE for a tensor a GEMM reads, where each group is one more GEMM — and
 otherwise the fewest groups within 25 % of the best K's noise. On the fixture that keeps every GEMM per-tensor
-and groups only the FFN outputs and residual sums, where the outliers are.
+and groups only the FFN outputs and residual sums, where the outliers are. Where a GEMM input does need groups
+(the bert-base shape's LayerNorm outputs), `auto` smooths it into the GEMMs' weights instead of splitting the GEMMs
+(scales.choose_scales, gemm_split): on ORT CPU a split GEMM costs ≈ 1.6× a per-tensor one.
 """
 from __future__ import annotations
 
