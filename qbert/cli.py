@@ -186,7 +186,8 @@ def calibrate(
         raise QbertError(f"--groups applies to --method peg, not {method}")
     elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg"
                                                                     and groups.strip().lower() == "auto"):
-        raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}")
+        raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}"
+                         + (f" --groups {groups}" if method == "peg" else ""))
     if recipe_in is None:
         if data is None:
             raise QbertError("--data is required unless --recipe is given")

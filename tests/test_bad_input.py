@@ -177,6 +177,8 @@ CASES = [
      "{d}/small.tsv --engine tensorrt --exact --out {o}/r", "does not apply to --engine tensorrt"),
     ("calibrate: --alpha with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --alpha 0.8 --out {o}/q.onnx",
      "--alpha applies to --method smoothquant"),
+    ("calibrate: --alpha with PEG at a fixed K", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg --groups 4 "
+     "--alpha 0.8 --out {o}/q.onnx", "--method peg --groups auto, not peg --groups 4"),
     ("calibrate: --alpha 1.5", "calibrate --onnx {d}/m.onnx --data {tsv} --method smoothquant --alpha 1.5 "
      "--out {o}/q.onnx", "[0, 1]"),
     ("calibrate: smoothquant under --placement full", "calibrate --onnx {d}/m.onnx --data {tsv} --method smoothquant "
