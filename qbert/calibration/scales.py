@@ -78,7 +78,6 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
     return out, None if permutation is None else [int(i) for i in permutation]
 
 
-
 def _smoothed(site, channel_amax: np.ndarray, rows: np.ndarray, order: np.ndarray, alpha: float,
               clips: list[float], bounds: list[list[int]]) -> SiteScale:
     """A grouped GEMM input whose GEMMs read it smoothed (gemm_split `smooth`): factors m in the permuted order
