@@ -10,7 +10,7 @@ import pytest
 from qbert.artifacts import load_meta
 from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
-from qbert.calibration.recipe import Recipe, SiteScale
+from qbert.calibration.recipe import Recipe
 from qbert.engines.onnxruntime import ort_census, session_options
 from qbert.data import batches, encode, load_dataset_spec
 from qbert.exporter.graph import parse
@@ -204,59 +204,47 @@ def test_fallback_and_recipe_roundtrip(tiny_onnx, tiny_tsv, fp32, tmp_path):
 
 def test_groups_auto_splits_only_the_planted_outlier_tensors(tiny_onnx, tiny_tsv, fp32, tmp_path):
     """The planted channels dominate layer 0's FFN output h, residual sum y and (through LayerNorm γ) its output z:
-    auto groups those; GEMM inputs without outliers (embeddings, both FFN inputs) stay per-tensor — fewer split
-    GEMMs than K=4 everywhere."""
+    auto groups h and y and smooths z (layer 1's Q/K/V read it: one GEMM each, not one per group); GEMM inputs
+    without outliers (embeddings, both FFN inputs) stay per-tensor — minmax's GEMM count, fewer than split groups."""
     model, meta = fp32
     run = lambda **kw: calibrate(tiny_onnx, meta, model, str(tiny_tsv), placement="full", samples=64, **kw)  # noqa
     r = run(method="peg", groups="auto")
     assert r.groups == "auto"
     grouped = {k for k, v in r.sites.items() if v.bounds}
-    assert {"layer.0.h", "layer.0.y", "layer.0.z"} <= grouped
+    smoothed = {k for k, v in r.sites.items() if v.smooth is not None}
+    assert {"layer.0.h", "layer.0.y"} <= grouped and smoothed == {"layer.0.z"}
     assert not grouped & {"emb.ln", "layer.0.x", "layer.1.x"}
     last = r.sites["layer.0.h"].bounds[-1]
     assert set(np.array(r.permutation)[last[0]:last[1]]) >= set(OUTLIER_CHANNELS)
-    # z is read by layer 1's Q/K/V: smoothed into their weights (one GEMM each); its residual Add keeps the groups
-    assert r.sites["layer.0.z"].smooth is not None and r.sites["layer.0.h"].smooth is None
     assert r.alpha == pytest.approx(0.85)
+    split = run(method="peg", groups="auto", gemm_split="split")  # PEG as published: z split into groups
+    assert r.sites["layer.0.z"].smooth is not None and split.sites["layer.0.z"].bounds
     gemms = {k: emit(model, rec, "ort-cpu", fuse=False)[1]["quantized_gemms"]  # one GEMM per linear and group
-             for k, rec in (("auto", r), ("split", _unsmoothed(r)), ("minmax", run(method="minmax")),
+             for k, rec in (("auto", r), ("split", split), ("minmax", run(method="minmax")),
                             ("k4", run(method="peg", groups=4)))}
     assert gemms["minmax"] == gemms["auto"] < gemms["split"] < gemms["k4"]
     r.save(tmp_path / "r.json")
     assert Recipe.load(tmp_path / "r.json").groups == "auto"  # survives the recipe file
 
 
-def _unsmoothed(recipe):
-    """The same recipe with every smoothed grouped GEMM input split into one GEMM per group instead."""
-    import copy
-
-    out = copy.deepcopy(recipe)
-    for k, v in out.sites.items():
-        if v.smooth is not None and v.bounds:
-            out.sites[k] = SiteScale(v.tensor, max(v.group_amax), v.group_amax, v.bounds)
-    return out
-
-
-def test_groups_auto_smoothed_gemm_input_keeps_the_groups_for_its_residual_reader(tiny_onnx, tiny_tsv, fp32,
-                                                                                  tiny_model):
-    """`full`, `--groups auto`: layer 0's z (planted outliers) reaches layer 1's residual Add on exactly the grid
-    the split emission gives it, and layer 1's Q/K/V read one smoothed per-tensor Q/DQ — closer to FP32 than
-    one per-tensor scale (minmax) gets them."""
+def test_groups_auto_smoothed_tensor_reaches_its_residual_reader_on_a_per_channel_grid(tiny_onnx, tiny_tsv, fp32,
+                                                                                        tiny_model):
+    """`full`, `--groups auto`: layer 1's Q/K/V read layer 0's z (planted outliers) through one smoothed per-tensor
+    Q/DQ, and its residual Add reads that DQ · m — every channel c on a grid of step s·m_c. Both are closer to FP32
+    than one per-tensor scale (minmax) gets them."""
     model, meta = fp32
     r = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="peg", groups="auto", placement="full", samples=64)
     smooth, _ = emit(model, r, "ort-cpu")
-    split, _ = emit(model, _unsmoothed(r), "ort-cpu", fuse=False)
-    mm, _ = emit(model, calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", placement="full",
-                                  samples=64), "ort-cpu")
-    z = r.sites["layer.0.z"].tensor
-    assert not any(n.op_type == "Slice" and n.input[0] == z for n in smooth.graph.node)  # no split GEMMs on z
-    # ORT CPU: 1/m folded into the LayerNorm that writes z (no Mul on the GEMMs' path); TensorRT keeps the Mul
+    mm_recipe = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", placement="full", samples=64)
+    mm, _ = emit(model, mm_recipe, "ort-cpu")
+    site = r.sites["layer.0.z"]
+    assert not any(n.op_type == "Slice" and n.input[0] == site.tensor for n in smooth.graph.node)  # nothing split
+    # ORT CPU: 1/m folded into the LayerNorm that writes z (no Mul before its Q/DQ); TensorRT keeps the Mul
     assert not any(n.name.startswith("qbert/act.layer.0.z/Smooth") for n in smooth.graph.node)
     assert any(n.name.startswith("qbert/act.layer.0.z/Smooth") for n in emit(model, r, "trt")[0].graph.node)
     add = parse(model).layers[1].tensors["u"]  # layer 1's first residual sum reads z (ONNX: z + attention out)
-    reader = {n.output[0]: n for n in smooth.graph.node}[add]
-    grid = next(x for x in reader.input if x.startswith("act.layer.0.z"))
-    split_grid = next(x for x in {n.output[0]: n for n in split.graph.node}[add].input if x.startswith("act.layer.0.z"))
+    reader = lambda m: next(x for x in {n.output[0]: n for n in m.graph.node}[add].input  # noqa: E731
+                            if x.startswith("act.layer.0.z"))
     query = parse(model).layers[1].linears["query"].output
     feeds = feeds_for(tiny_model, tiny_tsv)
 
@@ -266,13 +254,19 @@ def test_groups_auto_smoothed_gemm_input_keeps_the_groups_for_its_residual_reade
         return ort.InferenceSession(m.SerializeToString(), session_options(exact=True),
                                     providers=["CPUExecutionProvider"]).run(outs, feeds)
 
-    got, q_smooth = run(smooth, [grid, query])
-    want, = run(split, [split_grid])
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-    q_fp, = run(model, [query])
-    q_mm, = run(mm, [query])
-    err = lambda q: float(np.abs(q - q_fp).mean() / np.abs(q_fp).mean())  # noqa: E731
-    assert err(q_smooth) < 0.5 * err(q_mm), (err(q_smooth), err(q_mm))
+    z_res, q_smooth = run(smooth, [reader(smooth), query])
+    z_mm, q_mm = run(mm, [reader(mm), query])
+    z_fp, q_fp = run(model, [site.tensor, query])
+    z_fp = z_fp[..., np.array(r.permutation)]  # the emitted stream is in PEG's channel order
+    step = float(onnx.numpy_helper.to_array(next(t for t in smooth.graph.initializer
+                                                 if t.name == "act.layer.0.z.scale"))) * np.array(site.smooth)
+    levels = z_res / step
+    assert np.abs(levels - np.round(levels)).max() < 1e-2  # on each channel's own grid s·m_c
+    normal = ~np.isin(np.array(r.permutation), OUTLIER_CHANNELS)
+    err = lambda a, b: float(np.abs(a - b)[..., normal].mean())  # noqa: E731
+    assert err(z_res, z_fp) < 0.5 * err(z_mm, z_fp), (err(z_res, z_fp), err(z_mm, z_fp))
+    rel = lambda q: float(np.abs(q - q_fp).mean() / np.abs(q_fp).mean())  # noqa: E731
+    assert rel(q_smooth) < 0.5 * rel(q_mm), (rel(q_smooth), rel(q_mm))
 
 
 def test_method_auto_budget_is_on_the_drops_upper_confidence_bound():

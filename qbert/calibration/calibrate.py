@@ -25,13 +25,15 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
               permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
               batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
               budget: float | None = None, heldout_rows: int | None = None, alpha: float = ALPHA,
-              label2id: dict[str, int] | None = None, target: str = "ort-cpu", exact: bool = False) -> Recipe:
+              label2id: dict[str, int] | None = None, target: str = "ort-cpu", exact: bool = False,
+              gemm_split: str | None = None) -> Recipe:
     """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
     (which judge accuracy on held-out rows, by default 1,000 of them, by the drop's 95 % upper bound; budget
     default 0.5 and 0.3 points),
     mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed);
     `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
-    as a VNNI CPU would (the FP32 observation itself has no INT8 kernels)."""
+    as a VNNI CPU would (the FP32 observation itself has no INT8 kernels). `gemm_split`: how PEG groups reach GEMMs
+    (scales.choose_scales; default smooth under groups auto, split for a fixed K)."""
     from qbert.exporter.hf import load_tokenizer
 
     if method not in (*M.METHODS, "auto"):
@@ -97,7 +99,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                                                     pad_to=pad_to)), advance)
     del observer
     scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute, weight_rows=rows_max,
-                                        alpha=alpha)
+                                        alpha=alpha, gemm_split=gemm_split)
     if method == "smoothquant":
         scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
     recipe = Recipe(

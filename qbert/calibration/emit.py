@@ -17,8 +17,8 @@
   scales and bias.
 - SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
   before quantization (smooth.py). PEG `--groups auto` smooths its grouped GEMM inputs the same way (one GEMM,
-  not K); under `full` their non-GEMM readers take the grouped per-channel grid above, and on ORT CPU the 1/m
-  is folded into the LayerNorm that writes the tensor (its grid's first Mul multiplies m back).
+  not K); under `full` their non-GEMM readers read that DQ · m (a per-channel grid), and on ORT CPU the 1/m is
+  folded into the LayerNorm that writes the tensor.
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision; fp16.py), FP32 for ORT-CPU.
 """
 from __future__ import annotations
@@ -73,18 +73,16 @@ class Emitter:
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
         return dq
 
-    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str, writer: Linear | None = None,
-                   divided: np.ndarray | None = None) -> str:
+    def scaled_qdq(self, tensor: str, channel_scale: np.ndarray, stem: str, writer: Linear | None = None) -> str:
         """Per-channel grid through one per-tensor Q/DQ at the largest scale s: x·(s/s_c) → Q/DQ(s) → ·(s_c/s).
         The ratios stay ≤ 2¹⁵ so both fit FP16 (only an all-zero group reaches the clamp). Where an INT8 linear
-        writes x (`writer`), x·(s/s_c) is folded into its per-column weight scales and bias instead of a Mul.
-        `divided`: `tensor` holds x / divided (a LayerNorm with smoothing folded in), so the first Mul undoes it."""
+        writes x (`writer`), x·(s/s_c) is folded into its per-column weight scales and bias instead of a Mul."""
         top = float(channel_scale.max())
         ratio = np.minimum(top / channel_scale, MAX_RATIO)
         down = self.inits.add(f"{stem}.mul_out", (1.0 / ratio).astype(np.float32))
         pre, post = f"{stem}.prescaled", f"{stem}.rescaled"
         if writer is None or not self.fold_columns(writer, ratio, pre):
-            up = self.inits.add(f"{stem}.mul_in", (ratio * (1.0 if divided is None else divided)).astype(np.float32))
+            up = self.inits.add(f"{stem}.mul_in", ratio.astype(np.float32))
             self.new_nodes.append(helper.make_node("Mul", [tensor, up], [pre], name=self.uid(stem + "/MulIn")))
         dq = self.qdq(pre, top * QMAX, stem)
         self.new_nodes.append(helper.make_node("Mul", [dq, down], [post], name=self.uid(stem + "/MulOut")))
@@ -283,29 +281,28 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
 def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targets: list[tuple[str, int]],
                    gemm_nodes: dict[str, Linear], stem: str) -> None:
     """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m. Other readers (a PEG
-    `--groups auto` site under `full`) read x on its groups instead, through the one-Q/DQ per-channel grid."""
+    `--groups auto` site under `full`: the residual Add, the pooler) read the same DQ · m — x on a per-channel grid
+    of step s·m_c, so every channel keeps about the same share of its own range (α 0.85: raw ranges 100× apart end
+    up 100^0.15 ≈ 2× apart, for equal weight rows), at the price of one Mul instead of a second Q/DQ."""
     m = np.asarray(scale.smooth, dtype=np.float64)
     others = [(name, idx) for name, idx in targets if name not in gemm_nodes or idx != 0]
-    if others and scale.bounds is None:
-        raise QbertError(f"recipe: site {site.key} is smoothed but also read by non-GEMM ops (placement "
-                         "full); SmoothQuant needs the gemm placement — recalibrate")
-    ln = _foldable_layernorm(em, site, targets) if others and em.target == "ort-cpu" else None
-    if ln is not None:  # the LayerNorm writes x/m itself (γ/m, β/m): the GEMMs' path needs no Mul
+    ln = _foldable_layernorm(em, site, targets) if em.target == "ort-cpu" and others else None
+    if ln is not None:  # the LayerNorm writes x/m itself (γ/m, β/m): no Mul before the Q/DQ
         for i in (1, 2):
             em.inits.replace_input(ln, i, lambda v: (v / m).astype(v.dtype), f".smooth.{site.key}")
-    if others:
-        nodes = {n.name: n for n in em.model.graph.node}
-        grouped = em.scaled_qdq(site.tensor, _channel_scales(scale), f"{stem}.groups",
-                                divided=m if ln is not None else None)
-        for name, idx in others:
-            nodes[name].input[idx] = grouped
-    if ln is None:
+        smoothed = site.tensor
+    else:
         inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
         smoothed = f"{stem}.smoothed"
         em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
-    else:
-        smoothed = site.tensor
     dq = em.qdq(smoothed, scale.amax, stem)
+    if others:
+        back = em.inits.add(f"{stem}.smooth", m.astype(np.float32))
+        unsmoothed = f"{stem}.unsmoothed"
+        em.new_nodes.append(helper.make_node("Mul", [dq, back], [unsmoothed], name=em.uid(stem + "/Unsmooth")))
+        nodes = {n.name: n for n in em.model.graph.node}
+        for name, idx in others:
+            nodes[name].input[idx] = unsmoothed
     for name, _ in [t for t in targets if t not in others]:
         lin = gemm_nodes[name]
         rows = em.inits.get(lin.weight).shape[0]

@@ -35,8 +35,8 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
 
     `gemm_split` — how a grouped tensor reaches the GEMMs that read it: `split` runs one INT8 GEMM per group
     (PEG as published); `smooth` instead migrates its outlier range into those GEMMs' weight rows (smooth.py,
-    strength `alpha`, from `weight_rows`) so each stays one per-tensor INT8 GEMM, while the tensor's other readers
-    (the `full` placement's residual Add) still read it on its groups. Default: `smooth` under `--groups auto` —
+    strength `alpha`, from `weight_rows`) so each stays one per-tensor INT8 GEMM; the tensor's other readers
+    (the `full` placement's residual Add) read that Q/DQ times m, a per-channel grid. Default: `smooth` under `--groups auto` —
     a split GEMM costs ≈ 1.6× a per-tensor one on ORT CPU (benchmarks/split_gemm.py) — and `split` for a fixed K."""
     gemm_split = gemm_split or ("smooth" if groups == G.AUTO else "split")
     if gemm_split not in GEMM_SPLITS:
@@ -56,7 +56,7 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
             clips = [group_clip(stats[site.key], order[a:b], how, percentile) for a, b in options[k]]
             rows = (weight_rows or {}).get(site.key)
             if k > 1 and gemm_split == "smooth" and site.gemm_inputs and rows is not None:
-                peg[site.key] = _smoothed(site, a, rows, order, alpha, clips, options[k])
+                peg[site.key] = _smoothed(site, a, rows, order, alpha)
             else:
                 peg[site.key] = SiteScale(site.tensor, clips[0]) if k == 1 else \
                     SiteScale(site.tensor, max(clips), clips, options[k])
@@ -78,13 +78,10 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
     return out, None if permutation is None else [int(i) for i in permutation]
 
 
-def _smoothed(site, channel_amax: np.ndarray, rows: np.ndarray, order: np.ndarray, alpha: float,
-              clips: list[float], bounds: list[list[int]]) -> SiteScale:
+def _smoothed(site, channel_amax: np.ndarray, rows: np.ndarray, order: np.ndarray, alpha: float) -> SiteScale:
     """A grouped GEMM input whose GEMMs read it smoothed (gemm_split `smooth`): factors m in the permuted order
-    (emission permutes the stream before it quantizes), the smoothed tensor's per-tensor clip, and — where
-    non-GEMM ops also read it (`full`: consumers None) — the groups those readers keep."""
+    (emission permutes the stream before it quantizes) and the smoothed tensor's per-tensor clip. Its non-GEMM
+    readers (`full`) read the same Q/DQ times m (emit._emit_smoothed), so no groups are kept."""
     m = factors(channel_amax, rows, alpha)[order]
     clip = max(float((channel_amax[order] / m).max()), M.TINY)
-    if site.consumers is None:
-        return SiteScale(site.tensor, clip, clips, bounds, smooth=[float(v) for v in m])
     return SiteScale(site.tensor, clip, smooth=[float(v) for v in m])
