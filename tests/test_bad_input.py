@@ -102,6 +102,7 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
     sq = json.loads((d / "sq.q.onnx.recipe.json").read_text())
     smoothed = next(k for k, v in sq["sites"].items() if v["smooth"])
     for name, edit in (("sqminmax", lambda r: r.update(method="minmax", alpha=None)),
+                       ("sqfull", lambda r: r.update(placement="full")),
                        ("sqnegative", lambda r: r["sites"][smoothed]["smooth"].__setitem__(0, -1.0)),
                        ("sqwidth", lambda r: r["sites"][smoothed].update(smooth=r["sites"][smoothed]["smooth"][:5]))):
         bad = json.loads(json.dumps(sq))
@@ -185,6 +186,8 @@ CASES = [
      "--placement full --out {o}/q.onnx", "gemm placement only"),
     ("calibrate: recipe with smoothing factors but method minmax", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/sqminmax.recipe.json --out {o}/q.onnx", "method minmax with smoothing factors"),
+    ("calibrate: smoothquant recipe edited to placement full", "calibrate --onnx {d}/m.onnx --recipe "
+     "{d}/sqfull.recipe.json --out {o}/q.onnx", "smoothquant applies to the gemm placement, not full"),
     ("calibrate: recipe with a negative smoothing factor", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/sqnegative.recipe.json --out {o}/q.onnx", "finite numbers > 0"),
     ("calibrate: recipe with too few smoothing factors", "calibrate --onnx {d}/m.onnx --recipe "

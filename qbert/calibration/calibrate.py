@@ -12,7 +12,7 @@ from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
-from qbert.calibration.smooth import ALPHA, smooth_scales, weight_rows
+from qbert.calibration.smooth import ALPHA, smooth_scales, unshared, weight_rows
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
@@ -89,7 +89,10 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
     # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
-    rows_max = weight_rows(graph, chosen) if method in ("smoothquant", "auto", "peg") else {}
+    smooths_peg = method == "auto" or (method == "peg" and (gemm_split or ("smooth" if groups == G.AUTO else "split"))
+                                       == "smooth")
+    rows_max = weight_rows(graph, chosen) if method == "smoothquant" or smooths_peg else {}
+    peg_rows = unshared(graph, rows_max, chosen) if smooths_peg else {}
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:
@@ -98,7 +101,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.pad_token_id,
                                                     pad_to=pad_to)), advance)
     del observer
-    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute, weight_rows=rows_max,
+    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute, weight_rows=peg_rows,
                                         alpha=alpha, gemm_split=gemm_split)
     if method == "smoothquant":
         scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
@@ -123,7 +126,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         from qbert.calibration.select import select
 
         recipe, report = select(model, graph, stats, recipe, target, encode(held, tokenizer, meta.max_length),
-                                np.asarray(held.labels), budget, fallback or [], meta, rows_max, exact)
+                                np.asarray(held.labels), budget, fallback or [], meta, rows_max, exact, peg_rows)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback

@@ -286,7 +286,13 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
     up 100^0.15 ≈ 2× apart, for equal weight rows), at the price of one Mul instead of a second Q/DQ."""
     m = np.asarray(scale.smooth, dtype=np.float64)
     others = [(name, idx) for name, idx in targets if name not in gemm_nodes or idx != 0]
-    ln = _foldable_layernorm(em, site, targets) if em.target == "ort-cpu" and others else None
+    gemms = [gemm_nodes[name] for name, idx in targets if (name, idx) not in others]
+    for lin in gemms:  # before anything is rewritten: a wrong-length recipe must not half-edit the graph
+        rows = em.inits.get(lin.weight).shape[0]
+        if rows != len(m):
+            raise QbertError(f"recipe: site {site.key} has {len(m)} smoothing factors but {lin.name} reads "
+                             f"{rows} channels; recalibrate on this model")
+    ln = _foldable_layernorm(em, site, targets) if em.high == "fp32" and others else None
     if ln is not None:  # the LayerNorm writes x/m itself (γ/m, β/m): no Mul before the Q/DQ
         for i in (1, 2):
             em.inits.replace_input(ln, i, lambda v: (v / m).astype(v.dtype), f".smooth.{site.key}")
@@ -303,12 +309,7 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
         nodes = {n.name: n for n in em.model.graph.node}
         for name, idx in others:
             nodes[name].input[idx] = unsmoothed
-    for name, _ in [t for t in targets if t not in others]:
-        lin = gemm_nodes[name]
-        rows = em.inits.get(lin.weight).shape[0]
-        if rows != len(m):
-            raise QbertError(f"recipe: site {site.key} has {len(m)} smoothing factors but {lin.name} reads "
-                             f"{rows} channels; recalibrate on this model")
+    for lin in gemms:
         em.inits.replace_input(lin.node, 1, lambda w: (w * m[:, None]).astype(w.dtype), f".smooth.{site.key}")
         lin.node.input[0] = dq
         lin.node.input[1] = em.weight_dq(lin.node.input[1])
@@ -317,8 +318,8 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
 
 def _foldable_layernorm(em: Emitter, site: placement_mod.Site, targets: list[tuple[str, int]]) -> Any:
     """The LayerNormalization that writes the site's tensor, if 1/m can be folded into its γ/β: every reader is
-    being rerouted here (none reads the unscaled tensor) and it is no graph output. ORT CPU only — on TensorRT the
-    Mul fuses into its neighbours anyway, and γ/m could fall below FP16's normal range."""
+    being rerouted here (none reads the unscaled tensor) and it is no graph output. FP32 graphs only (ORT CPU's
+    default) — in FP16 γ/m could fall below the normal range, and TensorRT fuses the Mul into its neighbours."""
     graph = em.model.graph
     ln = next((n for n in graph.node if site.tensor in n.output), None)
     if ln is None or ln.op_type != "LayerNormalization" or len(ln.input) < 3 or \

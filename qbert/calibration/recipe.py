@@ -100,14 +100,16 @@ class Recipe:
                 if not tiled or len(bounds) != len(site.group_amax or []):
                     raise QbertError(f"{where}: site {key} has PEG groups {site.bounds} that do not tile its "
                                      "channels with one clip value each — recalibrate")
-            if site.smooth is not None and (not isinstance(site.smooth, list) or not site.smooth
-                                            or (site.bounds and self.method != "peg")
+            if site.smooth is not None and (not isinstance(site.smooth, list) or not site.smooth or site.bounds
                                             or not all(_positive(v) for v in site.smooth)):
                 raise QbertError(f"{where}: site {key} has smoothing factors that are not a list of finite "
-                                 "numbers > 0 (or sits on PEG groups outside method peg) — recalibrate")
+                                 "numbers > 0 (or sits on PEG groups) — recalibrate")
         smoothed = any(site.smooth is not None for site in self.sites.values())
         if smoothed and self.method not in ("smoothquant", "peg"):
             raise QbertError(f"{where}: method {self.method} with smoothing factors on some sites — recalibrate")
+        if self.method == "smoothquant" and self.placement != "gemm":
+            raise QbertError(f"{where}: method smoothquant applies to the gemm placement, not {self.placement} — "
+                             "recalibrate")
         if (self.method == "smoothquant" or smoothed) and not (isinstance(self.alpha, (int, float)) and not
                                                                isinstance(self.alpha, bool) and 0 <= self.alpha <= 1):
             raise QbertError(f"{where}: smoothing alpha {self.alpha!r} must be in [0, 1]")

@@ -40,7 +40,7 @@ from qbert.progress import progress_bar
 CANDIDATES = [  # (placement, method, groups, percentile)
     *[(p, m, 1, 99.99) for p in ("gemm", "full") for m in ("minmax", "percentile", "mse")],
     *[(p, "peg", k, 99.99) for p in ("gemm", "full") for k in (G.AUTO, 4)],
-    ("gemm", "smoothquant", 1, 99.99),  # SmoothQuant needs every reader of a smoothed tensor to be a GEMM
+    ("gemm", "smoothquant", 1, 99.99),  # SmoothQuant is defined on GEMM inputs only (`gemm`)
 ]
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
@@ -79,9 +79,10 @@ def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iter
 
 def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
            budget: float, fallback: list[str], meta: Any, weight_rows: dict[str, np.ndarray] | None = None,
-           exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
+           exact: bool = False, peg_rows: dict[str, np.ndarray] | None = None) -> tuple[Recipe, dict[str, Any]]:
     """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost).
-    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes)."""
+    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes).
+    `weight_rows`: SmoothQuant's; `peg_rows`: those PEG auto may smooth with (smooth.unshared)."""
     pad = meta.pad_token_id
     fp_logits = logits_of(model, heldout, 32, pad)
     fp_pred = fp_logits.argmax(-1)
@@ -91,7 +92,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
         for placement, method, groups, pct in CANDIDATES:
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
             chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback, strict=False)
-            scales, perm = choose_scales(chosen, stats, method, pct, groups, True, weight_rows=weight_rows or {})
+            scales, perm = choose_scales(chosen, stats, method, pct, groups, True, weight_rows=peg_rows or {})
             if method == "smoothquant":
                 scales = smooth_scales(scales, chosen, stats, weight_rows or {}, ALPHA)
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,

@@ -41,6 +41,18 @@ def weight_rows(graph: BertGraph, sites: list[Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def unshared(graph: BertGraph, rows: dict[str, np.ndarray], sites: list[Any]) -> dict[str, np.ndarray]:
+    """`rows` without the sites whose GEMMs share their weights with other linears (ALBERT: one layer's weights
+    across depth). PEG auto smooths a site by rewriting its GEMMs' weights; a per-site m would give every layer
+    its own copy of a shared weight, so those sites keep PEG's split (which keeps one copy)."""
+    readers: dict[str, int] = {}
+    for lin in graph.linears():
+        readers[lin.weight] = readers.get(lin.weight, 0) + 1
+    linears = {l.name: l for l in graph.linears()}
+    return {s.key: rows[s.key] for s in sites if s.key in rows
+            and all(readers[linears[n].weight] == 1 for n in s.gemm_inputs)}
+
+
 def factors(channel_amax: np.ndarray, row_max: np.ndarray, alpha: float) -> np.ndarray:
     """m per channel; 1 where the channel or its weight row is all zero (nothing to balance)."""
     a, w = np.asarray(channel_amax, np.float64), np.asarray(row_max, np.float64)
