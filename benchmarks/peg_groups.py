@@ -31,7 +31,7 @@ def main() -> None:
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
-    from qbert.calibration.smooth import ALPHA, smooth_scales, weight_rows
+    from qbert.calibration.smooth import ALPHA, smooth_scales, unshared, weight_rows
     from qbert.calibration.calibrate import auto_batch_size
     from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
@@ -105,6 +105,7 @@ def main() -> None:
         candidates = {k: v for k, v in candidates.items() if k in wanted}
     results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in candidates}
     rows_max = weight_rows(parse(model), sites)  # SmoothQuant's weight-row ranges: the same for every seed
+    peg_rows = unshared(parse(model), rows_max, sites)  # those PEG may smooth with (not weights shared by layers)
     for seed in [int(s) for s in args.seeds.split(",")]:
         rows = np.sort(np.random.default_rng(seed).permutation(pool)[:args.samples])
         enc_c = encode(Dataset([ds.examples[i] for i in rows], ds.source), tok, meta.max_length)
@@ -117,7 +118,7 @@ def main() -> None:
             base = corrected if group_range.endswith("+bias") else model
             split = {"GEMM inputs split": "split", "GEMM inputs smoothed": "smooth"}.get(name.split(", ")[-1])
             scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"),
-                                         rows_max, gemm_split=split)
+                                         peg_rows, gemm_split=split)
             if method == "smoothquant":
                 scales = smooth_scales(scales, sites, stats, rows_max, float(name.split("=")[1]))
             if post is not None:
