@@ -31,7 +31,7 @@ def main() -> None:
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
-    from qbert.calibration.smooth import ALPHA, smooth_scales, unshared, weight_rows
+    from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
     from qbert.calibration.calibrate import auto_batch_size
     from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
@@ -123,9 +123,9 @@ def main() -> None:
                 scales = smooth_scales(scales, sites, stats, rows_max, float(name.split("=")[1]))
             if post is not None:
                 scales = post(scales, np.asarray(perm))
-            smoothed = any(v.smooth is not None for v in scales.values())
+            strength = float(name.split("=")[1]) if method == "smoothquant" else ALPHA
             recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
-                            alpha=float(name.split("=")[1]) if method == "smoothquant" else ALPHA if smoothed else None,
+                            alpha=recipe_alpha(method, scales, strength),
                             permute=perm is not None, permutation=perm)
             q, summary = emit(base, recipe, "ort-cpu")
             pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)

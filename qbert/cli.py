@@ -167,6 +167,7 @@ def calibrate(
     from qbert.data import label_map
 
     config = None
+    auto_groups = groups.strip().lower() == "auto"
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
         given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "alpha", "samples", "batch_size",
                        "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "heldout", "labels",
@@ -184,8 +185,7 @@ def calibrate(
         raise QbertError(f"--percentile applies to --method percentile, not {method}")
     elif _typed(ctx, "groups") and method not in ("peg", "auto"):
         raise QbertError(f"--groups applies to --method peg, not {method}")
-    elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg"
-                                                                    and groups.strip().lower() == "auto"):
+    elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg" and auto_groups):
         raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}"
                          + (f" --groups {groups}" if method == "peg" else ""))
     if recipe_in is None:
@@ -193,7 +193,7 @@ def calibrate(
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
             data=data, method=method, placement=placement, samples=samples, percentile=percentile, alpha=alpha,
-            groups="auto" if groups.strip().lower() == "auto" else integer("--groups", groups),
+            groups="auto" if auto_groups else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
             auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target, exact=exact).validate()

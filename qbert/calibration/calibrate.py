@@ -11,8 +11,8 @@ from qbert.calibration import groups as G, methods as M
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.calibration.scales import choose_scales
-from qbert.calibration.smooth import ALPHA, smooth_scales, unshared, weight_rows
+from qbert.calibration.scales import choose_scales, gemm_split_of
+from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
 from qbert.errors import QbertError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
@@ -89,8 +89,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
     # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
-    smooths_peg = method == "auto" or (method == "peg" and (gemm_split or ("smooth" if groups == G.AUTO else "split"))
-                                       == "smooth")
+    smooths_peg = method == "auto" or (method == "peg" and gemm_split_of(groups, gemm_split) == "smooth")
     rows_max = weight_rows(graph, chosen) if method == "smoothquant" or smooths_peg else {}
     peg_rows = unshared(graph, rows_max, chosen) if smooths_peg else {}
     observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
@@ -107,8 +106,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
     recipe = Recipe(
         method=method, placement=placement, sites=scales,
-        percentile=percentile if method == "percentile" else None, alpha=alpha if method == "smoothquant" or any(
-            s.smooth is not None for s in scales.values()) else None,
+        percentile=percentile if method == "percentile" else None, alpha=recipe_alpha(method, scales, alpha),
         groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
         permutation=permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,

@@ -236,7 +236,7 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
     nodes = {n.name: n for n in graph.model.graph.node}
     stem = f"act.{site.key}"
     if scale.smooth is not None:
-        _emit_smoothed(em, site, scale, targets, gemm_nodes, stem)
+        _emit_smoothed(em, site, scale, targets, gemm_nodes, stem, nodes)
         return
     if scale.bounds is None:
         dq = em.qdq(site.tensor, scale.amax, stem)
@@ -250,8 +250,7 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
         return
     if not any(name in gemm_nodes and idx == 0 for name, idx in targets):  # no GEMM reads it: no slices needed
         writer = next((l for l in linears.values() if l.output == site.tensor), None)  # attention out, FFN2
-        if writer is not None and ({n.name for n in readers} != {name for name, _ in targets}
-                                   or site.tensor in {o.name for o in graph.model.graph.output}):
+        if writer is not None and not _only_targets_read(graph.model, site.tensor, targets):
             writer = None  # something else reads the unscaled tensor: keep the Mul
         scaled = em.scaled_qdq(site.tensor, _channel_scales(scale), stem, writer)
         for name, idx in targets:
@@ -279,7 +278,7 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
 
 
 def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targets: list[tuple[str, int]],
-                   gemm_nodes: dict[str, Linear], stem: str) -> None:
+                   gemm_nodes: dict[str, Linear], stem: str, nodes: dict[str, Any]) -> None:
     """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m. Other readers (a PEG
     `--groups auto` site under `full`: the residual Add, the pooler) read the same DQ · m — x on a per-channel grid
     of step s·m_c, so every channel keeps about the same share of its own range (α 0.85: raw ranges 100× apart end
@@ -306,7 +305,6 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
         back = em.inits.add(f"{stem}.smooth", m.astype(np.float32))
         unsmoothed = f"{stem}.unsmoothed"
         em.new_nodes.append(helper.make_node("Mul", [dq, back], [unsmoothed], name=em.uid(stem + "/Unsmooth")))
-        nodes = {n.name: n for n in em.model.graph.node}
         for name, idx in others:
             nodes[name].input[idx] = unsmoothed
     for lin in gemms:
@@ -325,10 +323,14 @@ def _foldable_layernorm(em: Emitter, site: placement_mod.Site, targets: list[tup
     if ln is None or ln.op_type != "LayerNormalization" or len(ln.input) < 3 or \
             not all(x in em.inits.by_name for x in ln.input[1:3]):
         return None
-    readers = {n.name for n in graph.node if site.tensor in n.input}
-    if readers != {name for name, _ in targets} or site.tensor in {o.name for o in graph.output}:
-        return None
-    return ln
+    return ln if _only_targets_read(em.model, site.tensor, targets) else None
+
+
+def _only_targets_read(model: Any, tensor: str, targets: list[tuple[str, int]]) -> bool:
+    """Every node that reads `tensor` is among `targets` (all being rerouted) and it is no graph output — so the
+    op that writes it may be changed to write a scaled version."""
+    readers = {n.name for n in model.graph.node if tensor in n.input}
+    return readers == {name for name, _ in targets} and tensor not in {o.name for o in model.graph.output}
 
 
 def _channel_scales(scale: SiteScale) -> np.ndarray:

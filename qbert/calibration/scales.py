@@ -25,6 +25,14 @@ def group_clip(stats, channels: np.ndarray, group_range: str, percentile: float)
     return max(min(clip, top), M.TINY)
 
 
+def gemm_split_of(groups: int | str, gemm_split: str | None) -> str:
+    """`gemm_split` as given, else its default for `groups` (see choose_scales)."""
+    out = gemm_split or ("smooth" if groups == G.AUTO else "split")
+    if out not in GEMM_SPLITS:
+        raise ValueError(f"gemm_split {out!r}: one of {GEMM_SPLITS}")
+    return out
+
+
 def choose_scales(chosen, stats, method: str, percentile: float, groups: int | str, permute: bool,
                   group_range: str = "max", weight_rows: dict[str, np.ndarray] | None = None,
                   alpha: float = ALPHA, gemm_split: str | None = None
@@ -38,9 +46,7 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
     strength `alpha`, from `weight_rows`) so each stays one per-tensor INT8 GEMM; the tensor's other readers
     (the `full` placement's residual Add) read that Q/DQ times m, a per-channel grid. Default: `smooth` under `--groups auto` —
     a split GEMM costs ≈ 1.6× a per-tensor one on ORT CPU (benchmarks/split_gemm.py) — and `split` for a fixed K."""
-    gemm_split = gemm_split or ("smooth" if groups == G.AUTO else "split")
-    if gemm_split not in GEMM_SPLITS:
-        raise ValueError(f"gemm_split {gemm_split!r}: one of {GEMM_SPLITS}")
+    gemm_split = gemm_split_of(groups, gemm_split)
     permutation = None
     peg_sites = [s for s in chosen if method == "peg" and s.stream and stats[s.key].channel_amax is not None]
     peg: dict[str, SiteScale] = {}

@@ -31,7 +31,7 @@ from qbert.calibration.judge import CONFIDENCE_Z, judged
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
-from qbert.calibration.smooth import ALPHA, smooth_scales
+from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales
 from qbert.data import random_feeds
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, session_for, session_options
@@ -97,8 +97,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                 scales = smooth_scales(scales, chosen, stats, weight_rows or {}, ALPHA)
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
                                "percentile": pct if method == "percentile" else None,
-                               "alpha": ALPHA if method == "smoothquant" or any(
-                                   s.smooth is not None for s in scales.values()) else None,
+                               "alpha": recipe_alpha(method, scales, ALPHA),
                                "groups": groups if method == "peg" else 1, "permute": method == "peg",
                                "permutation": perm, "fallback": dropped})
             q, summary = emit(model, recipe, "ort-cpu")

@@ -10,6 +10,7 @@ exact from the observed channel maxima (no second observation).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -45,12 +46,15 @@ def unshared(graph: BertGraph, rows: dict[str, np.ndarray], sites: list[Any]) ->
     """`rows` without the sites whose GEMMs share their weights with other linears (ALBERT: one layer's weights
     across depth). PEG auto smooths a site by rewriting its GEMMs' weights; a per-site m would give every layer
     its own copy of a shared weight, so those sites keep PEG's split (which keeps one copy)."""
-    readers: dict[str, int] = {}
-    for lin in graph.linears():
-        readers[lin.weight] = readers.get(lin.weight, 0) + 1
     linears = {l.name: l for l in graph.linears()}
+    readers = Counter(l.weight for l in linears.values())
     return {s.key: rows[s.key] for s in sites if s.key in rows
             and all(readers[linears[n].weight] == 1 for n in s.gemm_inputs)}
+
+
+def recipe_alpha(method: str, scales: dict[str, SiteScale], alpha: float) -> float | None:
+    """The recipe's alpha: the strength any smoothed site used (SmoothQuant, or PEG auto's GEMM inputs), else None."""
+    return alpha if method == "smoothquant" or any(s.smooth is not None for s in scales.values()) else None
 
 
 def factors(channel_amax: np.ndarray, row_max: np.ndarray, alpha: float) -> np.ndarray:
