@@ -141,6 +141,10 @@ def test_reproduce_method_auto_records_every_seeds_choice(tiny_model, tmp_path):
     assert all(c.split(", ")[1] in ("gemm", "full") for c in row["seed_chosen"])
     text = (tmp_path / "r" / "report.md").read_text()
     assert f"seeds 0–1: {'; '.join(row['seed_chosen'])}" in text and "drop bound pt" in text
+    am = row["auto_method"]  # the column the fallback decides by, and the rule, are in the readable table too
+    chosen = next(c for c in am["candidates"] if c["name"] == am["chosen"])
+    assert f"| **{am['chosen']}** (chosen) | {100 * chosen['accuracy']:.2f}% |" in text
+    assert f"{100 * chosen['flips']:.1f}% |" in text and "fewest held-out flips" in text
 
 
 def test_reproduce_exact_chooses_scores_and_times_with_exact_kernels(tiny_model, tmp_path):

@@ -133,14 +133,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0{per_seed} (candidate `{am['chosen']}`): held-out "
                   f"accuracy of every candidate on {am['heldout_rows']} calibration-split rows (FP32 "
                   f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt on the drop's one-sided 95 % upper bound "
-                  f"(drop + 1.645 SE), speed = {am['speed']}:",
-                  "", "| candidate | held-out accuracy | Δ pt | drop bound pt | speed | within budget |",
-                  "|---|---|---|---|---|---|"]
+                  f"(drop + 1.645 SE), speed = {am['speed']}; rule: {am.get('rule', 'fastest within budget')}. "
+                  "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them):",
+                  "", "| candidate | held-out accuracy | Δ pt | drop bound pt | flips | speed | within budget |",
+                  "|---|---|---|---|---|---|---|"]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
             bound = f"{c['drop_bound_points']:.2f}" if "drop_bound_points" in c else "—"
-            lines.append(f"| {c['name']} | {100 * c['accuracy']:.2f}% | {0.0 - c['drop_points']:+.2f} | {bound} | {speed} | "
-                         f"{'yes' if c['within_budget'] else 'no'} |")
+            flips = f"{100 * c['flips']:.1f}%" if "flips" in c else "—"  # reports written before flips were kept
+            name = f"**{c['name']}** (chosen)" if c["name"] == am["chosen"] else c["name"]
+            lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {0.0 - c['drop_points']:+.2f} | {bound} | {flips} | "
+                         f"{speed} | {'yes' if c['within_budget'] else 'no'} |")
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
