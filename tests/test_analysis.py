@@ -184,3 +184,22 @@ def test_verdicts_state_their_tolerance():
     report["rows"][3]["accuracy"] = 0.80 - 0.0226
     verdicts = {c[0]: c[3] for c in claims(report)}
     assert verdicts["PEG: K=3 < K=4 ≈ FP32"] == "partly: K=3 < K=4, but K=4 is 2.26 pt below FP32"
+
+
+def test_paired_se_of_a_delta_is_the_se_of_the_per_row_differences():
+    """The ± SE column: from predictions alone (two labels) it equals the SE computed with the labels."""
+    from qbert.eval.report import paired_se
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 1463)
+    fp = np.where(rng.random(1463) < 0.8, labels, 1 - labels)
+    q = fp.copy()
+    flip = rng.choice(1463, 60, replace=False)  # 60 flips, more of them away from the label
+    q[flip] = 1 - q[flip]
+    d = (q == labels).astype(float) - (fp == labels)
+    want = 100 * np.sqrt(((d - d.mean()) ** 2).mean() / len(d))
+    row = {"accuracy": float((q == labels).mean()), "predictions": q.tolist()}
+    ref = {"accuracy": float((fp == labels).mean()), "predictions": fp.tolist()}
+    assert paired_se(row, ref) == pytest.approx(want, rel=1e-9)
+    assert 0.4 < want < 0.6  # 4 % flips on 1,463 rows: ±0.5 pt, larger than a 0.3 pt budget
+    assert paired_se(ref, ref) == 0.0

@@ -40,6 +40,17 @@ def _pct(r: dict | None, spread: bool = False) -> str:
     return text
 
 
+def paired_se(r: dict, fp: dict) -> float:
+    """Points: the SE of seed 0's Δ vs FP32 on these evaluation rows — the paired per-row differences d ∈ {−1, 0, 1}
+    have mean(d²) ≤ the flip rate (= it, with two labels), so SE ≤ √((flips − Δ²) / n). A Δ within ≈ 2 SE of 0 is
+    not resolved by these rows, whatever the table's second decimal says."""
+    pred, ref = r["predictions"], fp["predictions"]
+    n = len(pred)
+    flips = sum(a != b for a, b in zip(pred, ref)) / n
+    d0 = (r.get("seed_accuracies") or [r["accuracy"]])[0] - (fp.get("seed_accuracies") or [fp["accuracy"]])[0]
+    return 100 * max(flips - d0 * d0, 0.0) ** 0.5 / n ** 0.5
+
+
 def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(claim, study, measured here, verdict) for each claim of the study."""
     rows, an = report["rows"], report["analysis"]["layers"]
@@ -107,17 +118,19 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              "## Accuracy", "",
              f"INT8 rows are calibrated with {report.get('seeds', 1)} seed(s) (different calibration rows each): "
              "accuracy is their mean (lowest–highest); Δ uses the mean; agreement, census and latency are seed 0's, "
-             "the deployed model.", "",
-             "| setting | accuracy | Δ vs FP32 | agrees with FP32 | placement | activations / high precision | "
-             "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|"]
+             "the deployed model. ± SE: the standard error of seed 0's Δ on these rows (paired per row, from its "
+             "flips vs FP32) — a Δ within about 2 SE of zero is not resolved by this evaluation set.", "",
+             "| setting | accuracy | Δ vs FP32 | ± SE | agrees with FP32 | placement | activations / high precision | "
+             "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = f"{100 * sum(a == b for a, b in zip(r['predictions'], fp['predictions'])) / len(r['predictions']):.1f}%" \
             if fp else "—"  # a subset of rows without FP32 (--only) is still reportable
         delta = f"{100 * (_acc(r) - _acc(fp)):+.2f}" if fp else "—"
+        se = f"{paired_se(r, fp):.2f}" if fp and r is not fp else "—"
         place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
         c = r["census"]
-        lines.append(f"| {r['name']} | {_pct(r, spread=True)} | {delta} | {agree} | {place} | {act} / "
+        lines.append(f"| {r['name']} | {_pct(r, spread=True)} | {delta} | {se} | {agree} | {place} | {act} / "
                      f"{r['high_precision'].upper()} | {c['integer_gemms']} / {c['float_gemms']} |")
     auto = _find(rows, "Auto mixed")
     if auto and auto.get("auto_fp16"):
