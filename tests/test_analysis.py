@@ -184,6 +184,12 @@ def test_verdicts_state_their_tolerance():
     report["rows"][3]["accuracy"] = 0.80 - 0.0226
     verdicts = {c[0]: c[3] for c in claims(report)}
     assert verdicts["PEG: K=3 < K=4 ≈ FP32"] == "partly: K=3 < K=4, but K=4 is 2.26 pt below FP32"
+    report["rows"][2]["accuracy"], report["rows"][3]["accuracy"] = 0.7980, 0.8007  # K=3 ≈ K=4 ≈ FP32
+    verdict = {c[0]: c[3] for c in claims(report)}["PEG: K=3 < K=4 ≈ FP32"]
+    assert verdict.startswith("partly: K=4 ≈ FP32, but K=3 is not below K=4 (K=4 − K=3 = +0.27 pt, within 1 pt)")
+    report["rows"][2]["accuracy"], report["rows"][3]["accuracy"] = 0.7750, 0.7700  # both short, K=3 ahead
+    verdict = {c[0]: c[3] for c in claims(report)}["PEG: K=3 < K=4 ≈ FP32"]
+    assert verdict == "does not hold: K=3 is not below K=4 (-0.50 pt) and K=4 is 3.00 pt below FP32"
 
 
 def test_paired_se_of_a_delta_is_the_se_of_the_per_row_differences():
