@@ -307,7 +307,9 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
     report = r.calibration["auto_method"]
     rows = report["candidates"]
-    assert len(rows) == 11 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
+    assert len(rows) == 12 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
+    kept = next(c for c in rows if c["name"] == "smoothquant α=0.85, gemm, a in high precision")
+    assert kept["method"] == "smoothquant" and kept["groups"] == 1  # SmoothQuant with its FFN2 inputs left FP32
     ok = [c for c in rows if c["within_budget"]]
     assert all(c["within_budget"] == (c["drop_bound_points"] <= 0.3 + 1e-9) for c in rows)
     assert all(c["drop_bound_points"] >= c["drop_points"] for c in rows)
@@ -319,11 +321,35 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     assert (r.method, r.placement) == (chosen["method"], chosen["placement"]) and r.method != "auto"
     trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
     counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}
+    assert len(counts) == 11 and not any("high precision" in n for n in counts)  # a count can't price a float GEMM
     assert counts[trt.calibration["auto_method"]["chosen"]] == min(counts.values())  # fewest INT8 GEMMs, no timing
     # counted per linear and group (the work), not per emitted kernel: Q/K/V side by side do not look cheaper
     assert counts["peg groups=4, gemm"][0] == 2 * (3 * 4 + 4 + 2 + 2) > counts["minmax, gemm"][0]
     with pytest.raises(Exception, match="needs ≥ 256 held-out rows"):
         calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=200)
+
+
+def test_method_auto_candidate_with_ffn2_inputs_in_high_precision_leaves_them_unquantized(tiny_onnx, fp32, tmp_path,
+                                                                                        monkeypatch):
+    """The one candidate that keeps a role in high precision: its recipe has no FFN2-input site and the emitted
+    graph feeds every FFN2 GEMM a float input, while the other GEMM inputs stay smoothed INT8."""
+    from qbert.calibration import select
+    from tests.conftest import write_tsv
+
+    model, meta = fp32
+    only = [c for c in select.CANDIDATES if c[4]]
+    assert only == [("gemm", "smoothquant", 1, 99.99, ("a",))]
+    monkeypatch.setattr(select, "CANDIDATES", only)
+    data = write_tsv(tmp_path / "d.tsv", 400, seed=3)
+    r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
+    layers = {k.split(".")[1] for k in r.sites if k.startswith("layer.")}
+    assert r.method == "smoothquant" and layers and not any(k.endswith(".a") for k in r.sites)
+    assert sorted(r.fallback) == sorted(f"layer.{i}.a" for i in layers)
+    assert all(s.smooth is not None for k, s in r.sites.items() if k.endswith((".x", ".context")))
+    q, _ = emit(model, r, "ort-cpu")
+    producers = {o: n for n in q.graph.node for o in n.output}
+    ffn2 = [n for n in q.graph.node if n.op_type == "MatMul" and "output/dense" in n.name and "attention" not in n.name]
+    assert ffn2 and all(producers[n.input[0]].op_type != "DequantizeLinear" for n in ffn2)
 
 
 def test_bias_correction_restores_each_gemms_mean_output(fp32, tiny_model, tiny_tsv):
