@@ -113,8 +113,9 @@ def calibrate(
                                        "Never your evaluation split."),
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | smoothquant (GEMM "
                                "inputs' outlier ranges moved into the weights; gemm placement) | auto: try every "
-                               "method "
-                               "and placement on held-out calibration rows and keep the fastest whose drop is within "
+                               "method and "
+                               "placement (on ort-cpu also SmoothQuant with FP32 FFN2 inputs) on held-out "
+                               "calibration rows and keep the fastest whose drop is within "
                                "--budget (default 0.3 pt) of FP32 with 95 % confidence; every candidate is printed "
                                "and saved in the recipe."),
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "

@@ -12,7 +12,8 @@ lowest bound, the rule before, kept per-tensor minmax on the unseen model — he
 over SmoothQuant, which flipped fewer rows and scores ±0.00 on eval.tsv; changed after seeing that.)
 
 All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
-ten settings costs ten emissions and evaluations, not ten calibrations. Speed: for `--target ort-cpu`, each
+twelve settings costs twelve emissions and evaluations, not twelve calibrations. One candidate keeps a role in
+high precision (SmoothQuant with FP32 FFN2 inputs): it is offered only where candidates are timed. Speed: for `--target ort-cpu`, each
 candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
 (no GPU here to time on) the INT8 GEMM count — one per linear and PEG group, however the emitter arranges them
 (Q, K and V side by side are still three linears' work) — then the Q/DQ count, stand in for latency: fewer is
