@@ -47,7 +47,6 @@ CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high pre
     # It costs the FFN2 GEMM's INT8 speed, which only a timed target can price: ORT CPU only (see select()).
     ("gemm", "smoothquant", 1, 99.99, ("a",)),
 ]
-TIMED_ONLY = {c for c in CANDIDATES if c[4]}  # a GEMM count cannot rank a float GEMM against INT8 ones
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
         "fewest held-out flips vs FP32 (then the lowest bound)")
@@ -95,7 +94,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
     fp_pred = fp_logits.argmax(-1)
     fp_acc = float((fp_pred == labels).mean())
     rows, recipes, cpu_models = [], {}, {}
-    candidates = [c for c in CANDIDATES if target != "trt" or c not in TIMED_ONLY]
+    candidates = [c for c in CANDIDATES if target != "trt" or not c[4]]  # a GEMM count cannot price a float GEMM
     with progress_bar("method auto", total=len(candidates)) as advance:
         for placement, method, groups, pct, keep in candidates:
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)

@@ -40,13 +40,16 @@ def _pct(r: dict | None, spread: bool = False) -> str:
     return text
 
 
+def _flip_rate(r: dict, fp: dict) -> float:
+    """Share of evaluation rows whose prediction differs from FP32's (seed 0's model)."""
+    return sum(a != b for a, b in zip(r["predictions"], fp["predictions"])) / len(r["predictions"])
+
+
 def paired_se(r: dict, fp: dict) -> float:
     """Points: the SE of seed 0's Δ vs FP32 on these evaluation rows — the paired per-row differences d ∈ {−1, 0, 1}
     have mean(d²) ≤ the flip rate (= it, with two labels), so SE ≤ √((flips − Δ²) / n). A Δ within ≈ 2 SE of 0 is
     not resolved by these rows, whatever the table's second decimal says."""
-    pred, ref = r["predictions"], fp["predictions"]
-    n = len(pred)
-    flips = sum(a != b for a, b in zip(pred, ref)) / n
+    n, flips = len(r["predictions"]), _flip_rate(r, fp)
     d0 = (r.get("seed_accuracies") or [r["accuracy"]])[0] - (fp.get("seed_accuracies") or [fp["accuracy"]])[0]
     return 100 * max(flips - d0 * d0, 0.0) ** 0.5 / n ** 0.5
 
@@ -127,8 +130,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              "| setting | accuracy | Δ vs FP32 | ± SE | agrees with FP32 | placement | activations / high precision | "
              "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        agree = f"{100 * sum(a == b for a, b in zip(r['predictions'], fp['predictions'])) / len(r['predictions']):.1f}%" \
-            if fp else "—"  # a subset of rows without FP32 (--only) is still reportable
+        agree = f"{100 * (1 - _flip_rate(r, fp)):.1f}%" if fp else "—"  # a subset without FP32 (--only) still reports
         delta = f"{100 * (_acc(r) - _acc(fp)):+.2f}" if fp else "—"
         se = f"{paired_se(r, fp):.2f}" if fp and r is not fp else "—"
         place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
