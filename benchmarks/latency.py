@@ -140,6 +140,32 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
     return rows
 
 
+def item2_verdicts(rows: list[dict], batch: int, target: float = 0.9) -> list[str]:
+    """Issue 13's item 2 in words, per suite: PEG auto against per-tensor minmax at the same placement (what
+    `--groups auto` is for: the same tensors quantized, K chosen per tensor), and — for `full` — against minmax
+    under `gemm` too, beside what the `full` placement alone costs (minmax `full` against minmax `gemm`)."""
+    out = []
+    for suite_name in dict.fromkeys(r["suite"] for r in rows):
+        p50 = {r["model"]: r["p50_ms"][batch] for r in rows if r["suite"] == suite_name}
+        if not {"qbert INT8 minmax", "qbert INT8 PEG auto"} <= set(p50):
+            continue
+        parts = []
+        for tag, peg, ref in (("gemm", "qbert INT8 PEG auto", "qbert INT8 minmax"),
+                              ("full", "qbert INT8 PEG auto, full", "qbert INT8 minmax, full")):
+            if peg in p50 and ref in p50:
+                ratio = p50[ref] / p50[peg]
+                parts.append(f"`{tag}` {ratio:.2f}× ({'met' if ratio >= target else 'NOT met'})")
+        line = (f"- {suite_name}, batch {batch}: PEG auto against per-tensor minmax at the same placement (target "
+                f"≥ {target}×): " + ", ".join(parts))
+        if "qbert INT8 PEG auto, full" in p50 and "qbert INT8 minmax, full" in p50:
+            mm = p50["qbert INT8 minmax"]
+            line += (f"; PEG auto `full` against minmax `gemm` {mm / p50['qbert INT8 PEG auto, full']:.2f}×, where "
+                     f"minmax `full` alone is {mm / p50['qbert INT8 minmax, full']:.2f}× (the placement's own cost: "
+                     "a Q/DQ on every residual tensor, run in float on a CPU)")
+        out.append(line)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "latency")
@@ -179,6 +205,7 @@ def main() -> None:
                      f"{r['integer_gemms']} | {r['float_gemms']} | {r['mb']:.0f} | "
                      f"{pr['gemm_ms']:.1f} / {pr['other_ms']:.1f} | {pf['gemm_ms'] / pr['gemm_ms']:.2f}× | "
                      f"{fp_total / (pr['gemm_ms'] + pf['other_ms']):.2f}× | {fp_total / pr['gemm_ms']:.2f}× |")
+    lines += [""] + item2_verdicts(rows, args.batch[0])
     (args.work / "table.md").write_text("\n".join(lines) + "\n")
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))

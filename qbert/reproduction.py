@@ -118,7 +118,9 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
 
 
 def _chosen(recipe: Any) -> str:
-    roles = sorted({k.split(".", 2)[-1] for k in recipe.fallback or []})  # as placement._role reads layer keys
+    from qbert.calibration.placement import role_of
+
+    roles = sorted({role_of(k) for k in recipe.fallback or []})
     return (f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if recipe.method == "peg" else "")
             + (f", {'/'.join(roles)} in high precision" if roles else ""))
 

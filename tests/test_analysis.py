@@ -209,3 +209,17 @@ def test_paired_se_of_a_delta_is_the_se_of_the_per_row_differences():
     assert paired_se(row, ref) == pytest.approx(want, rel=1e-9)
     assert 0.4 < want < 0.6  # 4 % flips on 1,463 rows: ±0.5 pt, larger than a 0.3 pt budget
     assert paired_se(ref, ref) == 0.0
+
+
+def test_reproduce_names_a_choice_by_method_placement_groups_and_kept_roles():
+    """The report's "chosen" reads like the candidate table: roles kept in high precision are named once, by the
+    role fallback patterns use (layer.3.a → a; a non-layer key such as emb.ln is its own role)."""
+    from types import SimpleNamespace
+
+    from qbert.reproduction import _chosen
+
+    peg = SimpleNamespace(method="peg", placement="full", groups="auto", fallback=[])
+    assert _chosen(peg) == "peg, full, groups=auto"
+    kept = SimpleNamespace(method="smoothquant", placement="gemm", groups=1,
+                           fallback=["layer.1.a", "layer.0.a", "emb.ln"])
+    assert _chosen(kept) == "smoothquant, gemm, a/emb.ln in high precision"

@@ -39,7 +39,9 @@ class Site:
     gemm_inputs: list[str] = field(default_factory=list)  # Linear names that read this site
 
 
-def _role(key: str) -> str:
+def role_of(key: str) -> str:
+    """A site key's role, the part fallback patterns may name alone: `layer.3.y` → `y`; other keys are their
+    own role (`emb.ln`)."""
     return key.split(".", 2)[-1] if key.startswith("layer.") else key
 
 
@@ -90,10 +92,10 @@ def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = Tr
         return all_sites, []
     kept, dropped = [], []
     for s in all_sites:
-        hit = any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(_role(s.key), p) or p == s.tensor
+        hit = any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p) or p == s.tensor
                   for p in patterns)
         (dropped if hit else kept).append(s)
-    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(_role(s.key), p)
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p)
                                               or p == s.tensor for s in all_sites)]
     if unknown and strict:
         raise QbertError(f"--fp16-fallback {unknown} match no quantized tensor; keys look like "
