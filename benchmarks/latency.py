@@ -140,29 +140,35 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
     return rows
 
 
+def minmax_refs(rows: list[dict], r: dict) -> tuple[dict, dict]:
+    """What the "× minmax" columns divide by: per-tensor minmax under `gemm`, and under the row's own placement."""
+    def find(label: str) -> dict:
+        return next(x for x in rows if x["suite"] == r["suite"] and x["model"] == label)
+
+    mm = find("qbert INT8 minmax")
+    return mm, (find("qbert INT8 minmax, full") if r["model"].endswith(", full") else mm)
+
+
 def item2_verdicts(rows: list[dict], batch: int, target: float = 0.9) -> list[str]:
     """Issue 13's item 2 in words, per suite: PEG auto against per-tensor minmax at the same placement (what
     `--groups auto` is for: the same tensors quantized, K chosen per tensor), and — for `full` — against minmax
     under `gemm` too, beside what the `full` placement alone costs (minmax `full` against minmax `gemm`)."""
     out = []
     for suite_name in dict.fromkeys(r["suite"] for r in rows):
-        p50 = {r["model"]: r["p50_ms"][batch] for r in rows if r["suite"] == suite_name}
-        if not {"qbert INT8 minmax", "qbert INT8 PEG auto"} <= set(p50):
-            continue
-        parts = []
-        for tag, peg, ref in (("gemm", "qbert INT8 PEG auto", "qbert INT8 minmax"),
-                              ("full", "qbert INT8 PEG auto, full", "qbert INT8 minmax, full")):
-            if peg in p50 and ref in p50:
-                ratio = p50[ref] / p50[peg]
-                parts.append(f"`{tag}` {ratio:.2f}× ({'met' if ratio >= target else 'NOT met'})")
-        line = (f"- {suite_name}, batch {batch}: PEG auto against per-tensor minmax at the same placement (target "
-                f"≥ {target}×): " + ", ".join(parts))
-        if "qbert INT8 PEG auto, full" in p50 and "qbert INT8 minmax, full" in p50:
-            mm = p50["qbert INT8 minmax"]
-            line += (f"; PEG auto `full` against minmax `gemm` {mm / p50['qbert INT8 PEG auto, full']:.2f}×, where "
-                     f"minmax `full` alone is {mm / p50['qbert INT8 minmax, full']:.2f}× (the placement's own cost: "
-                     "a Q/DQ on every residual tensor, run in float on a CPU)")
-        out.append(line)
+        parts, full_note = [], ""
+        for r in rows:
+            if r["suite"] != suite_name or r["model"] not in ("qbert INT8 PEG auto", "qbert INT8 PEG auto, full"):
+                continue
+            mm, same = (x["p50_ms"][batch] for x in minmax_refs(rows, r))
+            ratio, full = same / r["p50_ms"][batch], r["model"].endswith(", full")
+            parts.append(f"`{'full' if full else 'gemm'}` {ratio:.2f}× ({'met' if ratio >= target else 'NOT met'})")
+            if full:
+                full_note = (f"; PEG auto `full` against minmax `gemm` {mm / r['p50_ms'][batch]:.2f}×, where minmax "
+                             f"`full` alone is {mm / same:.2f}× (the placement's own cost: a Q/DQ on every residual "
+                             "tensor, run in float on a CPU)")
+        if parts:
+            out.append(f"- {suite_name}, batch {batch}: PEG auto against per-tensor minmax at the same placement "
+                       f"(target ≥ {target}×): " + ", ".join(parts) + full_note)
     return out
 
 
@@ -191,9 +197,7 @@ def main() -> None:
     for r in rows:
         fp = next(x for x in rows if x["suite"] == r["suite"] and x["model"].startswith("FP32"))
         peer = next(x for x in rows if x["suite"] == r["suite"] and "peer" in x["model"])
-        mm = next(x for x in rows if x["suite"] == r["suite"] and x["model"] == "qbert INT8 minmax")
-        same = mm if not r["model"].endswith(", full") else next(
-            x for x in rows if x["suite"] == r["suite"] and x["model"] == "qbert INT8 minmax, full")
+        mm, same = minmax_refs(rows, r)
         b0 = args.batch[0]
         pr, pf = r["profile_b1"], fp["profile_b1"]
         fp_total = pf["gemm_ms"] + pf["other_ms"]

@@ -90,13 +90,13 @@ def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = Tr
     that matches nothing is an error."""
     if not patterns:
         return all_sites, []
+    def matches(s: Site, p: str) -> bool:  # by key, by role, or by the ONNX tensor name
+        return fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p) or p == s.tensor
+
     kept, dropped = [], []
     for s in all_sites:
-        hit = any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p) or p == s.tensor
-                  for p in patterns)
-        (dropped if hit else kept).append(s)
-    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p)
-                                              or p == s.tensor for s in all_sites)]
+        (dropped if any(matches(s, p) for p in patterns) else kept).append(s)
+    unknown = [p for p in patterns if not any(matches(s, p) for s in all_sites)]
     if unknown and strict:
         raise QbertError(f"--fp16-fallback {unknown} match no quantized tensor; keys look like "
                          f"{all_sites[0].key}, layer.0.x, or roles like x, h, y")
