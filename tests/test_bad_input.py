@@ -251,7 +251,7 @@ CASES = [
     ("calibrate: recipe with an unknown method", "calibrate --onnx {d}/m.onnx --recipe {d}/method.recipe.json "
      "--out {o}/q.onnx", "unknown method"),
     ("calibrate: recipe with an unknown fallback key", "calibrate --onnx {d}/m.onnx --recipe "
-     "{d}/fallback.recipe.json --out {o}/q.onnx", "not in this model"),
+     "{d}/fallback.recipe.json --out {o}/q.onnx", "'layer.9.nope' is not a gemm-placement site"),
     ("calibrate: recipe with a clip value beyond float32", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/huge.recipe.json --out {o}/q.onnx", "finite number > 0"),
     ("calibrate: recipe without its model", "calibrate --onnx {d}/m.onnx --recipe {d}/nomodel.recipe.json "

@@ -27,6 +27,11 @@ def placement_name(placement: str) -> str:
     return ALIASES.get(placement, placement)
 # Tensors in the residual stream's channel order: the ones PEG groups and the global permutation reorders.
 STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "emb.proj", "g", "u", "x", "h", "y", "z")
+# The roles `sites` can give each placement: a recipe read from a file is checked against them before any graph
+# is parsed (the gemm placement's stream input is emb.ln/emb.proj, then the previous layer's z).
+SITE_ROLES = {"gemm": ("emb.ln", "emb.proj", "q", "k_t", "p", "v", "context", "x", "a", "z"),
+              "full": ("emb.sum1", "emb.sum2", "emb.ln", "emb.proj", "q", "k_t", "v", "scores", "p", "context", "g",
+                       "u", "x", "a", "h", "y", "z")}
 
 
 @dataclass
@@ -43,6 +48,14 @@ def role_of(key: str) -> str:
     """A site key's role, the part fallback patterns may name alone: `layer.3.y` → `y`; other keys are their
     own role (`emb.ln`)."""
     return key.split(".", 2)[-1] if key.startswith("layer.") else key
+
+
+def is_site_key(key: str, placement: str) -> bool:
+    """Whether `key` names a site `placement` can have: `layer.<n>.<role>` or an `emb.*` key of its roles."""
+    parts = key.split(".")
+    if parts[0] == "layer":
+        return len(parts) == 3 and parts[1].isdigit() and parts[2] in SITE_ROLES[placement]
+    return key.startswith("emb.") and key in SITE_ROLES[placement]
 
 
 def sites(graph: BertGraph, placement: str) -> list[Site]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +51,39 @@ class Recipe:
             raise QbertError(f"{path} is not a qbert recipe (format {data.get('format')!r})"
                              if isinstance(data, dict) else f"{path} is not a qbert recipe")
         data.pop("format")
-        try:
-            data["sites"] = {k: SiteScale(**v) for k, v in data["sites"].items()}
-            recipe = cls(**data)
-        except (TypeError, KeyError, AttributeError) as e:
-            raise QbertError(f"{path}: malformed recipe ({e})") from None
+        _check_keys(data, cls, str(path))
+        if not isinstance(data["sites"], dict):
+            raise QbertError(f"{path}: sites must be a JSON object (site key → its scales) — recalibrate")
+        for key, site in data["sites"].items():
+            if not isinstance(site, dict):
+                raise QbertError(f"{path}: site {key} must be a JSON object (tensor, amax…) — recalibrate")
+            _check_keys(site, SiteScale, f"{path}: site {key}")
+        data["sites"] = {k: SiteScale(**v) for k, v in data["sites"].items()}
+        recipe = cls(**data)
         recipe.validate(str(path))
         return recipe
 
     def validate(self, where: str = "recipe") -> None:
         """The rules the CLI applies to its flags, applied to a recipe (which may come from a file): known
-        method/placement, finite positive clip values, PEG groups that tile the channels, a true permutation."""
+        method/placement, site keys of that placement, finite positive clip values, PEG groups that tile the
+        channels, a true permutation, and the fields each method implies (`_check_implied`)."""
         from qbert.calibration.methods import METHODS
-        from qbert.calibration.placement import PLACEMENTS, placement_name
+        from qbert.calibration.placement import PLACEMENTS, is_site_key, placement_name
 
-        self.placement = placement_name(self.placement)  # recipes written when `gemm` was called `trt`
-
-        if self.method not in (*METHODS, "none"):
+        if not isinstance(self.method, str) or self.method not in (*METHODS, "none"):
             raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
-        if self.placement not in PLACEMENTS:
+        if not isinstance(self.placement, str) or placement_name(self.placement) not in PLACEMENTS:
             raise QbertError(f"{where}: unknown placement {self.placement!r} (one of {', '.join(PLACEMENTS)})")
+        self.placement = placement_name(self.placement)  # recipes written when `gemm` was called `trt`
+        if not isinstance(self.permute, bool):
+            raise QbertError(f"{where}: permute must be true or false, not {self.permute!r}")
+        if not isinstance(self.sites, dict):
+            raise QbertError(f"{where}: sites must be a JSON object (site key → its scales) — recalibrate")
+        if not isinstance(self.fallback, list) or not all(isinstance(k, str) for k in self.fallback):
+            raise QbertError(f"{where}: fallback must be a list of site keys")
+        foreign = [k for k in [*self.sites, *self.fallback] if not is_site_key(k, self.placement)]
+        if foreign:
+            raise QbertError(f"{where}: {foreign[0]!r} is not a {self.placement}-placement site — recalibrate")
         if (self.method == "percentile" or self.percentile is not None) and not (
                 isinstance(self.percentile, (int, float)) and not isinstance(self.percentile, bool)
                 and 0 < self.percentile <= 100):
@@ -83,11 +96,13 @@ class Recipe:
                 raise QbertError(f"{where}: {name} must be a JSON object, not {type(getattr(self, name)).__name__}")
         if self.method != "none" and not isinstance(self.model.get("sha256"), str):
             raise QbertError(f"{where}: no model.sha256, so it cannot be matched to a model; recalibrate")
-        if not isinstance(self.fallback, list) or not all(isinstance(k, str) for k in self.fallback):
-            raise QbertError(f"{where}: fallback must be a list of site keys")
         for key, site in self.sites.items():
             if not isinstance(site.tensor, str):
                 raise QbertError(f"{where}: site {key} has no tensor name")
+            for name in ("group_amax", "bounds", "smooth"):
+                if not isinstance(getattr(site, name), (list, type(None))):
+                    raise QbertError(f"{where}: site {key}: {name} must be a list (or null), not "
+                                     f"{getattr(site, name)!r} — recalibrate")
             values = [site.amax, *(site.group_amax or [])]
             if not all(_positive(v) for v in values):
                 raise QbertError(f"{where}: site {key} has clip value(s) {values}; each must be a finite number "
@@ -122,6 +137,48 @@ class Recipe:
             raise QbertError(f"{where}: permutation must be a list of channel indices")
         if self.permutation is not None and sorted(self.permutation) != list(range(len(self.permutation))):
             raise QbertError(f"{where}: permutation is not a permutation of 0…{len(self.permutation) - 1}")
+        self._check_implied(where, smoothed)
+
+    def _check_implied(self, where: str, smoothed: bool) -> None:
+        """Fields that follow from the method: each must be there when the method uses it and absent when not
+        (an edited recipe would otherwise emit a graph that is neither what it says nor what was calibrated)."""
+        from qbert.calibration.placement import STREAM_ROLES, role_of
+
+        if self.method != "peg" and self.groups != 1:
+            raise QbertError(f"{where}: groups {self.groups} applies to method peg, not {self.method} — recalibrate")
+        if self.method != "peg" and self.permute:
+            raise QbertError(f"{where}: permute applies to method peg, not {self.method} — recalibrate")
+        if self.percentile is not None and self.method != "percentile":
+            raise QbertError(f"{where}: percentile {self.percentile} applies to method percentile, not "
+                             f"{self.method} — recalibrate")
+        if self.alpha is not None and self.method != "smoothquant" and not smoothed:
+            raise QbertError(f"{where}: alpha {self.alpha} applies to method smoothquant (or PEG sites with "
+                             f"smoothing factors), not {self.method} — recalibrate")
+        if self.method == "smoothquant" and self.sites and not smoothed:
+            raise QbertError(f"{where}: method smoothquant but no site has smoothing factors — recalibrate")
+        grouped = {k: s.bounds for k, s in self.sites.items() if s.bounds}
+        if self.method == "peg" and isinstance(self.groups, int) and self.groups > 1 and not grouped \
+                and not smoothed and any(role_of(k) in STREAM_ROLES for k in self.sites):
+            raise QbertError(f"{where}: method peg with groups {self.groups} but no site has PEG groups — "
+                             "recalibrate")
+        off_stream = [k for k in grouped if role_of(k) not in STREAM_ROLES]
+        if off_stream:
+            raise QbertError(f"{where}: PEG groups on {off_stream[:3]}, which are not residual-stream tensors; "
+                             "recalibrate")
+        for key, bounds in grouped.items():
+            if isinstance(self.groups, int) and len(bounds) != self.groups:
+                raise QbertError(f"{where}: groups {self.groups} but site {key} has {len(bounds)} PEG groups — "
+                                 "recalibrate")
+        widths = sorted({b[-1][1] for b in grouped.values()})
+        if len(widths) > 1:
+            raise QbertError(f"{where}: PEG groups span {widths[0]} channels on one site and {widths[-1]} on "
+                             "another — recalibrate")
+        if self.permutation is not None and widths and len(self.permutation) != widths[0]:
+            raise QbertError(f"{where}: a permutation of {len(self.permutation)} channels, but the PEG groups span "
+                             f"{widths[0]} — recalibrate")
+        if self.permute and self.permutation is None and grouped:
+            raise QbertError(f"{where}: permute true but no permutation, so the PEG groups (in permuted channel "
+                             "order) would land on the wrong channels — recalibrate")
 
     def check_fits(self, meta: dict[str, Any], site_keys: list[str], stream_keys: list[str] | None = None,
                    where: str = "recipe") -> None:
@@ -151,6 +208,20 @@ class Recipe:
         if missing and self.method != "none":
             raise QbertError(f"{where}: this model's {self.placement} placement has sites the recipe does not "
                              f"cover ({missing[:4]}{' …' if len(missing) > 4 else ''}); recalibrate on this model")
+
+
+def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
+    """Every key `cls` needs and none it does not know, each named: a typo (`groupz`) must not pass unread, and a
+    truncated file must not become a Python `__init__()` argument error."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise QbertError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(known)}) — remove it or "
+                         "recalibrate")
+    missing = [n for n, f in known.items() if n not in data and f.default is MISSING and
+               f.default_factory is MISSING]
+    if missing:
+        raise QbertError(f"{where}: missing key {missing[0]!r} — recalibrate")
 
 
 FLOAT32_MAX = 3.4028234663852886e38
