@@ -44,31 +44,85 @@ def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_enta
 
 
 
-def _tiny_config(arch: str, vocab: int, layers: int, hidden: int, heads: int, ffn: int) -> object:
-    """A small config of each architecture; ELECTRA and ALBERT get a narrower embedding (a projection)."""
+# Each variant's configuration values as in its released checkpoint (pad/bos/eos ids, position offset, token
+# type vocabulary, activation, LayerNorm eps, embedding width relative to hidden), at toy sizes. RoBERTa-style
+# models number positions from pad + 1 and have a single token type, so their tokenizer emits no type ids.
+RELEASED = {
+    "bert": ("bert", {}),  # bert-base-uncased: pad 0, 2 token types, eps 1e-12, gelu
+    "roberta": ("roberta", dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+                                layer_norm_eps=1e-5, hidden_act="gelu")),
+    "xlm-roberta": ("xlm-roberta", dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+                                        layer_norm_eps=1e-5, hidden_act="gelu")),
+    "camembert": ("camembert", dict(pad_token_id=1, bos_token_id=5, eos_token_id=6, type_vocab_size=1,
+                                    layer_norm_eps=1e-5, hidden_act="gelu")),
+    "electra": ("electra", dict(embedding_size=None, layer_norm_eps=1e-12, hidden_act="gelu")),  # base: no projection
+    "electra-small": ("electra", dict(embedding_size="half", layer_norm_eps=1e-12, hidden_act="gelu")),
+    "distilbert": ("distilbert", dict(activation="gelu", sinusoidal_pos_embds=False)),
+    "albert": ("albert", dict(embedding_size="half", num_hidden_groups=1, inner_group_num=1, hidden_act="gelu_new",
+                              bos_token_id=2, eos_token_id=3, layer_norm_eps=1e-12, classifier_dropout_prob=0.1)),
+}
+ROBERTA_STYLE = ("roberta", "xlm-roberta", "camembert")
+_SPECIALS = {  # id order of the special tokens in each released vocabulary
+    "roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    "xlm-roberta": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    "camembert": ["<s>NOTUSED", "<pad>", "</s>NOTUSED", "<unk>", "<unk>NOTUSED", "<s>", "</s>", "<mask>"],
+}
+
+
+def model_type(variant: str) -> str:
+    return RELEASED[variant][0]
+
+
+def _bpe_tokenizer(folder: Path, kind: str) -> int:
+    """A byte-level BPE tokenizer with the released model's special-token ids and no token type ids, trained on
+    the test vocabulary (RoBERTa's own is not available offline); returns its size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    specials = _SPECIALS[kind]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([" ".join(WORDS) + " ? ."] * 4, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    bos, eos = ("<s>", "</s>")
+    tok.post_processor = processors.RobertaProcessing((eos, tok.token_to_id(eos)), (bos, tok.token_to_id(bos)))
+    fast = RobertaTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, sep_token=eos, cls_token=bos,
+                                unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                model_input_names=["input_ids", "attention_mask"])
+    fast.save_pretrained(folder)
+    return len(fast)
+
+
+def _tiny_config(variant: str, vocab: int, layers: int, hidden: int, heads: int, ffn: int) -> object:
+    """A small config with the variant's released configuration values (RELEASED)."""
     import transformers as T
 
+    arch, released = RELEASED[variant]
     labels = {"label2id": {"entailment": 0, "not_entailment": 1}, "id2label": {0: "entailment", 1: "not_entailment"}}
+    kw = dict(released)
+    if kw.get("embedding_size") == "half":
+        kw["embedding_size"] = hidden // 2
+    elif "embedding_size" in kw:
+        kw["embedding_size"] = hidden
     if arch == "distilbert":
         return T.DistilBertConfig(vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ffn,
-                                  max_position_embeddings=64, pad_token_id=0, **labels)
+                                  max_position_embeddings=64, pad_token_id=0, **labels, **kw)
     common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=ffn, max_position_embeddings=64, pad_token_id=0, **labels)
-    if arch in ("roberta", "xlm-roberta", "camembert"):  # positions are numbered from pad + 1
+    if arch in ROBERTA_STYLE:  # positions are numbered from pad + 1: 64 usable rows, as 512 of 514 in the release
         cls = {"roberta": T.RobertaConfig, "xlm-roberta": T.XLMRobertaConfig, "camembert": T.CamembertConfig}[arch]
-        return cls(**{**common, "max_position_embeddings": 66})
-    if arch == "electra":
-        return T.ElectraConfig(embedding_size=hidden // 2, **common)
-    if arch == "albert":  # one layer's weights shared across depth, as in every released ALBERT
-        return T.AlbertConfig(embedding_size=hidden // 2, num_hidden_groups=1, inner_group_num=1,
-                              hidden_act="gelu_new", **common)
-    return T.BertConfig(**common)
+        return cls(**{**common, "max_position_embeddings": 64 + kw["pad_token_id"] + 1, **kw})
+    cls = {"electra": T.ElectraConfig, "albert": T.AlbertConfig, "bert": T.BertConfig}[arch]
+    return cls(**{**common, **kw})
 
 
 def build_tiny(folder: Path, arch: str = "bert", layers: int = 2, hidden: int = 32, heads: int = 4, ffn: int = 64,
                plant: bool = True, classifier: bool = True, seed: int = 0, outlier_layer: int = OUTLIER_LAYER) -> Path:
-    """Random classifier of `arch` + WordPiece tokenizer; `plant` makes channels OUTLIER_CHANNELS dominate layer
-    `outlier_layer`'s FFN output and residual stream, like the structured outliers of real BERTs."""
+    """Random classifier of variant `arch` (a RELEASED key) + its kind of tokenizer; `plant` makes channels
+    OUTLIER_CHANNELS dominate layer `outlier_layer`'s FFN output and residual stream, like the structured outliers
+    of real BERTs."""
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification, BertTokenizerFast
 
@@ -76,14 +130,20 @@ def build_tiny(folder: Path, arch: str = "bert", layers: int = 2, hidden: int = 
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
-    config = _tiny_config(arch, len(vocab), layers, hidden, heads, ffn)
+    kind = model_type(arch)
+    if kind in ROBERTA_STYLE:
+        size = _bpe_tokenizer(folder, kind)
+    else:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", *WORDS]
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        # from the folder: transformers 5 ignores a `vocab_file=` argument and would map every word to [UNK]
+        BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True).save_pretrained(folder)
+        size = len(vocab)
+    config = _tiny_config(arch, size, layers, hidden, heads, ffn)
     model = (AutoModelForSequenceClassification if classifier else AutoModel).from_config(config).eval()
     if plant:
         base = model.base_model
-        layer = ARCHS[arch].layers(base)[outlier_layer]
+        layer = ARCHS[kind].layers(base)[outlier_layer]
         with torch.no_grad():
             for c in OUTLIER_CHANNELS:
                 layer.ffn2.bias[c] = 25.0  # h: FFN output outlier

@@ -1,7 +1,9 @@
-"""The rest of the BERT family (issue 15): tiny random RoBERTa (and XLM-R, CamemBERT), ELECTRA (projected embeddings), DistilBERT (no
-token types, one embedding sum) and ALBERT (one layer shared across depth, projected embeddings), each with
-planted outlier channels, through export, the role map, both placements, PEG, FP16 fallback, TensorRT-RTX,
-analyze and the CLI — plus one-line refusals for what is not supported."""
+"""The rest of the BERT family: tiny random RoBERTa (and XLM-R, CamemBERT), ELECTRA (base: embeddings as wide as
+the stream; small: projected embeddings), DistilBERT (no token types, one embedding sum) and ALBERT (one layer
+shared across depth, projected embeddings), each built with its released checkpoint's configuration values
+(RoBERTa-style pad id 1 with in-graph position ids and a single token type, eps, activation, embedding width)
+and planted outlier channels, through export, the role map, both placements, every method, PEG, FP16 fallback,
+TensorRT-RTX, analyze and the CLI — plus one-line refusals for what is not supported."""
 import json
 
 import numpy as np
@@ -20,11 +22,11 @@ from qbert.ort_session import unshare_weights
 from qbert.exporter.export import export
 from qbert.exporter.graph import parse
 from qbert.exporter.hf import forward_inputs, load_classifier
-from tests.conftest import OUTLIER_CHANNELS, build_tiny
+from tests.conftest import OUTLIER_CHANNELS, build_tiny, model_type as kind_of
 from tests.fakequant_torch import fake_quant_forward
 
-FAMILY = ("roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert")
-PROJECTED = ("electra", "albert")  # embedding_size < hidden_size: a projection starts the residual stream
+FAMILY = ("roberta", "xlm-roberta", "camembert", "electra", "electra-small", "distilbert", "albert")
+PROJECTED = ("electra-small", "albert")  # embedding_size < hidden_size: a projection starts the residual stream
 BMM_SITES = ["q", "k_t", "p", "v"]  # the reference quantizes GEMM inputs only
 
 
@@ -58,7 +60,7 @@ def test_export_parity_and_sidecar(family, tiny_tsv):
 
     arch, folder, path = family
     meta = load_meta(path)
-    assert meta.model_type == arch and meta.parity["max_abs_logit_diff"] < 1e-5
+    assert meta.model_type == kind_of(arch) and meta.parity["max_abs_logit_diff"] < 1e-5
     assert [i.name for i in onnx.load(str(path)).graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     hf, _ = load_classifier(str(folder))
     feeds = rows(folder, tiny_tsv)  # padded batch of varied lengths
@@ -117,8 +119,8 @@ def test_ort_integer_graph_matches_torch_fake_quant(family, tiny_tsv, groups):
         perm = np.array(recipe.permutation)
         assert sorted(perm) == list(range(32)) and set(perm[-8:]) >= set(OUTLIER_CHANNELS)
     feeds = rows(folder, tiny_tsv)
-    _, ref_q = fake_quant_forward(folder, arch, recipe, feeds)
-    _, ref_fp = fake_quant_forward(folder, arch, None, feeds)
+    _, ref_q = fake_quant_forward(folder, kind_of(arch), recipe, feeds)
+    _, ref_fp = fake_quant_forward(folder, kind_of(arch), None, feeds)
     real = feeds["attention_mask"].astype(bool)
     effect = np.abs(ref_q - ref_fp)[real].mean()
     assert effect > 1e-5  # quantization really changes the numbers
@@ -256,3 +258,77 @@ def test_a_tokenizer_with_more_token_types_than_the_model_is_refused(tmp_path):
     type(model)(model.config).save_pretrained(folder)
     r = CliRunner().invoke(app, ["export", "--model", str(folder), "--out", str(tmp_path / "m.onnx")])
     assert r.exit_code == 2 and "type_vocab_size=1" in r.stderr and not (tmp_path / "m.onnx").exists()
+
+
+
+METHODS = [("minmax", "gemm"), ("minmax", "full"), ("percentile", "gemm"), ("percentile", "full"),
+           ("mse", "gemm"), ("mse", "full"), ("entropy", "gemm"), ("entropy", "full"), ("smoothquant", "gemm"),
+           ("peg", "gemm"), ("peg", "full"), ("peg-auto", "gemm"), ("peg-auto", "full")]
+
+
+def test_every_method_and_placement_quantizes_evaluates_and_builds(family, tiny_tsv, tmp_path):
+    """Released configurations through every method × placement: only float tensors quantized, a graph ORT
+    runs on integer kernels, evaluated end to end, and for TensorRT a plan TensorRT-RTX builds for SM86 (the full
+    placement, where a RoBERTa-style model's in-graph position ids — an integer Add under the embeddings — once
+    became a QuantizeLinear on int64)."""
+    from qbert.api import evaluate, quantize
+
+    arch, _, path = family
+    model, meta = onnx.load(str(path)), load_meta(path)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input)}
+    try:
+        import tensorrt_rtx  # noqa: F401
+        from qbert.engines.tensorrt import build as rtx_build
+    except ImportError:
+        rtx_build = None
+    for method, placement in METHODS:
+        recipe = calibrate(path, meta, model, str(tiny_tsv), method=method.removesuffix("-auto"),
+                           placement=placement, samples=48, groups="auto" if method == "peg-auto" else 4)
+        for target in ("ort-cpu", "trt"):
+            out = tmp_path / f"{method}-{placement}-{target}.onnx"
+            side = quantize(path, recipe, out, target)
+            q = onnx.load(str(out))
+            quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+            assert {dtype.get(t, onnx.TensorProto.FLOAT) for t in quantized} <= {onnx.TensorProto.FLOAT}, \
+                (method, placement, [t for t in quantized if dtype.get(t) != onnx.TensorProto.FLOAT])
+            if target == "ort-cpu":
+                census = ort_census(str(out), seq=32)
+                assert census["integer_gemms"] == side.quantization["quantized_gemms"] > 0, (method, placement)
+                result = evaluate(out, str(tiny_tsv), limit=32)
+                assert result["examples"] == 32 and 0.0 <= result["accuracy"] <= 1.0
+            elif rtx_build is not None and (placement == "full" or method == "smoothquant"):
+                plan = rtx_build(out, tmp_path / f"{out.stem}.plan", backend="tensorrt-rtx", sm=86,
+                                 shapes="1x1/2x16/4x32", opt_level=0)
+                assert plan.plan_bytes > 0, (arch, method)
+
+
+def test_method_auto_and_auto_fp16_on_released_configurations(family, tmp_path):
+    """The two searches run the quantized candidates on held-out rows: both must get through every
+    architecture's released configuration (RoBERTa-style pad id 1 crashed both)."""
+    from qbert.api import CalibrationConfig, calibrate as api_calibrate, quantize
+    from tests.conftest import write_tsv
+
+    arch, _, path = family
+    data = write_tsv(tmp_path / "calib.tsv", 64 + 256, seed=3)
+    for config in (CalibrationConfig(data=str(data), method="auto", samples=64, heldout=256),
+                   CalibrationConfig(data=str(data), method="minmax", placement="full", samples=64, heldout=256,
+                                     auto_fp16=True, budget=0.0)):
+        recipe = api_calibrate(path, config)
+        side = quantize(path, recipe, tmp_path / "q.onnx")
+        key = "auto_method" if config.method == "auto" else "auto_fp16"
+        assert key in recipe.calibration and side.quantization["quantized_gemms"] >= 0, arch
+
+
+def test_reproduce_runs_on_a_roberta_with_released_ids(tmp_path):
+    """The study's pipeline on a RoBERTa with pad id 1 and one token type, through the full placement rows."""
+    from qbert.reproduction import reproduce
+    from tests.conftest import write_tsv
+
+    model = build_tiny(tmp_path / "roberta", "roberta")
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 120, seed=6)
+    rep = reproduce(str(model), str(evald), str(calibd), tmp_path / "rep", samples=32, bench_iters=2,
+                    analysis_samples=16, seeds=1, only=["FP32", "W8A8 minmax, placement full", "PEG K=4 permuted"])
+    names = [r["name"] for r in rep["rows"]]
+    assert names[0] == "FP32" and "PEG K=4 permuted" in names and any("placement full" in n for n in names), names
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["census"]["integer_gemms"] > 0 for r in rep["rows"][1:])

@@ -63,8 +63,8 @@ def fold_stream_permutation(graph: BertGraph, perm: np.ndarray, inits: Initializ
         lin.bias = inits.replace_input(lin.bias_node, list(lin.bias_node.input).index(lin.bias), cols, ".perm")
         stream_lns = []
     else:
-        for node in graph.model.graph.node:  # embedding tables: [vocab, d] → permute columns
-            if node.op_type == "Gather" and node.name.startswith("/embeddings/") and node.input[0] in inits.by_name:
+        for node in graph.emb_lookups():  # embedding tables: [vocab, d] → permute columns
+            if node.input[0] in inits.by_name:
                 table = inits.get(node.input[0])
                 if table.ndim == 2 and table.shape[1] == len(perm):
                     inits.replace_input(node, 0, cols, ".perm")

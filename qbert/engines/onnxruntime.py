@@ -3,6 +3,7 @@ and a per-operator time profile."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -129,12 +130,21 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
     return results
 
 
-def _positions(model: Any) -> int:
-    """Rows of the position-embedding table (the longest sequence the model embeds); huge if not found."""
-    for t in model.graph.initializer:
-        if "position_embeddings" in t.name and len(t.dims) == 2:
-            return int(t.dims[0])
-    return 1 << 30
+def _positions(model: Any, path: str) -> int:
+    """The longest sequence the model embeds (huge if no position table is found): the table's rows, less the
+    offset RoBERTa-style models number positions from, which the sidecar's model type and pad id tell."""
+    from qbert.atomic import sidecar_path
+    from qbert.exporter.arch import usable_positions
+
+    rows = next((int(t.dims[0]) for t in model.graph.initializer
+                 if "position_embeddings" in t.name and len(t.dims) == 2), None)
+    if rows is None:
+        return 1 << 30
+    try:
+        side = json.loads(sidecar_path(path).read_text())
+        return usable_positions(str(side["model_type"]), rows, int(side.get("pad_token_id") or 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return rows
 
 
 def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int = 128) -> dict[str, Any]:
@@ -153,7 +163,7 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int =
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         model = onnx.load(opt)
-        seq = min(seq, _positions(model))  # no longer than the model can embed
+        seq = min(seq, _positions(model, path))  # no longer than the model can embed
         shapes = _profiled_shapes(session, batch, seq)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     inits = {t.name for t in model.graph.initializer}

@@ -120,10 +120,15 @@ def sizes(config: Any) -> dict[str, int]:
 
 
 def positions(config: Any) -> int:
-    """The longest sequence the position table embeds: RoBERTa-style models number positions from pad+1."""
-    rows = int(config.max_position_embeddings)
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        return rows - int(config.pad_token_id or 0) - 1
+    """The longest sequence the position table embeds."""
+    return usable_positions(config.model_type, int(config.max_position_embeddings), config.pad_token_id)
+
+
+def usable_positions(model_type: str, rows: int, pad_token_id: int | None) -> int:
+    """Of a position table's `rows`, how many a sequence can use: RoBERTa-style models number positions from
+    pad + 1 (514 rows, pad 1: 512 tokens)."""
+    if model_type in ("roberta", "xlm-roberta", "camembert"):
+        return rows - int(pad_token_id or 0) - 1
     return rows
 
 

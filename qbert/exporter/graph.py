@@ -69,6 +69,11 @@ class BertGraph:
     def consumers(self, tensor: str) -> list[Any]:
         return [n for n in self.model.graph.node if tensor in n.input]
 
+    def emb_lookups(self) -> list[Any]:
+        """The Gathers of embedding tables (word, position, token type) that the embedding sums add up."""
+        made = _producer_map(self.model)
+        return [made[t] for add in self.emb_adds for t in add.input if t in made and made[t].op_type == "Gather"]
+
     def linears(self) -> list[Linear]:
         return [lin for layer in self.layers for lin in layer.linears.values()]
 
@@ -128,15 +133,48 @@ def parse(model: Any) -> BertGraph:
         i += 1
     if not layers:
         raise QbertError("graph has no /layer.0/ nodes: not a BERT graph exported by `qbert export`")
-    emb_ln = node("/embeddings/LayerNorm/LayerNormalization", "LayerNormalization")
-    emb_adds = [n for n in model.graph.node if n.name.startswith("/embeddings/Add")]
+    emb_ln, proj = _stream_start(layers[0].linears["query"].input, producers, inits)
+    emb_adds = _embedding_sums(model, emb_ln, producers)
     heads = [n for n in model.graph.node if n.op_type == "Gemm"]
     hidden = _init_shape(model, layers[0].linears["query"].weight)[0]
-    proj = None
-    if "/embeddings_project/MatMul" in nodes:
-        mm, add = node("/embeddings_project/MatMul", "MatMul"), node("/embeddings_project/Add", "Add")
-        proj = Linear("embeddings_project", mm, add, mm.input[1], next(x for x in add.input if x in inits))
     return BertGraph(model, layers, emb_ln, emb_adds, heads, hidden, proj)
+
+
+def _stream_start(stream_in: str, producers: dict[str, Any], inits: set[str]) -> tuple[Any, Linear | None]:
+    """The embedding LayerNorm and the optional projection after it, found by what they compute (the producers
+    of layer 0's input), not by name: the tracer's names under `/embeddings/` vary with the architecture and
+    with the checkpoint's configuration."""
+    def fail(why: str) -> QbertError:
+        return QbertError(f"layer 0's input {why}: not a BERT graph exported by `qbert export`")
+
+    node = producers.get(stream_in)
+    if node is not None and node.op_type == "LayerNormalization":
+        return node, None
+    if node is None or node.op_type != "Add":
+        raise fail("is not written by a LayerNorm or an embedding projection")
+    bias = next((x for x in node.input if x in inits), None)
+    mm = next((producers.get(x) for x in node.input if x != bias), None)
+    if bias is None or mm is None or mm.op_type != "MatMul" or mm.input[1] not in inits:
+        raise fail("is written by an Add that is not a biased projection")
+    ln = producers.get(mm.input[0])
+    if ln is None or ln.op_type != "LayerNormalization":
+        raise fail("comes from a projection that does not read the embedding LayerNorm")
+    return ln, Linear("embeddings_project", mm, node, mm.input[1], bias)
+
+
+def _embedding_sums(model: Any, emb_ln: Any, producers: dict[str, Any]) -> list[Any]:
+    """The Adds that sum the embedding lookups into the LayerNorm's input, in graph order. Walking back from the
+    LayerNorm through Adds only, this never takes the integer Add of in-graph position ids (RoBERTa-style models
+    with a non-zero pad id compute `cumsum(mask) · mask + pad` and gather positions with it)."""
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    found: dict[int, Any] = {}
+    todo = [emb_ln.input[0]]
+    while todo:
+        node = producers.get(todo.pop())
+        if node is not None and node.op_type == "Add" and id(node) not in found:
+            found[id(node)] = node
+            todo.extend(node.input)
+    return sorted(found.values(), key=lambda n: order[id(n)])
 
 
 def _init_shape(model: Any, name: str) -> list[int]:
