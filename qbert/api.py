@@ -137,12 +137,14 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
              limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
              labels: str | None = None, json_out: str | Path | None = None) -> dict[str, Any]:
     """Accuracy on labelled data. `model` is a qbert ONNX (ort-cpu; tensorrt runs its `plan`), or for
-    engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs. `labels` maps the
+    engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs — the folder export read
+    (by absolute path), refused if it moved or its files changed; the result's `ran` says so. `labels` maps the
     data's label names to ids ("entailment,not_entailment"); `json_out` writes the full result."""
     from qbert.artifacts import load_meta
     from qbert.atomic import check_outputs, sidecar_path, write_json
     from qbert.eval.accuracy import evaluate as run
     from qbert.exporter.hf import load_tokenizer
+    from qbert.exporter.provenance import check_loaded, source_model
 
     check_range("limit", limit, 1)
     check_range("batch_size", batch_size, 1)
@@ -155,15 +157,20 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     meta = load_meta(model) if is_onnx or engine != "torch" else None
     if engine == "tensorrt" and plan is None:
         raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
-    source = meta.source_model if meta else str(model)
+    source = str(model) if meta is None else source_model(meta, model) if engine == "torch" else None
     target = {"torch": source, "tensorrt": str(plan)}.get(engine, str(model))
     with open_engine(engine, target, threads=threads, exact=exact) as eng:
+        if meta is not None and engine == "torch":
+            check_loaded(meta, eng.model.config, model)
         label2id = meta.label2id if meta else eng.label2id
         dataset = load_data(data, label_map(label2id, labels), limit)
-        result = run(eng, dataset, load_tokenizer(meta.tokenizer if meta else source), batch_size=batch_size,
-                     max_length=meta.max_length if meta else 128)
+        result = run(eng, dataset, load_tokenizer(source if engine == "torch" else meta.tokenizer),
+                     batch_size=batch_size, max_length=meta.max_length if meta else 128)
     if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
         result.update(onnx=str(model), quantization=meta.quantization if engine != "torch" else None)
+        if engine == "torch":
+            result.update(source_model=source, ran=f"fp32 source model of {model}" + (
+                " (INT8 ONNX: its quantization did not run)" if meta.kind == "qdq" else ""))
     if json_out is not None:
         write_json(json_out, result)
     return result

@@ -63,7 +63,7 @@ class ModelMeta(_Sidecar):
     """The sidecar `<model>.onnx.json`: what later commands need to know about a qbert ONNX without loading it.
     Written by `export` and `quantize`, read by `load_meta` — nowhere else."""
 
-    source_model: str
+    source_model: str  # as the user typed it: a hub id or a folder, perhaps relative to where export ran
     tokenizer: str
     model_type: str
     label2id: dict[str, int]
@@ -79,6 +79,8 @@ class ModelMeta(_Sidecar):
     kind: str = "fp32"  # fp32 | qdq
     parity: dict[str, Any] | None = None
     source_fingerprint: str | None = None  # of the model folder, so caches can tell a changed model
+    source_path: str | None = None  # a local model folder's absolute path (None: a hub id; older sidecars: None)
+    source_files: dict[str, str] | None = None  # its files' sha256 by name, to say which changed
     seconds: float | None = None
     versions: dict[str, str] = field(default_factory=dict)
     fp32_onnx: str | None = None  # qdq: the FP32 ONNX it was quantized from
@@ -110,6 +112,10 @@ class ModelMeta(_Sidecar):
             raise bad("label2id")
         if self.kind not in ("fp32", "qdq") or not isinstance(self.quantization, (dict, type(None))):
             raise bad("kind" if self.kind not in ("fp32", "qdq") else "quantization")
+        for name, kind in (("source_model", str), ("tokenizer", str), ("source_path", (str, type(None))),
+                           ("source_files", (dict, type(None)))):
+            if not isinstance(getattr(self, name), kind):
+                raise bad(name)
         return self
 
     def write(self, onnx_path: Path | str, stage: Any = None) -> None:

@@ -88,7 +88,8 @@ def eval_cmd(
     if json_out is not None:
         err.print(f"wrote {json_out}")
     acc = result["accuracy"]
-    show(f"eval [{result['engine']}]", {"data": data, "examples": result["examples"],
+    show(f"eval [{result['engine']}]", {**({"ran": result["ran"]} if "ran" in result else {}),
+                                        "data": data, "examples": result["examples"],
                                "accuracy": "n/a (no labels)" if acc is None else f"{acc:.4f} "
                                f"({result['correct']}/{result['labelled']})",
                                "examples/s": result["examples_per_second"],

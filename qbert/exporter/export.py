@@ -20,7 +20,7 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import check_output_dir, save_onnx, sha256_file, staged, staged_sha256_onnx
+from qbert.atomic import check_outputs, save_onnx, staged, staged_sha256_onnx
 from qbert.errors import QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.data import INPUT_NAMES
@@ -117,7 +117,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         raise QbertError(f"--opset {opset}: needs ≥ 17 for the fused LayerNormalization op")
     if opset > MAX_OPSET:
         raise QbertError(f"--opset {opset}: the TorchScript exporter writes at most opset {MAX_OPSET}")
-    check_output_dir(out)
+    check_outputs({"--out": out}, {"--model": Path(model_spec).expanduser()})
     t0 = time.perf_counter()
     model, tokenizer = load_classifier(model_spec)
     positions = arch_positions(model.config)  # longer inputs cannot be embedded
@@ -170,14 +170,23 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
 
 def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],
              sha256: str, seconds: float) -> ModelMeta:
-    """What later commands need to know about an exported model, without loading it."""
+    """What later commands need to know about an exported model, without loading it. A local source is recorded
+    by its absolute path and file hashes beside what was typed, so `eval --engine torch` finds that very folder
+    from anywhere and can tell when its files changed."""
+    from qbert.exporter.provenance import file_hashes, fingerprint_of, model_files
+
     local = Path(model_spec).expanduser()
+    folder = local.resolve() if local.is_dir() else None
+    hashes = file_hashes(folder) if folder is not None else None
     return ModelMeta(
         source_model=model_spec, tokenizer=str(local.resolve()) if local.exists() else model_spec,
+        source_path=str(folder) if folder is not None else None,
+        source_files=model_files(hashes) if hashes is not None else None,
         model_type=cfg.model_type, label2id={str(k): int(v) for k, v in cfg.label2id.items()},
         vocab_size=cfg.vocab_size, **sizes(cfg),
         pad_token_id=int(tokenizer.pad_token_id or 0), max_length=max_length, opset=opset, parity=parity,
-        sha256=sha256, source_fingerprint=model_fingerprint(model_spec), seconds=round(seconds, 2),
+        sha256=sha256, source_fingerprint=fingerprint_of(hashes) if hashes is not None else
+        model_fingerprint(model_spec), seconds=round(seconds, 2),
         versions=versions())
 
 
@@ -186,13 +195,12 @@ def model_fingerprint(model_spec: str) -> str:
     model at the same path; a hub id is its own fingerprint."""
     import hashlib
 
+    from qbert.exporter.provenance import file_hashes, fingerprint_of
+
     folder = Path(model_spec).expanduser()
     if not folder.is_dir():
         return hashlib.sha256(model_spec.encode()).hexdigest()
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
-    return h.hexdigest()
+    return fingerprint_of(file_hashes(folder))
 
 
 def versions() -> dict[str, str]:
