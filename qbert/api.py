@@ -179,9 +179,11 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
 def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1, 8), seq: int | None = None,
           warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Latency percentiles, throughput, memory and the integer-kernel census of a deployed ONNX or plan."""
-    from qbert.atomic import write_json
+    from qbert.atomic import check_outputs, write_json
     from qbert.eval.bench import run_bench
 
+    data = options.get("data")
+    check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
     kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
     result = run_bench(str(path), kind, list(batch), seq, warmup, iters, **options)
     if json_out is not None:
@@ -193,13 +195,15 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
             include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
     """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import ensure_dir, write_json
-    from qbert.eval.analyze import analyze as run, plot
+    from qbert.atomic import check_outputs, ensure_dir, write_json
+    from qbert.eval.analyze import PLOTS, analyze as run, plot
     from qbert.exporter.hf import load_tokenizer
 
     check_range("samples", samples, 1)
     check_range("heldout", heldout, 32)
     out_dir = ensure_dir(out_dir)
+    check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
+                  {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
     dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
         "analyze measures per-layer sensitivity as accuracy on labelled rows")
@@ -212,8 +216,11 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
 
 def reproduce(model: str, eval_data: str, calib_data: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """The study's whole table on `model`, resumable; writes report.md and report.json into `out`."""
+    from qbert.atomic import check_outputs
     from qbert.reproduction import reproduce as run
 
+    check_outputs({"out": [Path(out) / name for name in ("report.json", "report.md", "analysis.json")]},
+                  {"model": Path(model), "eval_data": Path(eval_data), "calib_data": Path(calib_data)}, {"out": out})
     return run(model, eval_data, calib_data, Path(out), **options)
 
 

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 from qbert.errors import InternalError, QbertError
 
@@ -42,33 +42,96 @@ def check_output_dir(path: Path | str, what: str = "--out") -> None:
     path = Path(path)
     if path.is_dir():
         raise QbertError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not path.is_file():  # renaming onto it would replace the device or pipe itself
+        raise QbertError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file path")
     ensure_dir(path.resolve().parent, what)
 
 
-def check_outputs(outputs: dict[str, Path | str | None], inputs: dict[str, Path | str | None]) -> None:
-    """Before any work: refuse an output that would overwrite an input (or the sidecar/data file beside it),
-    that is an existing folder, or that names the same file as another output. Keys are the flags, for the
-    message. Every output's `.json` sidecar and `.data` file count as written too."""
-    def family(p: Path | str) -> dict[Path, str]:
-        p = Path(p)
-        return {p.resolve(): "", sidecar_path(p).resolve(): " (its sidecar)",
-                p.with_name(p.name + ".data").resolve(): " (its external data)"}
+PathSpec = Path | str | Sequence[Path | str] | None  # one path, several (an output folder's files), or none
 
+
+def check_outputs(outputs: Mapping[str, PathSpec], inputs: Mapping[str, PathSpec],
+                  folders: Mapping[str, Path | str | None] | None = None) -> None:
+    """Before any work: refuse an output that would overwrite a file the command reads — an input, the sidecar
+    and data file beside it, and whatever it leads to (`implied_reads`: the tokenizer and source-model folders an
+    ONNX's sidecar names, a model folder's files) — that is an existing folder or not a regular file, or that
+    names the same file as another output. Keys are the flags, for the message; a value may list several files.
+    Every output's `.json` sidecar and `.data` file count as written too. `folders` are output folders (analyze,
+    reproduce): never a model folder the command reads, whose files (and fingerprint) would change under it."""
     read: dict[Path, str] = {}
-    for flag, p in inputs.items():
-        if p is not None and (Path(p).exists() or Path(str(p) + ".json").exists()):
-            read.update({f: f"{flag} {p}{why}" for f, why in family(p).items() if f not in read})
+    read_dirs: dict[Path, str] = {}
+    for flag, p in _each(inputs):
+        files, dirs = implied_reads(flag, p)
+        for f, why in files.items():
+            read.setdefault(f, why)
+        for f, why in dirs.items():
+            read_dirs.setdefault(f, why)
+    for flag, folder in (folders or {}).items():
+        if folder is not None and Path(folder).resolve() in read_dirs:
+            raise QbertError(f"{flag} {folder} is the model folder of {read_dirs[Path(folder).resolve()]}: writing "
+                             "into it would change that model; choose another folder")
     written: dict[Path, str] = {}
-    for flag, p in outputs.items():
-        if p is None:
-            continue
+    for flag, p in _each(outputs):
         check_output_dir(p, flag)
-        for f, why in family(p).items():
+        for f, why in _family(p).items():
             if f in read:
                 raise QbertError(f"{flag} {p}{why} would overwrite {read[f]}; choose another path")
             if f in written and not why:
                 raise QbertError(f"{flag} {p} is also {written[f]}; give each output its own path")
             written.setdefault(f, f"{flag} {p}{why}")
+
+
+SIDECAR_FOLDERS = {"tokenizer": "tokenizer", "source_model": "source model", "source_path": "source model"}
+
+
+def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path, str]]:
+    """(files, model folders) that reading input `p` reads, each with how the message names it: `p`, its sidecar
+    and data file; a folder's files; and the files of each local folder an ONNX's qbert sidecar names (the
+    tokenizer and the source model, which eval, calibrate, bench and analyze load through it). Never opens `p`
+    itself (it may be a pipe)."""
+    p = Path(p).expanduser()
+    files: dict[Path, str] = {}
+    dirs: dict[Path, str] = {}
+    if p.is_dir():
+        dirs[p.resolve()] = f"{flag} {p}"
+        files.update({f.resolve(): f"{flag} {p}'s file {f.name}" for f in _files_in(p)})
+        return files, dirs
+    if not (p.exists() or sidecar_path(p).exists()):
+        return files, dirs
+    files.update({f: f"{flag} {p}{why}" for f, why in _family(p).items()})
+    side = sidecar_path(p)
+    try:
+        meta = json.loads(side.read_text()) if side.is_file() and side.stat().st_size < 2**20 else None
+    except (OSError, ValueError):  # a broken sidecar is the command's own error to report, later
+        meta = None
+    if isinstance(meta, dict) and meta.get("format") == "qbert-onnx":
+        for field, name in SIDECAR_FOLDERS.items():
+            folder = Path(meta[field]).expanduser() if isinstance(meta.get(field), str) else None
+            if folder is not None and folder.is_dir():
+                dirs.setdefault(folder.resolve(), f"{flag} {p}'s {name}")
+                for f in _files_in(folder):
+                    files.setdefault(f.resolve(), f"{flag} {p}'s {name} {f}")
+    return files, dirs
+
+
+def _files_in(folder: Path) -> list[Path]:
+    try:
+        return [f for f in folder.iterdir() if f.is_file()]
+    except OSError:  # an unreadable folder is reported by whatever loads it
+        return []
+
+
+def _family(p: Path | str) -> dict[Path, str]:
+    p = Path(p)
+    return {p.resolve(): "", sidecar_path(p).resolve(): " (its sidecar)",
+            p.with_name(p.name + ".data").resolve(): " (its external data)"}
+
+
+def _each(paths: Mapping[str, PathSpec]) -> Iterator[tuple[str, Path | str]]:
+    for flag, value in paths.items():
+        for p in value if isinstance(value, (list, tuple)) else [value]:
+            if p is not None:
+                yield flag, p
 
 
 def _umask() -> int:

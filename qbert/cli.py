@@ -82,7 +82,8 @@ def eval_cmd(
         raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
     if engine == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
-    check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data)})
+    check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data),
+                                         "--model": Path(model) if model else None})
     source = model if engine == "torch" and model is not None else onnx
     result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out)
     if json_out is not None:
@@ -250,7 +251,7 @@ def build(
     from qbert.atomic import check_outputs
     from qbert.engines.tensorrt import build as run_build
 
-    check_outputs({"--out": out_path}, {"--onnx": onnx})
+    check_outputs({"--out": out_path, "--timing-cache": timing_cache}, {"--onnx": onnx})  # the cache is also read
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
@@ -369,7 +370,7 @@ def analyze(
     check_range("heldout", heldout, 32)
     ensure_dir(out_dir)
     check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
-                  {"--onnx": onnx, "--data": Path(data)})
+                  {"--onnx": onnx, "--data": Path(data), "--model": Path(model) if model else None}, {"--out": out_dir})
     if onnx is None:
         from qbert.api import export
 
@@ -422,8 +423,9 @@ def reproduce(
     check_range("bench_iters", bench_iters, 1)
     check_range("seeds", seeds, 1)
     ensure_dir(out_dir)
-    check_outputs({"--out": out_dir / "report.json", "--out ": out_dir / "report.md"},
-                  {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data)})
+    check_outputs({"--out": [out_dir / "report.json", out_dir / "report.md"]},
+                  {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data), "--model": Path(model)},
+                  {"--out": out_dir})
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
                            bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
                            labels=labels, seeds=seeds, exact=exact)

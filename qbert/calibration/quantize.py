@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from qbert.artifacts import ModelMeta, load_meta, load_onnx
-from qbert.atomic import external_data_threshold, proto_size, save_onnx, staged, staged_sha256_onnx, write_json
+from qbert.atomic import (check_outputs, external_data_threshold, proto_size, save_onnx, staged, staged_sha256_onnx,
+                          write_json)
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
@@ -23,6 +24,8 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     this very model. `model` (the loaded FP32 ONNX) is copied, not consumed; without it the file is loaded and
     rewritten in place. Returns the sidecar."""
     fp32_onnx, out = Path(fp32_onnx), Path(out)
+    recipe_path = Path(recipe_out) if recipe_out is not None else Path(f"{out}.recipe.json")
+    check_outputs({"out": out, "recipe_out": recipe_path if write_recipe else None}, {"fp32_onnx": fp32_onnx})
     meta = load_meta(fp32_onnx)
     recipe.validate()
     owned = model is None
@@ -36,7 +39,6 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
         import onnx
 
         onnx.checker.check_model(qmodel)  # larger models are checked by ORT/TensorRT when loaded
-    recipe_path = Path(recipe_out) if recipe_out is not None else Path(f"{out}.recipe.json")
     quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
              "permute": recipe.permute, "percentile": recipe.percentile,
              "recipe": str(recipe_path) if write_recipe or recipe_out is not None else None, **summary}

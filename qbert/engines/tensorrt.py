@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
+from qbert.atomic import (check_outputs, read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes,
+                          write_json)
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
 from qbert.engines.base import Engine
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
@@ -74,6 +75,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         raise QbertError(f"--opt-level {opt_level}: must be 0-5")
     if str(sm).lower() != "auto":
         _parse_sm(sm)
+    check_outputs({"out": out, "timing_cache": timing_cache}, {"onnx": onnx_path})  # the cache is read, too
     load_onnx(onnx_path)
     if sidecar_path(onnx_path).is_file():  # hints only (target, positions): the cache key hashes the ONNX itself
         meta = load_meta(onnx_path, verify=False)

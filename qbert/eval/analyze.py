@@ -87,6 +87,9 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
             "worst_channel_energy": stats[f"layer.{worst}.y"].channel_energy.tolist()}
 
 
+PLOTS = ("kurtosis.png", "channel_energy.png", "channel_range.png", "sensitivity.png")  # what plot() writes
+
+
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Four PNGs: kurtosis by layer, channel-energy curve, per-channel range of the worst layer, sensitivity."""
     import matplotlib
