@@ -5,6 +5,7 @@ hash, data hashes, flags, engine); an interrupted run picks up where it stopped.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from qbert.atomic import read_json, sidecar_path, write_json
 from qbert.engines import check_exact
 from qbert.errors import QbertError
+from qbert.timing import interleaved, p50_and_spread
 
 
 @dataclass
@@ -22,27 +24,72 @@ class Row:
     name: str
     kind: str  # fp32 | fp16 | int8
     calibrate: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # short, comma-free, stable: what `--only` takes (names contain commas); not in the cache key
 
 
 ROWS = [
-    Row("FP32", "fp32"),
-    Row("FP16 (no INT8)", "fp16"),
-    Row("W8A8 minmax, placement full (the study's naive W8A8)", "int8", dict(method="minmax", placement="full")),
-    Row("W8A8 minmax, placement gemm (GEMM inputs only)", "int8", dict(method="minmax", placement="gemm")),
+    Row("FP32", "fp32", id="fp32"),
+    Row("FP16 (no INT8)", "fp16", id="fp16"),
+    Row("W8A8 minmax, placement full (the study's naive W8A8)", "int8", dict(method="minmax", placement="full"),
+        id="w8a8-minmax-full"),
+    Row("W8A8 minmax, placement gemm (GEMM inputs only)", "int8", dict(method="minmax", placement="gemm"),
+        id="w8a8-minmax-gemm"),
     # "gemm placement", not "placement gemm": `--only 'placement gemm'` (the README's short run) keeps one INT8 row
-    Row("SmoothQuant α=0.85 (gemm placement)", "int8", dict(method="smoothquant", placement="gemm", alpha=0.85)),
+    Row("SmoothQuant α=0.85 (gemm placement)", "int8", dict(method="smoothquant", placement="gemm", alpha=0.85),
+        id="smoothquant-gemm"),
     Row("Mixed precision: x, h, y high precision", "int8",
-        dict(method="minmax", placement="full", fallback=["x", "h", "y"])),
+        dict(method="minmax", placement="full", fallback=["x", "h", "y"]), id="mixed-xhy"),
     *[Row(f"PEG K={k}{' permuted' if p else ''}", "int8",
-          dict(method="peg", placement="full", groups=k, permute=p)) for k in (3, 4) for p in (True, False)],
-    *[Row(f"Percentile {p}", "int8", dict(method="percentile", placement="full", percentile=p))
+          dict(method="peg", placement="full", groups=k, permute=p), id=f"peg-k{k}{'-permuted' if p else ''}")
+      for k in (3, 4) for p in (True, False)],
+    *[Row(f"Percentile {p}", "int8", dict(method="percentile", placement="full", percentile=p), id=f"percentile-{p:g}")
       for p in (99.0, 99.9, 99.99)],
-    Row("MSE", "int8", dict(method="mse", placement="full")),
+    Row("MSE", "int8", dict(method="mse", placement="full"), id="mse"),
     Row("Auto mixed precision (budget 0.5 pt)", "int8",
-        dict(method="minmax", placement="full", auto_fp16=True, budget=0.5)),
-    Row("PEG groups=auto (K per tensor)", "int8", dict(method="peg", placement="full", groups="auto")),
-    Row("Method auto (fastest within 0.3 pt on held-out calibration rows)", "int8", dict(method="auto", budget=0.3)),
+        dict(method="minmax", placement="full", auto_fp16=True, budget=0.5), id="auto-mixed"),
+    Row("PEG groups=auto (K per tensor)", "int8", dict(method="peg", placement="full", groups="auto"), id="peg-auto"),
+    Row("Method auto (fastest within 0.3 pt on held-out calibration rows)", "int8", dict(method="auto", budget=0.3),
+        id="method-auto"),
 ]
+
+
+def select_rows(only: str | list[str] | None) -> list[Row]:
+    """The rows `--only` names, in table order: ids (`fp32,w8a8-minmax-gemm`), exact row names or parts of
+    names (every row containing the text). A string is split on commas, but a run of pieces that names a row
+    as a whole is read as one (row names contain commas); a list is taken item by item. Anything that names
+    no row is an error listing the ids."""
+    if not only:
+        return list(ROWS)
+    picked: set[str] = set()
+    unknown: list[str] = []
+    pieces = only.split(",") if isinstance(only, str) else list(only)
+    step = len(pieces) if isinstance(only, str) else 1
+    i = 0
+    while i < len(pieces):
+        for j in range(min(len(pieces), i + step), i, -1):  # the longest run of pieces that names a row
+            hits = _named(",".join(pieces[i:j]).strip().lower())
+            if hits:
+                picked.update(hits)
+                i = j
+                break
+        else:
+            if pieces[i].strip():
+                unknown.append(pieces[i].strip())
+            i += 1
+    if unknown or not picked:
+        named = ",".join(unknown) or str(only)
+        raise QbertError(f"--only {named!r} matches no row; row ids: "
+                         f"{', '.join(r.id for r in ROWS)} (or a part of a row's name)")
+    return [r for r in ROWS if r.id in picked]
+
+
+def _named(text: str) -> list[str]:
+    """Ids of the rows `text` names: one by its id or exact name, else all whose name contains it."""
+    if not text:
+        return []
+    exact = [r.id for r in ROWS if text in (r.id, r.name.lower())]
+    return exact or [r.id for r in ROWS if text in r.name.lower()]
+
 
 STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
     "FP32": 89.66, "W8A8": 54.33, "MP": 89.42, "PEG3": 66.12, "PEG4": 86.18, "PCT": 50.54,
@@ -170,29 +217,23 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
     feeds = {b: random_feeds(b, seq, meta.vocab_size) for b in (1, 8)}
     per_round = {1: max(2, bench_iters // rounds), 8: max(1, bench_iters // (4 * rounds))}
     graphs = (False, True) if engine == "tensorrt" else (False,)
-    samples: dict[tuple[str, int, bool], list[np.ndarray]] = {}
     engines = {r["name"]: open_engine(engine, r["deployed"], exact=exact) for r in rows}
     try:
         for eng in engines.values():  # warm-up once, outside the rounds
             for b in (1, 8):
                 eng.time(feeds[b], 3, 1)
+        timers = {(name, b, graph): functools.partial(eng.time, feeds[b], 1, per_round[b], cuda_graph=graph)
+                  for name, eng in engines.items() for b in (1, 8) for graph in graphs}
         with progress_bar("latency (rows interleaved)", total=rounds) as advance:
-            for _ in range(rounds):
-                for name, eng in engines.items():
-                    for b in (1, 8):
-                        for graph in graphs:
-                            samples.setdefault((name, b, graph), []).append(
-                                eng.time(feeds[b], 1, per_round[b], cuda_graph=graph))
-                advance(1)
+            samples = interleaved(timers, rounds, advance)
     finally:
         for eng in engines.values():
             eng.close()
     out: dict[str, dict[str, Any]] = {}
     for (name, b, graph), runs in samples.items():
         key = "latency_cuda_graph" if graph else "latency"
-        per_round = [float(np.median(r)) for r in runs]
         out.setdefault(name, {}).setdefault(key, {})[str(b)] = latency_stats(
-            np.concatenate(runs), b, seq, rounds=rounds, p50_spread_ms=[min(per_round), max(per_round)])
+            np.concatenate(runs), b, seq, rounds=rounds, p50_spread_ms=p50_and_spread(runs)[1])
     return out
 
 
@@ -210,7 +251,7 @@ def check_gpu_ready() -> None:
 
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
               samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
-              only: list[str] | None = None, labels: str | None = None, seeds: int = 3, exact: bool = False
+              only: str | list[str] | None = None, labels: str | None = None, seeds: int = 3, exact: bool = False
               ) -> dict[str, Any]:
     import onnx
 
@@ -228,9 +269,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         check_gpu_ready()
     if Path(eval_data).resolve() == Path(calib_data).resolve():
         raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
-    rows = [r for r in ROWS if not only or any(o.lower() in r.name.lower() for o in only)]
-    if not rows:
-        raise QbertError(f"--only {','.join(only or [])} matches no row; rows: {', '.join(r.name for r in ROWS)}")
+    rows = select_rows(only)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
@@ -274,6 +313,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
                 write_json(cached, res)
                 results.append({**res, "cached": False})
             r = results[-1]
+            r["id"] = row.id  # also on rows cached before rows had ids
             onnx_path = fp32_path if row.kind == "fp32" else work / "model.onnx"  # where it lies now
             r["deployed"] = str(work / "model.plan" if engine == "tensorrt" else onnx_path)
             advance(1, note=f"{row.name}: {100 * r['accuracy']:.2f}%"

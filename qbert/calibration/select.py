@@ -37,6 +37,7 @@ from qbert.data import random_feeds
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, session_for, session_options
 from qbert.progress import progress_bar
+from qbert.timing import interleaved, p50_and_spread
 
 CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high precision)
     *[(p, m, 1, 99.99, ()) for p in ("gemm", "full") for m in ("minmax", "percentile", "mse")],
@@ -67,20 +68,28 @@ def name_of(placement: str, method: str, groups: Any, percentile: float, keep: t
     return f"{method}{extra}, {placement}{kept}"
 
 
-def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 3, iters: int = 8, exact: bool = False
-             ) -> dict[str, float]:
+def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 5, iters: int = 5, exact: bool = False
+             ) -> dict[str, tuple[float, list[float]]]:
+    """Per candidate: p50 ms at batch 1 over all rounds and [lowest, highest] per-round p50. Timed in alternating
+    rounds: candidates often differ by less than a busy machine drifts between one candidate's turn and the
+    next, so one candidate's turn each would make "fastest" a matter of when it ran."""
     feeds = random_feeds(1, seq, min(vocab, 1000))
     sessions = {k: session_for(m, session_options(exact=exact)) for k, m in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
     for s in sessions.values():
         s.run(["logits"], feeds)
-    for _ in range(rounds):  # alternating rounds: a busy machine's drift hits every candidate alike
-        for k, s in sessions.items():
-            for _ in range(iters):
+
+    def timer(s: Any) -> Callable[[], np.ndarray]:
+        def runs() -> np.ndarray:
+            ms = np.empty(iters)
+            for i in range(iters):
                 t0 = time.perf_counter()
                 s.run(["logits"], feeds)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+                ms[i] = (time.perf_counter() - t0) * 1e3
+            return ms
+        return runs
+
+    samples = interleaved({k: timer(s) for k, s in sessions.items()}, rounds)
+    return {k: p50_and_spread(runs) for k, runs in samples.items()}
 
 
 def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
@@ -122,8 +131,9 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
             recipes[name] = recipe
             advance(1)
     if cpu_models:
-        for name, ms in _latency(cpu_models, meta.max_length, meta.vocab_size, exact=exact).items():
-            next(r for r in rows if r["name"] == name)["p50_ms_b1"] = ms
+        for name, (ms, spread) in _latency(cpu_models, meta.max_length, meta.vocab_size, exact=exact).items():
+            row = next(r for r in rows if r["name"] == name)
+            row["p50_ms_b1"], row["p50_spread_ms_b1"] = ms, spread
     speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
