@@ -36,6 +36,16 @@ def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
     return folder
 
 
+def file_in_folder(raw: str | Path, default_name: str) -> Path:
+    """The file an output path names: `raw` itself, or `default_name` inside it when `raw` names a folder (ends
+    with a path separator, or is an existing folder), as `cp x dir/` would; every command then names the file
+    it wrote. The folder itself is created (or refused, if it is a file) later, with the other output checks."""
+    text = str(raw)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return Path(text) / default_name
+    return Path(text)
+
+
 def check_output_dir(path: Path | str, what: str = "--out") -> None:
     """Fail early (before any expensive work) when an output file cannot be written; create missing parent
     folders as `mkdir -p` would."""

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, err, guarded, integer, out, show, show_candidates,
-                               show_fallback_steps)
+                               show_fallback_steps, print_version)
+from qbert.cli_rules import check_flags, out_file, typed as _typed, warn
 from qbert.errors import QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 @app.callback()
 def options(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output on stderr (results "
-                                       "and errors still print).")) -> None:
+                                       "and errors still print)."),
+            version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                         help="Print qbert's version and exit.")) -> None:
     """Global options (before the command: qbert --quiet reproduce …)."""
     if quiet:
         os.environ["QBERT_QUIET"] = "1"
@@ -32,7 +35,9 @@ def options(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Hugging Face hub id or local model folder "
                               "(a *ForSequenceClassification checkpoint)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="ONNX file to write; a sidecar <out>.json goes beside it."),
+    out_path: Path = typer.Option(..., "--out", "-o", parser=out_file("model.onnx"),
+                                  help="ONNX file to write (a folder: model.onnx in it); a sidecar <out>.json goes "
+                                  "beside it."),
     opset: int = typer.Option(17, help="ONNX opset (≥ 17 gives one LayerNormalization op per LayerNorm)."),
     tolerance: float = typer.Option(1e-4, help="Fail if ONNX Runtime and PyTorch logits differ by more."),
     max_length: Optional[int] = typer.Option(None, help="Max sequence length recorded for later commands "
@@ -58,6 +63,7 @@ def export(
 @app.command("eval")
 @guarded
 def eval_cmd(
+    ctx: typer.Context,
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX from qbert export/calibrate (ort-cpu engine)."),
     data: str = typer.Option(..., "--data", "-d", help="glue/qnli (needs network), or a local .tsv/.jsonl."),
     engine: str = typer.Option("ort-cpu", help="ort-cpu | tensorrt | torch."),
@@ -70,7 +76,8 @@ def eval_cmd(
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full result (with predictions) here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", parser=out_file("eval.json"),
+                                            help="Write the full result (with predictions) here."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
@@ -82,6 +89,7 @@ def eval_cmd(
         raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
     if engine == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
+    check_flags(ctx)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data),
                                          "--model": Path(model) if model else None})
     source = model if engine == "torch" and model is not None else onnx
@@ -97,20 +105,13 @@ def eval_cmd(
                                "predictions sha256": result["predictions_sha256"][:16] + "…"})
 
 
-def _typed(ctx: typer.Context, *names: str) -> list[str]:
-    """The flags among `names` the user typed — also at their default value, which would otherwise pass unseen."""
-    params = {p.name: p for p in ctx.command.params}
-    return [("/".join(params[n].opts + params[n].secondary_opts) if params[n].secondary_opts else params[n].opts[0])
-            for n in names if ctx.get_parameter_source(n) is not None and
-            ctx.get_parameter_source(n).name in ("COMMANDLINE", "ENVIRONMENT")]
-
-
 @app.command()
 @guarded
 def calibrate(
     ctx: typer.Context,
     onnx: Path = typer.Option(..., "--onnx", help="FP32 ONNX from qbert export."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (+ <out>.json sidecar)."),
+    out_path: Path = typer.Option(..., "--out", "-o", parser=out_file("model.int8.onnx"),
+                                  help="Q/DQ ONNX to write (a folder: model.int8.onnx in it; + <out>.json sidecar)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data: .tsv/.jsonl or glue/qnli:train. "
                                        "Never your evaluation split."),
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | smoothquant (GEMM "
@@ -136,7 +137,7 @@ def calibrate(
                                 "rows)."),
     samples: int = typer.Option(512, help="Calibration sequences."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Sequences per observation batch "
-                                             "(default: as many as fit ~256 MB of observed activations)."),
+                                             "(default: as many as fit ~256 MiB of observed activations)."),
     include_padding: bool = typer.Option(False, "--include-padding", help="Count padding tokens in the "
                                          "statistics (pads to max length, like the study)."),
     fp16_fallback: Optional[str] = typer.Option(None, "--fp16-fallback", help="Comma-separated tensors to keep "
@@ -144,7 +145,8 @@ def calibrate(
     high_precision: Optional[str] = typer.Option(None, help="fp16 | fp32 for everything not INT8 "
                                                  "(default: fp16 for --target trt, fp32 for ort-cpu)."),
     recipe_in: Optional[Path] = typer.Option(None, "--recipe", help="Re-emit from this recipe; no calibration."),
-    recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the recipe "
+    recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", parser=out_file("recipe.json"),
+                                              help="Where to write the recipe "
                                               "(default: <out>.recipe.json)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for calibration."),
     auto_fp16: bool = typer.Option(False, "--auto-fp16", help="Keep the most sensitive tensors in high precision "
@@ -191,6 +193,7 @@ def calibrate(
     elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg" and auto_groups):
         raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}"
                          + (f" --groups {groups}" if method == "peg" else ""))
+    check_flags(ctx)
     if recipe_in is None:
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
@@ -212,6 +215,8 @@ def calibrate(
         recipe = run_calibrate(onnx, config)
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side.quantization
+    if summary.get("warning"):
+        warn(summary["warning"])
     if "auto_method" in recipe.calibration:
         show_candidates(recipe.calibration["auto_method"])
     fallback_report = recipe.calibration.get("auto_fp16")
@@ -223,7 +228,7 @@ def calibrate(
                                     "placement": recipe.placement, "target": target,
                                     "activations": summary["activation_dtype"],
                                     "high precision": summary["high_precision"],
-                                    "quantized tensors": summary["quantized_sites"],
+                                    "quantized tensors": summary["quantized_sites"] or "0 (nothing in INT8)",
                                     "quantized GEMMs": summary["quantized_gemms"],
                                     "fp16/fp32 fallback": ", ".join(recipe.fallback) or "none",
                                     "recipe": recipe_path})
@@ -232,8 +237,10 @@ def calibrate(
 @app.command()
 @guarded
 def build(
+    ctx: typer.Context,
     onnx: Path = typer.Option(..., "--onnx", help="Q/DQ ONNX from qbert calibrate --target trt (or any ONNX)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Engine plan to write (+ <out>.json sidecar)."),
+    out_path: Path = typer.Option(..., "--out", "-o", parser=out_file("model.plan"),
+                                  help="Engine plan to write (a folder: model.plan in it; + <out>.json sidecar)."),
     backend: str = typer.Option("auto", help="auto | tensorrt | tensorrt-rtx. auto picks standard TensorRT when "
                                 "installed (it builds only on, and for, the GPU in hand), else TensorRT-RTX (which "
                                 "cross-compiles, also on a machine without a GPU)."),
@@ -251,13 +258,14 @@ def build(
     from qbert.atomic import check_outputs
     from qbert.engines.tensorrt import build as run_build
 
+    check_flags(ctx)
     check_outputs({"--out": out_path, "--timing-cache": timing_cache}, {"--onnx": onnx})  # the cache is also read
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
     show(f"engine {out_path}", {"backend": f"{meta.backend} {meta.version}", "target": meta.target,
                                 "profile": " / ".join(f"{b}x{s}" for b, s in meta.profile),
-                                "plan MB": round(meta.plan_bytes / 2**20, 1),
+                                "plan MiB": round(meta.plan_bytes / 2**20, 1),
                                 "cache": "hit (reused)" if meta.cache_hit else "miss (built)",
                                 "build s": meta.build_seconds})
 
@@ -265,6 +273,7 @@ def build(
 @app.command()
 @guarded
 def bench(
+    ctx: typer.Context,
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on ONNX Runtime CPU."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT plan to time on the GPU."),
     engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | tensorrt, as in eval "
@@ -280,7 +289,8 @@ def bench(
     data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
     profile: bool = typer.Option(False, help="ort-cpu: kernel time per operator type (ORT's profiler) at the "
                                  "first batch size — where the time goes."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the result JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", parser=out_file("bench.json"),
+                                            help="Write the result JSON here."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and the integer-kernel census of a deployed model."""
     from qbert.api import bench as run_bench
@@ -292,6 +302,7 @@ def bench(
         raise QbertError("--engine tensorrt runs a plan: build one with qbert build and pass it as --plan")
     if kind == "ort-cpu" and onnx is None:
         raise QbertError("--engine ort-cpu runs an ONNX: pass it as --onnx")
+    check_flags(ctx)
     try:
         sizes = [integer("--batch", b) for b in batch.split(",")]
     except QbertError:
@@ -338,8 +349,8 @@ def bench(
     if census.get("opaque_fused_layers"):
         out.print(f"[yellow]note:[/] {census['opaque_fused_layers']} fused TensorRT layers hide their GEMMs "
                   "from the census")
-    show("memory and kernels", {"model on disk MB": round(result["model_bytes"] / 2**20, 1),
-                                "peak RSS MB": round(result["peak_rss_bytes"] / 2**20, 1),
+    show("memory and kernels", {"model on disk MiB": round(result["model_bytes"] / 2**20, 1),
+                                "peak RSS MiB": round(result["peak_rss_bytes"] / 2**20, 1),
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a"),
                                 f"integer share of GEMM MACs (b={sizes[0]}, seq={result['seq']})": "{:.2%}".format(
@@ -363,6 +374,7 @@ def analyze(
     from qbert.api import analyze as run_analyze
     from qbert.artifacts import load_meta
     from qbert.atomic import check_outputs, ensure_dir
+    from qbert.calibration.judge import DELTA, delta_text
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
@@ -382,7 +394,7 @@ def analyze(
     table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
                   title_justify="left")
     for col in ("layer", "kurt hidden", "kurt y", "top1% elem E", "top1% chan E (y)", "max/σ (y)",
-                "dominant ch (y)", "Δacc if quantized"):
+                "dominant ch (y)", f"{DELTA} if quantized alone"):
         table.add_column(col, justify="right")
     t = result["layers"]
     for i in range(meta.num_layers):
@@ -391,7 +403,7 @@ def analyze(
                       f"{t['hidden_states'][i + 1]['top1pct_element_energy']:.2f}",
                       f"{y['top1pct_channel_energy']:.2f}", f"{y['max_over_std']:.0f}",
                       ",".join(map(str, y.get("dominant_channels", [])[:3])),
-                      f"{100 * result['sensitivity'][f'layer.{i}']['accuracy_drop']:+.1f}")
+                      delta_text(-100 * result["sensitivity"][f"layer.{i}"]["accuracy_drop"], 1))
     out.print(table)
     err.print(f"wrote {out_dir}/analysis.json and {', '.join(result['plots'])}")
 
@@ -406,7 +418,9 @@ def reproduce(
     engine: str = typer.Option("ort-cpu", help="ort-cpu (here) | tensorrt (needs a GPU)."),
     samples: int = typer.Option(512, help="Calibration sequences per row."),
     bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
-    only: Optional[str] = typer.Option(None, help="Comma-separated substrings: run only matching rows."),
+    only: Optional[str] = typer.Option(None, help="Run only these rows, comma-separated: ids (fp32, fp16, "
+                                       "w8a8-minmax-gemm, smoothquant-gemm, peg-k4-permuted, method-auto …; an "
+                                       "unknown one lists them all), exact row names, or parts of names."),
     seeds: int = typer.Option(3, help="Calibration seeds per INT8 row (other calibration rows each): accuracy is "
                               "reported as mean and range; seed 0's model is the one timed."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
@@ -427,7 +441,7 @@ def reproduce(
                   {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data), "--model": Path(model)},
                   {"--out": out_dir})
     report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
-                           bench_iters=bench_iters, only=[o.strip() for o in only.split(",")] if only else None,
+                           bench_iters=bench_iters, only=only,
                            labels=labels, seeds=seeds, exact=exact)
     table = Table(title=f"reproduce [{engine}]", title_justify="left")
     for col in ("setting", "accuracy (seed range)", "p50 b=1 ms", "int/float GEMMs", "cached"):

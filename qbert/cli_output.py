@@ -11,6 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from qbert._version import __version__
+from qbert.calibration.judge import DELTA, delta_text
+from qbert.cli_rules import folder_notes
 from qbert.errors import ConfigError, InternalError, QbertError
 
 out = Console()
@@ -23,7 +25,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            for note in folder_notes(kwargs):
+                err.print(escape(note), highlight=False, soft_wrap=True)
+            return result
         except ConfigError as e:  # a library argument: name the flag it came from
             err.print(f"[bold red]error:[/] {escape(e.as_flag())}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -43,6 +48,13 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def print_version(value: bool) -> None:
+    """`qbert --version`: the version on stdout, exit 0 (eager: before any command is parsed)."""
+    if value:
+        out.print(f"qbert {__version__}", highlight=False)
+        raise typer.Exit(0)
 
 
 LABELS_HELP = ("The data's label names in the model's id order, e.g. entailment,not_entailment — for checkpoints "
@@ -66,12 +78,14 @@ def show_candidates(report: dict[str, Any]) -> None:
                                f"drop's 95 % upper bound; "
                                f"speed = {report['speed']}"), title_justify="left")
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
-    for col in ("held-out acc %", "Δ pt", "drop bound pt", "flips %", "speed", ""):
+    for col in ("held-out acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
         table.add_column(col)
     for r in report["candidates"]:
         speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
+        if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
+            speed += " ({:.1f}–{:.1f})".format(*r["p50_spread_ms_b1"])
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
-        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", f"{0.0 - r['drop_points']:+.2f}",
+        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
                       f"{100 * r['flips']:.2f}", speed, mark)
     out.print(table)
@@ -85,11 +99,11 @@ def show_fallback_steps(report: dict[str, Any]) -> None:
     table = Table(title=escape(f"--auto-fp16: {report['heldout_rows']} held-out rows, FP32 "
                                f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt "
                                "on the drop's 95 % upper bound"), title_justify="left")
-    for col in ("step", "kept in high precision", "held-out acc %", "Δ pt", "drop bound pt", "flips %"):
+    for col in ("step", "kept in high precision", "held-out acc %", DELTA, "drop bound pt", "flips %"):
         table.add_column(col)
     for i, st in enumerate(report["steps"]):
         table.add_row(str(i), escape(st["fallback"] or "(all quantized)"), f"{100 * st['accuracy']:.2f}",
-                      f"{0.0 - st['drop_points']:+.2f}", f"{st['drop_bound_points']:.2f}", f"{100 * st['flips']:.2f}")
+                      delta_text(0.0 - st["drop_points"]), f"{st['drop_bound_points']:.2f}", f"{100 * st['flips']:.2f}")
     out.print(table)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] still not within {report['budget_points']} pt of FP32 with 95 % confidence "

@@ -272,7 +272,7 @@ CASES = [
      "--recipe-out {o}/q.onnx", "give each output its own path"),
     ("eval: --json is the data file", "eval --onnx {d}/m.onnx --data {d}/small.tsv --json {d}/small.tsv",
      "would overwrite --data"),
-    ("eval: --json is a folder", "eval --onnx {d}/m.onnx --data {tsv} --json {d}/notmodel", "is a folder"),
+    ("eval: --json in a folder that is a file", "eval --onnx {d}/m.onnx --data {tsv} --json {d}/afile/", "is a file"),
     ("bench: --json is the model", "bench --onnx {d}/m.onnx --json {d}/m.onnx", "would overwrite --onnx"),
     ("build: --out is the input ONNX", "build --onnx {d}/q.onnx --out {d}/q.onnx", "would overwrite --onnx"),
     ("export: --out inside the model folder over its config", "export --model {d}/other --out {d}/other/config.json",

@@ -58,6 +58,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         raise QbertError(f"--alpha {alpha}: must be in [0, 1]")
     if samples < 1:
         raise QbertError(f"--samples {samples}: must be at least 1")
+    needs_labels = auto_fp16 or choosing
+    flag, min_held = ("--method auto", 256) if choosing else ("--auto-fp16", 32)  # what reads the held-out rows
+    if needs_labels and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not --samples
+        raise QbertError(f"--heldout {asked_heldout}: {flag} judges on at least {min_held} held-out rows; "
+                         f"raise --heldout to {min_held} or more")
     caller_model = model is not None
     if model is None:  # load it here so the weights can be dropped once ORT has its own copy
         import onnx
@@ -66,8 +71,6 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     graph = parse(model)
     placement = "full" if choosing else placement_name(placement)  # auto observes full's tensors: gemm's and more
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
-    needs_labels = auto_fp16 or choosing
-    flag, min_held = ("--method auto", 256) if choosing else ("--auto-fp16", 32)  # what reads the held-out rows
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
@@ -78,10 +81,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
     if needs_labels and asked_heldout and len(held_rows) < asked_heldout:
-        raise QbertError(f"--heldout {asked_heldout}: the data has {len(held_rows)} rows beyond --samples {samples}")
+        raise QbertError(f"--heldout {asked_heldout}: the data has {len(held_rows)} rows beyond --samples {samples}; "
+                         "lower --heldout or --samples, or give more data")
     if needs_labels and len(held_rows) < min_held:
         raise QbertError(f"{flag} needs ≥ {min_held} held-out rows beyond --samples {samples}; "
-                         f"the data has {len(dataset.examples)}: lower --samples")
+                         f"the data has {len(dataset.examples)}: lower --samples or give more data")
     all_examples = dataset.examples
     tokenizer = load_tokenizer(meta.tokenizer)
     encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)

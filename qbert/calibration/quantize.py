@@ -42,6 +42,8 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
              "permute": recipe.permute, "percentile": recipe.percentile,
              "recipe": str(recipe_path) if write_recipe or recipe_out is not None else None, **summary}
+    if recipe.method != "none" and (warning := int8_warning(summary)):
+        quant["warning"] = warning
     with staged() as stage:
         save_onnx(qmodel, out, stage)
         if write_recipe:
@@ -50,3 +52,15 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
                           quantization=quant)
         sidecar.write(out, stage)
     return sidecar
+
+
+def int8_warning(summary: dict[str, Any]) -> str | None:
+    """What an emission that quantizes nothing (or no GEMM) should say: the user asked for INT8 and would
+    otherwise get a high-precision model that looks like a quantized one."""
+    if summary["quantized_sites"] == 0:
+        return ("the fallback keeps every quantized tensor in high precision: nothing is left in INT8 (no integer "
+                "kernels, no INT8 speed-up); narrow --fp16-fallback")
+    if summary["quantized_gemms"] == 0:
+        return ("the fallback keeps every GEMM input in high precision: no GEMM runs on integer kernels (no INT8 "
+                "speed-up); narrow --fp16-fallback")
+    return None

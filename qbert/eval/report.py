@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from qbert.atomic import atomic_path, write_json
+from qbert.calibration.judge import DELTA, delta_text
 
 
 NEAR_FP32_PT = 1.0  # "≈ FP32" in a verdict: within this many accuracy points; printed in the report
@@ -16,8 +17,8 @@ def _bound(report: dict[str, Any]) -> str:
     if "drop_bound_points" not in last:
         return ""
     verdict = "within" if report["within_budget"] else "not within"
-    return (f"; drop {last['drop_points']:+.2f} pt, 95 % upper bound {last['drop_bound_points']:.2f} pt: "
-            f"{verdict} the {report['budget_points']} pt budget")
+    return (f"; {DELTA} {delta_text(0.0 - last['drop_points'])}, the drop's 95 % upper bound "
+            f"{last['drop_bound_points']:.2f} pt: {verdict} the {report['budget_points']} pt budget")
 
 
 def _find(rows: list[dict], prefix: str) -> dict | None:
@@ -124,14 +125,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              f"Machine: {_machine(report)}", "",
              "## Accuracy", "",
              f"INT8 rows are calibrated with {report.get('seeds', 1)} seed(s) (different calibration rows each): "
-             "accuracy is their mean (lowest–highest); Δ uses the mean; agreement, census and latency are seed 0's, "
-             "the deployed model. ± SE: the standard error of seed 0's Δ on these rows (paired per row, from its "
+             "accuracy is their mean (lowest–highest); Δ = setting − FP32 in points (negative = worse), of the "
+             "means; agreement, census and latency are seed 0's, the deployed model. ± SE: the standard error of seed 0's Δ on these rows (paired per row, from its "
              "flips vs FP32) — a Δ within about 2 SE of zero is not resolved by this evaluation set.", "",
-             "| setting | accuracy | Δ vs FP32 | ± SE | agrees with FP32 | placement | activations / high precision | "
+             f"| setting | accuracy | {DELTA} | ± SE | agrees with FP32 | placement | activations / high precision | "
              "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = f"{100 * (1 - _flip_rate(r, fp)):.1f}%" if fp else "—"  # a subset without FP32 (--only) still reports
-        delta = f"{100 * (_acc(r) - _acc(fp)):+.2f}" if fp else "—"
+        delta = delta_text(100 * (_acc(r) - _acc(fp))) if fp else "—"
         se = f"{paired_se(r, fp):.2f}" if fp and r is not fp else "—"
         place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
@@ -154,22 +155,24 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                   f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt on the drop's one-sided 95 % upper bound "
                   f"(drop + 1.645 SE), speed = {am['speed']}; rule: {am.get('rule', 'fastest within budget')}. "
                   "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them):",
-                  "", "| candidate | held-out accuracy | Δ pt | drop bound pt | flips | speed | within budget |",
+                  "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | speed | within budget |",
                   "|---|---|---|---|---|---|---|"]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
+            if "p50_spread_ms_b1" in c:
+                speed += " ({:.1f}–{:.1f})".format(*c["p50_spread_ms_b1"])
             bound = f"{c['drop_bound_points']:.2f}" if "drop_bound_points" in c else "—"
             flips = f"{100 * c['flips']:.1f}%" if "flips" in c else "—"  # reports written before flips were kept
             name = f"**{c['name']}** (chosen)" if c["name"] == am["chosen"] else c["name"]
-            lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {0.0 - c['drop_points']:+.2f} | {bound} | {flips} | "
-                         f"{speed} | {'yes' if c['within_budget'] else 'no'} |")
+            lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {delta_text(0.0 - c['drop_points'])} | {bound} | "
+                         f"{flips} | {speed} | {'yes' if c['within_budget'] else 'no'} |")
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
               f"timed in the same run, interleaved over {rounds} rounds (A, B, C, A, B, C …) so that machine drift "
               "hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model size on "
               "disk.", "",
-              "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | × FP32 (b=1) | model MB | × FP32 size |",
+              "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | × FP32 (b=1) | model MiB | × FP32 size |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
         l1, l8 = r["latency"]["1"]["p50_ms"], r["latency"]["8"]["p50_ms"]
@@ -180,14 +183,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                      f"{r['model_bytes'] / 2**20:.1f} | {size} |")
     an = report["analysis"]
     lines += ["", "## Outliers", "", "| layer | kurtosis hidden | top-1 % element energy | kurtosis y | top-1 % "
-              "channel energy (y) | max/σ (y) | dominant channels (y) | Δacc, layer alone W8A8 |",
+              f"channel energy (y) | max/σ (y) | dominant channels (y) | {DELTA}, layer alone W8A8 |",
               "|---|---|---|---|---|---|---|---|"]
     for i, y in enumerate(an["layers"]["y"]):
         h = an["layers"]["hidden_states"][i + 1]
         lines.append(f"| {i} | {h['kurtosis']:.1f} | {100 * h['top1pct_element_energy']:.0f}% | {y['kurtosis']:.0f} | "
                      f"{100 * y['top1pct_channel_energy']:.0f}% | {y['max_over_std']:.0f} | "
                      f"{', '.join(map(str, y.get('dominant_channels', [])[:3]))} | "
-                     f"{100 * an['sensitivity'][f'layer.{i}']['accuracy_drop']:+.1f} |")
+                     f"{delta_text(-100 * an['sensitivity'][f'layer.{i}']['accuracy_drop'], 1)} |")
     lines += [""] + [f"![{p}]({p})" for p in an["plots"]]
     lines += ["", "## The study, side by side", "", f"\"≈ FP32\" means within {NEAR_FP32_PT:g} accuracy point of "
               "FP32 on the evaluation rows; a claim outside it does not hold.", "",
