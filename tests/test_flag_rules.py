@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +54,17 @@ REFUSED = [  # (case, argv, the flag the message must blame, text it must not co
     ("bench: --threads on tensorrt", "bench --plan {d}/p.plan --threads 2", "--threads", None),
     ("build: --hw-compat with TensorRT-RTX", "build --onnx {d}/m.onnx --out {o}/e.plan --backend tensorrt-rtx "
      "--hw-compat", "--hw-compat", None),
+    pytest.param("build: --hw-compat where auto picks TensorRT-RTX", "build --onnx {d}/m.onnx --out {o}/e.plan "
+                 "--hw-compat", "--hw-compat", None, marks=pytest.mark.skipif(
+                     find_spec("tensorrt") is not None or find_spec("tensorrt_rtx") is None,
+                     reason="--backend auto picks TensorRT-RTX only where it alone is installed")),
     ("reproduce: --only with an unknown id", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/m.onnx "
      "--only fp32,w8a8-minmax-gemmm --out {o}/r", "w8a8-minmax-gemm, smoothquant-gemm", None),
 ]
 
 
-@pytest.mark.parametrize("case,argv,flag,absent", REFUSED, ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize("case,argv,flag,absent", REFUSED, ids=[(c.values if hasattr(c, "values") else c)[0]
+                                                              for c in REFUSED])
 def test_refused_in_one_line_naming_the_flag(env, tmp_path, case, argv, flag, absent):
     r, lines = _run(env, tmp_path, argv)
     assert r.exit_code == 2, (case, r.exit_code, r.stderr)

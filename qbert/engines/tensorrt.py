@@ -89,6 +89,10 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
             raise QbertError(f"--shapes {shapes}: sequence {max(s for _, s in profile)} is longer than the model "
                              f"takes ({meta.max_length} tokens: its position table / export --max-length)")
     trt, name = import_trt(backend)
+    if hw_compat and name == "tensorrt-rtx":  # --backend auto may land here: the flag would do nothing
+        raise QbertError("--hw-compat is a standard-TensorRT setting and this build uses TensorRT-RTX (--backend "
+                         f"{backend}), which targets one compute capability (--sm): drop --hw-compat or install "
+                         "TensorRT and use --backend tensorrt")
     device, _ = query_device()
     target = choose_target(trt, name, sm, device)
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
