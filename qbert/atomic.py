@@ -5,6 +5,7 @@ A Ctrl-C or an error mid-write therefore leaves either the previous file or noth
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -162,7 +163,10 @@ class Staged:
         """A fresh temp path in `target`'s folder (created as `mkdir -p` would)."""
         target = Path(target)
         check_output_dir(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+        except OSError as e:
+            raise (write_error(e, target) or e) from None
         os.close(fd)
         self._temps[target] = Path(tmp)
         return Path(tmp)
@@ -186,9 +190,35 @@ class Staged:
 
     def discard(self) -> None:
         for tmp in self._temps.values():
-            if tmp.exists():
-                tmp.unlink()
+            with contextlib.suppress(OSError):  # best effort: never hide the error that got us here
+                tmp.unlink(missing_ok=True)
         self._temps.clear()
+
+    def target_of(self, e: OSError) -> Path | None:
+        """The output a write error hit: the one its file names, else (an errno only writes raise, reported
+        without a file name, as a full disk is by write()) the one staged last."""
+        names = {str(e.filename), str(e.filename2)}
+        for target, tmp in reversed(self._temps.items()):
+            if str(tmp) in names or str(target) in names:
+                return target
+        if e.errno in WRITE_ONLY_ERRNOS and self._temps:
+            return next(reversed(self._temps))
+        return None
+
+
+WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large", errno.EROFS: "read-only file system",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+WRITE_ONLY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def write_error(e: OSError, target: Path) -> QbertError | None:
+    """The one line for an environment fault while writing `target` (None: not one of those, let it rise)."""
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    fix = ("free some space or write elsewhere" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else
+           "choose a folder you can write to")
+    return QbertError(f"{WRITE_ERRNOS[e.errno]} writing {target}; {fix}")
 
 
 @contextlib.contextmanager
@@ -198,6 +228,12 @@ def staged() -> Iterator[Staged]:
     try:
         yield stage
         stage.commit()
+    except OSError as e:  # the environment's faults (full disk, read-only folder) are reported here, for every writer
+        target = stage.target_of(e)
+        error = write_error(e, target) if target is not None else None
+        if error is None:
+            raise
+        raise error from None
     finally:
         stage.discard()
 

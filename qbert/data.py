@@ -77,12 +77,19 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int 
     data works there); otherwise every label must map to one of the model's classes."""
     path = Path(spec)
     if path.suffix.lower() in (".tsv", ".jsonl", ".json") or path.exists():
+        if path.is_dir():
+            raise QbertError(f"data {path} is a folder; give a .tsv or .jsonl file")
+        if path.exists() and not path.is_file():  # read more than once (hashed, then parsed), so never a pipe
+            raise QbertError(f"data {path} is not a regular file (a pipe or device); give a .tsv or .jsonl file")
         if not path.is_file():
             raise QbertError(f"data file {path} not found")
         if path.stat().st_size == 0:
             raise QbertError(f"data file {path} is empty")
         reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_tsv
-        examples = reader(path, label2id, limit)
+        try:
+            examples = reader(path, label2id, limit)
+        except OSError as e:
+            raise QbertError(f"cannot read data file {path} ({e.strerror}); check its permissions") from None
     elif "/" in spec and not spec.startswith((".", "/")):
         examples = _read_hub(spec, label2id, limit)
     else:

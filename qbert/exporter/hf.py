@@ -15,6 +15,38 @@ def _looks_like_hub_id(spec: str) -> bool:
     return not spec.startswith((".", "/", "~")) and spec.count("/") <= 1 and not Path(spec).exists()
 
 
+def check_folder_files(folder: Path, who: str) -> None:
+    """Read a local model folder's files before Hugging Face does, so that an unreadable or corrupt one is named
+    in one line: HF's own errors name neither the file nor the cause (a permission error, a JSON decode error
+    deep in the tokenizer) or escape as KeyError / SafetensorError."""
+    import json
+
+    for f in sorted(folder.iterdir()):
+        if not f.is_file():
+            continue
+        try:
+            with open(f, "rb") as handle:
+                head = handle.read() if f.suffix == ".json" else handle.read(1)
+                if f.suffix == ".safetensors":  # 8 bytes of header length, then the JSON header
+                    handle.seek(0)
+                    size = int.from_bytes(handle.read(8), "little")
+                    head = handle.read(size) if 2 <= size <= f.stat().st_size - 8 else b""
+        except OSError as e:
+            raise QbertError(f"{who}: cannot read {f} ({e.strerror}); check its permissions") from None
+        if f.suffix in (".json", ".safetensors"):
+            try:
+                json.loads(head)
+            except ValueError:  # UnicodeDecodeError included
+                kind = "JSON" if f.suffix == ".json" else "safetensors"
+                raise QbertError(f"{who}: {f} is not valid {kind} (corrupt or truncated); restore it from the "
+                                 "original checkpoint") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{e.__class__.__name__}: {text.splitlines()[0]}" if text else e.__class__.__name__
+
+
 def load_config(spec: str) -> Any:
     from transformers import AutoConfig
 
@@ -25,11 +57,13 @@ def load_config(spec: str) -> Any:
         raise QbertError(f"--model {spec}: folder has no config.json, so it is not a Hugging Face model")
     if not path.exists() and not _looks_like_hub_id(spec):
         raise QbertError(f"--model {spec}: no such folder")
+    if path.is_dir():
+        check_folder_files(path, f"--model {spec}")
     try:
         config = AutoConfig.from_pretrained(str(path) if path.exists() else spec)
-    except (OSError, ValueError) as e:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise QbertError(f"--model {spec}: could not load a config{offline}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad config
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") and not path.exists() else ""
+        raise QbertError(f"--model {spec}: could not load a config{offline}: {_first_line(e)}") from None
     return config
 
 
@@ -56,8 +90,9 @@ def load_classifier(spec: str) -> tuple[Any, Any]:
     try:
         model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(src)
-    except (OSError, ValueError) as e:
-        raise QbertError(f"--model {spec}: could not load weights/tokenizer: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - safetensors, tokenizers and transformers raise many types
+        raise QbertError(f"--model {spec}: could not load weights/tokenizer ({_first_line(e)}); its files are "
+                         "corrupt or incomplete — restore them from the original checkpoint") from None
     return model.eval(), tokenizer
 
 
@@ -75,7 +110,11 @@ def _forward_names(cls: type) -> frozenset[str]:  # per class, once: the torch e
 def load_tokenizer(location: str) -> Any:
     from transformers import AutoTokenizer
 
+    if Path(location).is_dir():
+        check_folder_files(Path(location), f"tokenizer {location}")
     try:
         return AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as e:
-        raise QbertError(f"could not load tokenizer from {location}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - tokenizers raises KeyError, Exception … for a malformed file
+        raise QbertError(f"could not load the tokenizer from {location} ({_first_line(e)}); its tokenizer.json "
+                         "or tokenizer_config.json is corrupt or incomplete — restore it from the original "
+                         "checkpoint") from None
