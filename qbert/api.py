@@ -14,13 +14,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from qbert.artifacts import PlanMeta
-from qbert.calibration.quantize import quantize
+from qbert import arguments as arg
+from qbert.artifacts import ModelMeta, PlanMeta
 from qbert.calibration.recipe import Recipe
 from qbert.data import Dataset, label_map, load_dataset_spec, rows_dataset
-from qbert.engines import open_engine
+from qbert.engines import ENGINE_KINDS, Engine
 from qbert.errors import ConfigError, QbertError, check_range
-from qbert.exporter.export import export
 
 __all__ = ["CalibrationConfig", "ConfigError", "Dataset", "QbertError", "Recipe", "analyze", "bench", "build",
            "calibrate", "evaluate", "export", "load_data", "open_engine", "quantize", "reproduce"]
@@ -29,11 +28,33 @@ def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int
     """Sentence pairs from a `.tsv`/`.jsonl` file, a `datasets` spec (`glue/qnli[:split]`), a `Dataset`, or
     in-memory rows (`{"question", "sentence", "label"}` dicts or `(first, second[, label])` tuples).
     `label2id=None` reads no labels (what calibration wants)."""
+    arg.label_ids("label2id", label2id)
+    check_range("limit", limit, 1)
     if isinstance(source, Dataset):
         return source.head(limit)
     if isinstance(source, (str, Path)):
+        arg.data("source", source)
         return load_dataset_spec(str(source), label2id, limit)
-    return rows_dataset(list(source)[:limit] if limit else list(source), label2id)
+    if isinstance(source, (str, bytes, Mapping)) or not hasattr(source, "__iter__"):
+        raise ConfigError("source", source, "give a .tsv/.jsonl path, a datasets spec like glue/qnli, a Dataset or "
+                          "a list of rows")
+    rows = list(source)
+    return rows_dataset(rows[:limit] if limit else rows, label2id)
+
+
+def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: float = 1e-4,
+           max_length: int | None = None) -> ModelMeta:
+    """A Hugging Face sequence classifier (hub id or local folder) → a clean FP32 ONNX at `out` and its sidecar,
+    parity-checked against PyTorch within `tolerance` (max |Δlogit|). `max_length` (default 128, or the model's
+    positions if fewer) is what later commands pad and truncate to."""
+    from qbert.exporter.export import MAX_OPSET, export as run
+
+    arg.path("model_spec", model_spec)
+    arg.path("out", out)
+    check_range("opset", opset, 17, MAX_OPSET)
+    check_range("tolerance", tolerance, 0.0, integer=False)
+    check_range("max_length", max_length, 2)
+    return run(str(model_spec), out, opset=opset, tolerance=tolerance, max_length=max_length)
 
 
 @dataclass
@@ -82,28 +103,35 @@ class CalibrationConfig:
             raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
         _choice("method", self.method, (*METHODS, "auto"))
         _choice("target", self.target, ("ort-cpu", "trt"))
+        _choice("placement", placement_name(self.placement) if isinstance(self.placement, str) else self.placement,
+                PLACEMENTS)
         self.placement = placement_name(self.placement)
-        _choice("placement", self.placement, PLACEMENTS)
         check_range("samples", self.samples, 1)
+        check_range("seed", self.seed, 0)
+        for name in ("permute", "include_padding", "auto_fp16"):
+            arg.flag(name, getattr(self, name))
+        arg.label_ids("label2id", self.label2id)
         if self.groups != "auto":
             check_range("groups", self.groups, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("threads", self.threads, 1)
         check_range("heldout", self.heldout, 1)
+        check_range("percentile", self.percentile, integer=False)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError("alpha", self.alpha, "must be a number in [0, 1]")
         if self.method == "smoothquant" and self.placement != "gemm":
             raise ConfigError("placement", self.placement, "smoothquant applies to the gemm placement only")
-        if self.budget is not None and (not math.isfinite(self.budget) or self.budget < 0):
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
+                                        or not math.isfinite(self.budget) or self.budget < 0):
             raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
         if not isinstance(self.exact, bool):
             raise ConfigError("exact", self.exact, "must be True or False")
         if self.exact and not (self.method == "auto" or self.auto_fp16):
             raise ConfigError("exact", self.exact, "applies to method auto and auto_fp16 (the only steps that run "
                               "an INT8 model while calibrating)")
-        if isinstance(self.fallback, str) or not all(isinstance(f, str) for f in self.fallback):
+        if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self
 
@@ -114,6 +142,9 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     from qbert.artifacts import load_meta, load_onnx
     from qbert.calibration.calibrate import calibrate as run
 
+    arg.path("onnx", onnx)
+    if not isinstance(config, CalibrationConfig):
+        raise ConfigError("config", config, "must be a qbert.CalibrationConfig(data=…, method=…)")
     config.validate()
     load_onnx(onnx, expect="fp32")
     meta = load_meta(onnx)
@@ -125,12 +156,67 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)
 
 
-def build(onnx: str | Path, out: str | Path, **options: Any) -> PlanMeta:
-    """A TensorRT / TensorRT-RTX plan (+ sidecar) for the GPU in hand, or `sm=86`… to cross-compile; see
-    `qbert.engines.tensorrt.build` for the options."""
-    from qbert.engines.tensorrt import build as run
+def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str = "ort-cpu",
+             high_precision: str | None = None, recipe_out: str | Path | None = None,
+             write_recipe: bool = True) -> ModelMeta:
+    """Emit `recipe` (from `calibrate`, or `Recipe.load(path)`) on the FP32 ONNX it was computed on, for `target`
+    (ort-cpu: U8 activations | trt: S8), everything not INT8 in `high_precision` (fp16 | fp32; default fp16 for
+    trt, fp32 for ort-cpu); writes `out`, its sidecar and the recipe (`recipe_out`, default
+    `<out>.recipe.json`; none with write_recipe=False) together. Returns the sidecar."""
+    from qbert.calibration.quantize import quantize as run
 
-    return run(Path(onnx), Path(out), **options)
+    arg.path("fp32_onnx", fp32_onnx)
+    if not isinstance(recipe, Recipe):
+        raise ConfigError("recipe", recipe, "must be a qbert.Recipe (from qbert.calibrate, or Recipe.load(path))")
+    arg.path("out", out)
+    _choice("target", target, ("ort-cpu", "trt"))
+    arg.choice("high_precision", high_precision, (None, "fp16", "fp32"))
+    arg.path("recipe_out", recipe_out, optional=True)
+    arg.flag("write_recipe", write_recipe)
+    return run(fp32_onnx, recipe, out, target, high_precision, recipe_out, write_recipe)
+
+
+def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | int = "auto",
+          shapes: str | None = None, opt_level: int = 3, timing_cache: str | Path | None = None, force: bool = False,
+          hw_compat: bool = False) -> PlanMeta:
+    """A TensorRT / TensorRT-RTX plan (+ sidecar) of a Q/DQ ONNX emitted for target trt.
+
+    backend: auto (TensorRT if installed, else TensorRT-RTX) | tensorrt (builds for the GPU in hand only) |
+    tensorrt-rtx (cross-compiles). sm: auto (the visible GPU; SM86 without one) or a compute capability such as
+    86. shapes: the profile's min/opt/max as "BxS/BxS/BxS" (default 1x1/8x128/32x128). opt_level: the builder's
+    optimization level 0-5. timing_cache: a file read and updated. force: rebuild even when an identical plan is
+    cached (the sidecar holds the cache key). hw_compat: standard TensorRT plans that also run on later GPUs."""
+    from qbert.engines.tensorrt import BACKENDS, build as run, parse_shapes
+
+    arg.path("onnx", onnx)
+    arg.path("out", out)
+    arg.choice("backend", backend, BACKENDS)
+    arg.compute_capability("sm", sm)
+    arg.text("shapes", shapes)
+    try:
+        parse_shapes(shapes)
+    except QbertError as e:
+        raise ConfigError("shapes", shapes, str(e).split(": ", 1)[-1]) from None
+    check_range("opt_level", opt_level, 0, 5)
+    arg.path("timing_cache", timing_cache, optional=True)
+    arg.flag("force", force)
+    arg.flag("hw_compat", hw_compat)
+    return run(Path(onnx), Path(out), backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
+               timing_cache=Path(timing_cache) if timing_cache is not None else None, force=force,
+               hw_compat=hw_compat)
+
+
+def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: bool = False) -> Engine:
+    """An inference engine as a context manager: ort-cpu (a qbert ONNX), tensorrt (a plan) or torch (a Hugging
+    Face model). `threads` applies to the CPU engines; `exact` (ONNX Runtime's non-saturating x86 INT8 kernels)
+    to ort-cpu only."""
+    from qbert.engines import open_engine as run
+
+    arg.choice("kind", kind, ENGINE_KINDS)
+    arg.path("path", path)
+    check_range("threads", threads, 1)
+    arg.flag("exact", exact)
+    return run(kind, str(path), threads=threads, exact=exact)
 
 
 def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
@@ -146,9 +232,16 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     from qbert.exporter.hf import load_tokenizer
     from qbert.exporter.provenance import check_loaded, source_model
 
+    arg.path("model", model)
+    arg.data("data", data)
+    arg.choice("engine", engine, ENGINE_KINDS)
+    arg.path("plan", plan, optional=True)
     check_range("limit", limit, 1)
     check_range("batch_size", batch_size, 1)
     check_range("threads", threads, 1)
+    arg.flag("exact", exact)
+    arg.text("labels", labels)
+    arg.path("json_out", json_out, optional=True)
     check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
                                            "data": data if isinstance(data, (str, Path)) else None})
     if str(model).endswith(".json"):
@@ -177,15 +270,39 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
 
 
 def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1, 8), seq: int | None = None,
-          warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """Latency percentiles, throughput, memory and the integer-kernel census of a deployed ONNX or plan."""
+          warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, threads: int | None = None,
+          exact: bool = False, cuda_graph: bool = False, data: str | Path | None = None,
+          profile: bool = False) -> dict[str, Any]:
+    """Latency percentiles, throughput, memory and the integer-kernel census of a deployed ONNX or plan.
+
+    engine: ort-cpu | tensorrt | torch (default: tensorrt for a .plan/.engine, else ort-cpu). batch: the batch
+    sizes, each timed once. seq: tokens per row (default 128, or the model's maximum if shorter). warmup/iters:
+    untimed and timed runs per shape. threads: CPU threads (default all cores). exact: ort-cpu's non-saturating
+    x86 INT8 kernels. cuda_graph: tensorrt replays one captured CUDA graph per run. data: real tokenized rows
+    (.tsv/.jsonl or a datasets spec) instead of random ids. profile: ort-cpu kernel time per operator type."""
     from qbert.atomic import check_outputs, write_json
     from qbert.eval.bench import run_bench
 
-    data = options.get("data")
-    check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
+    arg.path("path", path)
+    arg.choice("engine", engine, (None, *ENGINE_KINDS))
+    sizes = arg.batch_sizes("batch", batch)
+    check_range("seq", seq, 1)
+    check_range("warmup", warmup, 0)
+    check_range("iters", iters, 1)
+    arg.path("json_out", json_out, optional=True)
+    check_range("threads", threads, 1)
+    for name, value in (("exact", exact), ("cuda_graph", cuda_graph), ("profile", profile)):
+        arg.flag(name, value)
+    arg.path("data", data, optional=True)
+    if data is not None:
+        arg.data("data", data)
     kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
-    result = run_bench(str(path), kind, list(batch), seq, warmup, iters, **options)
+    if profile and kind != "ort-cpu":
+        raise ConfigError("profile", profile, f"works with engine ort-cpu, not {kind} (for TensorRT use trtexec "
+                          "--dumpProfile or Nsight Systems)")
+    check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
+    result = run_bench(str(path), kind, sizes, seq, warmup, iters, threads=threads, exact=exact,
+                       cuda_graph=cuda_graph, data=None if data is None else str(data), profile=profile)
     if json_out is not None:
         write_json(json_out, result)
     return result
@@ -199,8 +316,13 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     from qbert.eval.analyze import PLOTS, analyze as run, plot
     from qbert.exporter.hf import load_tokenizer
 
+    arg.path("onnx", onnx)
+    arg.data("data", data)
+    arg.path("out_dir", out_dir)
     check_range("samples", samples, 1)
     check_range("heldout", heldout, 32)
+    arg.flag("include_padding", include_padding)
+    arg.text("labels", labels)
     out_dir = ensure_dir(out_dir)
     check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
                   {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
@@ -214,17 +336,39 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     return result
 
 
-def reproduce(model: str, eval_data: str, calib_data: str, out: str | Path, **options: Any) -> dict[str, Any]:
-    """The study's whole table on `model`, resumable; writes report.md and report.json into `out`."""
+def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, out: str | Path,
+              engine: str = "ort-cpu", samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
+              only: list[str] | None = None, labels: str | None = None, seeds: int = 3,
+              exact: bool = False) -> dict[str, Any]:
+    """The study's whole table on `model`, resumable; writes report.md and report.json into `out`.
+
+    engine: ort-cpu | tensorrt. samples: calibration sequences per row. bench_iters: timed runs per latency
+    measurement. analysis_samples: sequences for the outlier statistics. only: run only the rows whose names
+    contain one of these substrings. labels: the data's label names in id order. seeds: calibration seeds per
+    INT8 row. exact: ort-cpu scores, times and chooses with the non-saturating x86 INT8 kernels."""
     from qbert.atomic import check_outputs
     from qbert.reproduction import reproduce as run
 
+    arg.path("model", model)
+    for name, value in (("eval_data", eval_data), ("calib_data", calib_data)):
+        arg.path(name, value)
+        arg.data(name, value)
+    arg.path("out", out)
+    arg.choice("engine", engine, ("ort-cpu", "tensorrt"))
+    check_range("samples", samples, 1)
+    check_range("bench_iters", bench_iters, 1)
+    check_range("analysis_samples", analysis_samples, 1)
+    arg.names("only", only)
+    arg.text("labels", labels)
+    check_range("seeds", seeds, 1)
+    arg.flag("exact", exact)
     check_outputs({"out": [Path(out) / name for name in ("report.json", "report.md", "analysis.json")]},
                   {"model": Path(model), "eval_data": Path(eval_data), "calib_data": Path(calib_data)}, {"out": out})
-    return run(model, eval_data, calib_data, Path(out), **options)
+    return run(str(model), str(eval_data), str(calib_data), Path(out), engine=engine, samples=samples,
+               bench_iters=bench_iters, analysis_samples=analysis_samples, only=list(only) if only else None,
+               labels=labels, seeds=seeds, exact=exact)
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, value, f"choose one of {', '.join(allowed)}")
+    arg.choice(name, value, allowed)
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from qbert._version import __version__
+from qbert.arguments import MAX_BENCH_BATCH  # noqa: F401 — the library's limit, for the CLI's --batch
 from qbert.calibration.judge import DELTA, delta_text
 from qbert.cli_rules import folder_notes
 from qbert.errors import ConfigError, InternalError, QbertError
@@ -68,7 +69,6 @@ def show(title: str, rows: dict[str, Any]) -> None:
     out.print(table)
 
 
-MAX_BENCH_BATCH = 1024  # bert-base at seq 128 and batch 1024 already needs ≈ 40 GB of attention scores
 
 
 def show_candidates(report: dict[str, Any]) -> None:
