@@ -102,10 +102,10 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int 
 def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: str = "<rows>") -> Dataset:
     """In-memory rows: `{"question"/"sentence1", "sentence"/"sentence2", "label"}` dicts or
     `(first, second[, label])` tuples; labels mapped as in files (`label2id=None` reads none)."""
-    examples = []
+    examples, unlabelled = [], []
     for i, row in enumerate(rows):
         if isinstance(row, Mapping):
-            first, second = row.get("question", row.get("sentence1")), row.get("sentence", row.get("sentence2"))
+            first, second = (_field(row, *names, f"{source}[{i}]") for names in SYNONYMS)
             raw = row.get("label")
         elif isinstance(row, (list, tuple)) and len(row) in (2, 3):
             first, second, raw = row[0], row[1], row[2] if len(row) == 3 else None
@@ -114,9 +114,57 @@ def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: st
         if not isinstance(first, str) or not isinstance(second, str):
             raise QbertError(f"{source}[{i}]: needs two strings (question and sentence)")
         examples.append(Example(first, second, _label(raw, label2id, f"{source}[{i}]")))
+        if examples[-1].label is None:
+            unlabelled.append(f"{source}[{i}]")
     if not examples:
         raise QbertError(f"{source}: no rows")
+    _all_or_none_labelled(examples, unlabelled, label2id)
     return Dataset(examples, source, sorted(label2id, key=label2id.get) if label2id else [])
+
+
+SYNONYMS = (("question", "sentence1"), ("sentence", "sentence2"))  # two names for each text of a pair
+TSV_COLUMNS = ("question", "sentence1", "sentence", "sentence2", "label")
+
+
+def _field(obj: Mapping[str, Any], name: str, other: str, where: str) -> Any:
+    """A text under either of its names; both, with different text, is ambiguous."""
+    if name in obj and other in obj and obj[name] != obj[other]:
+        raise QbertError(f"{where}: both {name!r} and {other!r} are given, with different text; which is meant is "
+                         "ambiguous — keep one")
+    return obj.get(name, obj.get(other))
+
+
+def _all_or_none_labelled(examples: list[Example], unlabelled: list[str], label2id: Mapping[str, int] | None) -> None:
+    """Labels on some rows only: accuracy would quietly cover a subset nobody chose (a blank may be a lost label)."""
+    if label2id is not None and unlabelled and len(unlabelled) < len(examples):
+        raise QbertError(f"{unlabelled[0]}: no label, while {len(examples) - len(unlabelled)} other row(s) have one; "
+                         "label every row, or none (leave the label out)")
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    """A column the reader uses named twice, or a text under both its names: which one is meant is ambiguous.
+    Unnamed or repeated columns nobody reads are left alone."""
+    for name in TSV_COLUMNS:
+        if names.count(name) > 1:
+            raise QbertError(f"{path}: the header names column {name!r} {names.count(name)} times; which one is "
+                             "meant is ambiguous — rename or remove the others")
+    for name, other in SYNONYMS:
+        if name in names and other in names:
+            raise QbertError(f"{path}: the header has both {name!r} and {other!r} columns (two names for one "
+                             "text); keep one")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a key given twice in one object (json would silently keep the last)."""
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise _DuplicateKey(k)
+    return dict(pairs)
 
 
 def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str) -> int | None:
@@ -142,12 +190,14 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
     """
     csv.field_size_limit(sys.maxsize)
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # a byte-order mark is not part of the header
             rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(rows, None)
             if not header:
                 raise QbertError(f"{path} is empty")
-            cols = {name.strip().lower(): i for i, name in enumerate(header)}
+            names = [name.strip().lower() for name in header]
+            _check_header(path, names)
+            cols = {name: i for i, name in enumerate(names)}
             first_col = cols.get("question", cols.get("sentence1"))
             second_col = cols.get("sentence", cols.get("sentence2"))
             if first_col is None or second_col is None:
@@ -155,6 +205,7 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
                                  f"columns, found {header}")
             label_col = cols.get("label")
             out: list[Example] = []
+            unlabelled: list[str] = []
             for lineno, row in enumerate(rows, start=2):
                 if limit is not None and len(out) >= limit:
                     break
@@ -165,14 +216,18 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
                                      f"found {len(row)}")
                 label = _label(row[label_col], label2id, f"{path}:{lineno}") if label_col is not None else None
                 out.append(Example(row[first_col], row[second_col], label))
+                if label is None:
+                    unlabelled.append(f"{path}:{lineno}")
     except UnicodeDecodeError as e:
         raise QbertError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from None
+    _all_or_none_labelled(out, unlabelled, label2id)
     return out
 
 
 def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | None) -> list[Example]:
     """One JSON object per line with question/sentence (or sentence1/sentence2) and label."""
     out: list[Example] = []
+    unlabelled: list[str] = []
     try:
         with path.open(encoding="utf-8-sig") as f:  # a BOM is accepted, as in TSV
             for lineno, line in enumerate(f, start=1):
@@ -181,20 +236,25 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, object_pairs_hook=_unique_keys)
+                except _DuplicateKey as e:
+                    raise QbertError(f"{path}:{lineno}: key {e.args[0]!r} is given twice in one object; which value "
+                                     "is meant is ambiguous — keep one") from None
                 except json.JSONDecodeError:
                     obj = None
                 if not isinstance(obj, dict):
                     raise QbertError(f"{path}:{lineno}: not a JSON object; --data JSONL needs one object per "
                                      "line with question/sentence (or sentence1/sentence2) and label")
-                first = obj.get("question", obj.get("sentence1"))
-                second = obj.get("sentence", obj.get("sentence2"))
+                first, second = (_field(obj, *names, f"{path}:{lineno}") for names in SYNONYMS)
                 if not isinstance(first, str) or not isinstance(second, str):
                     raise QbertError(f"{path}:{lineno}: needs string fields question+sentence "
                                      "(or sentence1+sentence2)")
                 out.append(Example(first, second, _label(obj.get("label"), label2id, f"{path}:{lineno}")))
+                if out[-1].label is None:
+                    unlabelled.append(f"{path}:{lineno}")
     except UnicodeDecodeError as e:
         raise QbertError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from None
+    _all_or_none_labelled(out, unlabelled, label2id)
     return out
 
 

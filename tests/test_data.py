@@ -22,9 +22,9 @@ def test_jsonl_and_limit(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text('{"question": "a?", "sentence": "b", "label": "not_entailment"}\n\n'
                  '{"sentence1": "c?", "sentence2": "d", "label": 0}\n'
-                 '{"question": "e?", "sentence": "f"}\n')
+                 '{"question": "e?", "sentence": "f", "label": "entailment"}\n')
     ds = load_dataset_spec(str(p), L2I)
-    assert ds.labels.tolist() == [1, 0, -1]
+    assert ds.labels.tolist() == [1, 0, 0]  # a row without its label among labelled ones: test_data_ambiguity
     assert len(load_dataset_spec(str(p), L2I, limit=2).examples) == 2
 
 
