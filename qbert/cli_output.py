@@ -78,8 +78,8 @@ def show_candidates(report: dict[str, Any]) -> None:
                                f"drop's 95 % upper bound; "
                                f"speed = {report['speed']}"), title_justify="left")
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
-    for col in ("held-out acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
-        table.add_column(col)
+    for col in ("acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
+        table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
         speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
         if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
@@ -99,8 +99,10 @@ def show_fallback_steps(report: dict[str, Any]) -> None:
     table = Table(title=escape(f"--auto-fp16: {report['heldout_rows']} held-out rows, FP32 "
                                f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt "
                                "on the drop's 95 % upper bound"), title_justify="left")
-    for col in ("step", "kept in high precision", "held-out acc %", DELTA, "drop bound pt", "flips %"):
-        table.add_column(col)
+    table.add_column("step", no_wrap=True)
+    table.add_column("kept in high precision", overflow="fold", min_width=15)  # the one column that may wrap
+    for col in ("acc %", DELTA, "drop bound pt", "flips %"):
+        table.add_column(col, no_wrap=True)
     for i, st in enumerate(report["steps"]):
         table.add_row(str(i), escape(st["fallback"] or "(all quantized)"), f"{100 * st['accuracy']:.2f}",
                       delta_text(0.0 - st["drop_points"]), f"{st['drop_bound_points']:.2f}", f"{100 * st['flips']:.2f}")
