@@ -43,8 +43,8 @@ def data(name: str, value: Any) -> None:
     from qbert.data import Dataset
 
     if isinstance(value, (str, Path)):
-        if Path(value).suffix.lower() in DATA_SUFFIXES and not Path(value).is_file():
-            raise ConfigError(name, str(value), "data file not found")
+        if Path(value).suffix.lower() in DATA_SUFFIXES and not Path(value).exists():
+            raise ConfigError(name, str(value), "data file not found")  # a folder or pipe: named by the loader
         return
     if not isinstance(value, (Dataset, list, tuple)):
         raise ConfigError(name, value, "give a .tsv/.jsonl path, a datasets spec like glue/qnli, a Dataset or a "

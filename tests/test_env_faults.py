@@ -210,6 +210,8 @@ DATA_CASES = [
      "not a regular file"),
     ("calibrate: a pipe", "calibrate --onnx {d}/m.onnx --data {data} --samples 16 --out {o}/q.onnx", fifo,
      "not a regular file"),
+    ("calibrate: a pipe named .tsv", "calibrate --onnx {d}/m.onnx --data {data} --samples 16 --out {o}/q.onnx",
+     lambda t: (os.mkfifo(t / "rows.tsv"), t / "rows.tsv")[1], "not a regular file"),
     ("calibrate: a folder", "calibrate --onnx {d}/m.onnx --data {data} --samples 16 --out {o}/q.onnx", folder,
      "is a folder"),
     ("bench: /dev/null", "bench --onnx {d}/m.onnx --batch 1 --iters 1 --warmup 0 --data {data} --json {o}/b.json",

@@ -134,3 +134,24 @@ def test_int8_onnx_says_its_fp32_source_ran(exported):
     assert res["ran"] == f"fp32 source model of {q} (INT8 ONNX: its quantization did not run)"
     assert res["quantization"] is None
     assert "fp32 source model of" in " ".join(r.stdout.split())
+
+
+# Commands that read the tokenizer through the sidecar's recorded folder (not the torch engine's source check)
+TOKENIZER_READERS = [
+    ("eval", lambda e: ["eval", "--onnx", str(e["onnx"]), "--data", str(e["tsv"])]),
+    ("calibrate", lambda e: ["calibrate", "--onnx", str(e["onnx"]), "--data", str(e["tsv"]), "--samples", "8",
+                             "--out", str(e["b"] / "q.onnx")]),
+    ("bench --data", lambda e: ["bench", "--onnx", str(e["onnx"]), "--data", str(e["tsv"]), "--batch", "1",
+                                "--iters", "1", "--warmup", "0"]),
+    ("analyze", lambda e: ["analyze", "--onnx", str(e["onnx"]), "--data", str(e["tsv"]), "--samples", "8",
+                           "--heldout", "32", "--out", str(e["b"] / "an")]),
+]
+
+
+@pytest.mark.parametrize("command,argv", TOKENIZER_READERS, ids=[c[0] for c in TOKENIZER_READERS])
+def test_a_moved_source_folder_is_named_by_every_command_that_reads_its_tokenizer(exported, command, argv):
+    exported["src"].rename(exported["a"] / "moved")
+    r = runner.invoke(app, argv(exported))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "moved or deleted" in lines[0], (command, r.stderr)
+    assert not (exported["b"] / "q.onnx").exists()

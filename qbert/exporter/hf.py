@@ -112,6 +112,12 @@ def load_tokenizer(location: str) -> Any:
 
     if Path(location).is_dir():
         check_folder_files(Path(location), f"tokenizer {location}")
+    elif Path(location).exists():
+        raise QbertError(f"tokenizer {location} is a file, not a tokenizer folder")
+    elif Path(location).is_absolute() or not _looks_like_hub_id(location):
+        # sidecars record a local tokenizer by its absolute path: gone means moved or deleted, not a hub id
+        raise QbertError(f"tokenizer folder {location} is gone (moved or deleted since export); restore it, or "
+                         "re-export the model from where it is now")
     try:
         return AutoTokenizer.from_pretrained(location)
     except Exception as e:  # noqa: BLE001 - tokenizers raises KeyError, Exception … for a malformed file
