@@ -17,9 +17,11 @@ from typing import Any, Mapping, Sequence
 from qbert import arguments as arg
 from qbert.artifacts import ModelMeta, PlanMeta
 from qbert.calibration.recipe import Recipe
+from qbert.calibration.targets import TARGETS
 from qbert.data import Dataset, label_map, load_dataset_spec, rows_dataset
 from qbert.engines import ENGINE_KINDS, Engine
 from qbert.errors import ConfigError, QbertError, check_range
+from qbert.ov_session import PRECISIONS
 
 __all__ = ["CalibrationConfig", "ConfigError", "Dataset", "QbertError", "Recipe", "analyze", "bench", "build",
            "calibrate", "evaluate", "export", "load_data", "open_engine", "quantize", "reproduce"]
@@ -102,7 +104,7 @@ class CalibrationConfig:
         if self.data is None or isinstance(self.data, (int, float)):
             raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
         _choice("method", self.method, (*METHODS, "auto"))
-        _choice("target", self.target, ("ort-cpu", "trt"))
+        _choice("target", self.target, tuple(TARGETS))
         _choice("placement", placement_name(self.placement) if isinstance(self.placement, str) else self.placement,
                 PLACEMENTS)
         self.placement = placement_name(self.placement)
@@ -131,6 +133,9 @@ class CalibrationConfig:
         if self.exact and not (self.method == "auto" or self.auto_fp16):
             raise ConfigError("exact", self.exact, "applies to method auto and auto_fp16 (the only steps that run "
                               "an INT8 model while calibrating)")
+        if self.exact and self.target == "openvino" and not self.auto_fp16:
+            raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels; method auto for target "
+                              "openvino scores and times its candidates on OpenVINO")
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self
@@ -160,8 +165,8 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
              high_precision: str | None = None, recipe_out: str | Path | None = None,
              write_recipe: bool = True) -> ModelMeta:
     """Emit `recipe` (from `calibrate`, or `Recipe.load(path)`) on the FP32 ONNX it was computed on, for `target`
-    (ort-cpu: U8 activations | trt: S8), everything not INT8 in `high_precision` (fp16 | fp32; default fp16 for
-    trt, fp32 for ort-cpu); writes `out`, its sidecar and the recipe (`recipe_out`, default
+    (ort-cpu: U8 activations | trt: S8 | openvino: S8), everything not INT8 in `high_precision` (fp16 | fp32;
+    default fp16 for trt, fp32 for ort-cpu and openvino); writes `out`, its sidecar and the recipe (`recipe_out`, default
     `<out>.recipe.json`; none with write_recipe=False) together. Returns the sidecar."""
     from qbert.calibration.quantize import quantize as run
 
@@ -169,7 +174,7 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
     if not isinstance(recipe, Recipe):
         raise ConfigError("recipe", recipe, "must be a qbert.Recipe (from qbert.calibrate, or Recipe.load(path))")
     arg.path("out", out)
-    _choice("target", target, ("ort-cpu", "trt"))
+    _choice("target", target, tuple(TARGETS))
     arg.choice("high_precision", high_precision, (None, "fp16", "fp32"))
     arg.path("recipe_out", recipe_out, optional=True)
     arg.flag("write_recipe", write_recipe)
@@ -206,23 +211,25 @@ def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | in
                hw_compat=hw_compat)
 
 
-def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: bool = False) -> Engine:
-    """An inference engine as a context manager: ort-cpu (a qbert ONNX), tensorrt (a plan) or torch (a Hugging
-    Face model). `threads` applies to the CPU engines; `exact` (ONNX Runtime's non-saturating x86 INT8 kernels)
-    to ort-cpu only."""
+def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: bool = False,
+                precision: str = "f32") -> Engine:
+    """An inference engine as a context manager: ort-cpu or openvino (a qbert ONNX), tensorrt (a plan) or torch
+    (a Hugging Face model). `threads` applies to the CPU engines; `exact` (ONNX Runtime's non-saturating x86 INT8
+    kernels) to ort-cpu only; `precision` (OpenVINO's inference precision, f32 | bf16) to openvino only."""
     from qbert.engines import open_engine as run
 
     arg.choice("kind", kind, ENGINE_KINDS)
     arg.path("path", path)
     check_range("threads", threads, 1)
     arg.flag("exact", exact)
-    return run(kind, str(path), threads=threads, exact=exact)
+    arg.choice("precision", precision, PRECISIONS)
+    return run(kind, str(path), threads=threads, exact=exact, precision=precision)
 
 
 def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
              limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
-             labels: str | None = None, json_out: str | Path | None = None) -> dict[str, Any]:
-    """Accuracy on labelled data. `model` is a qbert ONNX (ort-cpu; tensorrt runs its `plan`), or for
+             labels: str | None = None, json_out: str | Path | None = None, precision: str = "f32") -> dict[str, Any]:
+    """Accuracy on labelled data. `model` is a qbert ONNX (ort-cpu, openvino; tensorrt runs its `plan`), or for
     engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs — the folder export read
     (by absolute path), refused if it moved or its files changed; the result's `ran` says so. `labels` maps the
     data's label names to ids ("entailment,not_entailment"); `json_out` writes the full result."""
@@ -242,6 +249,7 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     arg.flag("exact", exact)
     arg.text("labels", labels)
     arg.path("json_out", json_out, optional=True)
+    arg.choice("precision", precision, PRECISIONS)
     check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
                                            "data": data if isinstance(data, (str, Path)) else None})
     if str(model).endswith(".json"):
@@ -252,7 +260,7 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
         raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
     source = str(model) if meta is None else source_model(meta, model) if engine == "torch" else None
     target = {"torch": source, "tensorrt": str(plan)}.get(engine, str(model))
-    with open_engine(engine, target, threads=threads, exact=exact) as eng:
+    with open_engine(engine, target, threads=threads, exact=exact, precision=precision) as eng:
         if meta is not None and engine == "torch":
             check_loaded(meta, eng.model.config, model)
         label2id = meta.label2id if meta else eng.label2id
@@ -272,14 +280,15 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
 def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1, 8), seq: int | None = None,
           warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, threads: int | None = None,
           exact: bool = False, cuda_graph: bool = False, data: str | Path | None = None,
-          profile: bool = False) -> dict[str, Any]:
+          profile: bool = False, precision: str = "f32") -> dict[str, Any]:
     """Latency percentiles, throughput, memory and the integer-kernel census of a deployed ONNX or plan.
 
-    engine: ort-cpu | tensorrt | torch (default: tensorrt for a .plan/.engine, else ort-cpu). batch: the batch
+    engine: ort-cpu | openvino | tensorrt | torch (default: tensorrt for a .plan/.engine, else ort-cpu). batch: the batch
     sizes, each timed once. seq: tokens per row (default 128, or the model's maximum if shorter). warmup/iters:
     untimed and timed runs per shape. threads: CPU threads (default all cores). exact: ort-cpu's non-saturating
     x86 INT8 kernels. cuda_graph: tensorrt replays one captured CUDA graph per run. data: real tokenized rows
-    (.tsv/.jsonl or a datasets spec) instead of random ids. profile: ort-cpu kernel time per operator type."""
+    (.tsv/.jsonl or a datasets spec) instead of random ids. profile: ort-cpu kernel time per operator type.
+    precision: OpenVINO's inference precision (f32 | bf16)."""
     from qbert.atomic import check_outputs, write_json
     from qbert.eval.bench import run_bench
 
@@ -296,13 +305,15 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     arg.path("data", data, optional=True)
     if data is not None:
         arg.data("data", data)
+    arg.choice("precision", precision, PRECISIONS)
     kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
     if profile and kind != "ort-cpu":
         raise ConfigError("profile", profile, f"works with engine ort-cpu, not {kind} (for TensorRT use trtexec "
                           "--dumpProfile or Nsight Systems)")
     check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
     result = run_bench(str(path), kind, sizes, seq, warmup, iters, threads=threads, exact=exact,
-                       cuda_graph=cuda_graph, data=None if data is None else str(data), profile=profile)
+                       cuda_graph=cuda_graph, data=None if data is None else str(data), profile=profile,
+                       precision=precision)
     if json_out is not None:
         write_json(json_out, result)
     return result
@@ -342,7 +353,7 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
               exact: bool = False) -> dict[str, Any]:
     """The study's whole table on `model`, resumable; writes report.md and report.json into `out`.
 
-    engine: ort-cpu | tensorrt. samples: calibration sequences per row. bench_iters: timed runs per latency
+    engine: ort-cpu | openvino | tensorrt (each row emitted for that engine's target). samples: calibration sequences per row. bench_iters: timed runs per latency
     measurement. analysis_samples: sequences for the outlier statistics. only: run only the rows whose names
     contain one of these substrings. labels: the data's label names in id order. seeds: calibration seeds per
     INT8 row. exact: ort-cpu scores, times and chooses with the non-saturating x86 INT8 kernels."""
@@ -354,7 +365,7 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
         arg.path(name, value)
         arg.data(name, value)
     arg.path("out", out)
-    arg.choice("engine", engine, ("ort-cpu", "tensorrt"))
+    arg.choice("engine", engine, ("ort-cpu", "openvino", "tensorrt"))
     check_range("samples", samples, 1)
     check_range("bench_iters", bench_iters, 1)
     check_range("analysis_samples", analysis_samples, 1)

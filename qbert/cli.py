@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, err, guarded, integer, out, show, show_candidates,
+from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, guarded, integer, out, show, show_candidates,
                                show_fallback_steps, print_version)
 from qbert.cli_rules import check_flags, out_file, typed as _typed, warn
 from qbert.errors import QbertError, check_range
@@ -64,9 +64,10 @@ def export(
 @guarded
 def eval_cmd(
     ctx: typer.Context,
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX from qbert export/calibrate (ort-cpu engine)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX from qbert export/calibrate (ort-cpu and "
+                                        "openvino engines)."),
     data: str = typer.Option(..., "--data", "-d", help="glue/qnli (needs network), or a local .tsv/.jsonl."),
-    engine: str = typer.Option("ort-cpu", help="ort-cpu | tensorrt | torch."),
+    engine: str = typer.Option("ort-cpu", help="ort-cpu | openvino | tensorrt | torch."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT engine plan (for --engine tensorrt)."),
     model: Optional[str] = typer.Option(None, "--model", help="HF model for --engine torch "
                                         "(default: the ONNX sidecar's source model)."),
@@ -78,6 +79,8 @@ def eval_cmd(
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", parser=out_file("eval.json"),
                                             help="Write the full result (with predictions) here."),
+    precision: str = typer.Option("f32", "--precision", help="openvino: inference precision, f32 | bf16 (needs "
+                                  "AVX-512 BF16 or AMX; OpenVINO's own default there is bf16, qbert's is f32)."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
@@ -93,7 +96,7 @@ def eval_cmd(
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data),
                                          "--model": Path(model) if model else None})
     source = model if engine == "torch" and model is not None else onnx
-    result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out)
+    result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out, precision)
     if json_out is not None:
         err.print(f"wrote {json_out}")
     acc = result["accuracy"]
@@ -124,7 +127,8 @@ def calibrate(
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
                                   "| full: the study's "
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),
-    target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere."),
+    target: str = typer.Option("ort-cpu", help="ort-cpu: U8 activations, FP32 elsewhere | trt: S8, FP16 elsewhere "
+                               "| openvino: S8, FP32 elsewhere (attention fused in INT8 by OpenVINO)."),
     groups: str = typer.Option("4", help="PEG: channel groups per residual-stream tensor, sized to the measured "
                                "channel ranges (outliers get a small group of their own); auto = per tensor, one "
                                "group (per-tensor speed) where there are no outlier channels, and a GEMM input "
@@ -274,9 +278,9 @@ def build(
 @guarded
 def bench(
     ctx: typer.Context,
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on ONNX Runtime CPU."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on the CPU (ONNX Runtime or OpenVINO)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT plan to time on the GPU."),
-    engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | tensorrt, as in eval "
+    engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | openvino | tensorrt, as in eval "
                                               "(default: ort-cpu for --onnx, tensorrt for --plan)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     seq: Optional[int] = typer.Option(None, help="Sequence length (inputs are padded/truncated to it; default 128, "
@@ -291,6 +295,8 @@ def bench(
                                  "first batch size — where the time goes."),
     json_out: Optional[Path] = typer.Option(None, "--json", parser=out_file("bench.json"),
                                             help="Write the result JSON here."),
+    precision: str = typer.Option("f32", "--precision", help="openvino: inference precision, f32 | bf16 (needs "
+                                  "AVX-512 BF16 or AMX; OpenVINO's own default there is bf16, qbert's is f32)."),
 ) -> None:
     """Latency (p50/p90/p99), throughput, memory and the integer-kernel census of a deployed model."""
     from qbert.api import bench as run_bench
@@ -300,8 +306,8 @@ def bench(
     kind = engine_kind or ("ort-cpu" if onnx is not None else "tensorrt")
     if kind == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt runs a plan: build one with qbert build and pass it as --plan")
-    if kind == "ort-cpu" and onnx is None:
-        raise QbertError("--engine ort-cpu runs an ONNX: pass it as --onnx")
+    if kind in ("ort-cpu", "openvino") and onnx is None:
+        raise QbertError(f"--engine {kind} runs an ONNX: pass it as --onnx")
     check_flags(ctx)
     try:
         sizes = [integer("--batch", b) for b in batch.split(",")]
@@ -323,7 +329,7 @@ def bench(
         raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
     path = str(onnx if onnx is not None else plan)
     result = run_bench(path, kind, sizes, seq, warmup, iters, json_out=json_out, threads=threads, exact=exact,
-                       cuda_graph=cuda_graph, data=data, profile=profile)
+                       cuda_graph=cuda_graph, data=data, profile=profile, precision=precision)
     if json_out is not None:
         err.print(f"wrote {json_out}")
     table = Table(title=escape(f"bench [{kind}] {path}"), title_justify="left")
@@ -354,7 +360,8 @@ def bench(
                                 "integer GEMMs": census.get("integer_gemms", census.get("gemm_layers", "n/a")),
                                 "float GEMMs": census.get("float_gemms", "n/a"),
                                 f"integer share of GEMM MACs (b={sizes[0]}, seq={result['seq']})": "{:.2%}".format(
-                                    census.get("integer_mac_share", 0.0))})
+                                    census.get("integer_mac_share", 0.0)),
+                                **{label: census[key] for key, label in OPENVINO_CENSUS if key in census}})
 
 
 @app.command()
@@ -415,7 +422,8 @@ def reproduce(
     eval_data: str = typer.Option(..., "--eval-data", help="Labelled evaluation data (.tsv/.jsonl/glue/qnli)."),
     calib_data: str = typer.Option(..., "--calib-data", help="Calibration data — a different split."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.json, plots and cache."),
-    engine: str = typer.Option("ort-cpu", help="ort-cpu (here) | tensorrt (needs a GPU)."),
+    engine: str = typer.Option("ort-cpu", help="ort-cpu | openvino (rows emitted for --target openvino) | tensorrt "
+                               "(needs a GPU)."),
     samples: int = typer.Option(512, help="Calibration sequences per row."),
     bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
     only: Optional[str] = typer.Option(None, help="Run only these rows, comma-separated: ids (fp32, fp16, "

@@ -71,24 +71,32 @@ def show(title: str, rows: dict[str, Any]) -> None:
 
 
 
+OPENVINO_CENSUS = (("fused_attention_blocks", "attention blocks fused in INT8"),
+                   ("fakequantize_left", "FakeQuantize layers left in float"),
+                   ("inference_precision", "inference precision"))
+
+
 def show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
     table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
                                f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt on the "
                                f"drop's 95 % upper bound; "
-                               f"speed = {report['speed']}"), title_justify="left")
+                               f"speed = {report['speed']} (per-round range)"), title_justify="left",
+                  box=None, padding=(0, 1, 0, 0), header_style="bold underline")  # fits 80 columns
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
     for col in ("acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
         table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
-        speed = f"{r['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
+        speed = f"{r['p50_ms_b1']:.1f}" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
         if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
             speed += " ({:.1f}–{:.1f})".format(*r["p50_spread_ms_b1"])
-        mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over budget")
+        mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
         table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
                       f"{100 * r['flips']:.2f}", speed, mark)
     out.print(table)
+    for skipped in report.get("skipped", []):
+        err.print(f"[yellow]warning:[/] skipped {escape(skipped['name'])}: {escape(skipped['reason'])}", highlight=False)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
                   "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there", highlight=False)

@@ -44,7 +44,7 @@ RULES = [
          lambda p: f"runs on --engine tensorrt, not {p['engine']}; drop --plan or add --engine tensorrt"),
     Rule("eval", "exact", lambda p: p["engine"] == "ort-cpu",
          lambda p: f"selects ONNX Runtime's x86 INT8 kernels; --engine {p['engine']} has none: drop --exact"),
-    Rule("eval", "threads", lambda p: p["engine"] in ("ort-cpu", "torch"),
+    Rule("eval", "threads", lambda p: p["engine"] in ("ort-cpu", "openvino", "torch"),
          lambda p: f"sets CPU threads; --engine {p['engine']} runs on the GPU: drop --threads"),
     Rule("eval", "model", lambda p: p["engine"] == "torch",
          lambda p: f"is the PyTorch model of --engine torch; --engine {p['engine']} runs --onnx/--plan: "
@@ -53,18 +53,24 @@ RULES = [
          lambda p: f"replays a CUDA graph on the GPU; --engine {bench_kind(p)} runs on the CPU: drop --cuda-graph"),
     Rule("bench", "exact", lambda p: bench_kind(p) == "ort-cpu",
          lambda p: f"selects ONNX Runtime's x86 INT8 kernels; --engine {bench_kind(p)} has none: drop --exact"),
-    Rule("bench", "threads", lambda p: bench_kind(p) == "ort-cpu",
+    Rule("bench", "threads", lambda p: bench_kind(p) in ("ort-cpu", "openvino"),
          lambda p: f"sets CPU threads; --engine {bench_kind(p)} runs on the GPU: drop --threads"),
+    Rule("eval", "precision", lambda p: p["engine"] == "openvino",
+         lambda p: f"sets OpenVINO's inference precision; --engine {p['engine']} runs the model's own dtypes: "
+                   "drop --precision or add --engine openvino"),
+    Rule("bench", "precision", lambda p: bench_kind(p) == "openvino",
+         lambda p: f"sets OpenVINO's inference precision; --engine {bench_kind(p)} runs the model's own dtypes: "
+                   "drop --precision or add --engine openvino"),
     Rule("build", "hw_compat", lambda p: p["backend"] != "tensorrt-rtx",
          lambda p: "is a standard-TensorRT setting; TensorRT-RTX targets one compute capability (--sm): "
                    "drop --hw-compat or use --backend tensorrt"),
     # Refused, not warned: ORT CPU then fuses few Q/DQ pairs into integer GEMMs — on the 2-layer test BERT 4 of
     # 18 GEMMs (33 % of GEMM MACs) ran on integer kernels, against 16 of 18 (99.9 %) with fp32.
     Rule("calibrate", "high_precision",
-         lambda p: not (p["target"] == "ort-cpu" and str(p["high_precision"]).lower() == "fp16"),
-         lambda p: f"{p['high_precision']} with --target ort-cpu leaves most GEMMs on ONNX Runtime's float kernels (the Q/DQ pairs around "
-                   "FP16 tensors are not fused into integer GEMMs): use fp32 (the default for ort-cpu), or "
-                   "--target trt for FP16"),
+         lambda p: not (p["target"] in ("ort-cpu", "openvino") and str(p["high_precision"]).lower() == "fp16"),
+         lambda p: f"{p['high_precision']} with --target {p['target']} leaves GEMMs on the CPU runtime's float "
+                   "kernels (the Q/DQ pairs around FP16 tensors are not fused into integer GEMMs): use fp32 (the "
+                   f"default for {p['target']}), or --target trt for FP16"),
     Rule("calibrate", "permute", lambda p: p["method"] in ("peg", "auto"),
          lambda p: f"reorders PEG's channel groups; --method {p['method']} has no groups: drop it or use "
                    "--method peg"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -111,9 +111,15 @@ def logits_of(model: Any, encoded, batch_size: int, pad_id: int, exact: bool = F
     if exact:
         unshare_weights(model)
     sess = session_for(model, session_options(exact=exact))
+    return logits_with(lambda feeds: sess.run(["logits"], feeds)[0], encoded, batch_size, pad_id)
+
+
+def logits_with(run: Callable[[dict[str, np.ndarray]], np.ndarray], encoded, batch_size: int,
+                pad_id: int) -> np.ndarray:
+    """Logits of every encoded row, in row order, from `run` (padded feeds → logits) over length-sorted batches."""
     out = np.zeros((len(encoded), 0), dtype=np.float32)
     for idx, feeds in batches(encoded, batch_size, pad_id=pad_id):
-        got = sess.run(["logits"], feeds)[0]
+        got = run(feeds)
         if out.shape[1] == 0:
             out = np.zeros((len(encoded), got.shape[1]), dtype=np.float32)
         out[idx] = got

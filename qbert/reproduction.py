@@ -18,6 +18,8 @@ from qbert.engines import check_exact
 from qbert.errors import QbertError
 from qbert.timing import interleaved, p50_and_spread
 
+TARGET_OF = {"ort-cpu": "ort-cpu", "openvino": "openvino", "tensorrt": "trt"}  # engine → what its rows emit
+
 
 @dataclass
 class Row:
@@ -119,7 +121,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     from qbert.calibration.recipe import Recipe
 
     t0 = time.perf_counter()
-    target = "ort-cpu" if engine == "ort-cpu" else "trt"
+    target = TARGET_OF[engine]
     path = work / "model.onnx"
     info: dict[str, Any] = {}
     if row.kind == "fp32":
@@ -190,6 +192,8 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path,
         result = evaluate(eng, eval_ds, tokenizer)
         if engine == "tensorrt":
             extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
+            census = eng.census(1, seq)
+        elif engine == "openvino":
             census = eng.census(1, seq)
         else:
             from qbert.engines.onnxruntime import ort_census
@@ -262,8 +266,8 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import line, progress_bar
 
-    if engine not in ("ort-cpu", "tensorrt"):
-        raise QbertError(f"--engine {engine!r}: choose ort-cpu or tensorrt")
+    if engine not in TARGET_OF:
+        raise QbertError(f"--engine {engine!r}: choose one of {', '.join(TARGET_OF)}")
     check_exact(engine, exact)  # up front, before any export or calibration
     if engine == "tensorrt":
         check_gpu_ready()
@@ -325,7 +329,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.machine import kernel_mode, machine
 
     report = {"model": model_spec, "eval_data": eval_data, "calib_data": calib_data, "engine": engine,
-              "machine": machine(), "kernel_mode": kernel_mode(exact) if engine == "ort-cpu" else "tensorrt",
+              "machine": machine(), "kernel_mode": kernel_mode(exact) if engine == "ort-cpu" else engine,
               "samples": samples, "seeds": seeds, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
               "versions": meta.versions}

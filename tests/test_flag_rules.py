@@ -202,16 +202,8 @@ def test_method_auto_times_candidates_interleaved_and_records_the_spread(monkeyp
     from qbert.calibration import select
 
     order: list[str] = []
-
-    class FakeSession:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def run(self, outputs, feeds):
-            order.append(self.name)
-
-    monkeypatch.setattr(select, "session_for", lambda model, so: FakeSession(model))
-    result = select._latency({"a": "a", "b": "b", "c": "c"}, seq=8, vocab=100, rounds=4, iters=2)
+    runs = {k: (lambda feeds, k=k: order.append(k)) for k in ("a", "b", "c")}
+    result = select._latency(runs, seq=8, vocab=100, rounds=4, iters=2)
     timed = order[3:]  # after one warm-up run each
     turns = [timed[i] for i in range(0, len(timed), 2)]
     assert turns == ["a", "b", "c"] * 4, order

@@ -19,7 +19,8 @@
   before quantization (smooth.py). PEG `--groups auto` smooths its grouped GEMM inputs the same way (one GEMM,
   not K); under `full` their non-GEMM readers read that DQ · m (a per-channel grid), and on ORT CPU the 1/m is
   folded into the LayerNorm that writes the tensor.
-- High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision; fp16.py), FP32 for ORT-CPU.
+- High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision; fp16.py), FP32 for ORT-CPU and
+  OpenVINO. Each target's dtypes are in targets.py.
 """
 from __future__ import annotations
 
@@ -34,17 +35,16 @@ from qbert.calibration.methods import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
+from qbert.calibration.targets import TARGETS, target as target_of
 from qbert.errors import InternalError, QbertError
 from qbert.exporter.graph import BertGraph, Linear, parse
 
-TARGETS = ("trt", "ort-cpu")
 MAX_RATIO = 2.0 ** 15  # per-channel multipliers of a grouped non-GEMM Q/DQ (FP16 holds 2¹⁵ and 2⁻¹⁵)
 
 
 class Emitter:
     def __init__(self, model: Any, target: str, high_precision: str, fuse: bool = True):
-        if target not in TARGETS:
-            raise QbertError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
+        self.spec = target_of(target)
         if high_precision not in ("fp16", "fp32"):
             raise QbertError(f"--high-precision {high_precision!r}: choose fp16 or fp32")
         self.model, self.target, self.high, self.fuse = model, target, high_precision, fuse
@@ -64,10 +64,8 @@ class Emitter:
     # -- activations -----------------------------------------------------------------------------------
     def qdq(self, tensor: str, amax: float, stem: str) -> str:
         scale = self.inits.add(f"{stem}.scale", np.array(scale_of(amax), dtype=np.float32))
-        if self.target == "trt":
-            zp = self.inits.add(f"{stem}.zero_point", np.array(0, dtype=np.int8))
-        else:
-            zp = self.inits.add(f"{stem}.zero_point", np.array(128, dtype=np.uint8))
+        dtype = np.int8 if self.spec.activations == "int8" else np.uint8
+        zp = self.inits.add(f"{stem}.zero_point", np.array(self.spec.zero_point, dtype=dtype))
         q, dq = f"{stem}.q", f"{stem}.dq"
         self.new_nodes += [helper.make_node("QuantizeLinear", [tensor, scale, zp], [q], name=self.uid(stem + "/Q")),
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
@@ -198,7 +196,7 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     """Return (Q/DQ model, summary) for `target`; `high_precision` defaults to the target's fast dtype.
     `copy=False` rewrites `fp32` in place (saves one copy of the weights when the caller is done with it).
     `fuse=False` keeps one split GEMM per linear where Q, K and V read a grouped tensor (for comparison)."""
-    high = high_precision or ("fp16" if target == "trt" else "fp32")
+    high = high_precision or target_of(target).high_precision
     if copy:
         model = onnx.ModelProto()
         model.CopyFrom(fp32)
@@ -220,7 +218,7 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     em.finish()
     meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
             "quantized_sites": len([s for s in all_sites if s.key in recipe.sites]),
-            "fallback": recipe.fallback, "activation_dtype": "int8" if target == "trt" else "uint8"}
+            "fallback": recipe.fallback, "activation_dtype": TARGETS[target].activations}
     return model, meta
 
 

@@ -13,7 +13,9 @@ over SmoothQuant, which flipped fewer rows and scores ±0.00 on eval.tsv; change
 
 All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
 twelve settings costs twelve emissions and evaluations, not twelve calibrations. One candidate keeps a role in
-high precision (SmoothQuant with FP32 FFN2 inputs): it is offered only where candidates are timed. Speed: for `--target ort-cpu`, each
+high precision (SmoothQuant with FP32 FFN2 inputs): it is offered only where candidates are timed. Candidates are
+scored and timed on the runtime the target deploys to where there is one here (ONNX Runtime for `ort-cpu`,
+OpenVINO for `openvino`; targets.py). Speed: on a timed target, each
 candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
 (no GPU here to time on) the INT8 GEMM count — one per linear and PEG group, however the emitter arranges them
 (Q, K and V side by side are still three linears' work) — then the Q/DQ count, stand in for latency: fewer is
@@ -33,9 +35,11 @@ from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales
 from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales
+from qbert.calibration.targets import target as target_of
 from qbert.data import random_feeds
+from qbert.errors import QbertError
 from qbert.machine import kernel_mode
-from qbert.ort_session import logits_of, session_for, session_options
+from qbert.ort_session import logits_of, logits_with, session_for, session_options
 from qbert.progress import progress_bar
 from qbert.timing import interleaved, p50_and_spread
 
@@ -48,6 +52,7 @@ CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high pre
     # It costs the FFN2 GEMM's INT8 speed, which only a timed target can price: ORT CPU only (see select()).
     ("gemm", "smoothquant", 1, 99.99, ("a",)),
 ]
+RUNTIMES = {"ort-cpu": "ORT CPU", "openvino": "OpenVINO CPU, f32"}
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
         "fewest held-out flips vs FP32 (then the lowest bound)")
@@ -68,28 +73,40 @@ def name_of(placement: str, method: str, groups: Any, percentile: float, keep: t
     return f"{method}{extra}, {placement}{kept}"
 
 
-def _latency(models: dict[str, Any], seq: int, vocab: int, rounds: int = 5, iters: int = 5, exact: bool = False
+def _runners(models: dict[str, Any], runtime: str, exact: bool) -> dict[str, Callable[[dict], np.ndarray]]:
+    """feeds → logits per candidate, on the runtime its target deploys to."""
+    if runtime == "openvino":
+        from qbert.ov_session import compile_model, runner
+
+        return {k: runner(compile_model(m)) for k, m in models.items()}
+    out = {}
+    for k, m in models.items():
+        sess = session_for(m, session_options(exact=exact))
+        out[k] = lambda feeds, sess=sess: sess.run(["logits"], feeds)[0]
+    return out
+
+
+def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int, rounds: int = 5, iters: int = 5
              ) -> dict[str, tuple[float, list[float]]]:
     """Per candidate: p50 ms at batch 1 over all rounds and [lowest, highest] per-round p50. Timed in alternating
     rounds: candidates often differ by less than a busy machine drifts between one candidate's turn and the
     next, so one candidate's turn each would make "fastest" a matter of when it ran."""
     feeds = random_feeds(1, seq, min(vocab, 1000))
-    sessions = {k: session_for(m, session_options(exact=exact)) for k, m in models.items()}
-    for s in sessions.values():
-        s.run(["logits"], feeds)
+    for run in runs.values():
+        run(feeds)
 
-    def timer(s: Any) -> Callable[[], np.ndarray]:
-        def runs() -> np.ndarray:
+    def timer(run: Callable[[dict], np.ndarray]) -> Callable[[], np.ndarray]:
+        def timed() -> np.ndarray:
             ms = np.empty(iters)
             for i in range(iters):
                 t0 = time.perf_counter()
-                s.run(["logits"], feeds)
+                run(feeds)
                 ms[i] = (time.perf_counter() - t0) * 1e3
             return ms
-        return runs
+        return timed
 
-    samples = interleaved({k: timer(s) for k, s in sessions.items()}, rounds)
-    return {k: p50_and_spread(runs) for k, runs in samples.items()}
+    samples = interleaved({k: timer(run) for k, run in runs.items()}, rounds)
+    return {k: p50_and_spread(r) for k, r in samples.items()}
 
 
 def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
@@ -102,8 +119,9 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
     fp_logits = logits_of(model, heldout, 32, pad)
     fp_pred = fp_logits.argmax(-1)
     fp_acc = float((fp_pred == labels).mean())
-    rows, recipes, cpu_models = [], {}, {}
-    candidates = [c for c in CANDIDATES if target != "trt" or not c[4]]  # a GEMM count cannot price a float GEMM
+    spec = target_of(target)
+    rows, recipes, timed, skipped = [], {}, {}, []
+    candidates = [c for c in CANDIDATES if spec.timed or not c[4]]  # a GEMM count cannot price a float GEMM
     with progress_bar("method auto", total=len(candidates)) as advance:
         for placement, method, groups, pct, keep in candidates:
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
@@ -116,29 +134,40 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                                "alpha": recipe_alpha(method, scales, ALPHA),
                                "groups": groups if method == "peg" else 1, "permute": method == "peg",
                                "permutation": perm, "fallback": dropped})
-            q, summary = emit(model, recipe, "ort-cpu")
-            pred = logits_of(q, heldout, 32, pad, exact).argmax(-1)
+            q, summary = emit(model, recipe, spec.judged_on)
             name = name_of(placement, method, groups, pct, keep)
+            if spec.judged_on == "openvino":
+                try:  # OpenVINO 2026.4 fails to compile some Q/DQ graphs (constant folding of a Convert)
+                    run = _runners({"q": q}, "openvino", exact)["q"]
+                except QbertError as e:
+                    skipped.append({"name": name, "reason": str(e)})
+                    advance(1)
+                    continue
+                pred = logits_with(run, heldout, 32, pad).argmax(-1)
+            else:
+                pred = logits_of(q, heldout, 32, pad, exact).argmax(-1)
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
                    **judged(pred, fp_pred, labels, budget)}
-            if target == "trt":
-                tq, tsum = emit(model, recipe, "trt", fuse=False)  # count work, not kernels (docstring)
+            if not spec.timed:
+                tq, tsum = emit(model, recipe, target, fuse=False)  # count work, not kernels (docstring)
                 row["int8_gemms"] = tsum["quantized_gemms"]
                 row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
             else:
-                cpu_models[name] = q
+                timed[name] = q
             rows.append(row)
             recipes[name] = recipe
             advance(1)
-    if cpu_models:
-        for name, (ms, spread) in _latency(cpu_models, meta.max_length, meta.vocab_size, exact=exact).items():
+    if timed:
+        runs = _runners(timed, spec.judged_on, exact)
+        for name, (ms, spread) in _latency(runs, meta.max_length, meta.vocab_size).items():
             row = next(r for r in rows if r["name"] == name)
             row["p50_ms_b1"], row["p50_spread_ms_b1"] = ms, spread
-    speed = (lambda r: r["p50_ms_b1"]) if target != "trt" else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
+    speed = (lambda r: r["p50_ms_b1"]) if spec.timed else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
               "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
-              "speed": "p50 ms, batch 1, this machine (ORT CPU)" if target != "trt" else
+              "speed": f"p50 ms, batch 1, this machine ({RUNTIMES[spec.judged_on]})" if spec.timed else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
-              "within_budget": bool(best["within_budget"]), "int8_kernels": kernel_mode(exact), "candidates": rows}
+              "within_budget": bool(best["within_budget"]), "int8_kernels": kernel_mode(exact) if spec.judged_on == "ort-cpu" else RUNTIMES[spec.judged_on],
+              "candidates": rows, **({"skipped": skipped} if skipped else {})}
     return recipes[best["name"]], report

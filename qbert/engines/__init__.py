@@ -4,7 +4,7 @@ from __future__ import annotations
 from qbert.engines.base import Engine
 from qbert.errors import QbertError
 
-ENGINE_KINDS = ("ort-cpu", "tensorrt", "torch")
+ENGINE_KINDS = ("ort-cpu", "openvino", "tensorrt", "torch")
 
 
 def check_exact(kind: str, exact: bool) -> None:
@@ -13,14 +13,45 @@ def check_exact(kind: str, exact: bool) -> None:
         raise QbertError(f"--exact selects ONNX Runtime's x86 INT8 kernels; it does not apply to --engine {kind}")
 
 
-def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False) -> Engine:
-    """Open an engine by kind: `ort-cpu` and `tensorrt` take a model/plan path, `torch` an HF model. Use it as a
-    context manager. `threads` applies to the CPU engines, `exact` (non-saturating x86 INT8) to ort-cpu only."""
+def check_precision(kind: str, precision: str) -> None:
+    """The inference precision is an OpenVINO setting; every other engine runs the model's own dtypes."""
+    if precision != "f32" and kind != "openvino":
+        raise QbertError(f"--precision {precision} sets OpenVINO's inference precision; it does not apply to "
+                         f"--engine {kind}")
+
+
+def check_emitted_for(kind: str, path: str) -> None:
+    """A Q/DQ ONNX emitted for OpenVINO (S8 activations shaped for its low-precision transformations) is refused by
+    ONNX Runtime, whose fast kernels want the ort-cpu form: one line instead of a slower, differently rounded run."""
+    import json
+
+    from qbert.atomic import sidecar_path
+
+    try:
+        target = (json.loads(sidecar_path(path).read_text()).get("quantization") or {}).get("target")
+    except (OSError, ValueError, AttributeError):
+        return
+    if kind == "ort-cpu" and target == "openvino":
+        raise QbertError(f"{path} was quantized for --target openvino: run it with --engine openvino, or "
+                         "re-emit it for ONNX Runtime with qbert calibrate --recipe <its recipe> --target ort-cpu")
+
+
+def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False,
+                precision: str = "f32") -> Engine:
+    """Open an engine by kind: `ort-cpu`, `openvino` and `tensorrt` take a model/plan path, `torch` an HF model.
+    Use it as a context manager. `threads` applies to the CPU engines, `exact` (non-saturating x86 INT8) to
+    ort-cpu only, `precision` (f32 | bf16 inference) to openvino only."""
     check_exact(kind, exact)
+    check_precision(kind, precision)
     if kind == "ort-cpu":
         from qbert.engines.onnxruntime import OrtCpuEngine
 
+        check_emitted_for(kind, path)
         return OrtCpuEngine(path, threads=threads, exact=exact)
+    if kind == "openvino":
+        from qbert.engines.openvino import OpenVinoEngine
+
+        return OpenVinoEngine(path, threads=threads, precision=precision)
     if kind == "torch":
         from qbert.engines.torch import TorchEngine
 

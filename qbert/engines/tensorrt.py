@@ -79,10 +79,13 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     load_onnx(onnx_path)
     if sidecar_path(onnx_path).is_file():  # hints only (target, positions): the cache key hashes the ONNX itself
         meta = load_meta(onnx_path, verify=False)
-        if (meta.quantization or {}).get("target") == "ort-cpu":
-            raise QbertError(f"{onnx_path} was emitted for --target ort-cpu (U8 activations, zero point 128), which "
-                             "TensorRT cannot run; emit it for TensorRT from the same recipe: qbert calibrate --onnx "
-                             f"{meta.fp32_onnx} --recipe <its recipe> --target trt --out <new.onnx>")
+        emitted_for = (meta.quantization or {}).get("target")
+        if emitted_for in ("ort-cpu", "openvino"):
+            why = {"ort-cpu": "U8 activations, zero point 128, which TensorRT cannot run",
+                   "openvino": "FP32 high precision, not the FP16 a strongly typed TensorRT network runs"}[emitted_for]
+            raise QbertError(f"{onnx_path} was emitted for --target {emitted_for} ({why}); emit it for TensorRT from "
+                             f"the same recipe: qbert calibrate --onnx {meta.fp32_onnx} --recipe <its recipe> "
+                             "--target trt --out <new.onnx>")
         if shapes is None:  # default profile within the model's positions
             profile = tuple((b, min(s, meta.max_length)) for b, s in profile)
         elif max(s for _, s in profile) > meta.max_length:

@@ -60,8 +60,8 @@ def _model_meta(path: str, kind: str) -> Any:
 
 
 def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: int, iters: int, threads: int | None = None,
-              exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False
-              ) -> dict[str, Any]:
+              exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False,
+              precision: str = "f32") -> dict[str, Any]:
     """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
     the integer-kernel census and, with `profile` (ORT only), kernel time per operator type."""
     from qbert.engines import open_engine
@@ -69,7 +69,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
 
     meta = _model_meta(path, kind)
     rss_before = peak_rss_bytes()
-    eng = open_engine(kind, path, threads=threads, exact=exact)
+    eng = open_engine(kind, path, threads=threads, exact=exact, precision=precision)
     vocab, longest = (meta.vocab_size, meta.max_length) if meta else (100, 1 << 30)
     config = getattr(getattr(eng, "model", None), "config", None)  # the torch engine: the model's own limits
     if config is not None:

@@ -1,0 +1,46 @@
+"""Deployment targets: what one calibration recipe is emitted as, for which runtime, and how `--method auto` prices
+a candidate's speed there. One table, so a target's rules live in one place (emit, select and the CLI read it).
+
+- `ort-cpu`: UINT8 activations with zero point 128 (the symmetric grid shifted, what ONNX Runtime's fast x86
+  U8S8 kernels want), FP32 elsewhere; candidates timed here on ONNX Runtime.
+- `trt`: INT8 activations, zero point 0, FP16 elsewhere (TensorRT's strongly typed networks take the precision
+  from the ONNX dtypes); no GPU to time on, so candidates are priced by their INT8 GEMM and Q/DQ counts.
+- `openvino`: INT8 activations, zero point 0, FP32 elsewhere. OpenVINO's low-precision transformations fuse
+  each attention block (Q·Kᵀ, softmax, P·V) into one INT8 subgraph only with signed symmetric activations; with
+  ORT's UINT8 form its CPU plugin ran both attention MatMuls in f32 (the fixture: 36 of 50 GEMMs INT8, 94.7 % of
+  GEMM MACs; INT8: 48 of 50, 99.99 %, the two left being the pooler and classifier qbert keeps in FP32). Candidates
+  are scored and timed on OpenVINO itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qbert.errors import QbertError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    activations: str  # int8 (zero point 0) | uint8 (zero point 128)
+    high_precision: str  # default dtype of everything not INT8: fp16 | fp32
+    engine: str  # the engine kind that runs what this target emits
+    judged_on: str  # the target whose emission --method auto scores (and times, where `timed`)
+    timed: bool  # --method auto times candidates here; else counts INT8 GEMMs and Q/DQ pairs
+    summary: str
+
+    @property
+    def zero_point(self) -> int:
+        return 0 if self.activations == "int8" else 128
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("ort-cpu", "uint8", "fp32", "ort-cpu", "ort-cpu", True, "U8 activations, FP32 elsewhere"),
+    Target("trt", "int8", "fp16", "tensorrt", "ort-cpu", False, "S8 activations, FP16 elsewhere"),
+    Target("openvino", "int8", "fp32", "openvino", "openvino", True, "S8 activations, FP32 elsewhere"),
+)}
+
+
+def target(name: str) -> Target:
+    if name not in TARGETS:
+        raise QbertError(f"target {name!r}: choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]

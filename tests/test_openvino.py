@@ -1,0 +1,194 @@
+"""OpenVINO as a target and an engine: the emitted graph's structure checked against OpenVINO's own compiled model
+(every encoder GEMM and both attention MatMuls in INT8, attention fused, no FakeQuantize left), the engine's
+parity and census, method auto timed on OpenVINO, reproduce on it, and the refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from qbert.artifacts import load_meta
+from qbert.calibration.calibrate import calibrate
+from qbert.cli import app
+from tests.conftest import build_tiny, write_tsv
+
+pytest.importorskip("openvino")
+
+runner = CliRunner()
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    from qbert.api import export
+
+    root = tmp_path_factory.mktemp("ov")
+    export(str(build_tiny(root / "model", "bert")), root / "fp32.onnx")
+    return root / "fp32.onnx"
+
+
+def quantized(fp32, tiny_tsv, tmp_path, target, **kw):
+    from qbert.api import quantize
+
+    recipe = calibrate(fp32, load_meta(fp32), None, str(tiny_tsv), samples=48, **kw)
+    out = tmp_path / f"{target}.onnx"
+    quantize(fp32, recipe, out, target)
+    return out
+
+
+@pytest.mark.parametrize("kw", [dict(method="minmax"), dict(method="percentile"), dict(method="smoothquant"),
+                                dict(method="peg", groups="auto"), dict(method="minmax", placement="full"),
+                                dict(method="mse", placement="full")],
+                         ids=["minmax", "percentile", "smoothquant", "peg-auto", "minmax-full", "mse-full"])
+def test_openvino_target_runs_every_encoder_gemm_and_attention_in_int8(fp32, tiny_tsv, tmp_path, kw):
+    """Read back from OpenVINO's compiled model, not inferred from the graph."""
+    from qbert.engines.openvino import openvino_census
+
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino", **kw)
+    q = onnx.load(str(path))
+    zps = [t for t in q.graph.initializer if t.name.endswith(".zero_point")]
+    assert zps and all(t.data_type == onnx.TensorProto.INT8 and not onnx.numpy_helper.to_array(t).any()
+                       for t in zps)  # signed, symmetric activations
+    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in q.graph.initializer)  # FP32 high precision
+    census = openvino_census(str(path), seq=32)
+    encoder = {n: g for n, g in census["gemms"].items() if n.startswith(("/layer.", "qbert/layer."))}
+    assert len(encoder) == 8 * LAYERS  # 6 linears + Q·Kᵀ + P·V per layer
+    assert all(g["precision"] in ("i8", "u8") for g in encoder.values()), \
+        {n: g for n, g in encoder.items() if g["precision"] not in ("i8", "u8")}
+    assert census["fused_attention_blocks"] == LAYERS and census["fakequantize_left"] == 0
+    assert census["integer_mac_share"] > 0.99
+
+
+def test_census_sees_attention_left_in_float_by_the_ort_form(fp32, tiny_tsv, tmp_path):
+    """The same recipe emitted for ONNX Runtime (U8, zero point 128): OpenVINO runs its attention MatMuls in f32,
+    and the census says so — it can fail."""
+    from qbert.engines.openvino import openvino_census
+
+    census = openvino_census(str(quantized(fp32, tiny_tsv, tmp_path, "ort-cpu")), seq=32)
+    attention = [g for n, g in census["gemms"].items() if n.endswith(("self/MatMul", "self/MatMul_1"))]
+    assert len(attention) == 2 * LAYERS and all(g["precision"] == "f32" for g in attention)
+    assert census["fused_attention_blocks"] == 0 and census["integer_mac_share"] < 1.0
+
+
+def test_engine_matches_onnx_runtime_and_records_its_precision(fp32, tiny_tsv, tmp_path):
+    from qbert.api import evaluate, open_engine
+    from qbert.data import random_feeds
+
+    feeds = random_feeds(3, 24, 50)
+    with open_engine("openvino", fp32, threads=1) as ov_eng, open_engine("ort-cpu", fp32) as ort_eng:
+        assert np.abs(ov_eng.run(feeds) - ort_eng.run(feeds)).max() < 1e-4
+        described = ov_eng.describe()
+    assert described["inference_precision"] == "f32" and described["threads"] == 1 and "machine" in described
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino")
+    result = evaluate(path, str(tiny_tsv), engine="openvino")
+    assert result["examples"] == 96 and result["engine_info"]["engine"] == "openvino"
+    assert result["quantization"]["target"] == "openvino"
+
+
+def test_bench_reports_openvino_census(fp32, tiny_tsv, tmp_path):
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino")
+    r = runner.invoke(app, ["bench", "--onnx", str(path), "--engine", "openvino", "--batch", "1,2", "--seq", "16",
+                            "--iters", "3", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert [s["batch"] for s in result["shapes"]] == [1, 2] and result["engine"]["inference_precision"] == "f32"
+    assert result["census"]["fused_attention_blocks"] == LAYERS and result["census"]["integer_gemms"] == 8 * LAYERS
+    assert "attention blocks fused in INT8" in " ".join(r.stdout.split())
+
+
+def test_method_auto_scores_and_times_candidates_on_openvino(fp32, tmp_path):
+    from qbert.api import CalibrationConfig, calibrate as api_calibrate
+
+    data = write_tsv(tmp_path / "c.tsv", 48 + 256, seed=4)
+    recipe = api_calibrate(fp32, CalibrationConfig(data=str(data), method="auto", samples=48, heldout=256,
+                                                   target="openvino"))
+    report = recipe.calibration["auto_method"]
+    assert "OpenVINO" in report["speed"] and "OpenVINO" in report["int8_kernels"]
+    assert all("p50_ms_b1" in c for c in report["candidates"])
+    from qbert.calibration.select import CANDIDATES  # one OpenVINO cannot compile is skipped, with its reason
+
+    assert len(report["candidates"]) + len(report.get("skipped", [])) == len(CANDIDATES)
+    assert all(s["reason"] for s in report.get("skipped", []))
+    assert any("a in high precision" in c["name"] for c in report["candidates"])  # timed: the FP32-FFN2 candidate
+
+
+def test_reproduce_on_openvino(tmp_path):
+    from qbert.reproduction import reproduce
+
+    model = build_tiny(tmp_path / "m", "bert")
+    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 120, seed=6)
+    rep = reproduce(str(model), str(evald), str(calibd), tmp_path / "rep", engine="openvino", samples=32,
+                    bench_iters=2, analysis_samples=16, seeds=1, only=["fp32", "w8a8-minmax-gemm"])
+    int8 = rep["rows"][1]
+    assert int8["target"] == "openvino" and int8["census"]["fused_attention_blocks"] == LAYERS
+
+
+def refused_on_ort(env):
+    return ["eval", "--onnx", str(env["ov"]), "--data", str(env["tsv"])]
+
+
+def refused_by_build(env):
+    return ["build", "--onnx", str(env["ov"]), "--out", str(env["tmp"] / "x.plan"), "--sm", "86"]
+
+
+def precision_on_ort(env):
+    return ["eval", "--onnx", str(env["fp32"]), "--data", str(env["tsv"]), "--precision", "bf16"]
+
+
+def exact_for_openvino(env):
+    return ["calibrate", "--onnx", str(env["fp32"]), "--data", str(env["tsv"]), "--method", "auto", "--exact",
+            "--target", "openvino", "--out", str(env["tmp"] / "x.onnx")]
+
+
+def fp16_for_openvino(env):
+    return ["calibrate", "--onnx", str(env["fp32"]), "--data", str(env["tsv"]), "--target", "openvino",
+            "--high-precision", "fp16", "--out", str(env["tmp"] / "x.onnx")]
+
+
+REFUSALS = [  # (case, argv, words the one line holds)
+    ("an openvino artefact on ort-cpu", refused_on_ort, "quantized for --target openvino"),
+    ("an openvino artefact given to build", refused_by_build, "emitted for --target openvino"),
+    ("--precision on ort-cpu", precision_on_ort, "--precision"),
+    ("--exact with target openvino", exact_for_openvino, "--exact"),
+    ("--high-precision fp16 for openvino", fp16_for_openvino, "--high-precision"),
+]
+
+
+@pytest.mark.parametrize("case,argv,needle", REFUSALS, ids=[c[0] for c in REFUSALS])
+def test_refusals_are_one_line(fp32, tiny_tsv, tmp_path, case, argv, needle):
+    env = {"fp32": fp32, "tsv": tiny_tsv, "tmp": tmp_path, "ov": quantized(fp32, tiny_tsv, tmp_path, "openvino")}
+    r = runner.invoke(app, argv(env))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], (case, r.stderr)
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.plan").exists()
+
+
+def test_missing_openvino_and_a_cpu_without_bf16_are_one_line(fp32, monkeypatch):
+    import builtins
+
+    from qbert import QbertError
+    from qbert.api import open_engine
+    from qbert.engines import openvino as engine_mod
+
+    class NoBf16:
+        def get_property(self, device, name):
+            return ["FP32", "INT8"]
+
+    monkeypatch.setattr(engine_mod, "openvino", lambda: type("ov", (), {"Core": NoBf16}))
+    with pytest.raises(QbertError, match="bf16 inference needs a CPU with AVX-512 BF16 or AMX"):
+        open_engine("openvino", fp32, precision="bf16")
+    monkeypatch.undo()
+    real_import = builtins.__import__
+
+    def no_openvino(name, *a, **kw):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    r = runner.invoke(app, ["bench", "--onnx", str(fp32), "--engine", "openvino", "--batch", "1", "--iters", "1"])
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "pip install 'qbert[openvino]'" in lines[0], r.stderr
