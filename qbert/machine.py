@@ -1,4 +1,5 @@
-"""The machine a number came from: CPU model and the ISA features that select ONNX Runtime's INT8 kernels.
+"""The machine a number came from: CPU model and the ISA features that select ONNX Runtime's INT8 kernels (and
+OpenVINO's default bf16 precision: AVX-512 BF16 or AMX).
 
 The same Q/DQ ONNX scores and runs differently by CPU: without VNNI, ORT's x86 U8S8 GEMMs use VPMADDUBSW, whose
 16-bit pair sums can saturate (and INT8 peaks near FP32's FMA rate); with AVX-512 VNNI / AVX-VNNI / AMX the
@@ -10,7 +11,7 @@ import platform
 from functools import lru_cache
 from typing import Any
 
-ISA = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
+ISA = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,187 @@
+"""qbert on OpenVINO against its peer there, NNCF, side by side in one run — speed and accuracy.
+
+Speed (`--suite fixture|base|both`): the same FP32 ONNX quantized by NNCF (`nncf.quantize(model, dataset,
+model_type=TRANSFORMER)`, its defaults, 300 calibration rows of tune.tsv, OpenVINO IR) and by qbert (`--target
+openvino`: minmax and PEG `--groups auto` under the gemm placement; minmax `--target ort-cpu` on ONNX Runtime as
+qbert's previous best CPU deployment), plus FP32 on both runtimes; every model timed in alternating rounds at seq
+128, batch 1 and 8, 2 threads each unless `--threads`, OpenVINO at f32 inference precision. Prints p50 per model,
+each INT8 model's ratio to NNCF (> 1: faster than NNCF), and OpenVINO's census of each model it runs.
+
+Accuracy (`--accuracy`): on eval.tsv (never tuned on), FP32, NNCF INT8 and qbert `--method auto --target openvino`
+(calibrated on tune.tsv), each with accuracy and the share of FP32's predictions it flips.
+
+    python benchmarks/openvino_peer.py --suite fixture --accuracy     # ≈ 15 min on 2 cores
+    python benchmarks/openvino_peer.py --suite base                   # bert-base shape, speed only
+
+NNCF is a benchmark-only dependency (pip install nncf). Goals: qbert `--target openvino` minmax ≥ 1.0× NNCF at
+batch 1 and 8 (aim ≥ 1.15×); OpenVINO's census of qbert's graph: every encoder GEMM, attention included, INT8;
+method auto within 0.3 pt of FP32 and flipping no more FP32 predictions than NNCF.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, qbert
+
+EVAL = SHARED / "data" / "qnli" / "eval.tsv"
+
+
+def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300) -> Path:
+    """NNCF's INT8 of the FP32 ONNX on its OpenVINO backend, with its transformer defaults."""
+    if out.exists():
+        return out
+    import nncf
+    import openvino as ov
+
+    from qbert.data import batches, encode, load_dataset_spec
+    from qbert.exporter.hf import load_tokenizer
+
+    ds = load_dataset_spec(str(TUNE), None, limit=rows)
+    items = [f for _, f in batches(encode(ds, load_tokenizer(tokenizer_dir), 128), 1, sort=False)]
+    quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(items),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=rows)
+    ov.save_model(quantized, str(out))
+    return out
+
+
+def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, object]:
+    from qbert.ort_session import session_from_path, session_options
+    from qbert.ov_session import compile_path, runner
+
+    out = {}
+    for label, (runtime, path) in models.items():
+        if runtime == "openvino":
+            out[label] = runner(compile_path(path, threads, "f32"))
+        else:
+            sess = session_from_path(path, session_options(threads))
+            out[label] = lambda feeds, sess=sess: sess.run(["logits"], feeds)[0]
+    return out
+
+
+def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int = 5) -> dict[str, dict[int, float]]:
+    from qbert.data import random_feeds
+    from qbert.timing import interleaved
+
+    out: dict[str, dict[int, float]] = {k: {} for k in runs}
+    for b in batches:
+        feeds = random_feeds(b, 128, 30522)
+        n = max(2, (iters if b == 1 else iters // 4) // rounds)
+        for run in runs.values():
+            for _ in range(3):
+                run(feeds)
+
+        def timer(run):
+            def go():
+                ms = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    run(feeds)
+                    ms.append((time.perf_counter() - t0) * 1e3)
+                return np.array(ms)
+            return go
+
+        for k, samples in interleaved({k: timer(r) for k, r in runs.items()}, rounds).items():
+            out[k][b] = float(np.median(np.concatenate(samples)))
+    return out
+
+
+def speed_suite(name: str, model_dir: Path, work: Path, args) -> list[dict]:
+    from qbert.engines.openvino import openvino_census
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = work / "fp32.onnx"
+    if not fp32.exists():
+        qbert("export", "--model", model_dir, "--out", fp32)
+    models = {"FP32, ORT": ("ort", fp32), "FP32, OpenVINO": ("openvino", fp32),
+              "NNCF INT8, OpenVINO (peer)": ("openvino", nncf_int8(fp32, work / "nncf.xml", str(model_dir)))}
+    for label, runtime, target, flags in (
+            ("qbert minmax --target ort-cpu, ORT", "ort", "ort-cpu", ["--method", "minmax"]),
+            ("qbert minmax --target openvino, OpenVINO", "openvino", "openvino", ["--method", "minmax"]),
+            ("qbert PEG auto --target openvino, OpenVINO", "openvino", "openvino",
+             ["--method", "peg", "--groups", "auto"])):
+        out = work / f"{target}-{flags[1]}{'-auto' if 'auto' in flags else ''}.onnx"
+        if not out.exists():
+            qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", target,
+                  *flags, "--out", out)
+        models[label] = (runtime, out)
+    p50 = timed(runners(models, args.threads), args.batch, args.iters)
+    peer = p50["NNCF INT8, OpenVINO (peer)"]
+    rows = []
+    for label, (runtime, path) in models.items():
+        row = {"suite": name, "model": label, "p50_ms": p50[label],
+               "x_nncf": {b: peer[b] / p50[label][b] for b in args.batch}}
+        if runtime == "openvino":
+            c = openvino_census(str(path), args.threads)
+            row["census"] = {k: c[k] for k in ("integer_gemms", "float_gemms", "integer_mac_share",
+                                               "fused_attention_blocks", "fakequantize_left")}
+        rows.append(row)
+        print(f"  {name}: {label}: " + ", ".join(f"b{b} {v:.2f} ms ({row['x_nncf'][b]:.2f}x NNCF)"
+                                                 for b, v in p50[label].items())
+              + (" | census: {integer_gemms} INT8 / {float_gemms} float GEMMs, {integer_mac_share:.2%} of MACs, "
+                 "{fused_attention_blocks} fused attention, {fakequantize_left} FakeQuantize left".format(
+                     **row["census"]) if "census" in row else ""), flush=True)
+    return rows
+
+
+def accuracy(work: Path, args) -> list[dict]:
+    """eval.tsv: FP32 (OpenVINO), NNCF INT8, qbert method auto --target openvino; flips vs FP32's predictions."""
+    from qbert.data import encode, load_dataset_spec
+    from qbert.exporter.hf import load_tokenizer
+    from qbert.ort_session import logits_with
+
+    fp32 = work / "fp32.onnx"
+    auto = work / "openvino-auto.onnx"
+    if not auto.exists():
+        qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--method", "auto", "--target", "openvino",
+              "--samples", args.samples, "--out", auto)
+    models = {"FP32": ("openvino", fp32), "NNCF INT8": ("openvino", work / "nncf.xml"),
+              "qbert method auto --target openvino": ("openvino", auto)}
+    label2id = json.loads((fp32.parent / "fp32.onnx.json").read_text())["label2id"]
+    ds = load_dataset_spec(str(EVAL), label2id)
+    enc = encode(ds, load_tokenizer(str(FIXTURE)), 128)
+    labels = np.array(ds.labels)
+    preds = {k: logits_with(run, enc, 32, 0).argmax(-1) for k, run in runners(models, args.threads).items()}
+    rows = []
+    for label, pred in preds.items():
+        rows.append({"model": label, "accuracy": float((pred == labels).mean()),
+                     "flips_vs_fp32": float((pred != preds["FP32"]).mean())})
+        print(f"  eval.tsv: {label}: {100 * rows[-1]['accuracy']:.2f} %, flips vs FP32 "
+              f"{100 * rows[-1]['flips_vs_fp32']:.2f} %", flush=True)
+    return rows
+
+
+def main() -> None:
+    from qbert.machine import machine
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", choices=("fixture", "base", "both"), default="fixture")
+    ap.add_argument("--accuracy", action="store_true", help="also score FP32, NNCF and method auto on eval.tsv")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "openvino_peer")
+    args = ap.parse_args()
+    import nncf
+    import openvino
+
+    print(f"machine: {json.dumps(machine())}; openvino {openvino.get_version()}, nncf {nncf.__version__}", flush=True)
+    rows = []
+    if args.suite in ("fixture", "both"):
+        rows += speed_suite("fixture", FIXTURE, args.out / "fixture", args)
+    if args.suite in ("base", "both"):
+        rows += speed_suite("bert-base shape", bert_base_like(args.out / "base-model"), args.out / "base", args)
+    result = {"machine": machine(), "openvino": openvino.get_version(), "nncf": nncf.__version__, "speed": rows}
+    if args.accuracy:
+        result["accuracy"] = accuracy(args.out / "fixture", args)
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()
