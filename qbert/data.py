@@ -299,7 +299,7 @@ class Encoded:
         return Encoded([self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx])
 
 
-def encode(dataset: Dataset, tokenizer, max_length: int = 128) -> Encoded:
+def encode(dataset: Dataset, tokenizer, max_length: int) -> Encoded:
     enc = tokenizer([e.first for e in dataset.examples], [e.second for e in dataset.examples],
                     truncation=True, max_length=max_length)
     type_ids = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]

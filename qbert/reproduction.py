@@ -189,7 +189,7 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path,
         model_path = work / "model.plan"
         extra["plan"] = build(path, model_path).to_json()  # --sm auto: the present GPU
     with open_engine(engine, str(model_path), exact=exact) as eng:
-        result = evaluate(eng, eval_ds, tokenizer)
+        result = evaluate(eng, eval_ds, tokenizer, max_length=meta.max_length)
         if engine == "tensorrt":
             extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
             census = eng.census(1, seq)

@@ -30,13 +30,15 @@ def sentence(rng, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_entailment")) -> Path:
+def write_tsv(path: Path, n: int, seed: int = 0, labels=("entailment", "not_entailment"),
+              words: tuple[int, int] = (4, 30)) -> Path:
+    """`n` QNLI-style rows; `words` bounds each sentence's length (long ones outrun a tiny model's positions)."""
     import random
 
     rng = random.Random(seed)
     lines = ["index\tquestion\tsentence\tlabel"]
     for i in range(n):
-        lines.append(f"{i}\t{sentence(rng, rng.randint(3, 8))}?\t{sentence(rng, rng.randint(4, 30))}."
+        lines.append(f"{i}\t{sentence(rng, rng.randint(3, 8))}?\t{sentence(rng, rng.randint(*words))}."
                      f"\t{labels[rng.randint(0, 1)]}")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -61,7 +61,7 @@ def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
     data = write_tsv(tmp_path / "d.tsv", 120, seed=4)
     recipe = calibrate(tmp_path / "m.onnx", meta, model, str(data), method="minmax", placement="full", samples=48)
     ds = load_dataset_spec(str(data), meta.label2id, limit=48)
-    ranking = rank_sites(model, recipe, encode(ds, load_tokenizer(meta.tokenizer)), meta.pad_token_id)
+    ranking = rank_sites(model, recipe, encode(ds, load_tokenizer(meta.tokenizer), meta.max_length), meta.pad_token_id)
     top3 = {k for k, _ in ranking[:3]}
     assert {"layer.1.h", "layer.1.y"} <= top3 and all(k.startswith("layer.1.") for k in top3), ranking[:5]
     assert ranking[0][1] < ranking[-1][1] - 10  # dB

@@ -38,7 +38,7 @@ def recipes(tiny_onnx, tiny_tsv, fp32):
 def feeds_for(tiny_model, tiny_tsv, n=24):
     _, tok = load_classifier(str(tiny_model))
     ds = load_dataset_spec(str(tiny_tsv), {"entailment": 0, "not_entailment": 1}, limit=n)
-    return next(iter(batches(encode(ds, tok), n)))[1]
+    return next(iter(batches(encode(ds, tok, 64), n)))[1]
 
 
 @pytest.mark.parametrize("method,placement", CASES)

@@ -36,7 +36,7 @@ def test_parity_with_torch_on_varied_shapes(tiny_model, tiny_onnx):
     rng = random.Random(1)
     ds = Dataset([Example(sentence(rng, rng.randint(2, 6)), sentence(rng, rng.randint(3, 40)), 0)
                   for _ in range(13)], "mem")
-    enc = encode(ds, tok)
+    enc = encode(ds, tok, 64)
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     worst = 0.0
     for _, feeds in batches(enc, 5):

@@ -320,15 +320,25 @@ def test_method_auto_and_auto_fp16_on_released_configurations(family, tmp_path):
         assert key in recipe.calibration and side.quantization["quantized_gemms"] >= 0, arch
 
 
-def test_reproduce_runs_on_a_roberta_with_released_ids(tmp_path):
-    """The study's pipeline on a RoBERTa with pad id 1 and one token type, through the full placement rows."""
+def test_reproduce_runs_on_a_roberta_with_released_ids(tmp_path, capfd):
+    """The study's pipeline on a RoBERTa with pad id 1 and one token type, through the full placement rows, on
+    rows longer than its 64 positions: every step tokenizes to the exported model's length."""
     from qbert.reproduction import reproduce
     from tests.conftest import write_tsv
 
     model = build_tiny(tmp_path / "roberta", "roberta")
-    evald, calibd = write_tsv(tmp_path / "e.tsv", 40, seed=5), write_tsv(tmp_path / "c.tsv", 120, seed=6)
+    evald = write_tsv(tmp_path / "e.tsv", 40, seed=5, words=(60, 90))
+    calibd = write_tsv(tmp_path / "c.tsv", 120, seed=6, words=(30, 90))
     rep = reproduce(str(model), str(evald), str(calibd), tmp_path / "rep", samples=32, bench_iters=2,
                     analysis_samples=16, seeds=1, only=["FP32", "W8A8 minmax, placement full", "PEG K=4 permuted"])
     names = [r["name"] for r in rep["rows"]]
     assert names[0] == "FP32" and "PEG K=4 permuted" in names and any("placement full" in n for n in names), names
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["census"]["integer_gemms"] > 0 for r in rep["rows"][1:])
+    from qbert.data import random_feeds
+    from qbert.engines import open_engine
+    from qbert.errors import QbertError
+
+    capfd.readouterr()
+    with open_engine("ort-cpu", str(tmp_path / "rep" / "fp32.onnx")) as eng, pytest.raises(QbertError):
+        eng.run(random_feeds(2, 128, 50))  # past the model's positions: qbert's one line, not ORT's log as well
+    assert "onnxruntime" not in capfd.readouterr().err

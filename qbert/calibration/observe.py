@@ -146,10 +146,11 @@ class Observer:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_cpu_mem_arena = False  # give each batch's activations back instead of pooling them
-        so.log_severity_level = 3
+        from qbert.ort_session import QUIET, session_for
+
+        so.log_severity_level = QUIET
         if threads:
             so.intra_op_num_threads = threads
-        from qbert.ort_session import session_for
 
         try:
             if consume:

@@ -28,8 +28,10 @@ def predict(engine: Engine, encoded, batch_size: int = 32, pad_id: int = 0,
     return logits
 
 
-def evaluate(engine: Engine, dataset: Dataset, tokenizer: Any, batch_size: int = 32,
-             max_length: int = 128) -> dict[str, Any]:
+def evaluate(engine: Engine, dataset: Dataset, tokenizer: Any, batch_size: int = 32, *,
+             max_length: int) -> dict[str, Any]:
+    """`max_length` has no default: rows must be cut to what the model was exported for (its sidecar's
+    max_length), or a model with fewer positions fails on long rows."""
     encoded = encode(dataset, tokenizer, max_length)
     t0 = time.perf_counter()
     logits = predict(engine, encoded, batch_size, pad_id=int(tokenizer.pad_token_id or 0),
