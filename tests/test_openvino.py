@@ -62,6 +62,19 @@ def test_openvino_target_runs_every_encoder_gemm_and_attention_in_int8(fp32, tin
     assert census["integer_mac_share"] > 0.99
 
 
+def test_embedding_sums_stay_float_for_openvino_under_full(fp32, tiny_tsv, tmp_path):
+    """Only an Add and the embedding LayerNorm read them: a FakeQuantize no kernel absorbs (and with them OpenVINO
+    2026.4 failed to compile some full-placement graphs). Other targets keep the recipe's every site."""
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino", method="minmax", placement="full")
+    side = json.loads(path.with_name(path.name + ".json").read_text())["quantization"]
+    assert side["left_in_float_by_target"] == ["emb.sum1", "emb.sum2"]
+    readers = {n.input[0] for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear"}
+    assert not any(t.startswith("/embeddings/Add") for t in readers)
+    ort_path = quantized(fp32, tiny_tsv, tmp_path, "ort-cpu", method="minmax", placement="full")
+    ort_side = json.loads(ort_path.with_name(ort_path.name + ".json").read_text())["quantization"]
+    assert "left_in_float_by_target" not in ort_side and ort_side["quantized_sites"] == side["quantized_sites"] + 2
+
+
 def test_census_sees_attention_left_in_float_by_the_ort_form(fp32, tiny_tsv, tmp_path):
     """The same recipe emitted for ONNX Runtime (U8, zero point 128): OpenVINO runs its attention MatMuls in f32,
     and the census says so — it can fail."""

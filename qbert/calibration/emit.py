@@ -210,15 +210,15 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
         em.inits = Initializers(model)
     all_sites = placement_mod.sites(graph, recipe.placement)
     linears = {l.name: l for l in graph.linears()}
-    for site in all_sites:
-        scale = recipe.sites.get(site.key)
-        if scale is None:
-            continue  # high-precision fallback
-        _emit_site(em, graph, site, scale, linears)
+    kept = [s for s in all_sites if s.key in recipe.sites and s.key not in em.spec.float_sites]
+    for site in kept:  # the rest: high-precision fallback, or left in float by the target
+        _emit_site(em, graph, site, recipe.sites[site.key], linears)
     em.finish()
     meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
-            "quantized_sites": len([s for s in all_sites if s.key in recipe.sites]),
-            "fallback": recipe.fallback, "activation_dtype": TARGETS[target].activations}
+            "quantized_sites": len(kept), "fallback": recipe.fallback,
+            "activation_dtype": TARGETS[target].activations}
+    if len(kept) < len([s for s in all_sites if s.key in recipe.sites]):
+        meta["left_in_float_by_target"] = [s.key for s in all_sites if s.key in recipe.sites and s not in kept]
     return model, meta
 
 
