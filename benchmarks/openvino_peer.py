@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "openvino_peer")
+    ap.add_argument("--md", type=Path, help="also write the tables as a markdown page here (docs/results/…)")
     args = ap.parse_args()
     import nncf
     import openvino
@@ -181,6 +182,42 @@ def main() -> None:
         result["accuracy"] = accuracy(args.out / "fixture", args)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'result.json'}")
+    if args.md:
+        import sys
+
+        command = "python benchmarks/openvino_peer.py " + " ".join(sys.argv[1:])
+        args.md.write_text(markdown(result, command))
+        print(f"wrote {args.md}")
+
+
+def markdown(result: dict, command: str) -> str:
+    """The result as a page: the machine, versions and command first, then one table per suite."""
+    m = result["machine"]
+    isa = ", ".join(k for k, v in m["isa"].items() if v) or "unknown"
+    lines = ["# qbert on OpenVINO beside NNCF", "",
+             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}). OpenVINO {result['openvino']}, "
+             f"NNCF {result['nncf']}; f32 inference precision; seq 128; p50 of models timed in alternating rounds.",
+             "", f"Regenerate: `{command}`", ""]
+    for suite in dict.fromkeys(r["suite"] for r in result["speed"]):
+        rows = [r for r in result["speed"] if r["suite"] == suite]
+        sizes = list(rows[0]["p50_ms"])
+        lines += [f"## Speed: {suite}", "", "| model | " + " | ".join(f"b{b} ms | × NNCF" for b in sizes)
+                  + " | OpenVINO census |", "|---|" + "---|---|" * len(sizes) + "---|"]
+        for r in rows:
+            c = r.get("census")
+            census = (f"{c['integer_gemms']} INT8 / {c['float_gemms']} float GEMMs, {c['integer_mac_share']:.2%} "
+                      f"MACs, {c['fused_attention_blocks']} fused attention, {c['fakequantize_left']} FakeQuantize"
+                      if c else "(ONNX Runtime)")
+            lines.append(f"| {r['model']} | " + " | ".join(f"{r['p50_ms'][b]:.2f} | {r['x_nncf'][b]:.2f}"
+                                                          for b in sizes) + f" | {census} |")
+        lines.append("")
+    if "accuracy" in result:
+        lines += ["## Accuracy: eval.tsv (1,463 rows), fixture", "", "| model | accuracy | flips vs FP32 |",
+                  "|---|---|---|"]
+        lines += [f"| {r['model']} | {100 * r['accuracy']:.2f} % | {100 * r['flips_vs_fp32']:.2f} % |"
+                  for r in result["accuracy"]]
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
