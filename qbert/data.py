@@ -102,7 +102,7 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int 
 def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: str = "<rows>") -> Dataset:
     """In-memory rows: `{"question"/"sentence1", "sentence"/"sentence2", "label"}` dicts or
     `(first, second[, label])` tuples; labels mapped as in files (`label2id=None` reads none)."""
-    examples, unlabelled = [], []
+    examples, unlabelled, labels = [], [], _Labels(label2id)
     for i, row in enumerate(rows):
         if isinstance(row, Mapping):
             first, second = (_field(row, *names, f"{source}[{i}]") for names in SYNONYMS)
@@ -113,7 +113,7 @@ def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: st
             raise QbertError(f"{source}[{i}]: expected a dict or a (first, second[, label]) tuple")
         if not isinstance(first, str) or not isinstance(second, str):
             raise QbertError(f"{source}[{i}]: needs two strings (question and sentence)")
-        examples.append(Example(first, second, _label(raw, label2id, f"{source}[{i}]")))
+        examples.append(Example(first, second, labels(raw, f"{source}[{i}]")))
         if examples[-1].label is None:
             unlabelled.append(f"{source}[{i}]")
     if not examples:
@@ -167,6 +167,28 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+class _Labels:
+    """Maps one source's labels, given all as names or all as ids: a file mixing `entailment` with `0` was most
+    likely relabelled halfway (or joined from two sources), and which scheme its ids follow is a guess."""
+
+    def __init__(self, label2id: Mapping[str, int] | None):
+        self.label2id = label2id
+        self.first: dict[str, tuple[str, Any]] = {}  # "name"/"id" → where that kind first appears, and the label
+
+    def __call__(self, raw: str | int | None, where: str) -> int | None:
+        value = _label(raw, self.label2id, where)
+        if value is None:
+            return None
+        form = "name" if isinstance(raw, str) and raw in self.label2id else "id"
+        self.first.setdefault(form, (where, raw))
+        if len(self.first) > 1:
+            other = "id" if form == "name" else "name"
+            seen, label = self.first[other]
+            raise QbertError(f"{where}: label {raw!r} is a class {form}, while {seen} gives the class {other} "
+                             f"{label!r}; labels mix names and ids — write every label as a name, or every one as an id")
+        return value
+
+
 def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str) -> int | None:
     if raw is None or raw == "" or label2id is None:
         return None
@@ -206,6 +228,7 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
             label_col = cols.get("label")
             out: list[Example] = []
             unlabelled: list[str] = []
+            labels = _Labels(label2id)
             for lineno, row in enumerate(rows, start=2):
                 if limit is not None and len(out) >= limit:
                     break
@@ -214,7 +237,7 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
                 if len(row) != len(header):
                     raise QbertError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
                                      f"found {len(row)}")
-                label = _label(row[label_col], label2id, f"{path}:{lineno}") if label_col is not None else None
+                label = labels(row[label_col], f"{path}:{lineno}") if label_col is not None else None
                 out.append(Example(row[first_col], row[second_col], label))
                 if label is None:
                     unlabelled.append(f"{path}:{lineno}")
@@ -228,6 +251,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
     """One JSON object per line with question/sentence (or sentence1/sentence2) and label."""
     out: list[Example] = []
     unlabelled: list[str] = []
+    labels = _Labels(label2id)
     try:
         with path.open(encoding="utf-8-sig") as f:  # a BOM is accepted, as in TSV
             for lineno, line in enumerate(f, start=1):
@@ -249,7 +273,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                 if not isinstance(first, str) or not isinstance(second, str):
                     raise QbertError(f"{path}:{lineno}: needs string fields question+sentence "
                                      "(or sentence1+sentence2)")
-                out.append(Example(first, second, _label(obj.get("label"), label2id, f"{path}:{lineno}")))
+                out.append(Example(first, second, labels(obj.get("label"), f"{path}:{lineno}")))
                 if out[-1].label is None:
                     unlabelled.append(f"{path}:{lineno}")
     except UnicodeDecodeError as e:
@@ -272,11 +296,11 @@ def _read_hub(spec: str, label2id: Mapping[str, int] | None, limit: int | None) 
     first_key = "question" if "question" in ds.column_names else "sentence1"
     second_key = "sentence" if "sentence" in ds.column_names else "sentence2"
     names = ds.features["label"].names if hasattr(ds.features.get("label"), "names") else None
-    out = []
+    out, labels = [], _Labels(label2id)
     for row in ds.select(range(min(limit, len(ds)))) if limit else ds:
         raw = row.get("label")
         raw = names[raw] if names is not None and raw is not None and raw >= 0 else (None if raw == -1 else raw)
-        out.append(Example(row[first_key], row[second_key], _label(raw, label2id, spec)))
+        out.append(Example(row[first_key], row[second_key], labels(raw, spec)))
     return out
 
 

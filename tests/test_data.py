@@ -11,7 +11,7 @@ def test_tsv_keeps_stray_quotes_and_maps_labels(tmp_path):
     p.write_text('index\tquestion\tsentence\tlabel\n'
                  '0\tWhat?\t" The quote opens but never closes.\tentailment\n'
                  '1\tWho?\tPlain "quoted" text\tnot_entailment\n'
-                 '2\tHow?\tNumeric labels work too\t1\n')
+                 '2\tHow?\tLabels by name\tnot_entailment\n')
     ds = load_dataset_spec(str(p), L2I)
     assert [e.second for e in ds.examples][:2] == ['" The quote opens but never closes.', 'Plain "quoted" text']
     assert ds.labels.tolist() == [0, 1, 1]
@@ -21,7 +21,7 @@ def test_tsv_keeps_stray_quotes_and_maps_labels(tmp_path):
 def test_jsonl_and_limit(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text('{"question": "a?", "sentence": "b", "label": "not_entailment"}\n\n'
-                 '{"sentence1": "c?", "sentence2": "d", "label": 0}\n'
+                 '{"sentence1": "c?", "sentence2": "d", "label": "entailment"}\n'
                  '{"question": "e?", "sentence": "f", "label": "entailment"}\n')
     ds = load_dataset_spec(str(p), L2I)
     assert ds.labels.tolist() == [1, 0, 0]  # a row without its label among labelled ones: test_data_ambiguity

@@ -38,6 +38,13 @@ AMBIGUOUS = [
     ("JSONL: a null label among labelled rows", "d.jsonl",
      '{"question": "a?", "sentence": "s", "label": null}\n{"question": "b?", "sentence": "t", "label": 1}\n',
      ("d.jsonl:1", "no label")),
+    ("TSV: label names and ids mixed", "d.tsv", H + "0\tq?\ts\tentailment\n1\tq?\ts\t0\n",
+     ("d.tsv:3", "'0'", "d.tsv:2", "'entailment'", "mix names and ids")),
+    ("TSV: ids first, then a name", "d.tsv", H + "0\tq?\ts\t1\n1\tq?\ts\t1\n2\tq?\ts\tnot_entailment\n",
+     ("d.tsv:4", "'not_entailment'", "d.tsv:2", "mix names and ids")),
+    ("JSONL: a name beside an integer id", "d.jsonl",
+     '{"question": "a?", "sentence": "s", "label": "not_entailment"}\n{"question": "b?", "sentence": "t", "label": 0}\n',
+     ("d.jsonl:2", "d.jsonl:1", "mix names and ids")),
 ]
 
 
@@ -54,7 +61,8 @@ def test_ambiguous_data_is_refused(tmp_path, case, name, content, needles):
     ([{"question": "a?", "sentence1": "b?", "sentence": "s", "label": 0}], "'sentence1'"),
     ([{"question": "a?", "sentence": "s", "label": 0}, {"question": "b?", "sentence": "t"}], "no label"),
     ([("a?", "s", 0), ("b?", "t", None)], "no label"),
-], ids=["two names, two texts", "a dict without its label", "a tuple without its label"])
+    ([("a?", "s", "entailment"), ("b?", "t", 1)], "mix names and ids"),
+], ids=["two names, two texts", "a dict without its label", "a tuple without its label", "names and ids mixed"])
 def test_ambiguous_rows_in_memory_are_refused(rows, needle):
     with pytest.raises(QbertError, match=needle):
         rows_dataset(rows, L2I)
@@ -75,6 +83,11 @@ HARMLESS = [
      '\ufeff{"question": "q?", "sentence": "s", "label": 0}\r\n'.encode(), [("q?", "s", 0)]),
     ("JSONL with one text under both its names", "d.jsonl",
      b'{"question": "q?", "sentence1": "q?", "sentence": "s", "label": 1}\n', [("q?", "s", 1)]),
+    ("TSV labelled with ids only", "d.tsv", (H + "0\tq?\ts\t1\n1\tq2?\ts2\t0\n").encode(),
+     [("q?", "s", 1), ("q2?", "s2", 0)]),
+    ("JSONL with integer and digit-string ids", "d.jsonl",
+     b'{"question": "q?", "sentence": "s", "label": 1}\n{"question": "r?", "sentence": "t", "label": "0"}\n',
+     [("q?", "s", 1), ("r?", "t", 0)]),
 ]
 
 
