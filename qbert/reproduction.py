@@ -253,6 +253,39 @@ def check_gpu_ready() -> None:
     choose_target(trt, backend, "auto", device)
 
 
+def check_inputs(model_spec: str, eval_data: str, calib_data: str, labels: str | None, rows: list[Row],
+                 samples: int, analysis_samples: int, model_label2id: dict[str, int] | None = None) -> tuple:
+    """Every input read and checked before the export writes anything into --out: the model's config and label
+    names, both data files (readable, labelled, distinct) and enough calibration rows for what the rows run.
+    Returns the label map and both datasets."""
+    from qbert.data import label_map, load_dataset_spec
+
+    if Path(eval_data).resolve() == Path(calib_data).resolve():
+        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+    if model_label2id is None:
+        from qbert.exporter.hf import check_classifier, load_config
+
+        config = load_config(model_spec)
+        check_classifier(config, model_spec)
+        model_label2id = {str(k): int(v) for k, v in config.label2id.items()}
+    label2id = label_map(model_label2id, labels)
+    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on --eval-data")
+    calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
+        "reproduce's sensitivity analysis and auto mixed precision score held-out --calib-data rows")
+    if eval_ds.sha256() == calib_ds.sha256():
+        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+    have = len(calib_ds.examples)
+    if have < analysis_samples + 32:
+        raise QbertError(f"reproduce's outlier analysis observes {analysis_samples} --calib-data rows and scores "
+                         f"32 more held out, but {calib_data} has {have}: give at least {analysis_samples + 32} "
+                         "calibration rows")
+    if any(r.calibrate.get("method") == "auto" for r in rows) and have < samples + 256:
+        raise QbertError(f"the method-auto row needs ≥ 256 held-out --calib-data rows beyond --samples {samples}; "
+                         f"{calib_data} has {have}: give more calibration rows, lower --samples, or leave the row "
+                         "out with --only")
+    return label2id, eval_ds, calib_ds
+
+
 def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engine: str = "ort-cpu",
               samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
               only: str | list[str] | None = None, labels: str | None = None, seeds: int = 3, exact: bool = False
@@ -261,7 +294,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
 
     from qbert.artifacts import load_meta
     from qbert.eval.analyze import analyze, plot
-    from qbert.data import label_map, load_dataset_spec
+    from qbert.data import label_map
     from qbert.exporter.export import export, model_fingerprint
     from qbert.exporter.hf import load_tokenizer
     from qbert.progress import line, progress_bar
@@ -271,9 +304,9 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     check_exact(engine, exact)  # up front, before any export or calibration
     if engine == "tensorrt":
         check_gpu_ready()
-    if Path(eval_data).resolve() == Path(calib_data).resolve():
-        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
     rows = select_rows(only)
+    label2id, eval_ds, calib_ds = check_inputs(model_spec, eval_data, calib_data, labels, rows, samples,
+                                               analysis_samples)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows").mkdir(exist_ok=True)
     fp32_path = out / "fp32.onnx"
@@ -286,12 +319,9 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         export(model_spec, fp32_path)
     meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
     tokenizer = load_tokenizer(meta.tokenizer)
-    label2id = label_map(meta.label2id, labels)
-    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on --eval-data")
-    calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
-        "reproduce's sensitivity analysis and auto mixed precision score held-out --calib-data rows")
-    if eval_ds.sha256() == calib_ds.sha256():
-        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+    if label_map(meta.label2id, labels) != label2id:  # the exported sidecar is what rows are scored against
+        label2id, eval_ds, calib_ds = check_inputs(model_spec, eval_data, calib_data, labels, rows, samples,
+                                                   analysis_samples, meta.label2id)
     analysis_path = out / "analysis.json"
     key = {"fp32_sha256": meta.sha256, "calib_sha256": calib_ds.sha256(), "samples": analysis_samples}
     if not analysis_path.is_file() or read_json(analysis_path).get("key") != key:
@@ -300,9 +330,6 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         res["plots"] = [p.name for p in plot(res, out)]
         write_json(analysis_path, {**res, "key": key})
     analysis = read_json(analysis_path)
-    if any(r.calibrate.get("method") == "auto" for r in rows) and len(calib_ds.examples) < samples + 256:
-        raise QbertError(f"the method-auto row needs ≥ 256 held-out --calib-data rows beyond --samples {samples}; "
-                         f"the data has {len(calib_ds.examples)}: lower --samples or leave the row out with --only")
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:

@@ -24,6 +24,10 @@ def env(tiny_model, tiny_onnx, tiny_tsv, tmp_path_factory) -> dict:
     shutil.copy(tiny_onnx, d / "m.onnx")
     shutil.copy(str(tiny_onnx) + ".json", d / "m.onnx.json")
     (d / "p.plan").write_bytes(b"not read: refused before")
+    from tests.conftest import write_tsv
+
+    write_tsv(d / "e.tsv", 24, seed=9)
+    write_tsv(d / "c200.tsv", 200, seed=10)
     return {"d": d, "tsv": str(tiny_tsv), "model": str(tiny_model)}
 
 
@@ -60,6 +64,17 @@ REFUSED = [  # (case, argv, the flag the message must blame, text it must not co
                      reason="--backend auto picks TensorRT-RTX only where it alone is installed")),
     ("reproduce: --only with an unknown id", "reproduce --model {model} --eval-data {tsv} --calib-data {d}/m.onnx "
      "--only fp32,w8a8-minmax-gemmm --out {o}/r", "w8a8-minmax-gemm, smoothquant-gemm", None),
+    # every input is read before the export writes fp32.onnx into --out
+    ("reproduce: --eval-data missing", "reproduce --model {model} --eval-data {o}/nope.tsv --calib-data {tsv} "
+     "--only fp32 --out {o}/r", "nope.tsv not found", None),
+    ("reproduce: --calib-data missing", "reproduce --model {model} --eval-data {d}/e.tsv --calib-data {o}/nope.tsv "
+     "--only fp32 --out {o}/r", "nope.tsv not found", None),
+    ("reproduce: --calib-data unlabelled", "reproduce --model {model} --eval-data {d}/e.tsv --calib-data {d}/m.onnx "
+     "--only fp32 --out {o}/r", "m.onnx", None),
+    ("reproduce: too few calibration rows for the analysis", "reproduce --model {model} --eval-data {d}/e.tsv "
+     "--calib-data {tsv} --samples 8 --only fp32 --out {o}/r", "give at least 160 calibration rows", "--samples"),
+    ("reproduce: too few calibration rows for method auto", "reproduce --model {model} --eval-data {d}/e.tsv "
+     "--calib-data {d}/c200.tsv --samples 8 --only fp32,method-auto --out {o}/r", "method-auto row needs", None),
 ]
 
 

@@ -64,8 +64,8 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     from qbert.errors import QbertError
 
     if len(dataset.examples) < samples + 32:
-        raise QbertError(f"analysis needs at least {samples + 32} rows (samples + 32 held out); "
-                         f"the data has {len(dataset.examples)}: lower --samples")
+        raise QbertError(f"analysis observes {samples} rows and scores 32 more held out, but the data has "
+                         f"{len(dataset.examples)}: give at least {samples + 32} rows, or lower --samples")
     order = np.random.default_rng(seed).permutation(len(dataset.examples))
     pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
     calib = pick(order[:samples])
