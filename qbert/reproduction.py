@@ -293,7 +293,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     import onnx
 
     from qbert.artifacts import load_meta
-    from qbert.eval.analyze import analyze, plot
+    from qbert.eval.analyze import analyze, save_analysis
     from qbert.data import label_map
     from qbert.exporter.export import export, model_fingerprint
     from qbert.exporter.hf import load_tokenizer
@@ -326,9 +326,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     key = {"fp32_sha256": meta.sha256, "calib_sha256": calib_ds.sha256(), "samples": analysis_samples}
     if not analysis_path.is_file() or read_json(analysis_path).get("key") != key:
         line(f"outlier statistics on {analysis_samples} calibration rows → {analysis_path}")
-        res = analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples)
-        res["plots"] = [p.name for p in plot(res, out)]
-        write_json(analysis_path, {**res, "key": key})
+        save_analysis(analyze(model, meta, calib_ds, tokenizer, samples=analysis_samples), out, {"key": key})
     analysis = read_json(analysis_path)
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:

@@ -49,6 +49,37 @@ def test_analyze_finds_planted_channels(tiny_onnx, tiny_model, tmp_path):
     assert len(plot(res, tmp_path)) == 4 and (tmp_path / "kurtosis.png").stat().st_size > 1000
 
 
+FULL_DISK_AT = ["kurtosis.png", "channel_range.png", "sensitivity.png", "analysis.json"]  # where the disk fills
+
+
+@pytest.mark.parametrize("full_at", FULL_DISK_AT)
+def test_an_analysis_failing_partway_leaves_the_folder_as_it_was(tiny_onnx, tmp_path_factory, monkeypatch, full_at):
+    import errno
+    import tempfile
+
+    from qbert.errors import QbertError
+    from qbert.eval.analyze import analyze, save_analysis
+
+    meta, work = load_meta(tiny_onnx), tmp_path_factory.mktemp("full")
+    ds = load_dataset_spec(str(write_tsv(work / "d.tsv", 80, seed=3)), meta.label2id)
+    res = analyze(onnx.load(str(tiny_onnx)), meta, ds, load_tokenizer(meta.tokenizer), samples=16, heldout_rows=32)
+    out = work / "an"
+    out.mkdir()
+    (out / "kurtosis.png").write_bytes(b"an earlier run's plot")
+    mkstemp = tempfile.mkstemp
+
+    def full(*a, prefix="", **kw):
+        if prefix.startswith(f".{full_at}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*a, prefix=prefix, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(QbertError, match=f"no space left on device writing .*{full_at}"):
+        save_analysis(res, out, {"onnx": str(tiny_onnx)})
+    assert sorted(p.name for p in out.iterdir()) == ["kurtosis.png"]
+    assert (out / "kurtosis.png").read_bytes() == b"an earlier run's plot"
+
+
 def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
     """Outliers planted in the last layer's FFN (where BERT has them): its h and y are the most sensitive."""
     from qbert.calibration.auto import rank_sites

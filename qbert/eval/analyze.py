@@ -92,22 +92,43 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
 PLOTS = ("kurtosis.png", "channel_energy.png", "channel_range.png", "sensitivity.png")  # what plot() writes
 
 
-def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Four PNGs: kurtosis by layer, channel-energy curve, per-channel range of the worst layer, sensitivity."""
+def save_analysis(result: dict[str, Any], out_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plots and analysis.json (`result` plus `extra`, with the plots' names) appear together or not at
+    all: an analysis that fails partway (a full disk) leaves --out as it was, never plots without their JSON."""
+    from qbert.atomic import staged, write_json
+
+    with staged() as stage:
+        result = {**(extra or {}), **result, "plots": [p.name for p in plot(result, out_dir, stage)]}
+        write_json(out_dir / "analysis.json", result, stage=stage)
+    return result
+
+
+def plot(result: dict[str, Any], out_dir: Path, stage: Any = None) -> list[Path]:
+    """Four PNGs: kurtosis by layer, channel-energy curve, per-channel range of the worst layer, sensitivity.
+    Written together into `stage` (an atomic.Staged, committed by its owner with the rest of the outputs), or
+    in a stage of their own: all four or none."""
+    import contextlib
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qbert.atomic import atomic_path
+    from qbert.atomic import staged
 
+    with contextlib.nullcontext(stage) if stage is not None else staged() as s:
+        return _draw(result, out_dir, s, plt)
+
+
+def _draw(result: dict[str, Any], out_dir: Path, stage: Any, plt: Any) -> list[Path]:
     paths = []
 
     def save(fig, name: str) -> None:
         path = out_dir / name
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            fig.savefig(stage.path(path), format="png", dpi=110, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         paths.append(path)
 
     t = result["layers"]
