@@ -185,7 +185,8 @@ class _Labels:
             other = "id" if form == "name" else "name"
             seen, label = self.first[other]
             raise QbertError(f"{where}: label {raw!r} is a class {form}, while {seen} gives the class {other} "
-                             f"{label!r}; labels mix names and ids — write every label as a name, or every one as an id")
+                             f"{label!r}; labels mix names and ids — write every label as a name, or every one "
+                             "as an id")
         return value
 
 

@@ -43,7 +43,8 @@ AMBIGUOUS = [
     ("TSV: ids first, then a name", "d.tsv", H + "0\tq?\ts\t1\n1\tq?\ts\t1\n2\tq?\ts\tnot_entailment\n",
      ("d.tsv:4", "'not_entailment'", "d.tsv:2", "mix names and ids")),
     ("JSONL: a name beside an integer id", "d.jsonl",
-     '{"question": "a?", "sentence": "s", "label": "not_entailment"}\n{"question": "b?", "sentence": "t", "label": 0}\n',
+     '{"question": "a?", "sentence": "s", "label": "not_entailment"}\n'
+     '{"question": "b?", "sentence": "t", "label": 0}\n',
      ("d.jsonl:2", "d.jsonl:1", "mix names and ids")),
 ]
 
