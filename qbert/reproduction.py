@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,15 @@ ROWS = [
 ]
 
 
+MIN_PART = 3  # a part of an id or name shorter than this ("a", ".", "1") would pick rows by accident
+
+
 def select_rows(only: str | list[str] | None) -> list[Row]:
-    """The rows `--only` names, in table order: ids (`fp32,w8a8-minmax-gemm`), exact row names or parts of
-    names (every row containing the text). A string is split on commas, but a run of pieces that names a row
-    as a whole is read as one (row names contain commas); a list is taken item by item. Anything that names
-    no row is an error listing the ids."""
+    """The rows `--only` names, in table order. Each item is a row's exact id or name (`fp32`, `MSE`: that
+    row), else a part of ids or names at least MIN_PART characters long (`peg-k4`, `placement gemm`: every row
+    containing it, listed on stderr so a broad pick is never silent); anything shorter, or naming no row, is
+    an error listing the ids. A string is split on commas, but a run of pieces that names a row as a whole is
+    read as one (row names contain commas); a list is taken item by item."""
     if not only:
         return list(ROWS)
     picked: set[str] = set()
@@ -68,29 +73,39 @@ def select_rows(only: str | list[str] | None) -> list[Row]:
     step = len(pieces) if isinstance(only, str) else 1
     i = 0
     while i < len(pieces):
-        for j in range(min(len(pieces), i + step), i, -1):  # the longest run of pieces that names a row
-            hits = _named(",".join(pieces[i:j]).strip().lower())
-            if hits:
-                picked.update(hits)
-                i = j
-                break
-        else:
+        runs = [(j, ",".join(pieces[i:j]).strip()) for j in range(min(len(pieces), i + step), i, -1)]
+        exact = next(((j, t, hits) for j, t in runs if (hits := _exact(t))), None)
+        part = exact or next(((j, t, hits) for j, t in runs if (hits := _containing(t))), None)
+        if part is None:
             if pieces[i].strip():
                 unknown.append(pieces[i].strip())
             i += 1
+            continue
+        j, text, hits = part
+        if exact is None and len(hits) > 1:
+            print(f"note: --only {text!r} is part of {len(hits)} rows: {', '.join(hits)}", file=sys.stderr,
+                  flush=True)
+        picked.update(hits)
+        i = j
     if unknown or not picked:
         named = ",".join(unknown) or str(only)
-        raise QbertError(f"--only {named!r} matches no row; row ids: "
-                         f"{', '.join(r.id for r in ROWS)} (or a part of a row's name)")
+        raise QbertError(f"--only {named!r} matches no row; give row ids ({', '.join(r.id for r in ROWS)}), exact "
+                         f"row names, or a part of them of at least {MIN_PART} characters")
     return [r for r in ROWS if r.id in picked]
 
 
-def _named(text: str) -> list[str]:
-    """Ids of the rows `text` names: one by its id or exact name, else all whose name contains it."""
-    if not text:
+def _exact(text: str) -> list[str]:
+    """The row whose id or name is `text` (any case)."""
+    text = text.lower()
+    return [r.id for r in ROWS if text in (r.id, r.name.lower())]
+
+
+def _containing(text: str) -> list[str]:
+    """Ids of the rows whose id or name contains `text` (any case), for a text of at least MIN_PART characters."""
+    text = text.lower()
+    if len(text) < MIN_PART:
         return []
-    exact = [r.id for r in ROWS if text in (r.id, r.name.lower())]
-    return exact or [r.id for r in ROWS if text in r.name.lower()]
+    return [r.id for r in ROWS if text in r.id or text in r.name.lower()]
 
 
 STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)

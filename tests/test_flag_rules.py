@@ -244,6 +244,12 @@ ONLY = [  # (--only, row ids chosen)
     ("peg-k4-permuted, method-auto", ["peg-k4-permuted", "method-auto"]),
     ("PEG-K4", ["peg-k4"]),  # an id, whatever its case, is that row only
     (["FP32", "W8A8 minmax, placement full"], ["fp32", "w8a8-minmax-full"]),  # the library's list, item by item
+    ("Percentile 99.0", ["percentile-99"]),  # an exact name is that row, though it is part of two others
+    ("percentile-99", ["percentile-99"]),  # likewise an exact id
+    ("k4-permuted", ["peg-k4-permuted"]),  # a part of an id
+    ("-k4", ["peg-k4-permuted", "peg-k4"]),  # every row whose id contains it
+    ("Percentile 99", ["percentile-99", "percentile-99.9", "percentile-99.99"]),  # a part: all three, said so
+    ("mse,fp16", ["fp16", "mse"]),
 ]
 
 
@@ -255,10 +261,25 @@ def test_reproduce_only_takes_ids_and_whole_names(only, ids):
     assert len({r.id for r in ROWS}) == len(ROWS) and all("," not in r.id and " " not in r.id for r in ROWS)
 
 
-def test_reproduce_only_unknown_lists_the_ids():
+def test_reproduce_only_says_which_rows_a_part_picked(capsys):
+    from qbert.reproduction import select_rows
+
+    select_rows("fp32,Percentile 99")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'Percentile 99'" in err[0], err
+    assert "percentile-99, percentile-99.9, percentile-99.99" in err[0], err
+    select_rows("fp32,k4-permuted")  # one row picked by a part: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+ONLY_REFUSED = ["fp32,nosuchrow", "a", "x", ".", ",", "1", "k4", "fp32,a"]  # no row, or too short to be a part
+
+
+@pytest.mark.parametrize("only", ONLY_REFUSED)
+def test_reproduce_only_unknown_lists_the_ids(only):
     from qbert.errors import QbertError
     from qbert.reproduction import ROWS, select_rows
 
     with pytest.raises(QbertError) as e:
-        select_rows("fp32,nosuchrow")
-    assert "nosuchrow" in str(e.value) and all(r.id in str(e.value) for r in ROWS)
+        select_rows(only)
+    assert "matches no row" in str(e.value) and all(r.id in str(e.value) for r in ROWS), str(e.value)
