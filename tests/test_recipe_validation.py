@@ -57,6 +57,11 @@ def three_groups(r: dict) -> None:
     r["sites"][k].update(bounds=[[0, 8], [8, 16], [16, width]], group_amax=[1.0, 1.0, 1.0])
 
 
+def swap_tensors(r: dict) -> None:
+    a, b = list(r["sites"].values())[:2]
+    a["tensor"], b["tensor"] = b["tensor"], a["tensor"]
+
+
 # (case, base recipe, edit, words the one-line error must hold)
 CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
     # keys: unknown or missing ones are named, not a Python TypeError
@@ -95,7 +100,44 @@ CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
         {"layer.0.nope": r["sites"][first(r)]}), "'layer.0.nope' is not a gemm-placement site"),
     ("fallback key of another placement", "minmax", lambda r: r.update(fallback=["layer.0.h"]),
      "'layer.0.h' is not a gemm-placement site"),
+    # values emission would change without a word: a clip below the floor qbert emits, a factor 0 in float32
+    ("a clip value of 1e-300", "minmax", lambda r: r["sites"][first(r)].update(amax=1e-300),
+     "clip value(s) [1e-300]"),
+    ("a clip value just below the floor", "minmax", lambda r: r["sites"][first(r)].update(amax=9e-9),
+     "clip value(s) [9e-09]"),
+    ("a PEG group clip value of 1e-20", "peg", lambda r: r["sites"][grouped(r)]["group_amax"].__setitem__(0, 1e-20),
+     "1e-20"),
+    ("a smoothing factor of 1e-300", "smoothquant", lambda r: r["sites"][smoothed(r)]["smooth"].__setitem__(0, 1e-300),
+     "smoothing factors"),
 ]
+
+
+@pytest.mark.parametrize("path", [None, 3, ""], ids=["None", "a number", "empty"])
+def test_recipe_load_of_no_path_is_one_line(path):
+    with pytest.raises(QbertError) as e:
+        Recipe.load(path)
+    assert "Recipe.load" in str(e.value) and "\n" not in str(e.value)
+
+
+# (case, base recipe, edit, words of the one-line error): recipes that load but do not fit the model they are
+# emitted on, refused when checked against it
+MISFITS: list[tuple[str, str, Callable[[dict], Any], str]] = [
+    ("a site's tensor renamed", "minmax", lambda r: r["sites"][first(r)].update(tensor="nope"),
+     "names tensor 'nope'"),
+    ("two sites' tensors swapped", "peg", swap_tensors, "names tensor"),
+]
+
+
+@pytest.mark.parametrize("case,base,edit,needle", MISFITS, ids=[c[0] for c in MISFITS])
+def test_a_recipe_that_does_not_fit_the_model_is_refused(good, tiny_onnx, tmp_path, case, base, edit, needle):
+    path = _write(good, tmp_path, base, edit)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--recipe", str(path),
+                                 "--out", str(out / "q.onnx")])
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and needle in lines[0], (case, r.stderr)
+    assert list(out.iterdir()) == []
 
 
 def _write(good: dict, tmp_path: Path, base: str, edit: Callable[[dict], Any]) -> Path:

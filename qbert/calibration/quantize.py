@@ -33,7 +33,7 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
         model = load_onnx(fp32_onnx, expect="fp32")
     all_sites = placement_sites(parse(model), recipe.placement)
     recipe.check_fits(meta, [s.key for s in all_sites], [s.key for s in all_sites if s.stream],
-                      f"recipe ({recipe.method})")
+                      f"recipe ({recipe.method})", {s.key: s.tensor for s in all_sites})
     qmodel, summary = emit(model, recipe, target, high_precision, copy=not owned)
     if proto_size(qmodel) <= external_data_threshold():
         import onnx

@@ -46,6 +46,10 @@ class Recipe:
 
     @classmethod
     def load(cls, path: Path | str) -> "Recipe":
+        if not isinstance(path, (str, Path)) or not str(path):
+            from qbert.errors import ConfigError
+
+            raise ConfigError("path", path, "Recipe.load needs the path of a recipe JSON file (a str or Path)")
         data = read_json(path, "recipe")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise QbertError(f"{path} is not a qbert recipe (format {data.get('format')!r})"
@@ -67,7 +71,7 @@ class Recipe:
         """The rules the CLI applies to its flags, applied to a recipe (which may come from a file): known
         method/placement, site keys of that placement, finite positive clip values, PEG groups that tile the
         channels, a true permutation, and the fields each method implies (`_check_implied`)."""
-        from qbert.calibration.methods import METHODS
+        from qbert.calibration.methods import METHODS, TINY
         from qbert.calibration.placement import PLACEMENTS, is_site_key, placement_name
 
         if not isinstance(self.method, str) or self.method not in (*METHODS, "none"):
@@ -104,9 +108,9 @@ class Recipe:
                     raise QbertError(f"{where}: site {key}: {name} must be a list (or null), not "
                                      f"{getattr(site, name)!r} — recalibrate")
             values = [site.amax, *(site.group_amax or [])]
-            if not all(_positive(v) for v in values):
+            if not all(_positive(v, least=TINY) for v in values):  # emission would raise a smaller one to TINY
                 raise QbertError(f"{where}: site {key} has clip value(s) {values}; each must be a finite number "
-                                 "> 0 — recalibrate")
+                                 f"> 0, from {TINY:g} (the least qbert emits) to {FLOAT32_MAX:.4g} — recalibrate")
             if site.bounds is not None or site.group_amax is not None:
                 bounds = site.bounds or []
                 tiled = bool(bounds) and all(isinstance(b, list) and len(b) == 2 and all(
@@ -181,9 +185,11 @@ class Recipe:
                              "order) would land on the wrong channels — recalibrate")
 
     def check_fits(self, meta: dict[str, Any], site_keys: list[str], stream_keys: list[str] | None = None,
-                   where: str = "recipe") -> None:
+                   where: str = "recipe", tensors: dict[str, str] | None = None) -> None:
         """Refuse a recipe computed on another model: its FP32 hash, hidden size and sites must match; PEG groups
-        only on residual-stream tensors (the only ones in the stream's channel order)."""
+        only on residual-stream tensors (the only ones in the stream's channel order); each site's tensor name
+        the model's tensor for that site (`tensors`: site key → tensor), as emission goes by the key and would
+        ignore an edited name."""
         want = self.model.get("sha256")
         if want and meta.sha256 and want != meta.sha256:
             raise QbertError(f"{where} was calibrated on another model (sha256 {want[:12]}…, this ONNX is "
@@ -204,6 +210,11 @@ class Recipe:
         if unknown:
             raise QbertError(f"{where}: sites {unknown[:4]}{' …' if len(unknown) > 4 else ''} are not in this "
                              f"model's {self.placement} placement; recalibrate on this model")
+        renamed = [k for k, v in self.sites.items() if tensors is not None and v.tensor != tensors.get(k, v.tensor)]
+        if renamed:
+            k = renamed[0]
+            raise QbertError(f"{where}: site {k} names tensor {self.sites[k].tensor!r}, but this model's {k} is "
+                             f"{tensors[k]!r}; recalibrate on this model (or restore the name)")
         missing = [k for k in site_keys if k not in self.sites and k not in self.fallback]
         if missing and self.method != "none":
             raise QbertError(f"{where}: this model's {self.placement} placement has sites the recipe does not "
@@ -225,8 +236,10 @@ def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the least positive normal float32
 
 
-def _positive(v: Any) -> bool:
-    """A usable clip value: a finite number > 0 that survives the cast to a float32 scale."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < FLOAT32_MAX
+def _positive(v: Any, least: float = FLOAT32_TINY) -> bool:
+    """A usable clip value or smoothing factor: a finite number that stays itself, a positive normal float32, when
+    cast into the graph (1e-300 would become 0, or be raised to a floor, without a word)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and least <= v < FLOAT32_MAX
