@@ -199,13 +199,15 @@ def calibrate(
                          + (f" --groups {groups}" if method == "peg" else ""))
     check_flags(ctx)
     if recipe_in is None:
+        from qbert.calibration.placement import fallback_patterns
+
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
             data=data, method=method, placement=placement, samples=samples, percentile=percentile, alpha=alpha,
             groups="auto" if auto_groups else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
-            fallback=[p.strip() for p in fp16_fallback.split(",") if p.strip()] if fp16_fallback else [],
+            fallback=fallback_patterns(fp16_fallback),
             auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target, exact=exact).validate()
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
@@ -428,7 +430,8 @@ def reproduce(
     bench_iters: int = typer.Option(50, help="Timed runs per latency measurement (batch 1; batch 8 uses 1/4)."),
     only: Optional[str] = typer.Option(None, help="Run only these rows, comma-separated: ids (fp32, fp16, "
                                        "w8a8-minmax-gemm, smoothquant-gemm, peg-k4-permuted, method-auto …; an "
-                                       "unknown one lists them all), exact row names, or parts of names."),
+                                       "unknown one lists them all), exact row names, or a part of ids or names "
+                                       "of at least 3 characters (every row containing it)."),
     seeds: int = typer.Option(3, help="Calibration seeds per INT8 row (other calibration rows each): accuracy is "
                               "reported as mean and range; seed 0's model is the one timed."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),

@@ -153,7 +153,7 @@ CASES = [
     ("calibrate: unknown method", "calibrate --onnx {d}/m.onnx --data {tsv} --method magic --out {o}/q.onnx",
      "--method"),
     ("calibrate: fallback matches nothing", "calibrate --onnx {d}/m.onnx --data {tsv} --fp16-fallback nope "
-     "--out {o}/q.onnx", "match no quantized tensor"),
+     "--out {o}/q.onnx", "no quantized tensor"),
     ("build: not ONNX", "build --onnx {d}/text.onnx --out {o}/e.plan", "not a readable ONNX"),
     ("build: bad --shapes", "build --onnx {d}/q.onnx --out {o}/e.plan --shapes 8x128", "--shapes"),
     ("bench: corrupt plan", "bench --plan {d}/plan.plan", "no qbert sidecar"),
@@ -332,6 +332,8 @@ def _snapshot(d: Path) -> dict[str, str]:
     (["calibrate", "--onnx", "m.onnx", "--samples", "abc"], ("Invalid value for '--samples'",)),
     (["bogus"], ("No such command", "bogus")),
     (["calibrate"], ("Missing option", "--onnx")),
+    (["export", "--model", "m", "--out", ""], ("--out", "empty")),  # "" would be the current folder
+    (["eval", "--onnx", "m.onnx", "--data", "d.tsv", "--json", " "], ("--json", "empty")),
 ])
 def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, argv, needles):
     """Typer/click's own usage errors (unknown option, bad type, missing option) — not only qbert's — are one

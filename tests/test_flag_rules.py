@@ -89,6 +89,43 @@ def test_refused_in_one_line_naming_the_flag(env, tmp_path, case, argv, flag, ab
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [], case
 
 
+FALLBACK_REFUSED = [  # (case, --fp16-fallback and any other flags, words the line must hold, words it must not)
+    ("empty", ["--fp16-fallback", ""], ["--fp16-fallback ''", "names no tensor"], []),
+    ("only commas", ["--fp16-fallback", ",,"], ["names no tensor"], []),
+    ("only spaces and a comma", ["--fp16-fallback", " , "], ["names no tensor"], []),
+    ("an empty item", ["--fp16-fallback", "x,,h"], ["'x,,h' has an empty item"], []),
+    ("roles of the full placement under gemm", ["--fp16-fallback", "x,h,y", "--placement", "gemm"],
+     ["h, y", "quantized only under --placement full", "under --placement gemm the roles are emb.ln, q, k_t, p, v, "
+      "context, x, a, z"], ["roles like x, h, y"]),
+    ("a key of the full placement under gemm", ["--fp16-fallback", "layer.*.h", "--placement", "gemm"],
+     ["layer.*.h", "only under --placement full"], []),
+    ("nothing of either placement", ["--fp16-fallback", "nope", "--placement", "full"],
+     ["nope", "no quantized tensor", "under --placement full the roles are emb.sum1"], ["only under"]),
+]
+
+
+@pytest.mark.parametrize("case,flags,needles,absent", FALLBACK_REFUSED, ids=[c[0] for c in FALLBACK_REFUSED])
+def test_a_fallback_that_names_nothing_usable_is_refused(env, tmp_path, case, flags, needles, absent):
+    r = runner.invoke(app, ["calibrate", "--onnx", str(env["d"] / "m.onnx"), "--data", env["tsv"], "--samples", "16",
+                            *flags, "--out", str(tmp_path / "q.onnx")])
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, (case, r.stderr)
+    assert all(n in lines[0] for n in needles) and not any(a in lines[0] for a in absent), (case, lines[0])
+    assert list(tmp_path.iterdir()) == [], case
+
+
+@pytest.mark.parametrize("patterns", [[""], ["x", " "]], ids=["empty", "blank among others"])
+def test_the_library_refuses_a_blank_fallback_pattern(env, patterns):
+    import onnx
+
+    from qbert.calibration.placement import apply_fallback, sites
+    from qbert.errors import QbertError
+    from qbert.exporter.graph import parse
+
+    with pytest.raises(QbertError, match="names no tensor"):
+        apply_fallback(sites(parse(onnx.load(str(env["d"] / "m.onnx"))), "gemm"), patterns)
+
+
 FOLDER_OUTPUTS = [  # (case, argv, the file that must appear); {o}/new/ does not exist yet, {o} does
     ("export --out new/", "export --model {model} --out {o}/new/", "new/model.onnx"),
     ("export --out an existing folder", "export --model {model} --out {o}", "model.onnx"),
