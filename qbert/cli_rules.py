@@ -3,7 +3,8 @@ undo what the command is for) is refused — one line naming the flag and the fi
 user never believes a setting took effect when it was silently ignored.
 
 Rules read `ctx.params` (every option's value) and only fire for flags the user typed, also at their default
-value: `--permute` typed with `--method minmax` does nothing either."""
+value: `--permute` typed with `--method minmax` does nothing either. A boolean flag typed at its off value
+(`--no-exact`, `--no-permute`) is left alone: it asks for what happens anyway, so it misleads nobody."""
 from __future__ import annotations
 
 import sys
@@ -80,7 +81,7 @@ RULES = [
 def check_flags(ctx: typer.Context) -> None:
     """Refuse every typed flag that does nothing with the others given, all named in one line."""
     p = ctx.params
-    bad = [(flag, rule.why(p)) for rule in RULES if rule.command == ctx.command.name
+    bad = [(flag, rule.why(p)) for rule in RULES if rule.command == ctx.command.name and p[rule.param] is not False
            for flag in typed(ctx, rule.param) if not rule.applies(p)]
     if bad:
         raise QbertError("; ".join(f"{flag} {why}" for flag, why in bad))

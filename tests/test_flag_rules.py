@@ -42,8 +42,6 @@ REFUSED = [  # (case, argv, the flag the message must blame, text it must not co
      "--method auto --heldout 100 --out {o}/q.onnx", "--heldout 100", "--samples"),
     ("calibrate: --auto-fp16 --heldout below its minimum", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 "
      "--auto-fp16 --heldout 10 --out {o}/q.onnx", "--heldout 10", "--samples"),
-    ("calibrate: --no-permute with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --no-permute "
-     "--out {o}/q.onnx", "--permute/--no-permute", None),
     ("calibrate: --permute with mse", "calibrate --onnx {d}/m.onnx --data {tsv} --method mse --permute "
      "--out {o}/q.onnx", "--permute/--no-permute", None),
     ("calibrate: --high-precision fp16 for ort-cpu", "calibrate --onnx {d}/m.onnx --data {tsv} --high-precision fp16 "
@@ -87,6 +85,20 @@ def test_refused_in_one_line_naming_the_flag(env, tmp_path, case, argv, flag, ab
     assert absent is None or absent not in lines[0], (case, lines[0])
     assert "Traceback" not in r.stdout + r.stderr
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [], case
+
+
+OFF_VALUES = [  # a boolean flag typed at its off value asks for what happens anyway: run, not refused
+    ("calibrate: --no-permute with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --no-permute "
+     "--out {o}/q.onnx"),
+    ("eval: --no-exact on torch", "eval --engine torch --model {model} --no-exact --data {tsv} --limit 8"),
+    ("bench: --no-cuda-graph on ort-cpu", "bench --onnx {d}/m.onnx --no-cuda-graph --batch 1 --warmup 0 --iters 2"),
+]
+
+
+@pytest.mark.parametrize("case,argv", OFF_VALUES, ids=[c[0] for c in OFF_VALUES])
+def test_a_boolean_flag_at_its_off_value_is_not_refused(env, tmp_path, case, argv):
+    r, _ = _run(env, tmp_path, argv)
+    assert r.exit_code == 0, (case, r.stderr)
 
 
 FALLBACK_REFUSED = [  # (case, --fp16-fallback and any other flags, words the line must hold, words it must not)
