@@ -31,7 +31,7 @@ def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int
     in-memory rows (`{"question", "sentence", "label"}` dicts or `(first, second[, label])` tuples).
     `label2id=None` reads no labels (what calibration wants)."""
     arg.label_ids("label2id", label2id)
-    check_range("limit", limit, 1)
+    check_range("limit", limit, 1, optional=True)
     if isinstance(source, Dataset):
         return source.head(limit)
     if isinstance(source, (str, Path)):
@@ -55,7 +55,7 @@ def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: 
     arg.path("out", out)
     check_range("opset", opset, 17, MAX_OPSET)
     check_range("tolerance", tolerance, 0.0, integer=False)
-    check_range("max_length", max_length, 2)
+    check_range("max_length", max_length, 2, optional=True)
     return run(str(model_spec), out, opset=opset, tolerance=tolerance, max_length=max_length)
 
 
@@ -115,9 +115,9 @@ class CalibrationConfig:
         arg.label_ids("label2id", self.label2id)
         if self.groups != "auto":
             check_range("groups", self.groups, 1)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("threads", self.threads, 1)
-        check_range("heldout", self.heldout, 1)
+        check_range("batch_size", self.batch_size, 1, optional=True)
+        check_range("threads", self.threads, 1, optional=True)
+        check_range("heldout", self.heldout, 1, optional=True)
         check_range("percentile", self.percentile, integer=False)
         if not 0.0 < self.percentile <= 100.0:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
@@ -178,6 +178,7 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
     arg.choice("high_precision", high_precision, (None, "fp16", "fp32"))
     arg.path("recipe_out", recipe_out, optional=True)
     arg.flag("write_recipe", write_recipe)
+    arg.only_with("recipe_out", recipe_out, write_recipe, "is not written with write_recipe=False; drop one")
     return run(fp32_onnx, recipe, out, target, high_precision, recipe_out, write_recipe)
 
 
@@ -220,7 +221,7 @@ def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: 
 
     arg.choice("kind", kind, ENGINE_KINDS)
     arg.path("path", path)
-    check_range("threads", threads, 1)
+    check_range("threads", threads, 1, optional=True)
     arg.flag("exact", exact)
     arg.choice("precision", precision, PRECISIONS)
     return run(kind, str(path), threads=threads, exact=exact, precision=precision)
@@ -237,15 +238,16 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     from qbert.atomic import check_outputs, sidecar_path, write_json
     from qbert.eval.accuracy import evaluate as run
     from qbert.exporter.hf import load_tokenizer
-    from qbert.exporter.provenance import check_loaded, source_model
+    from qbert.exporter.provenance import check_loaded, source_model, tokenizer_of
 
     arg.path("model", model)
     arg.data("data", data)
     arg.choice("engine", engine, ENGINE_KINDS)
     arg.path("plan", plan, optional=True)
-    check_range("limit", limit, 1)
+    arg.only_with("plan", plan, engine == "tensorrt", f"runs on engine tensorrt, not {engine}; drop plan")
+    check_range("limit", limit, 1, optional=True)
     check_range("batch_size", batch_size, 1)
-    check_range("threads", threads, 1)
+    check_range("threads", threads, 1, optional=True)
     arg.flag("exact", exact)
     arg.text("labels", labels)
     arg.path("json_out", json_out, optional=True)
@@ -265,8 +267,8 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
             check_loaded(meta, eng.model.config, model)
         label2id = meta.label2id if meta else eng.label2id
         dataset = load_data(data, label_map(label2id, labels), limit)
-        result = run(eng, dataset, load_tokenizer(source if engine == "torch" else meta.tokenizer),
-                     batch_size=batch_size, max_length=meta.max_length if meta else 128)
+        result = run(eng, dataset, load_tokenizer(source) if engine == "torch" else tokenizer_of(meta, model),
+                     batch_size=batch_size, max_length=meta.max_length if meta else eng.max_length)
     if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
         result.update(onnx=str(model), quantization=meta.quantization if engine != "torch" else None)
         if engine == "torch":
@@ -295,11 +297,11 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     arg.path("path", path)
     arg.choice("engine", engine, (None, *ENGINE_KINDS))
     sizes = arg.batch_sizes("batch", batch)
-    check_range("seq", seq, 1)
+    check_range("seq", seq, 1, optional=True)
     check_range("warmup", warmup, 0)
     check_range("iters", iters, 1)
     arg.path("json_out", json_out, optional=True)
-    check_range("threads", threads, 1)
+    check_range("threads", threads, 1, optional=True)
     for name, value in (("exact", exact), ("cuda_graph", cuda_graph), ("profile", profile)):
         arg.flag(name, value)
     arg.path("data", data, optional=True)
@@ -325,7 +327,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     from qbert.artifacts import load_meta, load_onnx
     from qbert.atomic import check_outputs, ensure_dir, write_json
     from qbert.eval.analyze import PLOTS, analyze as run, plot
-    from qbert.exporter.hf import load_tokenizer
+    from qbert.exporter.provenance import tokenizer_of
 
     arg.path("onnx", onnx)
     arg.data("data", data)
@@ -340,7 +342,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
     dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
         "analyze measures per-layer sensitivity as accuracy on labelled rows")
-    result = run(fp32, meta, dataset, load_tokenizer(meta.tokenizer), samples=samples, heldout_rows=heldout,
+    result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
                  include_padding=include_padding)
     result["plots"] = [p.name for p in plot(result, out_dir)]
     write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": str(dataset.source), **result})

@@ -32,6 +32,13 @@ def path(name: str, value: Any, optional: bool = False) -> None:
         raise ConfigError(name, value, "must be a path (str or pathlib.Path)")
 
 
+def only_with(name: str, value: Any, applies: bool, why: str) -> None:
+    """An argument that does something only with others (`applies`): given without them it would be silently
+    ignored, so it is refused, as the CLI refuses a flag that does nothing."""
+    if value is not None and not applies:
+        raise ConfigError(name, value, why)
+
+
 def text(name: str, value: Any) -> None:
     """An optional string (labels, hub ids)."""
     if value is not None and not isinstance(value, str):

@@ -48,10 +48,9 @@ def export(
     from qbert.exporter.export import export as run_export
 
     check_range("tolerance", tolerance, 0.0, integer=False)
-    check_range("max_length", max_length, 2)
+    check_range("max_length", max_length, 2, optional=True)
     folder = Path(model).expanduser()
-    check_outputs({"--out": out_path}, {f"--model {folder}/": f for f in folder.iterdir() if f.is_file()}
-                  if folder.is_dir() else {})
+    check_outputs({"--out": out_path}, {"--model": folder} if folder.is_dir() else {})
 
     meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length)
     show(f"exported {out_path}", {"model": model, "opset": meta.opset, "layers": meta.num_layers,
@@ -88,6 +87,9 @@ def eval_cmd(
 
     if engine == "torch" and onnx is None and model is None:
         raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
+    if engine == "torch" and onnx is not None and model is not None:  # one would be silently ignored
+        raise QbertError("--engine torch runs one PyTorch model: give --onnx (its sidecar's source model runs) or "
+                         "--model, not both")
     if engine != "torch" and onnx is None:
         raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
     if engine == "tensorrt" and plan is None:
@@ -320,12 +322,12 @@ def bench(
                          "like 1,8")
     if len(set(sizes)) < len(sizes):
         raise QbertError(f"--batch {batch!r}: a batch size is repeated (each is timed once)")
-    check_range("seq", seq, 1)
+    check_range("seq", seq, 1, optional=True)
     check_range("iters", iters, 1)
     check_range("warmup", warmup, 0)
     from qbert.atomic import check_outputs
 
-    check_range("threads", threads, 1)
+    check_range("threads", threads, 1, optional=True)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
     if profile and kind != "ort-cpu":
         raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")

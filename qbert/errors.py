@@ -23,19 +23,23 @@ class ConfigError(QbertError):
 
 
 def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,
-                integer: bool = True) -> None:
+                integer: bool = True, optional: bool = False) -> None:
     """The one rule for numeric arguments, library and CLI alike: a ConfigError naming the argument (the CLI
-    prints it as its flag). `None` means "not given" and passes."""
-    if value is None:
+    prints it as its flag). `None` means "not given": it passes only an `optional` argument (one whose default
+    is chosen later); a required one would fail deep inside as a TypeError."""
+    if value is None and optional:
         return
+    kind = "an integer " if integer else ""
+    problem = ("must be a positive integer" if integer and low == 1 and high is None else
+               f"must be {kind}in [{low:g}, {high:g}]" if low is not None and high is not None else
+               f"must be {kind}≥ {low:g}" if low is not None else f"must be {kind}≤ {high:g}" if high is not None
+               else "must be an integer" if integer else "must be a finite number")
+    if value is None:
+        raise ConfigError(name, value, problem)
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or \
             not math.isfinite(value):
         raise ConfigError(name, value, "must be an integer" if integer else "must be a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
-        kind = "an integer " if integer else ""
-        problem = ("must be a positive integer" if integer and low == 1 and high is None else
-                   f"must be {kind}in [{low:g}, {high:g}]" if low is not None and high is not None else
-                   f"must be {kind}≥ {low:g}" if low is not None else f"must be {kind}≤ {high:g}")
         raise ConfigError(name, value, problem)
 
 

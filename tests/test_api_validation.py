@@ -49,6 +49,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("export", {"tolerance": "small"}, "tolerance"),
     ("export", {"max_length": 1}, "max_length"),
     ("export", {"max_length": 64.0}, "max_length"),
+    ("export", {"opset": None}, "opset"),
+    ("export", {"tolerance": None}, "tolerance"),
     ("calibrate", {"config": {"data": "x.tsv"}}, "config"),
     ("calibrate", {"onnx": 5}, "onnx"),
     ("calibrate", {"config": config(placement=["gemm"])}, "placement"),
@@ -61,18 +63,25 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("calibrate", {"config": config(seed=-1)}, "seed"),
     ("calibrate", {"config": config(label2id=["a", "b"])}, "label2id"),
     ("calibrate", {"config": config(groups=True, method="peg")}, "groups"),
+    ("calibrate", {"config": config(samples=None)}, "samples"),
+    ("calibrate", {"config": config(seed=None)}, "seed"),
+    ("calibrate", {"config": config(percentile=None)}, "percentile"),
     ("quantize", {"recipe": "r.json"}, "recipe"),
     ("quantize", {"target": "gpu"}, "target"),
     ("quantize", {"high_precision": "int4"}, "high_precision"),
     ("quantize", {"out": 3}, "out"),
     ("quantize", {"recipe_out": 3}, "recipe_out"),
     ("quantize", {"write_recipe": "yes"}, "write_recipe"),
+    ("quantize", {"write_recipe": False, "recipe_out": "r.json"}, "recipe_out"),
     ("evaluate", {"engine": "onnx"}, "engine"),
     ("evaluate", {"model": None}, "model"),
     ("evaluate", {"data": None}, "data"),
     ("evaluate", {"data": 42}, "data"),
     ("evaluate", {"plan": 5, "engine": "tensorrt"}, "plan"),
     ("evaluate", {"batch_size": "32"}, "batch_size"),
+    ("evaluate", {"batch_size": None}, "batch_size"),
+    ("evaluate", {"plan": "x.plan"}, "plan"),
+    ("evaluate", {"plan": "x.plan", "engine": "torch"}, "plan"),
     ("evaluate", {"limit": 0}, "limit"),
     ("evaluate", {"threads": True}, "threads"),
     ("evaluate", {"exact": "no"}, "exact"),
@@ -87,6 +96,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bench", {"iters": 0}, "iters"),
     ("bench", {"seq": 0}, "seq"),
     ("bench", {"warmup": -1}, "warmup"),
+    ("bench", {"warmup": None}, "warmup"),
+    ("bench", {"iters": None}, "iters"),
     ("bench", {"threads": 0}, "threads"),
     ("bench", {"engine": "gpu"}, "engine"),
     ("bench", {"exact": "y"}, "exact"),
@@ -97,6 +108,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bench", {"path": None}, "path"),
     ("analyze", {"samples": 0}, "samples"),
     ("analyze", {"heldout": 10}, "heldout"),
+    ("analyze", {"samples": None}, "samples"),
     ("analyze", {"include_padding": "yes"}, "include_padding"),
     ("analyze", {"labels": 3}, "labels"),
     ("analyze", {"out_dir": None}, "out_dir"),
@@ -107,6 +119,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("build", {"sm": True}, "sm"),
     ("build", {"opt_level": 9}, "opt_level"),
     ("build", {"opt_level": "3"}, "opt_level"),
+    ("build", {"opt_level": None}, "opt_level"),
     ("build", {"shapes": 5}, "shapes"),
     ("build", {"shapes": "8x128"}, "shapes"),
     ("build", {"timing_cache": 5}, "timing_cache"),
@@ -119,6 +132,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("reproduce", {"bench_iters": 0}, "bench_iters"),
     ("reproduce", {"analysis_samples": "128"}, "analysis_samples"),
     ("reproduce", {"seeds": 0}, "seeds"),
+    ("reproduce", {"seeds": None}, "seeds"),
     ("reproduce", {"only": "peg"}, "only"),
     ("reproduce", {"only": [1]}, "only"),
     ("reproduce", {"labels": 5}, "labels"),
@@ -157,6 +171,27 @@ def test_bad_argument_is_a_config_error_naming_it(paths, fn, override, field):
     assert e.value.field == field, (fn, override, str(e.value))
     assert str(e.value).startswith(f"{field}=") and "\n" not in str(e.value)
     assert list(paths["out"].iterdir()) == []  # refused before anything was written
+
+
+# An engine's census runs the model at batch × seq: (engine, the overriding arguments, the argument named)
+CENSUS_CASES = [(engine, override, field) for engine in ("ort-cpu", "openvino") for override, field in (
+    ({"batch": 0}, "batch"), ({"batch": None}, "batch"), ({"batch": "1"}, "batch"), ({"seq": "8"}, "seq"),
+    ({"seq": 0}, "seq"), ({"seq": 100_000}, "seq"))]  # the tiny model has 64 positions; bench refuses 100,000
+
+
+@pytest.mark.parametrize("engine,override,field", CENSUS_CASES,
+                         ids=[f"{c[0]}-{c[2]}-{c[1][c[2]]!r}" for c in CENSUS_CASES])
+def test_bad_census_shape_is_a_config_error_naming_it(tiny_onnx, engine, override, field):
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    with qbert.open_engine(engine, tiny_onnx) as eng, pytest.raises(ConfigError) as e:
+        eng.census(**{"batch": 1, "seq": 8, **override})
+    assert e.value.field == field and "\n" not in str(e.value), (engine, override, str(e.value))
+
+
+def test_census_defaults_to_the_models_length(tiny_onnx):
+    with qbert.open_engine("ort-cpu", tiny_onnx) as eng:
+        assert eng.census()["gemm_macs"]["shape"] == [1, 64]  # 128, cut to the tiny model's 64 positions
 
 
 def test_every_public_function_is_in_the_table():

@@ -155,3 +155,77 @@ def test_a_moved_source_folder_is_named_by_every_command_that_reads_its_tokenize
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "moved or deleted" in lines[0], (command, r.stderr)
     assert not (exported["b"] / "q.onnx").exists()
+
+
+def uncased(e: dict[str, Path]) -> None:
+    """The folder re-saved with a cased tokenizer: the same vocabulary, no lowercasing."""
+    for name, key in (("tokenizer.json", None), ("tokenizer_config.json", "do_lower_case")):
+        cfg = json.loads((e["src"] / name).read_text())
+        if key is None:
+            cfg["normalizer"]["lowercase"] = False
+        else:
+            cfg[key] = False
+        (e["src"] / name).write_text(json.dumps(cfg))
+
+
+# (case, the tokenizer change after export, the file the one line must name)
+TOKENIZER_CHANGES = [
+    ("lowercasing turned off", uncased, "tokenizer.json, tokenizer_config.json changed"),
+    ("a vocabulary word replaced", lambda e: (e["src"] / "vocab.txt").write_text(
+        (e["src"] / "vocab.txt").read_text().replace("\ncity\n", "\ntown\n")), "vocab.txt changed"),
+]
+
+
+@pytest.mark.parametrize("command,argv", TOKENIZER_READERS, ids=[c[0] for c in TOKENIZER_READERS])
+@pytest.mark.parametrize("case,edit,needle", TOKENIZER_CHANGES, ids=[c[0] for c in TOKENIZER_CHANGES])
+def test_a_tokenizer_changed_since_export_is_refused_by_every_command_that_reads_it(exported, command, argv, case,
+                                                                                     edit, needle):
+    edit(exported)
+    r = runner.invoke(app, argv(exported))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, (command, case, r.stderr)
+    assert needle in lines[0] and "qbert export --model" in lines[0], (command, case, lines[0])
+    assert not (exported["b"] / "q.onnx").exists() and not list((exported["b"]).rglob("*.json"))
+
+
+def long_rows(path: Path) -> Path:
+    """Rows longer than the tiny model's 64 positions."""
+    from tests.conftest import WORDS
+
+    text = " ".join(WORDS[i % len(WORDS)] for i in range(90))
+    path.write_text("question\tsentence\tlabel\n" + "".join(f"what {i}?\t{text}.\tentailment\n" for i in range(4)))
+    return path
+
+
+# (case, argv; {src} the model folder, {onnx} its ONNX, {tsv}/{long} rows; exit code, a needle of the output)
+TORCH_CASES = [
+    ("--model rows longer than its positions", "eval --engine torch --model {src} --data {long}", 0, "accuracy"),
+    ("--onnx rows longer than its positions", "eval --engine torch --onnx {onnx} --data {long}", 0, "accuracy"),
+    ("--onnx and --model both given", "eval --engine torch --onnx {onnx} --model {src} --data {tsv}", 2, "not both"),
+]
+
+
+@pytest.mark.parametrize("case,argv,code,needle", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+def test_torch_engine_runs_or_refuses_in_one_line(exported, case, argv, code, needle):
+    args = argv.format(src=exported["src"], onnx=exported["onnx"], tsv=exported["tsv"],
+                       long=long_rows(exported["b"] / "long.tsv")).split()
+    r = runner.invoke(app, args)
+    assert r.exit_code == code, (case, r.stdout, r.stderr, r.exception)
+    assert needle in (r.stdout if code == 0 else r.stderr), (case, r.stdout, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr
+    if code:
+        assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1, r.stderr
+
+
+def test_library_torch_evaluation_cuts_rows_to_the_models_positions(exported):
+    res = qbert.evaluate(exported["src"], long_rows(exported["b"] / "long.tsv"), engine="torch")
+    assert res["examples"] == 4 and res["max_length"] == 64
+
+
+def test_a_torch_run_error_is_one_line(exported):
+    import numpy as np
+
+    feeds = {k: np.ones((1, 100), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with qbert.open_engine("torch", exported["src"]) as eng, pytest.raises(qbert.QbertError) as err:
+        eng.run(feeds)
+    assert "1x100" in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -34,7 +34,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
     as a VNNI CPU would (the FP32 observation itself has no INT8 kernels). `gemm_split`: how PEG groups reach GEMMs
     (scales.choose_scales; default smooth under groups auto, split for a fixed K)."""
-    from qbert.exporter.hf import load_tokenizer
+    from qbert.exporter.provenance import tokenizer_of
 
     if method not in (*M.METHODS, "auto"):
         raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}, auto")
@@ -87,7 +87,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         raise QbertError(f"{flag} needs ≥ {min_held} held-out rows beyond --samples {samples}; "
                          f"the data has {len(dataset.examples)}: lower --samples or give more data")
     all_examples = dataset.examples
-    tokenizer = load_tokenizer(meta.tokenizer)
+    tokenizer = tokenizer_of(meta, onnx_path)
     encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
     pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)

@@ -41,9 +41,10 @@ class Engine(ABC):
                 advance(1)
         return times
 
-    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+    def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
         """GEMM precision census (integer vs float kernels, share of GEMM multiply-accumulates on integer
         kernels at batch×seq); empty where the engine cannot tell."""
+        census_shape(batch, seq)
         return {}
 
     def close(self) -> None:
@@ -54,3 +55,18 @@ class Engine(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def census_shape(batch: Any, seq: Any, longest: int | None = None) -> tuple[int, int]:
+    """The batch × seq a census profiles, checked as bench checks its flags: a census runs the model, so a
+    wrong type or size would fail inside the runtime (or be clipped unseen) rather than be named. `seq` None:
+    128, or the model's `longest` if shorter; longer than `longest` is refused, as bench refuses it."""
+    from qbert.errors import ConfigError, check_range
+
+    check_range("batch", batch, 1)
+    check_range("seq", seq, 1, optional=True)
+    if longest is None:
+        return batch, seq or 128
+    if seq is not None and seq > longest:
+        raise ConfigError("seq", seq, f"the model takes at most {longest} tokens (its position table)")
+    return batch, seq or min(128, longest)

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.engines.base import Engine
+from qbert.engines.base import Engine, census_shape
 from qbert.ort_session import session_for, session_from_path, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
@@ -52,7 +52,7 @@ class OrtCpuEngine(Engine):
                 "threads": self.threads or os.cpu_count(), "high_precision": "fp32",
                 "int8_kernels": kernel_mode(self.exact), "machine": machine()}
 
-    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+    def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
         return ort_census(self.path, self.threads, batch, seq)
 
 
@@ -147,7 +147,7 @@ def _positions(model: Any, path: str) -> int:
         return rows
 
 
-def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
     """Load with all graph optimizations, save the optimized graph, and count integer vs float GEMMs — and,
     from one profiled run at `batch`×`seq`, the share of GEMM multiply-accumulates on integer kernels.
 
@@ -157,13 +157,14 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int =
     import onnx
     import onnxruntime as ort
 
+    census_shape(batch, seq)  # before loading: a bad shape is the caller's, named as bench names it
     with tempfile.TemporaryDirectory() as tmp:
         opt = str(Path(tmp) / "optimized.onnx")
         so = session_options(threads, opt)
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
         session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         model = onnx.load(opt)
-        seq = min(seq, _positions(model, path))  # no longer than the model can embed
+        batch, seq = census_shape(batch, seq, _positions(model, path))  # no longer than the model can embed
         shapes = _profiled_shapes(session, batch, seq)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     inits = {t.name for t in model.graph.initializer}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.engines.base import Engine
+from qbert.engines.base import Engine, census_shape
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.ov_session import PRECISIONS, compile_path, openvino, runner
@@ -61,20 +61,25 @@ class OpenVinoEngine(Engine):
                 "inference_precision": self.precision,
                 "high_precision": "fp32" if self.precision == "f32" else "bf16", "machine": machine()}
 
-    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+    def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
         return openvino_census(self.path, self.threads, batch, seq, self.precision)
 
     def close(self) -> None:
         self._run = self.compiled = None
 
 
-def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: int = 128,
+def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None,
                     precision: str = "f32") -> dict[str, Any]:
     """Compile a static batch × seq copy and read back what ran: every MatMul of the imported graph (weights
     and attention alike) is found in the executed layer that holds it, with that layer's runtime precision, so
     the INT8 share of multiply-accumulates counts attention too. Also: executed GEMM-like layers by type and
     precision, fused attention blocks (a softmax and its MatMuls in one INT8 subgraph) and FakeQuantize layers
     left in float."""
+    import onnx
+
+    from qbert.engines.onnxruntime import _positions
+
+    batch, seq = census_shape(batch, seq, _positions(onnx.load(str(path), load_external_data=False), path))
     ov = openvino()
     model = ov.Core().read_model(str(path))
     model.reshape({i.get_any_name(): [batch, seq] for i in model.inputs})

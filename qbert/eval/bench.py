@@ -84,12 +84,12 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     encoded, pad = None, 0
     if data is not None:
         from qbert.data import encode, load_dataset_spec
-        from qbert.exporter.hf import load_tokenizer
+        from qbert.exporter.provenance import tokenizer_of
 
         if meta is None:
             raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
         ds = load_dataset_spec(data, None, limit=max(sizes))
-        encoded, pad = encode(ds, load_tokenizer(meta.tokenizer), seq), meta.pad_token_id
+        encoded, pad = encode(ds, tokenizer_of(meta, path), seq), meta.pad_token_id
 
     def feeds_for(b: int) -> dict[str, np.ndarray]:
         if encoded is not None:

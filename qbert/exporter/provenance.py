@@ -69,13 +69,47 @@ def _changes(meta: ModelMeta, folder: Path) -> str | None:
         if meta.source_fingerprint is None or fingerprint_of(hashes) == meta.source_fingerprint:
             return None
         return "the folder's fingerprint differs" + _labels_note(meta, folder)
-    now = model_files(hashes)
-    was = meta.source_files
+    changed = _diff(meta.source_files, model_files(hashes))
+    return changed + _labels_note(meta, folder) if changed else None
+
+
+def _diff(was: dict[str, str], now: dict[str, str]) -> str | None:
+    """`a changed; b removed; c added`, or None when the two hash maps agree."""
     parts = [f"{', '.join(names)} {verb}" for names, verb in (
         ([n for n in was if n in now and now[n] != was[n]], "changed"),
         ([n for n in was if n not in now], "removed"),
         ([n for n in now if n not in was], "added")) if names]
-    return "; ".join(parts) + _labels_note(meta, folder) if parts else None
+    return "; ".join(parts) or None
+
+
+def is_tokenizer_file(name: str) -> bool:
+    """A file Hugging Face's AutoTokenizer reads: its JSON files, a WordPiece/BPE vocabulary and merges, a
+    SentencePiece model."""
+    return name.startswith(("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece",
+                            "sentencepiece")) or name.endswith(".model")
+
+
+def tokenizer_of(meta: ModelMeta, onnx: str | Path) -> Any:
+    """The tokenizer `onnx` was exported with, from the folder its sidecar names — refused in one line when one
+    of that folder's tokenizer files changed since export (the sidecar holds their hashes): the ONNX would then
+    quietly see token ids its parity check never saw (a tokenizer that stopped lowercasing moved accuracy with
+    exit 0). The one place every command that tokenizes through a sidecar loads its tokenizer. Loaded first, so
+    a corrupt or unreadable file is named as such rather than as changed."""
+    from qbert.exporter.hf import load_tokenizer
+
+    tokenizer = load_tokenizer(meta.tokenizer)
+    folder = recorded_folder(meta)
+    if folder is not None and meta.source_files is not None and folder.is_dir() and \
+            Path(meta.tokenizer).resolve() == folder.resolve():
+        changed = _diff({n: d for n, d in meta.source_files.items() if is_tokenizer_file(n)},
+                        {n: d for n, d in model_files(file_hashes(folder)).items() if is_tokenizer_file(n)})
+        if changed:
+            fix = (f"re-export it: qbert export --model {folder} --out {onnx}" if meta.kind == "fp32" else
+                   f"re-export its FP32 model (qbert export --model {folder} --out {meta.fp32_onnx}) and quantize "
+                   "it again")
+            raise QbertError(f"{onnx}: the tokenizer it was exported with ({folder}) has changed since ({changed}); "
+                             f"{fix}")
+    return tokenizer
 
 
 def _labels_note(meta: ModelMeta, folder: Path) -> str:
