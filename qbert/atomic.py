@@ -42,14 +42,22 @@ def file_in_folder(raw: str | Path, default_name: str) -> Path:
     with a path separator, or is an existing folder), as `cp x dir/` would; every command then names the file
     it wrote. The folder itself is created (or refused, if it is a file) later, with the other output checks."""
     text = str(raw)
+    if not text.strip():  # Path("") is the current folder: the file would land in it, under the default name
+        raise EmptyPath("the path is empty; give a file name")
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return Path(text) / default_name
     return Path(text)
 
 
+class EmptyPath(QbertError, ValueError):
+    """An empty output path; a ValueError too, so that a command-line parser reports it as the flag's bad value."""
+
+
 def check_output_dir(path: Path | str, what: str = "--out") -> None:
     """Fail early (before any expensive work) when an output file cannot be written; create missing parent
     folders as `mkdir -p` would."""
+    if not str(path).strip():
+        raise QbertError(f"{what}: the path is empty; give a file name")
     path = Path(path)
     if path.is_dir():
         raise QbertError(f"{what} {path} is a folder; give a file name")
@@ -92,14 +100,15 @@ def check_outputs(outputs: Mapping[str, PathSpec], inputs: Mapping[str, PathSpec
             written.setdefault(f, f"{flag} {p}{why}")
 
 
-SIDECAR_FOLDERS = {"tokenizer": "tokenizer", "source_model": "source model", "source_path": "source model"}
+SIDECAR_FOLDERS = {"source_path": "source model", "source_model": "source model", "tokenizer": "tokenizer"}
 
 
 def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path, str]]:
     """(files, model folders) that reading input `p` reads, each with how the message names it: `p`, its sidecar
     and data file; a folder's files; and the files of each local folder an ONNX's qbert sidecar names (the
-    tokenizer and the source model, which eval, calibrate, bench and analyze load through it). Never opens `p`
-    itself (it may be a pipe)."""
+    tokenizer and the source model, which eval, calibrate, bench and analyze load through it), and the FP32 ONNX
+    (with its sidecar) and recipe a Q/DQ ONNX's sidecar names, which re-emission and build hints read. Never
+    opens `p` itself (it may be a pipe)."""
     p = Path(p).expanduser()
     files: dict[Path, str] = {}
     dirs: dict[Path, str] = {}
@@ -116,13 +125,31 @@ def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path,
     except (OSError, ValueError):  # a broken sidecar is the command's own error to report, later
         meta = None
     if isinstance(meta, dict) and meta.get("format") == "qbert-onnx":
+        from qbert.exporter.provenance import is_tokenizer_file
+
         for field, name in SIDECAR_FOLDERS.items():
             folder = Path(meta[field]).expanduser() if isinstance(meta.get(field), str) else None
             if folder is not None and folder.is_dir():
                 dirs.setdefault(folder.resolve(), f"{flag} {p}'s {name}")
-                for f in _files_in(folder):
-                    files.setdefault(f.resolve(), f"{flag} {p}'s {name} {f}")
+                for f in _files_in(folder):  # named by what the file is, not by which field led to it
+                    kind = "tokenizer" if is_tokenizer_file(f.name) else "source model"
+                    files.setdefault(f.resolve(), f"{flag} {p}'s {kind} file {f}")
+        quant = meta.get("quantization")
+        for field, name in (("fp32_onnx", "FP32 ONNX"), ("recipe", "recipe")):
+            value = (quant if field == "recipe" and isinstance(quant, dict) else meta).get(field)
+            for f in _recorded(value, p):  # a Q/DQ ONNX's source and recipe, which later commands re-read
+                for g, why in (_family(f) if field == "fp32_onnx" else {f.resolve(): ""}).items():
+                    files.setdefault(g, f"{flag} {p}'s {name} {f}{why}")
     return files, dirs
+
+
+def _recorded(value: Any, onnx: Path) -> list[Path]:
+    """A file a sidecar names, as written (relative to where that command ran) and relative to the ONNX's own
+    folder: whichever exists."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    named = Path(value).expanduser()
+    return [f for f in dict.fromkeys((named, onnx.parent / named)) if f.is_file()]
 
 
 def _files_in(folder: Path) -> list[Path]:
@@ -236,6 +263,19 @@ def staged() -> Iterator[Staged]:
         raise error from None
     finally:
         stage.discard()
+
+
+@contextlib.contextmanager
+def write_errors_as(target: Path | str) -> Iterator[None]:
+    """Report an environment fault inside the block as one writing `target`: for scratch files another library
+    writes (torch's exporter), whose own error would be a traceback naming a temp file."""
+    try:
+        yield
+    except OSError as e:
+        error = write_error(e, Path(target))
+        if error is None:
+            raise
+        raise error from None
 
 
 @contextlib.contextmanager

@@ -332,6 +332,8 @@ def _snapshot(d: Path) -> dict[str, str]:
     (["calibrate", "--onnx", "m.onnx", "--samples", "abc"], ("Invalid value for '--samples'",)),
     (["bogus"], ("No such command", "bogus")),
     (["calibrate"], ("Missing option", "--onnx")),
+    (["export", "--model", "m", "--out", ""], ("--out", "empty")),  # "" would be the current folder
+    (["eval", "--onnx", "m.onnx", "--data", "d.tsv", "--json", " "], ("--json", "empty")),
 ])
 def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, argv, needles):
     """Typer/click's own usage errors (unknown option, bad type, missing option) — not only qbert's — are one

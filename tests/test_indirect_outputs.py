@@ -29,6 +29,7 @@ def env(tiny_model, tiny_tsv, tmp_path_factory):
                                 "--target", target, "--out", str(d / f"{name}.onnx")])
         assert r.exit_code == 0, r.output
     write_tsv(d / "small.tsv", 12, seed=3)
+    shutil.copy(d / "m.onnx", d / "other.onnx")  # an ONNX no input of the commands below names
     write_tsv(d / "small2.tsv", 12, seed=4)
     return {"d": d, "tsv": str(tiny_tsv)}
 
@@ -45,6 +46,22 @@ CASES = [
      "eval --onnx {d}/m.onnx --data {tsv} --json {m}/config.json", ("would overwrite", "config.json")),
     ("eval: --json over the weights behind a Q/DQ ONNX",
      "eval --onnx {d}/q.onnx --data {tsv} --json {m}/model.safetensors", ("would overwrite", "model.safetensors")),
+    ("eval: --json over the weights, named as the source model's file",
+     "eval --onnx {d}/m.onnx --data {tsv} --json {m}/model.safetensors", ("source model file", "model.safetensors")),
+    ("eval: --json over the FP32 ONNX's sidecar a Q/DQ ONNX names",
+     "eval --onnx {d}/q.onnx --data {tsv} --json {d}/m.onnx.json", ("would overwrite", "FP32 ONNX")),
+    ("eval: --json over the recipe a Q/DQ ONNX names",
+     "eval --onnx {d}/q.onnx --data {tsv} --json {d}/q.onnx.recipe.json", ("would overwrite", "recipe")),
+    ("bench: --json over the FP32 ONNX a Q/DQ ONNX names",
+     "bench --onnx {d}/q.onnx --batch 1 --iters 1 --warmup 0 --json {d}/m.onnx", ("would overwrite", "FP32 ONNX")),
+    ("build: --out whose sidecar is the input's recipe", "build --onnx {d}/qt.onnx --out {d}/qt.onnx.recipe",
+     ("would overwrite", "recipe")),
+    ("export: --out over the model's config", "export --model {m} --out {m}/config.json",
+     ("would overwrite", "file config.json")),
+    ("build: --timing-cache is a data file", "build --onnx {d}/qt.onnx --out {o}/e.plan --timing-cache {d}/small.tsv",
+     ("--timing-cache", "not a", "timing cache")),
+    ("build: --timing-cache is another ONNX", "build --onnx {d}/qt.onnx --out {o}/e.plan --timing-cache {d}/other.onnx",
+     ("--timing-cache", "not a", "timing cache")),
     ("eval: torch --model folder, --json over its config",
      "eval --engine torch --model {m} --data {tsv} --json {m}/config.json", ("would overwrite", "--model")),
     ("calibrate: --out over the source model's weights",
@@ -79,6 +96,8 @@ CASES = [
 
 @pytest.mark.parametrize("case,argv,needles", CASES, ids=[c[0] for c in CASES])
 def test_cli_output_on_an_indirect_input(env, tmp_path, case, argv, needles):
+    if "timing cache" in needles:  # recognised by what the installed TensorRT writes
+        needs_tensorrt()
     d, out = env["d"], tmp_path / "out"
     out.mkdir()
     before = snapshot(d)
@@ -90,6 +109,26 @@ def test_cli_output_on_an_indirect_input(env, tmp_path, case, argv, needles):
     assert "Traceback" not in r.stdout + r.stderr
     assert snapshot(d) == before, case  # no input touched, nothing written beside them
     assert [p.name for p in out.rglob("*")] == [], case
+
+
+def needs_tensorrt() -> None:
+    import importlib.util
+
+    if not any(importlib.util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx")):
+        pytest.skip("no TensorRT or TensorRT-RTX installed")
+
+
+def test_a_timing_cache_tensorrt_wrote_is_read(tmp_path):
+    """What the refusal must let through: a new file, an empty one, and a cache TensorRT serialised."""
+    needs_tensorrt()
+    from qbert.engines.tensorrt import import_trt, read_timing_cache
+
+    trt, name = import_trt()
+    config = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_builder_config()
+    (tmp_path / "empty.cache").write_bytes(b"")
+    (tmp_path / "trt.cache").write_bytes(bytes(config.create_timing_cache(b"").serialize()))
+    for f in ("new.cache", "empty.cache", "trt.cache"):
+        assert read_timing_cache(config, tmp_path / f, name) is not None, f
 
 
 def _recipe(d: Path) -> qbert.Recipe:
@@ -109,6 +148,12 @@ API_CASES = [
     ("quantize: recipe_out over the input ONNX", lambda d, m, o: qbert.quantize(d / "m.onnx", _recipe(d), o / "q.onnx",
                                                                                 recipe_out=d / "m.onnx"), ("m.onnx",)),
     ("export: out over the model's config", lambda d, m, o: qbert.export(str(m), m / "config.json"), ("config.json",)),
+    ("evaluate: json_out over the recipe a Q/DQ ONNX names",
+     lambda d, m, o: qbert.evaluate(d / "q.onnx", d / "small.tsv", json_out=d / "q.onnx.recipe.json"), ("recipe",)),
+    ("bench: json_out over the FP32 ONNX's sidecar", lambda d, m, o: qbert.bench(
+        d / "q.onnx", batch=[1], iters=1, warmup=0, json_out=d / "m.onnx.json"), ("FP32 ONNX",)),
+    ("build: out whose sidecar is the input's recipe", lambda d, m, o: qbert.build(d / "qt.onnx", d / "qt.onnx.recipe"),
+     ("recipe",)),
     ("build: timing_cache over the input ONNX", lambda d, m, o: qbert.build(d / "qt.onnx", o / "e.plan",
                                                                           timing_cache=d / "qt.onnx"), ("timing_cache",)),
     ("analyze: out_dir is the model folder", lambda d, m, o: qbert.analyze(d / "m.onnx", d / "small.tsv", m,

@@ -21,7 +21,7 @@ import numpy as np
 from qbert.atomic import (check_outputs, read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes,
                           write_json)
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
-from qbert.engines.base import Engine
+from qbert.engines.base import Engine, census_shape
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
 from qbert.errors import QbertError
@@ -128,8 +128,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     config.add_optimization_profile(opt)
     cache = None
     if timing_cache is not None and hasattr(config, "create_timing_cache"):
-        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        cache = config.create_timing_cache(blob)
+        cache = read_timing_cache(config, timing_cache, name)
         config.set_timing_cache(cache, ignore_mismatch=True)
     t0 = time.perf_counter()
     with phase_display(f"{name}: building {out.name}") as display:
@@ -153,6 +152,24 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         if cache is not None:
             write_bytes(timing_cache, bytes(cache.serialize()), stage)
     return meta
+
+
+def read_timing_cache(config: Any, path: Path, name: str) -> Any:
+    """The timing cache in `path` (new or empty: an empty cache), refused when the file holds anything else.
+    TensorRT quietly drops bytes it cannot read and the build then writes its cache over them, so a data file
+    or an ONNX given by mistake would be lost. A file is a cache when it starts as this TensorRT's own empty
+    cache does (its format header) or when TensorRT reads it back whole (serialising it again gives as many
+    bytes)."""
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if not blob:
+        return cache
+    header = bytes(config.create_timing_cache(b"").serialize())[:8]
+    again = bytes(cache.serialize()) if cache is not None else b""
+    if cache is None or (blob[:len(header)] != header and len(again) != len(blob)):
+        raise QbertError(f"--timing-cache {path} is not a {name} timing cache (it would be overwritten); give a new "
+                         "path, or a cache an earlier qbert build wrote")
+    return cache
 
 
 @contextlib.contextmanager
@@ -312,9 +329,10 @@ class TensorRTEngine(Engine):
                                                    getattr(self.engine, "device_memory_size", 0))),
                 "weights_bytes": self.plan.stat().st_size}
 
-    def census(self, batch: int = 1, seq: int = 128) -> dict[str, Any]:
+    def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
         """INT8 vs FP16 GEMM layers and their share of multiply-accumulates, from IEngineInspector (needs the
         DETAILED profiling verbosity qbert builds with). Shapes are those bound by the last run."""
+        census_shape(batch, seq)
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
         info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))

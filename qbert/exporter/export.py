@@ -20,12 +20,13 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import check_outputs, save_onnx, staged, staged_sha256_onnx
+from qbert.atomic import Staged, check_outputs, save_onnx, staged, staged_sha256_onnx, write_errors_as
 from qbert.errors import QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.data import INPUT_NAMES
 
 MAX_OPSET = 20  # torch.onnx's TorchScript exporter
+MAX_UNKNOWN = 0.8  # share of the parity sentences' words a tokenizer may map to its unknown token
 
 # Sentence pairs of varied length for the parity check (padding is exercised by batching them).
 PARITY_PAIRS = [
@@ -44,6 +45,19 @@ def parity_feeds(tokenizer: Any, max_length: int = 128) -> dict[str, np.ndarray]
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     feeds["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(feeds["input_ids"])).astype(np.int64)
     return feeds
+
+
+def unknown_share(tokenizer: Any, feeds: dict[str, np.ndarray]) -> float:
+    """Of the parity sentences' tokens (special tokens aside), the share that became the unknown token. A folder
+    whose vocabulary files are gone still loads (transformers builds a tokenizer of special tokens alone) and
+    passes parity, since PyTorch and ONNX see the same ids — every word an [UNK]; a real vocabulary, even the
+    test suite's toy one, leaves well under half of these words unknown."""
+    unk = tokenizer.unk_token_id
+    if unk is None:  # byte-level BPE: no word is unknown
+        return 0.0
+    ids = feeds["input_ids"][feeds["attention_mask"] == 1]
+    words = ids[~np.isin(ids, [i for i in tokenizer.all_special_ids if i != unk])]
+    return float((words == unk).mean()) if words.size else 1.0
 
 
 def _rename_weights(model: Any) -> None:
@@ -125,6 +139,12 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         raise QbertError(f"--max-length {max_length}: must be in [2, {positions}] (the model's position table)")
     max_length = max_length or min(128, positions)
     feeds = parity_feeds(tokenizer, max_length)
+    unknown = unknown_share(tokenizer, feeds)
+    if unknown > MAX_UNKNOWN:
+        raise QbertError(f"--model {model_spec}: its tokenizer maps {unknown:.0%} of the words of English test "
+                         f"sentences to its unknown token {tokenizer.unk_token}, so it has no usable vocabulary "
+                         "(vocab.txt / tokenizer.json missing?); restore the tokenizer files from the original "
+                         "checkpoint")
     types = getattr(model.config, "type_vocab_size", None)
     if types is not None and "token_type_embeddings" in dict(model.base_model.embeddings.named_children()) \
             and int(feeds["token_type_ids"].max()) >= types:
@@ -135,7 +155,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
     dyn["logits"] = {0: "batch"}
-    with tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
+    with write_errors_as(out), tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
         raw = Path(work) / "raw.onnx"  # large models: torch writes external data beside it, in `work`
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deliberate: it names nodes by module path and gives a cleaner
@@ -151,7 +171,9 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         _declare_all_inputs(graph)
         graph.producer_name, graph.producer_version = "qbert", __version__
         checked = Path(work) / "model.onnx"
-        save_onnx(graph, checked)
+        scratch = Staged()  # not staged(): a full disk here is reported as writing `out`, the file the user named
+        save_onnx(graph, checked, scratch)
+        scratch.commit()
         onnx.checker.check_model(str(checked), full_check=True)  # by path: works past protobuf's 2 GB
         got = ort.InferenceSession(str(checked), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
         max_diff = float(np.abs(got - reference).max())
