@@ -94,12 +94,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         plan = build(paths["trt"], out / f"{stem}.plan", shapes=f"1x1/8x{seq}/32x{seq}").to_json()
         with_ort = open_engine("ort-cpu", str(paths["ort-cpu"]))
         try:
-            ref = evaluate(with_ort, eval_ds, tokenizer)
+            ref = evaluate(with_ort, eval_ds, tokenizer, max_length=seq)
         finally:
             with_ort.close()
         eng = open_engine("tensorrt", str(out / f"{stem}.plan"))
         try:
-            res = evaluate(eng, eval_ds, tokenizer)
+            res = evaluate(eng, eval_ds, tokenizer, max_length=seq)  # the plan's longest shape
             feeds = {b: random_feeds(b, seq, meta.vocab_size) for b in (1, 8, 32)}
             row = {"name": name, "plan": plan, "gpu": eng.describe()["gpu"],
                    "accuracy": res["accuracy"], "ort_cpu_accuracy": ref["accuracy"],
