@@ -325,8 +325,8 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
             include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
     """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import check_outputs, ensure_dir, write_json
-    from qbert.eval.analyze import PLOTS, analyze as run, plot
+    from qbert.atomic import check_outputs, ensure_dir
+    from qbert.eval.analyze import PLOTS, analyze as run, save_analysis
     from qbert.exporter.provenance import tokenizer_of
 
     arg.path("onnx", onnx)
@@ -344,8 +344,8 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
         "analyze measures per-layer sensitivity as accuracy on labelled rows")
     result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
                  include_padding=include_padding)
-    result["plots"] = [p.name for p in plot(result, out_dir)]
-    write_json(out_dir / "analysis.json", {"onnx": str(onnx), "data": str(dataset.source), **result})
+    saved = save_analysis(result, out_dir, {"onnx": str(onnx), "data": str(dataset.source)})
+    result["plots"] = saved["plots"]
     return result
 
 

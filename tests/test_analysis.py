@@ -254,3 +254,26 @@ def test_reproduce_names_a_choice_by_method_placement_groups_and_kept_roles():
     kept = SimpleNamespace(method="smoothquant", placement="gemm", groups=1,
                            fallback=["layer.1.a", "layer.0.a", "emb.ln"])
     assert _chosen(kept) == "smoothquant, gemm, a/emb.ln in high precision"
+
+
+def test_the_analyze_command_writes_plots_and_json_together(tiny_onnx, tmp_path, monkeypatch):
+    """The library call (and so the CLI) goes through the same all-or-nothing commit: a full disk at
+    analysis.json leaves no plots behind."""
+    import errno
+    import tempfile
+
+    from qbert.api import analyze as api_analyze
+    from qbert.errors import QbertError
+
+    mkstemp = tempfile.mkstemp
+
+    def full(*a, prefix="", **kw):
+        if prefix.startswith(".analysis.json."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*a, prefix=prefix, **kw)
+
+    data = write_tsv(tmp_path / "d.tsv", 80, seed=3)
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(QbertError, match="no space left on device writing .*analysis.json"):
+        api_analyze(tiny_onnx, str(data), tmp_path / "an", samples=16, heldout=32)
+    assert list((tmp_path / "an").iterdir()) == []
