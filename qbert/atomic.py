@@ -125,7 +125,7 @@ def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path,
     except (OSError, ValueError):  # a broken sidecar is the command's own error to report, later
         meta = None
     if isinstance(meta, dict) and meta.get("format") == "qbert-onnx":
-        from qbert.exporter.provenance import is_tokenizer_file
+        from qbert.data import is_tokenizer_file
 
         for field, name in SIDECAR_FOLDERS.items():
             folder = Path(meta[field]).expanduser() if isinstance(meta.get(field), str) else None

@@ -324,6 +324,13 @@ class Encoded:
         return Encoded([self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx])
 
 
+def is_tokenizer_file(name: str) -> bool:
+    """A file Hugging Face's AutoTokenizer reads: its JSON files, a WordPiece/BPE vocabulary and merges, a
+    SentencePiece model."""
+    return name.startswith(("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece",
+                            "sentencepiece")) or name.endswith(".model")
+
+
 def encode(dataset: Dataset, tokenizer, max_length: int) -> Encoded:
     enc = tokenizer([e.first for e in dataset.examples], [e.second for e in dataset.examples],
                     truncation=True, max_length=max_length)

@@ -9,6 +9,7 @@ from typing import Any
 
 from qbert.artifacts import ModelMeta
 from qbert.atomic import sha256_file
+from qbert.data import is_tokenizer_file
 from qbert.errors import QbertError
 
 # qbert's own outputs and temp files may be written into a model folder; they are not the model
@@ -80,13 +81,6 @@ def _diff(was: dict[str, str], now: dict[str, str]) -> str | None:
         ([n for n in was if n not in now], "removed"),
         ([n for n in now if n not in was], "added")) if names]
     return "; ".join(parts) or None
-
-
-def is_tokenizer_file(name: str) -> bool:
-    """A file Hugging Face's AutoTokenizer reads: its JSON files, a WordPiece/BPE vocabulary and merges, a
-    SentencePiece model."""
-    return name.startswith(("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece",
-                            "sentencepiece")) or name.endswith(".model")
 
 
 def tokenizer_of(meta: ModelMeta, onnx: str | Path) -> Any:
