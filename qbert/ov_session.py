@@ -31,18 +31,31 @@ def compile_config(threads: int | None = None, precision: str = "f32") -> dict[s
     return config
 
 
-def compile_path(path: str | Path, threads: int | None = None, precision: str = "f32",
-                 shape: tuple[int, int] | None = None) -> Any:
-    """A compiled model for an ONNX file; `shape` (batch, seq) fixes the inputs' shape first (for the census)."""
-    ov = openvino()
-    core = ov.Core()
+def read_model(path: str | Path, shape: tuple[int, int] | None = None) -> Any:
+    """OpenVINO's model of an ONNX file; `shape` (batch, seq) fixes the inputs' shape (for the census)."""
     try:
-        model = core.read_model(str(path))
+        model = openvino().Core().read_model(str(path))
         if shape is not None:
             model.reshape({i.get_any_name(): list(shape) for i in model.inputs})
-        return core.compile_model(model, "CPU", compile_config(threads, precision))
+        return model
+    except QbertError:
+        raise
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses carrying C++ traces
+        raise QbertError(f"OpenVINO cannot read {path}: {_reason(e)}") from None
+
+
+def compile_read(model: Any, path: str | Path, threads: int | None = None, precision: str = "f32") -> Any:
+    """Compile a model `read_model` returned (`path` only names it in errors)."""
+    try:
+        return openvino().Core().compile_model(model, "CPU", compile_config(threads, precision))
+    except Exception as e:  # noqa: BLE001
         raise QbertError(f"OpenVINO cannot load {path}: {_reason(e)}") from None
+
+
+def compile_path(path: str | Path, threads: int | None = None, precision: str = "f32",
+                 shape: tuple[int, int] | None = None) -> Any:
+    """A compiled model for an ONNX file (see read_model for `shape`)."""
+    return compile_read(read_model(path, shape), path, threads, precision)
 
 
 def compile_model(model: Any, threads: int | None = None, precision: str = "f32") -> Any:

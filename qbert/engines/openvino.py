@@ -18,7 +18,7 @@ import numpy as np
 from qbert.engines.base import Engine, census_shape
 from qbert.errors import QbertError
 from qbert.machine import machine
-from qbert.ov_session import PRECISIONS, compile_path, openvino, runner
+from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, runner
 
 INTEGER = ("i8", "u8")
 GEMM_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul", "Gemm")
@@ -80,11 +80,9 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     from qbert.engines.onnxruntime import _positions
 
     batch, seq = census_shape(batch, seq, _positions(onnx.load(str(path), load_external_data=False), path))
-    ov = openvino()
-    model = ov.Core().read_model(str(path))
-    model.reshape({i.get_any_name(): [batch, seq] for i in model.inputs})
+    model = read_model(path, (batch, seq))
     gemms = {op.get_friendly_name(): _macs(op) for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
-    compiled = compile_path(path, threads, precision, shape=(batch, seq))
+    compiled = compile_read(model, path, threads, precision)
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
