@@ -166,8 +166,10 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
              write_recipe: bool = True) -> ModelMeta:
     """Emit `recipe` (from `calibrate`, or `Recipe.load(path)`) on the FP32 ONNX it was computed on, for `target`
     (ort-cpu: U8 activations | trt: S8 | openvino: S8), everything not INT8 in `high_precision` (fp16 | fp32;
-    default fp16 for trt, fp32 for ort-cpu and openvino); writes `out`, its sidecar and the recipe (`recipe_out`, default
-    `<out>.recipe.json`; none with write_recipe=False) together. Returns the sidecar."""
+    default fp16 for trt, fp32 for ort-cpu and openvino; fp16 is refused for the CPU targets, whose runtimes then
+    leave most GEMMs on float kernels); writes `out`, its sidecar and the recipe (`recipe_out`, default
+    `<out>.recipe.json`) together. write_recipe=False writes no recipe: the sidecar then names `recipe_out`, which
+    must be an existing recipe (the one `recipe` was loaded from), or none. Returns the sidecar."""
     from qbert.calibration.quantize import quantize as run
 
     arg.path("fp32_onnx", fp32_onnx)
@@ -178,7 +180,12 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
     arg.choice("high_precision", high_precision, (None, "fp16", "fp32"))
     arg.path("recipe_out", recipe_out, optional=True)
     arg.flag("write_recipe", write_recipe)
-    arg.only_with("recipe_out", recipe_out, write_recipe, "is not written with write_recipe=False; drop one")
+    if not write_recipe and recipe_out is not None and not Path(recipe_out).is_file():
+        raise ConfigError("recipe_out", recipe_out, "with write_recipe=False names the existing recipe the sidecar "
+                          "points to, and there is none: drop one of them")
+    if high_precision == "fp16" and target != "trt":
+        raise ConfigError("high_precision", high_precision, f"target {target} runs on the CPU, whose runtime leaves "
+                          "the GEMMs around FP16 tensors on float kernels: use fp32, or target trt for FP16")
     return run(fp32_onnx, recipe, out, target, high_precision, recipe_out, write_recipe)
 
 

@@ -73,6 +73,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("quantize", {"recipe_out": 3}, "recipe_out"),
     ("quantize", {"write_recipe": "yes"}, "write_recipe"),
     ("quantize", {"write_recipe": False, "recipe_out": "r.json"}, "recipe_out"),
+    ("quantize", {"high_precision": "fp16"}, "high_precision"),  # ort-cpu: most GEMMs would fall to float kernels
+    ("quantize", {"target": "openvino", "high_precision": "fp16"}, "high_precision"),
     ("evaluate", {"engine": "onnx"}, "engine"),
     ("evaluate", {"model": None}, "model"),
     ("evaluate", {"data": None}, "data"),

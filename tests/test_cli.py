@@ -87,3 +87,16 @@ def test_bench_torch_engine_uses_the_models_own_limits(tiny_model, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["seq"] == 64
     r = invoke("bench", "--onnx", tiny_model, "--engine", "torch", "--seq", 65, "--iters", 2)
     assert r.exit_code == 2 and "at most 64 tokens" in r.stderr
+
+
+def test_re_emitting_keeps_the_recipe_it_read_when_told_to_write_it_there(tiny_onnx, tiny_tsv, tmp_path):
+    """--recipe-out naming the --recipe file itself: nothing is rewritten and the sidecar points at it."""
+    r = invoke("calibrate", "--onnx", tiny_onnx, "--data", tiny_tsv, "--samples", 16, "--out", tmp_path / "q.onnx")
+    assert r.exit_code == 0, r.stderr
+    recipe = tmp_path / "q.onnx.recipe.json"
+    before = recipe.read_bytes()
+    r = invoke("calibrate", "--onnx", tiny_onnx, "--recipe", recipe, "--recipe-out", recipe, "--target", "openvino",
+               "--out", tmp_path / "ov.onnx")
+    assert r.exit_code == 0, r.stderr
+    assert recipe.read_bytes() == before
+    assert json.loads((tmp_path / "ov.onnx.json").read_text())["quantization"]["recipe"] == str(recipe)
