@@ -152,6 +152,10 @@ def _check_header(path: Path, names: list[str]) -> None:
         if name in names and other in names:
             raise QbertError(f"{path}: the header has both {name!r} and {other!r} columns (two names for one "
                              "text); keep one")
+    guesses = [n for n in names if "label" in n and n != "label"]
+    if "label" not in names and guesses:  # read as unlabelled otherwise: an accuracy of n/a, exit 0
+        raise QbertError(f"{path}: no 'label' column, but {guesses[0]!r} looks like one; rename it to 'label' "
+                         "(or drop it to read the rows as unlabelled)")
 
 
 class _DuplicateKey(ValueError):
@@ -327,8 +331,10 @@ class Encoded:
 def is_tokenizer_file(name: str) -> bool:
     """A file Hugging Face's AutoTokenizer reads: its JSON files, a WordPiece/BPE vocabulary and merges, a
     SentencePiece model."""
-    return name.startswith(("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece",
-                            "sentencepiece")) or name.endswith(".model")
+    stem, _, suffix = name.partition(".")
+    return (stem in ("tokenizer", "tokenizer_config", "vocab", "merges", "special_tokens_map", "added_tokens",
+                     "spiece") and suffix in ("json", "txt", "model")) or name.startswith("sentencepiece") \
+        and name.endswith(".model")  # not a backup beside them (tokenizer.json.bak), which nothing reads
 
 
 def encode(dataset: Dataset, tokenizer, max_length: int) -> Encoded:

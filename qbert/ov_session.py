@@ -41,7 +41,7 @@ def read_model(path: str | Path, shape: tuple[int, int] | None = None) -> Any:
     except QbertError:
         raise
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses carrying C++ traces
-        raise QbertError(f"OpenVINO cannot read {path}: {_reason(e)}") from None
+        raise QbertError(f"OpenVINO cannot read {path}: {reason(e)}") from None
 
 
 def compile_read(model: Any, path: str | Path, threads: int | None = None, precision: str = "f32") -> Any:
@@ -49,7 +49,7 @@ def compile_read(model: Any, path: str | Path, threads: int | None = None, preci
     try:
         return openvino().Core().compile_model(model, "CPU", compile_config(threads, precision))
     except Exception as e:  # noqa: BLE001
-        raise QbertError(f"OpenVINO cannot load {path}: {_reason(e)}") from None
+        raise QbertError(f"OpenVINO cannot load {path}: {reason(e)}") from None
 
 
 def compile_path(path: str | Path, threads: int | None = None, precision: str = "f32",
@@ -80,7 +80,7 @@ def runner(compiled: Any) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     return run
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
     """OpenVINO's message without the C++ source locations it is wrapped in ("Exception from src/…:117:")."""
     lines = [l.strip().split(" failed at src/")[0] for l in str(e).splitlines()
              if l.strip() and not l.strip().startswith("Exception from")]

@@ -21,6 +21,8 @@ AMBIGUOUS = [
      "question\tsentence\t Question \tlabel\nq?\ts\tq2?\tentailment\n", ("'question'", "2 times")),
     ("TSV: two label columns", "d.tsv", "question\tsentence\tlabel\tlabel\nq?\ts\tentailment\tnot_entailment\n",
      ("'label'", "2 times")),
+    ("TSV: labels under another name", "d.tsv", "question\tsentence\tgold_label\nq?\ts\tentailment\n",
+     ("'gold_label' looks like one", "rename it to 'label'")),
     ("TSV: question and sentence1 both given", "d.tsv",
      "question\tsentence1\tsentence\tlabel\nq?\tq2?\ts\tentailment\n", ("'question'", "'sentence1'")),
     ("TSV: sentence and sentence2 both given", "d.tsv",

@@ -162,6 +162,8 @@ BREAK = {
     "invalid JSON": lambda p, mp: p.write_text('{"model_type": "bert", '),
     "JSON of another shape": lambda p, mp: p.write_text('{"a": 1}'),
     "unreadable": unreadable,
+    "given three labels": lambda p, mp: p.write_text(json.dumps({**json.loads(p.read_text()), "id2label": {
+        "0": "a", "1": "b", "2": "c"}, "label2id": {"a": 0, "b": 1, "c": 2}})),  # the head has two
 }
 
 # (how the file is broken, which file, the command: eval reads the folder through the ONNX's sidecar, export
@@ -177,6 +179,7 @@ MODEL_CASES = [
     ("unreadable", "model.safetensors", "export", ("cannot read", "model.safetensors")),
     ("garbage", "tokenizer.json", "export", ("tokenizer.json", "not valid JSON")),
     ("deleted, with the vocabulary", "vocab.txt", "export", ("unknown token", "vocab.txt", "restore")),
+    ("given three labels", "config.json", "export", ("config.json does not fit the weights", "num_labels=3")),
 ]
 
 

@@ -137,6 +137,9 @@ def test_reproduce_on_openvino(tmp_path):
                     bench_iters=2, analysis_samples=16, seeds=1, only=["fp32", "w8a8-minmax-gemm"])
     int8 = rep["rows"][1]
     assert int8["target"] == "openvino" and int8["census"]["fused_attention_blocks"] == LAYERS
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "(OpenVINO census)" in page and "engine openvino (f32 inference precision)" in page
+    assert "ORT census" not in page and "ONNX Runtime INT8 kernels" not in page
 
 
 def refused_on_ort(env):

@@ -188,6 +188,13 @@ def test_a_tokenizer_changed_since_export_is_refused_by_every_command_that_reads
     assert not (exported["b"] / "q.onnx").exists() and not list((exported["b"]).rglob("*.json"))
 
 
+def test_a_backup_beside_the_tokenizer_is_not_a_tokenizer_change(exported):
+    """Nothing reads tokenizer.json.bak: a copy left beside the files must not block every command."""
+    (exported["src"] / "tokenizer.json.bak").write_bytes((exported["src"] / "tokenizer.json").read_bytes())
+    r = runner.invoke(app, ["eval", "--onnx", str(exported["onnx"]), "--data", str(exported["tsv"])])
+    assert r.exit_code == 0, r.stderr
+
+
 def long_rows(path: Path) -> Path:
     """Rows longer than the tiny model's 64 positions."""
     from tests.conftest import WORDS

@@ -18,7 +18,7 @@ import numpy as np
 from qbert.engines.base import Engine, census_shape
 from qbert.errors import QbertError
 from qbert.machine import machine
-from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, runner
+from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
 
 INTEGER = ("i8", "u8")
 GEMM_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul", "Gemm")
@@ -52,8 +52,7 @@ class OpenVinoEngine(Engine):
             return self._run(feeds)
         except Exception as e:  # noqa: BLE001 - OpenVINO's errors carry C++ traces: one line
             shape = "x".join(map(str, feeds["input_ids"].shape))
-            raise QbertError(f"OpenVINO failed running {self.path} on a {shape} batch: "
-                             f"{str(e).strip().splitlines()[0][:300]}") from None
+            raise QbertError(f"OpenVINO failed running {self.path} on a {shape} batch: {reason(e)}") from None
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "openvino": openvino().get_version(), "model": self.path,

@@ -109,11 +109,16 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+CENSUS_OF = {"ort-cpu": "ORT census", "openvino": "OpenVINO census", "tensorrt": "TensorRT census"}
+
+
 def _machine(report: dict[str, Any]) -> str:
     m = report.get("machine") or {}
     isa = ", ".join(k for k, v in (m.get("isa") or {}).items() if v) or "unknown"
-    return (f"{m.get('cpu', 'unknown CPU')}, {m.get('logical_cores', '?')} logical cores; ISA {isa}; ONNX Runtime "
-            f"INT8 kernels: {report.get('kernel_mode', 'unknown')}")
+    engine = report.get("engine", "ort-cpu")
+    kernels = (f"ONNX Runtime INT8 kernels: {report.get('kernel_mode', 'unknown')}" if engine == "ort-cpu" else
+               f"engine {engine}" + (" (f32 inference precision)" if engine == "openvino" else ""))
+    return f"{m.get('cpu', 'unknown CPU')}, {m.get('logical_cores', '?')} logical cores; ISA {isa}; {kernels}"
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -129,16 +134,20 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              "means; agreement, census and latency are seed 0's, the deployed model. ± SE: the standard error of seed 0's Δ on these rows (paired per row, from its "
              "flips vs FP32) — a Δ within about 2 SE of zero is not resolved by this evaluation set.", "",
              f"| setting | accuracy | {DELTA} | ± SE | agrees with FP32 | placement | activations / high precision | "
-             "integer GEMMs / float GEMMs (ORT census) |", "|---|---|---|---|---|---|---|---|"]
+             f"integer GEMMs / float GEMMs ({CENSUS_OF.get(report.get('engine', 'ort-cpu'), 'census')}) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         agree = f"{100 * (1 - _flip_rate(r, fp)):.1f}%" if fp else "—"  # a subset without FP32 (--only) still reports
         delta = delta_text(100 * (_acc(r) - _acc(fp))) if fp else "—"
         se = f"{paired_se(r, fp):.2f}" if fp and r is not fp else "—"
         place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
+        high = r["high_precision"].upper()
+        if r["kind"] == "fp16" and report.get("engine") == "openvino":  # its FP16 weights run at f32 precision
+            act, high = "FP16 weights", "f32 inference"
         c = r["census"]
         lines.append(f"| {r['name']} | {_pct(r, spread=True)} | {delta} | {se} | {agree} | {place} | {act} / "
-                     f"{r['high_precision'].upper()} | {c['integer_gemms']} / {c['float_gemms']} |")
+                     f"{high} | {c['integer_gemms']} / {c['float_gemms']} |")
     auto = _find(rows, "Auto mixed")
     if auto and auto.get("auto_fp16"):
         lines += ["", f"Auto mixed precision kept in high precision: {', '.join(auto['fallback']) or 'nothing'} "

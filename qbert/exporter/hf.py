@@ -91,6 +91,10 @@ def load_classifier(spec: str) -> tuple[Any, Any]:
         model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as e:  # noqa: BLE001 - safetensors, tokenizers and transformers raise many types
+        if "ignore_mismatched_sizes" in str(e) or "size mismatch" in str(e):  # the config disagrees with the weights
+            raise QbertError(f"--model {spec}: config.json does not fit the weights (num_labels={config.num_labels} "
+                             "or a layer size differs from the checkpoint's tensors); restore config.json from the "
+                             "checkpoint, or fine-tune a head with that many labels") from None
         raise QbertError(f"--model {spec}: could not load weights/tokenizer ({_first_line(e)}); its files are "
                          "corrupt or incomplete — restore them from the original checkpoint") from None
     return model.eval(), tokenizer
