@@ -98,6 +98,32 @@ def check_outputs(outputs: Mapping[str, PathSpec], inputs: Mapping[str, PathSpec
             if f in written and not why:
                 raise QbertError(f"{flag} {p} is also {written[f]}; give each output its own path")
             written.setdefault(f, f"{flag} {p}{why}")
+        _check_replaceable(flag, Path(p))  # after the input checks, whose message says more
+
+
+JSON_OUTPUTS = ("json", "recipe")  # flags whose file is a JSON document
+
+
+def _check_replaceable(flag: str, p: Path) -> None:
+    """An existing file a JSON output would replace must be a JSON document: a data file named by mistake (`--json
+    rows.tsv`) is refused, not turned into JSON."""
+    if not p.is_file() or p.stat().st_size == 0:
+        return
+    if any(k in flag for k in JSON_OUTPUTS):
+        with open(p, "rb") as f:
+            head = f.read(64).lstrip()
+        if not head.startswith((b"{", b"[")):
+            raise QbertError(f"{flag} {p} exists and is not a JSON document (it would be replaced); choose another "
+                             "path")
+
+
+def sidecar_kind(p: Path | str) -> str | None:
+    """fp32 or qdq for an ONNX with a qbert sidecar, else None (no sidecar, or not one of qbert's)."""
+    try:
+        meta = json.loads(sidecar_path(p).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("kind") if isinstance(meta, dict) and meta.get("format") == "qbert-onnx" else None
 
 
 SIDECAR_FOLDERS = {"source_path": "source model", "source_model": "source model", "tokenizer": "tokenizer"}

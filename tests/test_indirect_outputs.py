@@ -30,6 +30,8 @@ def env(tiny_model, tiny_tsv, tmp_path_factory):
         assert r.exit_code == 0, r.output
     write_tsv(d / "small.tsv", 12, seed=3)
     shutil.copy(d / "m.onnx", d / "other.onnx")  # an ONNX no input of the commands below names
+    for suffix in ("", ".json"):  # an FP32 export (with its sidecar) no command below reads
+        shutil.copy(f"{d / 'm.onnx'}{suffix}", f"{d / 'fp32b.onnx'}{suffix}")
     write_tsv(d / "small2.tsv", 12, seed=4)
     return {"d": d, "tsv": str(tiny_tsv)}
 
@@ -91,6 +93,15 @@ CASES = [
     ("reproduce: --out is the --model folder",
      "reproduce --model {m} --eval-data {tsv} --calib-data {d}/small.tsv --only FP32 --out {m}",
      ("--out", "model folder")),
+    # files no input names, but which the output would wrongly replace
+    ("bench: --json is a data file of no input", "bench --onnx {d}/q.onnx --batch 1 --iters 1 --warmup 0 "
+     "--json {d}/small2.tsv", ("--json", "not a JSON document")),
+    ("eval: --json is a data file of no input", "eval --onnx {d}/q.onnx --data {tsv} --json {d}/small2.tsv",
+     ("--json", "not a JSON document")),
+    ("calibrate: --recipe-out is a data file", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out "
+     "{o}/x.onnx --recipe-out {d}/small2.tsv", ("--recipe-out", "not a JSON document")),
+    ("calibrate: --out is another FP32 export", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out "
+     "{d}/fp32b.onnx", ("FP32 export", "another path")),
 ]
 
 

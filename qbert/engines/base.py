@@ -57,6 +57,23 @@ class Engine(ABC):
         self.close()
 
 
+def longest_sequence(rows: int | None, path: str) -> int:
+    """The longest sequence a model embeds (huge if no position table was found): the table's `rows`, less the
+    offset RoBERTa-style models number positions from, which the sidecar's model type and pad id tell."""
+    import json
+
+    from qbert.atomic import sidecar_path
+    from qbert.exporter.arch import usable_positions
+
+    if rows is None:
+        return 1 << 30
+    try:
+        side = json.loads(sidecar_path(path).read_text())
+        return usable_positions(str(side["model_type"]), rows, int(side.get("pad_token_id") or 0))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return rows
+
+
 def census_shape(batch: Any, seq: Any, longest: int | None = None) -> tuple[int, int]:
     """The batch × seq a census profiles, checked as bench checks its flags: a census runs the model, so a
     wrong type or size would fail inside the runtime (or be clipped unseen) rather than be named. `seq` None:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.engines.base import Engine, census_shape
+from qbert.engines.base import Engine, longest_sequence, census_shape
 from qbert.ort_session import session_for, session_from_path, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
@@ -131,20 +131,9 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
 
 
 def _positions(model: Any, path: str) -> int:
-    """The longest sequence the model embeds (huge if no position table is found): the table's rows, less the
-    offset RoBERTa-style models number positions from, which the sidecar's model type and pad id tell."""
-    from qbert.atomic import sidecar_path
-    from qbert.exporter.arch import usable_positions
-
-    rows = next((int(t.dims[0]) for t in model.graph.initializer
-                 if "position_embeddings" in t.name and len(t.dims) == 2), None)
-    if rows is None:
-        return 1 << 30
-    try:
-        side = json.loads(sidecar_path(path).read_text())
-        return usable_positions(str(side["model_type"]), rows, int(side.get("pad_token_id") or 0))
-    except (OSError, ValueError, KeyError, TypeError):
-        return rows
+    """The longest sequence the model embeds: its position table's rows (base.longest_sequence)."""
+    return longest_sequence(next((int(t.dims[0]) for t in model.graph.initializer
+                                  if "position_embeddings" in t.name and len(t.dims) == 2), None), path)
 
 
 def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None) -> dict[str, Any]:

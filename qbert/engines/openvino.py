@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.engines.base import Engine, census_shape
+from qbert.engines.base import Engine, census_shape, longest_sequence
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
@@ -74,12 +74,11 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     the INT8 share of multiply-accumulates counts attention too. Also: executed GEMM-like layers by type and
     precision, fused attention blocks (a softmax and its MatMuls in one INT8 subgraph) and FakeQuantize layers
     left in float."""
-    import onnx
-
-    from qbert.engines.onnxruntime import _positions
-
-    batch, seq = census_shape(batch, seq, _positions(onnx.load(str(path), load_external_data=False), path))
-    model = read_model(path, (batch, seq))
+    model = read_model(path)  # ONNX or OpenVINO IR
+    rows = next((int(op.get_output_shape(0)[0]) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
+                 and "position_embeddings" in op.get_friendly_name() and len(op.get_output_shape(0)) == 2), None)
+    batch, seq = census_shape(batch, seq, longest_sequence(rows, path))
+    model.reshape({i.get_any_name(): [batch, seq] for i in model.inputs})
     gemms = {op.get_friendly_name(): _macs(op) for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
     compiled = compile_read(model, path, threads, precision)
     layers = []
