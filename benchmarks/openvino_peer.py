@@ -186,6 +186,7 @@ def main() -> None:
         import sys
 
         command = "python benchmarks/openvino_peer.py " + " ".join(sys.argv[1:])
+        args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(markdown(result, command))
         print(f"wrote {args.md}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import qbert
@@ -189,6 +190,21 @@ def test_bad_census_shape_is_a_config_error_naming_it(tiny_onnx, engine, overrid
     with qbert.open_engine(engine, tiny_onnx) as eng, pytest.raises(ConfigError) as e:
         eng.census(**{"batch": 1, "seq": 8, **override})
     assert e.value.field == field and "\n" not in str(e.value), (engine, override, str(e.value))
+
+
+RUN_CASES = [(engine, feeds) for engine in ("ort-cpu", "openvino", "torch") for feeds in (
+    None, [[1, 2, 3]], {"input_ids": [[1, 2]]}, {"input_ids": np.ones(4, dtype=np.int64)},
+    {"input_ids": np.ones((1, 4), dtype=np.int64), "attention_mask": np.ones((1, 3), dtype=np.int64)})]
+
+
+@pytest.mark.parametrize("engine,feeds", RUN_CASES, ids=[f"{c[0]}-{i % 5}" for i, c in enumerate(RUN_CASES)])
+def test_an_engine_run_with_bad_feeds_is_a_config_error(tiny_model, tiny_onnx, engine, feeds):
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    with qbert.open_engine(engine, tiny_model if engine == "torch" else tiny_onnx) as eng, \
+            pytest.raises(ConfigError) as e:
+        eng.run(feeds)
+    assert e.value.field == "feeds" and "\n" not in str(e.value)
 
 
 def test_census_defaults_to_the_models_length(tiny_onnx):

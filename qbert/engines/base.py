@@ -57,6 +57,18 @@ class Engine(ABC):
         self.close()
 
 
+def check_feeds(feeds: Any) -> None:
+    """What every engine's run takes: int64-able arrays under the input names, input_ids 2-D [batch, seq]. Checked
+    once at the door, so a script passing None or a list gets one ConfigError, not a runtime's own exception."""
+    from qbert.errors import ConfigError
+
+    ids = feeds.get("input_ids") if isinstance(feeds, dict) else None
+    if not isinstance(ids, np.ndarray) or ids.ndim != 2 or not all(
+            isinstance(v, np.ndarray) and v.shape == ids.shape for v in feeds.values()):
+        raise ConfigError("feeds", type(feeds).__name__, "must be a dict of equally shaped [batch, seq] numpy "
+                          "arrays with input_ids (attention_mask, token_type_ids), like qbert.data.random_feeds")
+
+
 def longest_sequence(rows: int | None, path: str) -> int:
     """The longest sequence a model embeds (huge if no position table was found): the table's `rows`, less the
     offset RoBERTa-style models number positions from, which the sidecar's model type and pad id tell."""

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.engines.base import Engine, longest_sequence, census_shape
+from qbert.engines.base import Engine, check_feeds, longest_sequence, census_shape
 from qbert.ort_session import session_for, session_from_path, session_options  # noqa: F401 - the engine's own options
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
@@ -37,6 +37,7 @@ class OrtCpuEngine(Engine):
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        check_feeds(feeds)
         try:
             out = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})[0]
         except Exception as e:  # ORT's own errors (a shape its graph cannot take, a hand-edited file): one line

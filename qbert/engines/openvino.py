@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.engines.base import Engine, census_shape, longest_sequence
+from qbert.engines.base import Engine, check_feeds, census_shape, longest_sequence
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
@@ -48,6 +48,7 @@ class OpenVinoEngine(Engine):
         self._run = runner(self.compiled)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        check_feeds(feeds)
         try:
             return self._run(feeds)
         except Exception as e:  # noqa: BLE001 - OpenVINO's errors carry C++ traces: one line

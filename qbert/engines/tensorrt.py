@@ -21,7 +21,7 @@ import numpy as np
 from qbert.atomic import (check_outputs, read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes,
                           write_json)
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
-from qbert.engines.base import Engine, census_shape
+from qbert.engines.base import Engine, check_feeds, census_shape
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
 from qbert.errors import QbertError
@@ -275,6 +275,7 @@ class TensorRTEngine(Engine):
         return ptr
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        check_feeds(feeds)
         cudart = self.cudart
         kind = cudart.cudaMemcpyKind
         for name in self.inputs:

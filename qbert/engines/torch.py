@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.engines.base import Engine
+from qbert.engines.base import Engine, check_feeds
 from qbert.errors import QbertError
 
 
@@ -36,6 +36,7 @@ class TorchEngine(Engine):
         return dict(self.model.config.label2id)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        check_feeds(feeds)
         import torch
 
         from qbert.exporter.hf import forward_inputs  # DistilBERT takes no token_type_ids
