@@ -123,7 +123,8 @@ WRITE_CASES = [
 def test_a_failed_write_is_one_line_and_leaves_the_old_output(env, tmp_path, monkeypatch, fault, argv, target):
     out = tmp_path / "out"
     out.mkdir()
-    old = {name: f"old {name}" for name in ("r.json", "q.onnx", "q.onnx.json", "x.onnx", "b.json", "analysis.json")}
+    old = {name: f'{{"old": "{name}"}}' if name.endswith(".json") else f"old {name}"  # a JSON output replaces JSON
+           for name in ("r.json", "q.onnx", "q.onnx.json", "x.onnx", "b.json", "analysis.json")}
     for name, text in old.items():
         (out / name).write_text(text)
     simulate, needle = FAULTS[fault]
