@@ -317,8 +317,9 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     arg.choice("precision", precision, PRECISIONS)
     kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
     if profile and kind != "ort-cpu":
-        raise ConfigError("profile", profile, f"works with engine ort-cpu, not {kind} (for TensorRT use trtexec "
-                          "--dumpProfile or Nsight Systems)")
+        raise ConfigError("profile", profile, f"works with engine ort-cpu, not {kind}" + {
+            "tensorrt": " (for TensorRT use trtexec --dumpProfile or Nsight Systems)",
+            "openvino": " (for OpenVINO use benchmark_app -pc)"}.get(kind, ""))
     check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
     result = run_bench(str(path), kind, sizes, seq, warmup, iters, threads=threads, exact=exact,
                        cuda_graph=cuda_graph, data=None if data is None else str(data), profile=profile,

@@ -330,7 +330,9 @@ def bench(
     check_range("threads", threads, 1, optional=True)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
     if profile and kind != "ort-cpu":
-        raise QbertError("--profile works with ort-cpu; for TensorRT use trtexec --dumpProfile or Nsight Systems")
+        raise QbertError(f"--profile works with ort-cpu, not {kind}" + (
+            "; for TensorRT use trtexec --dumpProfile or Nsight Systems" if kind == "tensorrt" else
+            "; for OpenVINO use benchmark_app -pc (per-layer counters)" if kind == "openvino" else ""))
     path = str(onnx if onnx is not None else plan)
     result = run_bench(path, kind, sizes, seq, warmup, iters, json_out=json_out, threads=threads, exact=exact,
                        cuda_graph=cuda_graph, data=data, profile=profile, precision=precision)

@@ -164,12 +164,17 @@ def fp16_for_openvino(env):
             "--high-precision", "fp16", "--out", str(env["tmp"] / "x.onnx")]
 
 
+def profile_on_openvino(env):
+    return ["bench", "--onnx", str(env["fp32"]), "--engine", "openvino", "--profile", "--iters", "1"]
+
+
 REFUSALS = [  # (case, argv, words the one line holds)
     ("an openvino artefact on ort-cpu", refused_on_ort, "quantized for --target openvino"),
     ("an openvino artefact given to build", refused_by_build, "emitted for --target openvino"),
     ("--precision on ort-cpu", precision_on_ort, "--precision"),
     ("--exact with target openvino", exact_for_openvino, "--exact"),
     ("--high-precision fp16 for openvino", fp16_for_openvino, "--high-precision"),
+    ("--profile on openvino", profile_on_openvino, "not openvino; for OpenVINO use benchmark_app"),
 ]
 
 
