@@ -160,6 +160,8 @@ def unreadable(path: Path, monkeypatch) -> None:
 BREAK = {
     "deleted, with the vocabulary": lambda p, mp: [f.unlink() for f in (p, p.parent / "tokenizer.json")],
     "garbage": lambda p, mp: p.write_bytes(bytes(range(256)) * 4),
+    "cut to its special tokens": lambda p, mp: ((p.parent / "tokenizer.json").unlink(),  # loads, knows no word
+                                                p.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")),
     "invalid JSON": lambda p, mp: p.write_text('{"model_type": "bert", '),
     "JSON of another shape": lambda p, mp: p.write_text('{"a": 1}'),
     "unreadable": unreadable,
@@ -179,7 +181,8 @@ MODEL_CASES = [
     ("garbage", "model.safetensors", "export", ("model.safetensors", "not valid safetensors")),
     ("unreadable", "model.safetensors", "export", ("cannot read", "model.safetensors")),
     ("garbage", "tokenizer.json", "export", ("tokenizer.json", "not valid JSON")),
-    ("deleted, with the vocabulary", "vocab.txt", "export", ("unknown token", "vocab.txt", "restore")),
+    ("deleted, with the vocabulary", "vocab.txt", "export", ("no tokenizer vocabulary", "vocab.txt", "restore")),
+    ("cut to its special tokens", "vocab.txt", "export", ("unknown token", "vocab.txt", "restore")),
     ("given three labels", "config.json", "export", ("config.json does not fit the weights", "num_labels=3")),
 ]
 

@@ -231,7 +231,7 @@ def versions() -> dict[str, str]:
 
     out = {"qbert": __version__, "python": platform.python_version()}
     for pkg in ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxscript", "numpy", "tensorrt",
-                "tensorrt_rtx"):
+                "tensorrt_rtx", "openvino"):
         try:
             out[pkg] = md.version(pkg.replace("_", "-"))
         except md.PackageNotFoundError:

@@ -47,6 +47,9 @@ def _first_line(e: Exception) -> str:
     return f"{e.__class__.__name__}: {text.splitlines()[0]}" if text else e.__class__.__name__
 
 
+VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")  # a fast, WordPiece, BPE or SentencePiece one
+
+
 def load_config(spec: str) -> Any:
     from transformers import AutoConfig
 
@@ -87,6 +90,11 @@ def load_classifier(spec: str) -> tuple[Any, Any]:
     config = load_config(spec)
     check_classifier(config, spec)
     src = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
+    folder = Path(src)
+    if folder.is_dir() and not any(any(folder.glob(pattern)) for pattern in VOCABULARIES):
+        # transformers 4.x fails on it with a TypeError, 5.x maps every word to the unknown token
+        raise QbertError(f"--model {spec}: the folder has no tokenizer vocabulary ({', '.join(VOCABULARIES)}); "
+                         "restore the tokenizer files from the original checkpoint")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(src)
