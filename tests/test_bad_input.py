@@ -234,6 +234,8 @@ CASES = [
     ("calibrate: recipe from another model", "calibrate --onnx {d}/m.onnx --recipe {d}/other.q.onnx.recipe.json "
      "--out {o}/q.onnx", "calibrated on another model"),
     ("eval: ONNX changed after qbert wrote it", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
+    ("bench: ONNX changed after qbert wrote it", "bench --onnx {d}/trunc.onnx --batch 1 --iters 1",
+     "does not match its sidecar"),
     ("calibrate: a sidecar given as --recipe", "calibrate --onnx {d}/m.onnx --recipe {d}/m.onnx.json "
      "--out {o}/q.onnx", "not a qbert recipe"),
     ("bench: a Q/DQ ONNX given as --plan", "bench --plan {d}/q.onnx", "not a qbert engine sidecar"),

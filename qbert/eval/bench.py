@@ -55,8 +55,10 @@ def _model_meta(path: str, kind: str) -> Any:
 
     if not sidecar_path(path).is_file():
         return None
-    onnx = load_plan_meta(path).onnx if kind == "tensorrt" else path
-    return load_meta(onnx, verify=False) if sidecar_path(onnx).is_file() else None
+    if kind == "tensorrt":  # the plan is what runs; its ONNX's sidecar only lends the vocabulary and length
+        onnx = load_plan_meta(path).onnx
+        return load_meta(onnx, verify=False) if sidecar_path(onnx).is_file() else None
+    return load_meta(path)  # the ONNX that runs must be the one its sidecar describes (vocabulary, length, census)
 
 
 def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: int, iters: int, threads: int | None = None,
