@@ -39,7 +39,7 @@ from qbert.calibration.targets import target as target_of
 from qbert.data import random_feeds
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode
-from qbert.ort_session import logits_of, logits_with, session_for, session_options
+from qbert.ort_session import logits_of, logits_with, session_for, session_options, unshare_weights
 from qbert.progress import progress_bar
 from qbert.timing import interleaved, p50_and_spread
 
@@ -73,17 +73,17 @@ def name_of(placement: str, method: str, groups: Any, percentile: float, keep: t
     return f"{method}{extra}, {placement}{kept}"
 
 
-def _runners(models: dict[str, Any], runtime: str, exact: bool) -> dict[str, Callable[[dict], np.ndarray]]:
-    """feeds → logits per candidate, on the runtime its target deploys to."""
+def _runner(model: Any, runtime: str, exact: bool) -> Callable[[dict], np.ndarray]:
+    """feeds → logits of one candidate on the runtime its target deploys to: built once, it scores the candidate
+    and later times it."""
     if runtime == "openvino":
         from qbert.ov_session import compile_model, runner
 
-        return {k: runner(compile_model(m)) for k, m in models.items()}
-    out = {}
-    for k, m in models.items():
-        sess = session_for(m, session_options(exact=exact))
-        out[k] = lambda feeds, sess=sess: sess.run(["logits"], feeds)[0]
-    return out
+        return runner(compile_model(model))
+    if exact:  # ORT's exact path cannot load an INT8 weight several GEMMs share (ort_session.session_from_path)
+        unshare_weights(model)
+    sess = session_for(model, session_options(exact=exact))
+    return lambda feeds: sess.run(["logits"], feeds)[0]
 
 
 def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int, rounds: int = 5, iters: int = 5
@@ -136,16 +136,13 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                                "permutation": perm, "fallback": dropped})
             q, summary = emit(model, recipe, spec.judged_on)
             name = name_of(placement, method, groups, pct, keep)
-            if spec.judged_on == "openvino":
-                try:  # OpenVINO 2026.4 fails to compile some Q/DQ graphs (constant folding of a Convert)
-                    run = _runners({"q": q}, "openvino", exact)["q"]
-                except QbertError as e:
-                    skipped.append({"name": name, "reason": str(e)})
-                    advance(1)
-                    continue
-                pred = logits_with(run, heldout, 32, pad).argmax(-1)
-            else:
-                pred = logits_of(q, heldout, 32, pad, exact).argmax(-1)
+            try:  # OpenVINO 2026.4 failed to compile some Q/DQ graphs (constant folding of a Convert)
+                run = _runner(q, spec.judged_on, exact)
+            except QbertError as e:
+                skipped.append({"name": name, "reason": str(e)})
+                advance(1)
+                continue
+            pred = logits_with(run, heldout, 32, pad).argmax(-1)
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
                    **judged(pred, fp_pred, labels, budget)}
             if not spec.timed:
@@ -153,13 +150,12 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
                 row["int8_gemms"] = tsum["quantized_gemms"]
                 row["qdq_pairs"] = sum(1 for n in tq.graph.node if n.op_type == "QuantizeLinear")
             else:
-                timed[name] = q
+                timed[name] = run
             rows.append(row)
             recipes[name] = recipe
             advance(1)
     if timed:
-        runs = _runners(timed, spec.judged_on, exact)
-        for name, (ms, spread) in _latency(runs, meta.max_length, meta.vocab_size).items():
+        for name, (ms, spread) in _latency(timed, meta.max_length, meta.vocab_size).items():
             row = next(r for r in rows if r["name"] == name)
             row["p50_ms_b1"], row["p50_spread_ms_b1"] = ms, spread
     speed = (lambda r: r["p50_ms_b1"]) if spec.timed else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
