@@ -20,8 +20,8 @@ method auto within 0.3 pt of FP32 and flipping no more FP32 predictions than NNC
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,7 @@ def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, obje
 
 def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int = 5) -> dict[str, dict[int, float]]:
     from qbert.data import random_feeds
-    from qbert.timing import interleaved
+    from qbert.timing import interleaved, wall_ms
 
     out: dict[str, dict[int, float]] = {k: {} for k in runs}
     for b in batches:
@@ -75,17 +75,8 @@ def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int =
             for _ in range(3):
                 run(feeds)
 
-        def timer(run):
-            def go():
-                ms = []
-                for _ in range(n):
-                    t0 = time.perf_counter()
-                    run(feeds)
-                    ms.append((time.perf_counter() - t0) * 1e3)
-                return np.array(ms)
-            return go
-
-        for k, samples in interleaved({k: timer(r) for k, r in runs.items()}, rounds).items():
+        timers = {k: functools.partial(wall_ms, functools.partial(r, feeds), n) for k, r in runs.items()}
+        for k, samples in interleaved(timers, rounds).items():
             out[k][b] = float(np.median(np.concatenate(samples)))
     return out
 

@@ -4,6 +4,7 @@ difference between them is theirs. Below every layer that times anything (method
 rows), so there is one timer, not one per caller."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Hashable, TypeVar
 
 import numpy as np
@@ -29,3 +30,15 @@ def p50_and_spread(runs: list[np.ndarray]) -> tuple[float, list[float]]:
     could have moved, which tells whether two close medians differ at all."""
     per_round = [float(np.median(r)) for r in runs]
     return float(np.median(np.concatenate(runs))), [min(per_round), max(per_round)]
+
+
+def wall_ms(run: Callable[[], Any], iters: int, advance: Callable[..., Any] | None = None) -> np.ndarray:
+    """Milliseconds of each of `iters` calls of `run`, by the wall clock (`advance(1)` after each)."""
+    ms = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter()
+        run()
+        ms[i] = (time.perf_counter() - t0) * 1e3
+        if advance is not None:
+            advance(1)
+    return ms

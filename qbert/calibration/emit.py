@@ -35,7 +35,7 @@ from qbert.calibration.methods import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
-from qbert.calibration.targets import TARGETS, target as target_of
+from qbert.calibration.targets import target as target_of
 from qbert.errors import InternalError, QbertError
 from qbert.exporter.graph import BertGraph, Linear, parse
 
@@ -210,15 +210,15 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
         em.inits = Initializers(model)
     all_sites = placement_mod.sites(graph, recipe.placement)
     linears = {l.name: l for l in graph.linears()}
-    kept = [s for s in all_sites if s.key in recipe.sites and s.key not in em.spec.float_sites]
-    for site in kept:  # the rest: high-precision fallback, or left in float by the target
+    in_recipe = [s for s in all_sites if s.key in recipe.sites]  # the rest: high-precision fallback
+    kept = [s for s in in_recipe if s.key not in em.spec.float_sites]
+    for site in kept:
         _emit_site(em, graph, site, recipe.sites[site.key], linears)
     em.finish()
     meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
-            "quantized_sites": len(kept), "fallback": recipe.fallback,
-            "activation_dtype": TARGETS[target].activations}
-    if len(kept) < len([s for s in all_sites if s.key in recipe.sites]):
-        meta["left_in_float_by_target"] = [s.key for s in all_sites if s.key in recipe.sites and s not in kept]
+            "quantized_sites": len(kept), "fallback": recipe.fallback, "activation_dtype": em.spec.activations}
+    if len(kept) < len(in_recipe):
+        meta["left_in_float_by_target"] = [s.key for s in in_recipe if s.key in em.spec.float_sites]
     return model, meta
 
 

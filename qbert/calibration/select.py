@@ -23,7 +23,7 @@ faster.
 """
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -41,7 +41,7 @@ from qbert.errors import QbertError
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, logits_with, session_for, session_options, unshare_weights
 from qbert.progress import progress_bar
-from qbert.timing import interleaved, p50_and_spread
+from qbert.timing import interleaved, p50_and_spread, wall_ms
 
 CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high precision)
     *[(p, m, 1, 99.99, ()) for p in ("gemm", "full") for m in ("minmax", "percentile", "mse")],
@@ -95,17 +95,8 @@ def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int
     for run in runs.values():
         run(feeds)
 
-    def timer(run: Callable[[dict], np.ndarray]) -> Callable[[], np.ndarray]:
-        def timed() -> np.ndarray:
-            ms = np.empty(iters)
-            for i in range(iters):
-                t0 = time.perf_counter()
-                run(feeds)
-                ms[i] = (time.perf_counter() - t0) * 1e3
-            return ms
-        return timed
-
-    samples = interleaved({k: timer(run) for k, run in runs.items()}, rounds)
+    samples = interleaved({k: functools.partial(wall_ms, functools.partial(run, feeds), iters)
+                           for k, run in runs.items()}, rounds)
     return {k: p50_and_spread(r) for k, r in samples.items()}
 
 
@@ -164,6 +155,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
               "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
               "speed": f"p50 ms, batch 1, this machine ({RUNTIMES[spec.judged_on]})" if spec.timed else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
-              "within_budget": bool(best["within_budget"]), "int8_kernels": kernel_mode(exact) if spec.judged_on == "ort-cpu" else RUNTIMES[spec.judged_on],
+              "within_budget": bool(best["within_budget"]),
+              "int8_kernels": kernel_mode(exact) if spec.judged_on == "ort-cpu" else RUNTIMES[spec.judged_on],
               "candidates": rows, **({"skipped": skipped} if skipped else {})}
     return recipes[best["name"]], report

@@ -4,7 +4,6 @@ Engines are context managers (`with open_engine(...) as eng:`), so device buffer
 however the block ends."""
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -30,16 +29,11 @@ class Engine(ABC):
             from qbert.errors import QbertError
 
             raise QbertError(f"--cuda-graph needs a GPU engine, not {self.name}")
+        from qbert.timing import wall_ms
+
         for _ in range(warmup):
             self.run(feeds)
-        times = np.empty(iters)
-        for i in range(iters):
-            t0 = time.perf_counter()
-            self.run(feeds)
-            times[i] = (time.perf_counter() - t0) * 1e3
-            if advance is not None:
-                advance(1)
-        return times
+        return wall_ms(lambda: self.run(feeds), iters, advance)
 
     def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
         """GEMM precision census (integer vs float kernels, share of GEMM multiply-accumulates on integer
