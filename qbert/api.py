@@ -59,6 +59,7 @@ def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: 
     return run(str(model_spec), out, opset=opset, tolerance=tolerance, max_length=max_length)
 
 
+@arg.keyword_checked
 @dataclass
 class CalibrationConfig:
     """How to calibrate. Every field is checked by `validate()`, whose errors name the field.
@@ -134,8 +135,8 @@ class CalibrationConfig:
             raise ConfigError("exact", self.exact, "applies to method auto and auto_fp16 (the only steps that run "
                               "an INT8 model while calibrating)")
         if self.exact and self.target == "openvino" and not self.auto_fp16:
-            raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels; method auto for target "
-                              "openvino scores and times its candidates on OpenVINO")
+            raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels, and method auto for target "
+                              "openvino scores and times its candidates on OpenVINO: leave it out")
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self
@@ -333,7 +334,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
             include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
     """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import check_outputs, ensure_dir
+    from qbert.atomic import check_outputs, output_folder
     from qbert.eval.analyze import PLOTS, analyze as run, save_analysis
     from qbert.exporter.provenance import tokenizer_of
 
@@ -344,15 +345,15 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     check_range("heldout", heldout, 32)
     arg.flag("include_padding", include_padding)
     arg.text("labels", labels)
-    out_dir = ensure_dir(out_dir)
-    check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
-                  {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
-    fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-    dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
-        "analyze measures per-layer sensitivity as accuracy on labelled rows")
-    result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
-                 include_padding=include_padding)
-    saved = save_analysis(result, out_dir, {"onnx": str(onnx), "data": str(dataset.source)})
+    with output_folder(out_dir, "out_dir") as out_dir:
+        check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
+                      {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
+        fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
+        dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
+            "analyze measures per-layer sensitivity as accuracy on labelled rows")
+        result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
+                     include_padding=include_padding)
+        saved = save_analysis(result, out_dir, {"onnx": str(onnx), "data": str(dataset.source)})
     result["plots"] = saved["plots"]
     return result
 
@@ -367,7 +368,7 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
     measurement. analysis_samples: sequences for the outlier statistics. only: run only the rows whose names
     contain one of these substrings. labels: the data's label names in id order. seeds: calibration seeds per
     INT8 row. exact: ort-cpu scores, times and chooses with the non-saturating x86 INT8 kernels."""
-    from qbert.atomic import check_outputs
+    from qbert.atomic import check_outputs, output_folder
     from qbert.reproduction import reproduce as run
 
     arg.path("model", model)
@@ -383,11 +384,13 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
     arg.text("labels", labels)
     check_range("seeds", seeds, 1)
     arg.flag("exact", exact)
-    check_outputs({"out": [Path(out) / name for name in ("report.json", "report.md", "analysis.json")]},
-                  {"model": Path(model), "eval_data": Path(eval_data), "calib_data": Path(calib_data)}, {"out": out})
-    return run(str(model), str(eval_data), str(calib_data), Path(out), engine=engine, samples=samples,
-               bench_iters=bench_iters, analysis_samples=analysis_samples, only=list(only) if only else None,
-               labels=labels, seeds=seeds, exact=exact)
+    with output_folder(out, "out"):
+        check_outputs({"out": [Path(out) / name for name in ("report.json", "report.md", "analysis.json")]},
+                      {"model": Path(model), "eval_data": Path(eval_data), "calib_data": Path(calib_data)},
+                      {"out": out})
+        return run(str(model), str(eval_data), str(calib_data), Path(out), engine=engine, samples=samples,
+                   bench_iters=bench_iters, analysis_samples=analysis_samples, only=list(only) if only else None,
+                   labels=labels, seeds=seeds, exact=exact)
 
 
 def _choice(name: str, value: Any, allowed: Sequence[str]) -> None:

@@ -4,6 +4,7 @@ so a script gets one clear line instead of a TypeError or IndexError from deep i
 neither torch nor ONNX Runtime."""
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -94,3 +95,25 @@ def compute_capability(name: str, value: Any) -> None:
     if isinstance(value, bool) or not (value == "auto" or (isinstance(value, int) and value > 0) or
                                        (isinstance(value, str) and value.isdigit())):
         raise ConfigError(name, value, "must be auto or a compute capability such as 86 (SM86)")
+
+
+def keyword_checked(cls: type) -> type:
+    """A config dataclass whose constructor names a misspelt or missing field in a ConfigError, as `validate()`
+    names a bad value, instead of Python's TypeError about `__init__`."""
+    init, names = cls.__init__, [f.name for f in fields(cls)]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        for name in kwargs:
+            if name not in names:
+                raise ConfigError(name, kwargs[name], f"{cls.__name__} has no such field (fields: {', '.join(names)})")
+        if len(args) > len(names):
+            raise ConfigError(names[-1], args[-1], f"{cls.__name__} takes at most {len(names)} values; name them")
+        given = {*names[:len(args)], *kwargs}
+        for name in required:
+            if name not in given:
+                raise ConfigError(name, None, f"{cls.__name__} needs {name}")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qbert.atomic import read_json, sha256_onnx, sidecar_path, write_json
+from qbert.atomic import read_json, require_file, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
 from qbert.data import INPUT_NAMES
 
@@ -14,9 +14,7 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     """Load and sanity-check an ONNX model; `expect` = "fp32" or "qdq" rejects the other kind."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise QbertError(f"ONNX file {path} not found")
+    path = require_file(path, "ONNX file")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError and friends
@@ -152,8 +150,7 @@ class PlanMeta(_Sidecar):
 def load_meta(onnx_path: Path | str, verify: bool = True) -> ModelMeta:
     """The sidecar written next to every ONNX qbert produces; with `verify`, the ONNX (and its external data)
     must still be the file the sidecar describes."""
-    if not Path(onnx_path).is_file():
-        raise QbertError(f"ONNX file {onnx_path} not found")
+    require_file(onnx_path, "ONNX file")
     side = sidecar_path(onnx_path)
     if not side.is_file():
         raise QbertError(f"no sidecar {side} next to the ONNX; produce the ONNX with `qbert export`")

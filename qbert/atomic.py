@@ -16,12 +16,19 @@ from typing import Any, Iterator, Mapping, Sequence
 from qbert.errors import InternalError, QbertError
 
 
-def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
-    """`mkdir -p folder`, with one clear line when a path component is a file or cannot be created."""
+def ensure_dir(folder: Path | str, what: str = "--out", create: bool = True) -> Path:
+    """`mkdir -p folder`, with one clear line when a path component is a file or cannot be created. Without
+    `create`, only check that it could be: a command checks its outputs before its work but creates their
+    folders when it writes, so a refused or failed run leaves no empty folder behind."""
     folder = Path(folder)
     for p in (folder, *folder.parents):
         if p.exists() and not p.is_dir():
             raise QbertError(f"{what}: {p} is a file, not a folder; choose another path")
+    if not create and not folder.exists():
+        base = next(p for p in folder.absolute().parents if p.exists())
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise QbertError(f"{what}: cannot create folder {folder} ({base} is not writable); choose another path")
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -35,6 +42,26 @@ def ensure_dir(folder: Path | str, what: str = "--out") -> Path:
     except OSError as e:
         raise QbertError(f"{what}: cannot write files in {folder} ({e.strerror}); choose another path") from None
     return folder
+
+
+@contextlib.contextmanager
+def output_folder(folder: Path | str, what: str = "--out") -> Iterator[Path]:
+    """`ensure_dir`, undone if the work inside fails: the folders this call created are removed again while
+    they are still empty, so a refused or failed command leaves the tree as it found it (no empty `--out`)."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    ensure_dir(folder, what)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            for root, _, _ in sorted(os.walk(created[0]), key=lambda w: -len(w[0])):  # empty subfolders too
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
+            for p in created[1:]:
+                with contextlib.suppress(OSError):  # holds files now: leave it
+                    p.rmdir()
+        raise
 
 
 def file_in_folder(raw: str | Path, default_name: str) -> Path:
@@ -54,8 +81,8 @@ class EmptyPath(QbertError, ValueError):
 
 
 def check_output_dir(path: Path | str, what: str = "--out") -> None:
-    """Fail early (before any expensive work) when an output file cannot be written; create missing parent
-    folders as `mkdir -p` would."""
+    """Fail early (before any expensive work) when an output file cannot be written; its missing parent folders
+    are created (as `mkdir -p` would) only when the file is written."""
     if not str(path).strip():
         raise QbertError(f"{what}: the path is empty; give a file name")
     path = Path(path)
@@ -63,7 +90,7 @@ def check_output_dir(path: Path | str, what: str = "--out") -> None:
         raise QbertError(f"{what} {path} is a folder; give a file name")
     if path.exists() and not path.is_file():  # renaming onto it would replace the device or pipe itself
         raise QbertError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file path")
-    ensure_dir(path.resolve().parent, what)
+    ensure_dir(path.resolve().parent, what, create=False)
 
 
 PathSpec = Path | str | Sequence[Path | str] | None  # one path, several (an output folder's files), or none
@@ -216,6 +243,7 @@ class Staged:
         """A fresh temp path in `target`'s folder (created as `mkdir -p` would)."""
         target = Path(target)
         check_output_dir(target)
+        ensure_dir(target.resolve().parent)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
         except OSError as e:
@@ -398,10 +426,21 @@ def sidecar_path(onnx_path: Path | str) -> Path:
     return Path(str(onnx_path) + ".json")
 
 
-def read_json(path: Path | str, what: str = "JSON file") -> Any:
+def require_file(path: Path | str, what: str) -> Path:
+    """`path` as a regular file, or one line saying it is missing or is something else (a folder, a pipe, a
+    device): "not found" for a file that exists would send the user looking in the wrong place."""
     path = Path(path)
-    if not path.is_file():
-        raise QbertError(f"{what} {path} not found")
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise QbertError(f"{what} {path} is a folder, not a file")
+    if path.exists():
+        raise QbertError(f"{what} {path} is not a regular file (a pipe, socket or device); give a file")
+    raise QbertError(f"{what} {path} not found")
+
+
+def read_json(path: Path | str, what: str = "JSON file") -> Any:
+    path = require_file(path, what)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, guarded, integer, out, show, show_candidates,
                                show_fallback_steps, print_version)
-from qbert.cli_rules import check_flags, out_file, typed as _typed, warn
+from qbert.cli_rules import check_flags, out_file, typed as _typed
+from qbert.progress import warn
 from qbert.errors import QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -225,8 +226,14 @@ def calibrate(
     summary = side.quantization
     if summary.get("warning"):
         warn(summary["warning"])
-    if "auto_method" in recipe.calibration:
+    if "auto_method" in recipe.calibration and config is not None:
         show_candidates(recipe.calibration["auto_method"])
+    elif "auto_method" in recipe.calibration:  # re-emission: the table belongs to the target it was chosen for
+        chose = recipe.calibration["auto_method"]
+        if chose.get("target", target) != target:
+            warn(f"this recipe's --method auto chose {chose['chosen']} for --target {chose['target']} "
+                 f"({chose['speed']}); to choose for --target {target}, calibrate with --method auto "
+                 f"--target {target}")
     fallback_report = recipe.calibration.get("auto_fp16")
     if fallback_report and "drop_bound_points" in fallback_report["steps"][-1]:  # recipes before the bound: none
         show_fallback_steps(fallback_report)
@@ -258,7 +265,8 @@ def build(
                            "reused when the same request comes again (its sidecar holds the cache key)."),
     shapes: Optional[str] = typer.Option(None, help="Profile min/opt/max as BxS/BxS/BxS (default 1x1/8x128/32x128)."),
     opt_level: int = typer.Option(3, help="Builder optimization level 0-5."),
-    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update."),
+    timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file to read and update (standard TensorRT; "
+                                                "TensorRT-RTX times no tactics ahead of time and refuses it)."),
     force: bool = typer.Option(False, help="Rebuild even if an identical cached plan exists."),
     hw_compat: bool = typer.Option(False, help="Standard TensorRT: Ampere+ hardware compatibility."),
 ) -> None:
@@ -271,6 +279,9 @@ def build(
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
+    if meta.cache_hit and timing_cache is not None:
+        warn(f"the plan was reused (same ONNX and settings), so nothing was timed and no timing cache was written "
+             f"to {timing_cache}; add --force to rebuild and write it")
     show(f"engine {out_path}", {"backend": f"{meta.backend} {meta.version}", "target": meta.target,
                                 "profile": " / ".join(f"{b}x{s}" for b, s in meta.profile),
                                 "plan MiB": round(meta.plan_bytes / 2**20, 1),
@@ -291,7 +302,7 @@ def bench(
                                       "or the model's maximum if shorter)."),
     warmup: int = typer.Option(20, help="Untimed warm-up runs per shape."),
     iters: int = typer.Option(200, help="Timed runs per shape."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (ort-cpu; default: all cores)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (ort-cpu, openvino; default: all cores)."),
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     cuda_graph: bool = typer.Option(False, help="tensorrt: replay one captured CUDA graph per iteration."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
@@ -386,24 +397,25 @@ def analyze(
     """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
     from qbert.api import analyze as run_analyze
     from qbert.artifacts import load_meta
-    from qbert.atomic import check_outputs, ensure_dir
+    from qbert.atomic import check_outputs, output_folder
     from qbert.calibration.judge import DELTA, delta_text
 
     if (onnx is None) == (model is None):
         raise QbertError("give exactly one of --onnx or --model")
     check_range("samples", samples, 1)  # before a --model export, not after it
     check_range("heldout", heldout, 32)
-    ensure_dir(out_dir)
-    check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
-                  {"--onnx": onnx, "--data": Path(data), "--model": Path(model) if model else None}, {"--out": out_dir})
-    if onnx is None:
-        from qbert.api import export
+    with output_folder(out_dir):
+        check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
+                      {"--onnx": onnx, "--data": Path(data), "--model": Path(model) if model else None},
+                      {"--out": out_dir})
+        if onnx is None:
+            from qbert.api import export
 
-        onnx = out_dir / "fp32.onnx"
-        export(str(model), onnx)
-    meta = load_meta(onnx)
-    result = run_analyze(onnx, data, out_dir, samples=samples, heldout=heldout, include_padding=include_padding,
-                         labels=labels)
+            onnx = out_dir / "fp32.onnx"
+            export(str(model), onnx)
+        meta = load_meta(onnx)
+        result = run_analyze(onnx, data, out_dir, samples=samples, heldout=heldout, include_padding=include_padding,
+                             labels=labels)
     table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
                   title_justify="left")
     for col in ("layer", "kurt hidden", "kurt y", "top1% elem E", "top1% chan E (y)", "max/σ (y)",
@@ -446,18 +458,17 @@ def reproduce(
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
     from qbert.reproduction import reproduce as run_reproduce
 
-    from qbert.atomic import check_outputs, ensure_dir
+    from qbert.atomic import check_outputs, output_folder
 
     check_range("samples", samples, 1)
     check_range("bench_iters", bench_iters, 1)
     check_range("seeds", seeds, 1)
-    ensure_dir(out_dir)
-    check_outputs({"--out": [out_dir / "report.json", out_dir / "report.md"]},
-                  {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data), "--model": Path(model)},
-                  {"--out": out_dir})
-    report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
-                           bench_iters=bench_iters, only=only,
-                           labels=labels, seeds=seeds, exact=exact)
+    with output_folder(out_dir):
+        check_outputs({"--out": [out_dir / "report.json", out_dir / "report.md"]},
+                      {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data), "--model": Path(model)},
+                      {"--out": out_dir})
+        report = run_reproduce(model, eval_data, calib_data, out_dir, engine=engine, samples=samples,
+                               bench_iters=bench_iters, only=only, labels=labels, seeds=seeds, exact=exact)
     table = Table(title=f"reproduce [{engine}]", title_justify="left")
     for col in ("setting", "accuracy (seed range)", "p50 b=1 ms", "int/float GEMMs", "cached"):
         table.add_column(col)

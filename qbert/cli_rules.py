@@ -7,7 +7,6 @@ value: `--permute` typed with `--method minmax` does nothing either. A boolean f
 (`--no-exact`, `--no-permute`) is left alone: it asks for what happens anyway, so it misleads nobody."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -87,11 +86,6 @@ def check_flags(ctx: typer.Context) -> None:
         raise QbertError("; ".join(f"{flag} {why}" for flag, why in bad))
 
 
-def warn(text: str) -> None:
-    """One line on stderr starting with `warning:` (shown even with --quiet: it is about the result)."""
-    print(f"warning: {text}", file=sys.stderr, flush=True)
-
-
 class FolderOutput(type(Path())):  # type: ignore[misc]
     """The file inside a folder the user gave as a file output, carrying the line that tells them so."""
     folder_note: str = ""
@@ -102,7 +96,10 @@ def out_file(default_name: str) -> Callable[[str], Path]:
     folder) means `default_name` inside it — what `cp x dir/` does — rather than a file named like the folder.
     The command says where the file went once it succeeded (`folder_notes`), so an error stays one line."""
     def parse(raw: str) -> Path:
-        path = file_in_folder(raw, default_name)
+        try:
+            path = file_in_folder(raw, default_name)
+        except QbertError as e:  # typer would prefix a ValueError's text with "Value error,"
+            raise typer.BadParameter(str(e)) from None
         if path == Path(raw):
             return path
         inside = FolderOutput(path)

@@ -19,7 +19,7 @@ class ConfigError(QbertError):
     def as_flag(self) -> str:
         """The same message in the CLI's words: `--batch-size 0: must be …`."""
         flag = "--json" if self.field == "json_out" else "--" + self.field.replace("_", "-")
-        return f"{flag} {self.value}: {self.problem}"
+        return f"{flag}: {self.problem}" if isinstance(self.value, bool) else f"{flag} {self.value}: {self.problem}"
 
 
 def check_range(name: str, value: Any, low: float | None = None, high: float | None = None,

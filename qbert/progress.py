@@ -35,6 +35,11 @@ def line(message: str) -> None:
         print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def warn(text: str) -> None:
+    """One line on stderr starting with `warning:`, shown even when quiet: it is about the result, not progress."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 class _Lines:
     """The non-TTY progress display: decides which advances deserve a line."""
 

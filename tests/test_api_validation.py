@@ -238,3 +238,15 @@ def test_missing_path_is_a_qbert_error_naming_it(paths, fn, override, monkeypatc
 def test_bench_runs_with_explicit_options(paths):
     res = qbert.bench(paths["onnx"], batch=[2], seq=16, warmup=0, iters=2, threads=1, data=str(paths["tsv"]))
     assert [r["batch"] for r in res["shapes"]] == [2] and res["seq"] == 16 and res["inputs"] == "data"
+
+
+@pytest.mark.parametrize("args,kwargs,field", [
+    ((), {"data": "x.tsv", "bogus": 1}, "bogus"),
+    ((), {"data": "x.tsv", "heldouts": 256}, "heldouts"),
+    ((), {"method": "peg"}, "data"),
+    (("x.tsv",) + (None,) * 30, {}, "exact"),
+], ids=["unknown field", "misspelt field", "no data", "too many values"])
+def test_a_config_built_with_a_wrong_field_is_a_config_error(args, kwargs, field):
+    with pytest.raises(ConfigError) as e:
+        qbert.CalibrationConfig(*args, **kwargs)
+    assert e.value.field == field and "CalibrationConfig" in str(e.value)

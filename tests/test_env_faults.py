@@ -270,3 +270,26 @@ def test_an_output_that_is_not_a_regular_file_is_refused(env, tmp_path, make):
     code, lines, text = invoke("eval --onnx {d}/m.onnx --data {tsv} --json {t}", d=env["d"], tsv=env["tsv"], t=target)
     assert code == 2 and len(lines) == 1 and "not a regular file" in lines[0], text
     assert not target.is_file() and Path("/dev/null").is_char_device()
+
+
+# --- a failed command leaves the tree as it found it: no empty output folder ------------------------------------
+
+FOLDER_CASES = [
+    ("calibrate: bad data", "calibrate --onnx {d}/m.onnx --data {o}/missing.tsv --samples 16 --out {o}/new/sub/q.onnx"),
+    ("eval: bad data", "eval --onnx {d}/m.onnx --data {o}/missing.tsv --json {o}/new/r.json"),
+    ("export: no model", "export --model {o}/no-model --out {o}/new/m.onnx"),
+    ("bench: bad onnx", "bench --onnx {o}/missing.onnx --batch 1 --iters 1 --json {o}/new/b.json"),
+    ("analyze: bad data", "analyze --onnx {d}/m.onnx --data {o}/missing.tsv --out {o}/new/a"),
+    ("analyze: no labels", "analyze --onnx {d}/m.onnx --data {unlabelled} --out {o}/new/a"),
+    ("reproduce: no model", "reproduce --model {o}/no-model --eval-data {tsv} --calib-data {tsv} --out {o}/new/r"),
+]
+
+
+@pytest.mark.parametrize("case,argv", FOLDER_CASES, ids=[c[0] for c in FOLDER_CASES])
+def test_a_failed_command_leaves_no_new_folder(env, tmp_path, case, argv):
+    unlabelled = tmp_path / "u.tsv"
+    unlabelled.write_text("question\tsentence\n" + "what is it?\tit is a test.\n" * 40)
+    before = sorted(tmp_path.rglob("*"))
+    code, lines, text = invoke(argv, d=env["d"], o=tmp_path, tsv=env["tsv"], unlabelled=unlabelled)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in text, (case, code, text)
+    assert sorted(tmp_path.rglob("*")) == before, (case, sorted(set(tmp_path.rglob("*")) - set(before)))

@@ -40,6 +40,8 @@ def snapshot(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
+# refused as no timing cache (standard TensorRT) or as a flag TensorRT-RTX has no use for: untouched either way
+TIMING = ("--timing-cache", "cache")
 # (case, argv; {d} = the fixture folder, {m} = its model folder, {o} = an empty output folder, needles in the line)
 CASES = [
     ("eval: --json over the tokenizer the sidecar names",
@@ -61,9 +63,9 @@ CASES = [
     ("export: --out over the model's config", "export --model {m} --out {m}/config.json",
      ("would overwrite", "file config.json")),
     ("build: --timing-cache is a data file", "build --onnx {d}/qt.onnx --out {o}/e.plan --timing-cache {d}/small.tsv",
-     ("--timing-cache", "not a", "timing cache")),
+     TIMING),
     ("build: --timing-cache is another ONNX", "build --onnx {d}/qt.onnx --out {o}/e.plan --timing-cache {d}/other.onnx",
-     ("--timing-cache", "not a", "timing cache")),
+     TIMING),
     ("eval: torch --model folder, --json over its config",
      "eval --engine torch --model {m} --data {tsv} --json {m}/config.json", ("would overwrite", "--model")),
     ("calibrate: --out over the source model's weights",
@@ -107,7 +109,7 @@ CASES = [
 
 @pytest.mark.parametrize("case,argv,needles", CASES, ids=[c[0] for c in CASES])
 def test_cli_output_on_an_indirect_input(env, tmp_path, case, argv, needles):
-    if "timing cache" in needles:  # recognised by what the installed TensorRT writes
+    if needles == TIMING:  # recognised by what the installed TensorRT writes
         needs_tensorrt()
     d, out = env["d"], tmp_path / "out"
     out.mkdir()
@@ -140,6 +142,28 @@ def test_a_timing_cache_tensorrt_wrote_is_read(tmp_path):
     (tmp_path / "trt.cache").write_bytes(bytes(config.create_timing_cache(b"").serialize()))
     for f in ("new.cache", "empty.cache", "trt.cache"):
         assert read_timing_cache(config, tmp_path / f, name) is not None, f
+
+
+def test_a_timing_cache_is_refused_where_it_would_do_nothing(env, tmp_path, monkeypatch):
+    """TensorRT-RTX times no tactics (its timing-cache calls are no-ops): the flag is refused, the file untouched.
+    A standard-TensorRT plan reused from the cache times nothing either, which the command says."""
+    needs_tensorrt()
+    from qbert.artifacts import PlanMeta
+    from qbert.engines import tensorrt
+
+    argv = ["build", "--onnx", str(env["d"] / "qt.onnx"), "--out", str(tmp_path / "e.plan"), "--sm", "86",
+            "--timing-cache", str(tmp_path / "t.cache")]
+    if tensorrt.import_trt()[1] == "tensorrt-rtx":
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 2 and "--timing-cache is a standard-TensorRT setting" in r.stderr, r.stderr
+        assert not (tmp_path / "t.cache").exists() and not (tmp_path / "e.plan").exists()
+    hit = PlanMeta(onnx_sha256="0", backend="tensorrt", version="10", trt_major=10, sm=86, profile=[[1, 8]],
+                   opt_level=3, hw_compat=False, cache_key="k", plan_sha256="0", plan_bytes=1, onnx="qt.onnx",
+                   build_seconds=0.0, target="SM86", device=None, cache_hit=True)
+    monkeypatch.setattr(tensorrt, "build", lambda *a, **k: hit)
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 0 and any(l.startswith("warning:") and "no timing cache was written" in l and "--force" in l
+                                    for l in r.stderr.splitlines()), r.stderr
 
 
 def _recipe(d: Path) -> qbert.Recipe:

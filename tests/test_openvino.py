@@ -4,6 +4,7 @@ parity and census, method auto timed on OpenVINO, reproduce on it, and the refus
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -126,6 +127,14 @@ def test_method_auto_scores_and_times_candidates_on_openvino(fp32, tmp_path):
     assert len(report["candidates"]) + len(report.get("skipped", [])) == len(CANDIDATES)
     assert all(s["reason"] for s in report.get("skipped", []))
     assert any("a in high precision" in c["name"] for c in report["candidates"])  # timed: the FP32-FFN2 candidate
+    assert report["target"] == "openvino"
+    recipe.save(tmp_path / "auto.recipe.json")  # re-emitted for another target: no table, one line saying whose it is
+    r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--recipe", str(tmp_path / "auto.recipe.json"),
+                            "--target", "ort-cpu", "--out", str(tmp_path / "re.onnx")])
+    assert r.exit_code == 0, r.stderr
+    assert "held-out rows" not in r.stdout
+    assert any(l.startswith("warning:") and "for --target openvino" in l and "--method auto --target ort-cpu" in l
+               for l in r.stderr.splitlines()), r.stderr
 
 
 def test_reproduce_on_openvino(tmp_path):
@@ -213,3 +222,14 @@ def test_missing_openvino_and_a_cpu_without_bf16_are_one_line(fp32, monkeypatch)
     r = runner.invoke(app, ["bench", "--onnx", str(fp32), "--engine", "openvino", "--batch", "1", "--iters", "1"])
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "pip install 'qbert[openvino]'" in lines[0], r.stderr
+
+
+def test_threads_beyond_the_cores_openvino_finds_are_warned_and_recorded(fp32, tmp_path):
+    """OpenVINO caps INFERENCE_NUM_THREADS at the cores it finds: the result records what ran and says so."""
+    asked = 4 * (os.cpu_count() or 1) + 8
+    r = runner.invoke(app, ["bench", "--onnx", str(fp32), "--engine", "openvino", "--batch", "1", "--seq", "16",
+                            "--iters", "2", "--warmup", "0", "--threads", str(asked), "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.stderr
+    ran = json.loads((tmp_path / "b.json").read_text())["engine"]["threads"]
+    assert ran < asked
+    assert any(l.startswith("warning:") and f"not the {asked} asked" in l for l in r.stderr.splitlines()), r.stderr

@@ -100,6 +100,13 @@ CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
         {"layer.0.nope": r["sites"][first(r)]}), "'layer.0.nope' is not a gemm-placement site"),
     ("fallback key of another placement", "minmax", lambda r: r.update(fallback=["layer.0.h"]),
      "'layer.0.h' is not a gemm-placement site"),
+    # informational fields are copied into every recipe emitted from this one: an edit would be passed on as true
+    ("weights said to be per tensor", "minmax", lambda r: r.update(weights="per-tensor"), "weights 'per-tensor'"),
+    ("calibration samples not a number", "minmax", lambda r: r["calibration"].update(samples="many"),
+     "calibration.samples 'many' must be a positive integer"),
+    ("calibration padding not a boolean", "peg", lambda r: r["calibration"].update(include_padding="no"),
+     "calibration.include_padding 'no' must be true or false"),
+    ("calibration seed a boolean", "minmax", lambda r: r["calibration"].update(seed=True), "calibration.seed"),
     # values emission would change without a word: a clip below the floor qbert emits, a factor 0 in float32
     ("a clip value of 1e-300", "minmax", lambda r: r["sites"][first(r)].update(amax=1e-300),
      "clip value(s) [1e-300]"),

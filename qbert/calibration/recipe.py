@@ -10,6 +10,10 @@ from qbert.atomic import read_json, write_json
 from qbert.errors import QbertError
 
 FORMAT = "qbert-recipe/1"
+WEIGHTS = "int8 symmetric per output channel, amax/127 (computed at emission from the weights)"
+# the calibration block's fields with their types: they are copied into every recipe emitted from this one
+CALIBRATION_FIELDS = {"samples": int, "batch_size": int, "max_length": int, "seed": int, "include_padding": bool,
+                      "data": str, "data_sha256": str, "rows_sha256": str}
 
 
 @dataclass
@@ -36,7 +40,7 @@ class Recipe:
     calibration: dict[str, Any] = field(default_factory=dict)  # data, its sha256, samples, padding…
     model: dict[str, Any] = field(default_factory=dict)  # the FP32 ONNX it was computed on
     versions: dict[str, str] = field(default_factory=dict)
-    weights: str = "int8 symmetric per output channel, amax/127 (computed at emission from the weights)"
+    weights: str = WEIGHTS
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -98,6 +102,17 @@ class Recipe:
         for name in ("model", "calibration", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise QbertError(f"{where}: {name} must be a JSON object, not {type(getattr(self, name)).__name__}")
+        if self.weights != WEIGHTS:  # the only weight scheme emission applies: another text would be untrue
+            raise QbertError(f"{where}: weights {self.weights!r} is not what qbert does ({WEIGHTS!r}); the recipe "
+                             "was edited — restore the field or recalibrate")
+        for name, kind in CALIBRATION_FIELDS.items():
+            value = self.calibration.get(name)
+            if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+                                      or (kind is int and name != "seed" and value < 1)):
+                want = {bool: "true or false", str: "a text"}.get(kind, "an integer" if name == "seed" else
+                                                                   "a positive integer")
+                raise QbertError(f"{where}: calibration.{name} {value!r} must be {want} — the recipe was edited; "
+                                 "restore the field or recalibrate")
         if self.method != "none" and not isinstance(self.model.get("sha256"), str):
             raise QbertError(f"{where}: no model.sha256, so it cannot be matched to a model; recalibrate")
         for key, site in self.sites.items():

@@ -152,7 +152,7 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
     speed = (lambda r: r["p50_ms_b1"]) if spec.timed else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
-              "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)),
+              "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)), "target": spec.name,
               "speed": f"p50 ms, batch 1, this machine ({RUNTIMES[spec.judged_on]})" if spec.timed else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
               "within_budget": bool(best["within_budget"]),

@@ -18,6 +18,7 @@ import numpy as np
 from qbert.engines.base import Engine, check_feeds, census_shape, longest_sequence
 from qbert.errors import QbertError
 from qbert.machine import machine
+from qbert.progress import warn
 from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
 
 INTEGER = ("i8", "u8")
@@ -46,6 +47,9 @@ class OpenVinoEngine(Engine):
         self.path, self.threads, self.precision = str(path), threads, precision
         self.compiled = compile_path(self.path, threads, precision)
         self._run = runner(self.compiled)
+        ran = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        if threads and ran and ran < threads:  # OpenVINO caps threads at the cores it finds; results record `ran`
+            warn(f"OpenVINO runs {ran} threads, not the {threads} asked: it uses at most the {ran} cores it finds")
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -77,14 +78,15 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         _parse_sm(sm)
     check_outputs({"out": out, "timing_cache": timing_cache}, {"onnx": onnx_path})  # the cache is read, too
     load_onnx(onnx_path)
-    if sidecar_path(onnx_path).is_file():  # hints only (target, positions): the cache key hashes the ONNX itself
-        meta = load_meta(onnx_path, verify=False)
+    if sidecar_path(onnx_path).is_file():  # target and positions come from it: it must describe this very ONNX
+        meta = load_meta(onnx_path)
         emitted_for = (meta.quantization or {}).get("target")
         if emitted_for in ("ort-cpu", "openvino"):
             why = {"ort-cpu": "U8 activations, zero point 128, which TensorRT cannot run",
                    "openvino": "FP32 high precision, not the FP16 a strongly typed TensorRT network runs"}[emitted_for]
             raise QbertError(f"{onnx_path} was emitted for --target {emitted_for} ({why}); emit it for TensorRT from "
-                             f"the same recipe: qbert calibrate --onnx {meta.fp32_onnx} --recipe <its recipe> "
+                             f"the same recipe: qbert calibrate --onnx {meta.fp32_onnx} --recipe "
+                             f"{(meta.quantization or {}).get('recipe') or '<its recipe>'} "
                              "--target trt --out <new.onnx>")
         if shapes is None:  # default profile within the model's positions
             profile = tuple((b, min(s, meta.max_length)) for b, s in profile)
@@ -96,6 +98,10 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         raise QbertError("--hw-compat is a standard-TensorRT setting and this build uses TensorRT-RTX (--backend "
                          f"{backend}), which targets one compute capability (--sm): drop --hw-compat or install "
                          "TensorRT and use --backend tensorrt")
+    if timing_cache is not None and name == "tensorrt-rtx":  # its timing-cache calls are documented no-ops
+        raise QbertError("--timing-cache is a standard-TensorRT setting and this build uses TensorRT-RTX (--backend "
+                         f"{backend}), which times no tactics ahead of time, so no cache would be read or written: "
+                         "drop --timing-cache or install TensorRT and use --backend tensorrt")
     device, _ = query_device()
     target = choose_target(trt, name, sm, device)
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
@@ -107,7 +113,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         old = read_json(side, "engine sidecar")
         if isinstance(old, dict) and old.get("cache_key") == key and old.get("plan_sha256") == sha256_file(out):
             return replace(load_plan_meta(out), cache_hit=True)
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = _build_logger(trt, device is None)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -152,6 +158,27 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         if cache is not None:
             write_bytes(timing_cache, bytes(cache.serialize()), stage)
     return meta
+
+
+NO_DRIVER = "CUDA driver version is insufficient"
+
+
+def _build_logger(trt: Any, no_gpu: bool) -> Any:
+    """TensorRT's errors on stderr as TensorRT prints them, except, on a machine without a GPU, its complaints
+    that no CUDA driver is there: an ahead-of-time build (TensorRT-RTX `--sm`) needs none, and reading a timing
+    cache makes TensorRT-RTX probe for one and print two error lines over a build that then succeeds."""
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            if int(severity) > int(trt.ILogger.Severity.ERROR) or (no_gpu and NO_DRIVER in msg):
+                return
+            tag = "F" if severity == trt.ILogger.Severity.INTERNAL_ERROR else "E"
+            print(f"[TRT] [{tag}] {msg}", file=sys.stderr, flush=True)
+
+    return Logger()
 
 
 def read_timing_cache(config: Any, path: Path, name: str) -> Any:

@@ -180,8 +180,9 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
               f"timed in the same run, interleaved over {rounds} rounds (A, B, C, A, B, C …) so that machine drift "
               "hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model size on "
-              "disk.", "",
-              "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | × FP32 (b=1) | model MiB | × FP32 size |",
+              "disk. Speed-up vs FP32 = FP32's p50 ÷ the row's (above 1 is faster); size vs FP32 = the row's "
+              "bytes ÷ FP32's (below 1 is smaller).", "",
+              "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | speed-up vs FP32 (b=1) | model MiB | size vs FP32 |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
         l1, l8 = r["latency"]["1"]["p50_ms"], r["latency"]["8"]["p50_ms"]

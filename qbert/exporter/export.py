@@ -20,7 +20,8 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import Staged, check_outputs, save_onnx, staged, staged_sha256_onnx, write_errors_as
+from qbert.atomic import (Staged, check_outputs, output_folder, save_onnx, staged, staged_sha256_onnx,
+                          write_errors_as)
 from qbert.errors import QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.data import INPUT_NAMES
@@ -155,7 +156,8 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
     dyn["logits"] = {0: "batch"}
-    with write_errors_as(out), tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
+    with write_errors_as(out), output_folder(out.resolve().parent), \
+            tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
         raw = Path(work) / "raw.onnx"  # large models: torch writes external data beside it, in `work`
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is deliberate: it names nodes by module path and gives a cleaner
