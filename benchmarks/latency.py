@@ -150,7 +150,7 @@ def minmax_refs(rows: list[dict], r: dict) -> tuple[dict, dict]:
 
 
 def item2_verdicts(rows: list[dict], batch: int, target: float = 0.9) -> list[str]:
-    """Issue 13's item 2 in words, per suite: PEG auto against per-tensor minmax at the same placement (what
+    """The PEG speed claim in words, per suite: PEG auto against per-tensor minmax at the same placement (what
     `--groups auto` is for: the same tensors quantized, K chosen per tensor), and — for `full` — against minmax
     under `gemm` too, beside what the `full` placement alone costs (minmax `full` against minmax `gemm`)."""
     out = []

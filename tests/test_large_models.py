@@ -39,6 +39,13 @@ def test_external_data_through_export_calibrate_eval_build(tiny_model, tiny_tsv,
     blob = bytearray((tmp_path / "q.onnx.data").read_bytes())
     blob[-1] ^= 1
     (tmp_path / "q.onnx.data").write_bytes(bytes(blob))
-    r = runner.invoke(app, ["build", "--onnx", str(q), "--out", str(tmp_path / "q.plan"), "--shapes",
-                            "1x1/2x16/4x32", "--opt-level", "0", "--backend", "tensorrt-rtx"])
+    build = ["build", "--onnx", str(q), "--out", str(tmp_path / "q.plan"), "--shapes", "1x1/2x16/4x32",
+             "--opt-level", "0", "--backend", "tensorrt-rtx"]
+    r = runner.invoke(app, build)  # the sidecar no longer describes the ONNX's weights: refused, not built
+    assert r.exit_code == 2 and "does not match its sidecar" in r.stderr, r.stderr
+    from qbert.atomic import sha256_onnx
+
+    side = json.loads((tmp_path / "q.onnx.json").read_text())  # as if qbert had written these weights
+    (tmp_path / "q.onnx.json").write_text(json.dumps({**side, "sha256": sha256_onnx(q)}))
+    r = runner.invoke(app, build)
     assert r.exit_code == 0 and json.loads((tmp_path / "q.plan.json").read_text())["cache_key"] != key

@@ -95,7 +95,7 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append(("Percentile calibration does not help", "≈ 50.5 % for every p", ", ".join(
             f"{r['name'].split()[-1]}: {_pct(r)}" for r in pcts),
             "holds" if gain <= 1 else f"does not hold: {best['name']} gains {gain:.1f} pt (the study's percentile "
-            "zeroed negatives, bug B1)"))
+            "clamped its lower bound to 0, an unsigned quantizer that zeroes every negative value)"))
     if fp:
         int8 = [r for r in rows if r["kind"] == "int8"]
         if int8:
@@ -105,7 +105,7 @@ def claims(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         f"INT8 rows {min(speed):.2f}–{max(speed):.2f}× FP32 speed at batch 1, "
                         f"{min(size):.2f}–{max(size):.2f}× FP32 size",
                         "holds" if max(speed) < 1.1 and min(size) > 0.9 else
-                        "does not hold: real integer kernels change both (the study timed FP32 models, bug B4)"))
+                        "does not hold: real integer kernels change both (the study's latency rows timed an FP32 model)"))
     return out
 
 
@@ -122,6 +122,16 @@ def _machine(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
+    """report.md (the tables) and report.json (everything but per-row predictions) in `out`, together."""
+    rows = report["rows"]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(render_report(report))
+    slim = {**report, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in rows]}
+    write_json(out / "report.json", slim)
+
+
+def render_report(report: dict[str, Any], plots: bool = True) -> str:
+    """The report as markdown, from report.json's content alone, so a saved report can be rendered again."""
     rows = report["rows"]
     fp = _find(rows, "FP32")
     lines = ["# qbert reproduction report", "",
@@ -201,13 +211,10 @@ def write_report(report: dict[str, Any], out: Path) -> None:
                      f"{100 * y['top1pct_channel_energy']:.0f}% | {y['max_over_std']:.0f} | "
                      f"{', '.join(map(str, y.get('dominant_channels', [])[:3]))} | "
                      f"{delta_text(-100 * an['sensitivity'][f'layer.{i}']['accuracy_drop'], 1)} |")
-    lines += [""] + [f"![{p}]({p})" for p in an["plots"]]
+    lines += [""] + ([f"![{p}]({p})" for p in an["plots"]] if plots else [])
     lines += ["", "## The study, side by side", "", f"\"≈ FP32\" means within {NEAR_FP32_PT:g} accuracy point of "
               "FP32 on the evaluation rows; a claim outside it does not hold.", "",
               "| claim | study (BERT-base, QNLI) | measured here | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(report)]
     lines += ["", f"Versions: {report.get('versions')}", ""]
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines))
-    slim = {**report, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in rows]}
-    write_json(out / "report.json", slim)
+    return "\n".join(lines)

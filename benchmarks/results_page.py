@@ -1,0 +1,64 @@
+"""A `qbert reproduce` folder → a docs/results page: the machine, the command that regenerates it, the versions,
+then the report's own tables, rendered by the same code that writes report.md.
+
+    python benchmarks/results_page.py runs/reproduce docs/results/reproduce-amd-epyc-2core.md
+
+The page is regenerated, never edited: rerun `qbert reproduce` on a machine of that kind, then this script.
+report.json keeps no per-row predictions (agreement and SE need them), so they are read back from the folder's
+row cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from qbert.eval.report import render_report
+
+
+def load(folder: Path) -> dict:
+    report = json.loads((folder / "report.json").read_text())
+    cached = {}
+    for f in sorted((folder / "rows").glob("*.json")):
+        row = json.loads(f.read_text())
+        if isinstance(row, dict) and "name" in row and "predictions" in row:
+            cached[row["name"]] = row["predictions"]
+    for row in report["rows"]:
+        if "predictions" not in row:
+            if row["name"] not in cached:
+                sys.exit(f"error: {folder}/rows holds no predictions for row {row['name']!r}; rerun qbert reproduce")
+            row["predictions"] = cached[row["name"]]
+    return report
+
+
+def page(report: dict) -> str:
+    command = ["qbert", "reproduce", "--model", report["model"], "--eval-data", report["eval_data"],
+               "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
+    if report.get("engine", "ort-cpu") != "ort-cpu":
+        command += ["--engine", report["engine"]]
+    body = render_report(report, plots=False).split("\n", 1)[1]  # its own title replaced by the page's
+    m = report.get("machine") or {}
+    return "\n".join([
+        f"# The reproduction on {m.get('cpu', 'an unknown CPU')}, {m.get('logical_cores', '?')} cores "
+        f"({report.get('engine', 'ort-cpu')})", "",
+        "Regenerate on a machine of this kind:", "", "```bash", shlex.join(command),
+        f"python benchmarks/results_page.py runs/reproduce <this page>", "```", "",
+        "The plots (`kurtosis.png`, `channel_range.png`, …) are written beside report.md in the `--out` folder.",
+        body])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path, help="a qbert reproduce --out folder")
+    ap.add_argument("out", type=Path, help="the markdown page to write")
+    args = ap.parse_args()
+    if not (args.folder / "report.json").is_file():
+        sys.exit(f"error: {args.folder} holds no report.json; run qbert reproduce --out {args.folder} first")
+    args.out.write_text(page(load(args.folder)))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
