@@ -108,7 +108,7 @@ def _containing(text: str) -> list[str]:
     return [r.id for r in ROWS if text in r.id or text in r.name.lower()]
 
 
-STUDY = {  # the study's numbers on BERT-base / QNLI (notes/study.md §1)
+STUDY = {  # the study's published numbers on BERT-base / QNLI (docs/study.md)
     "FP32": 89.66, "W8A8": 54.33, "MP": 89.42, "PEG3": 66.12, "PEG4": 86.18, "PCT": 50.54,
 }
 

@@ -40,7 +40,7 @@ TRT10 = fake_trt("10.13.0.35")
 
 
 @pytest.mark.parametrize("backend,trt,sm,device,want", [
-    ("tensorrt-rtx", RTX, "auto", None, 86),          # no GPU: the design's RTX 3050
+    ("tensorrt-rtx", RTX, "auto", None, 86),          # no GPU: SM86, an RTX 30xx
     ("tensorrt-rtx", RTX, "auto", RTX4090, 89),       # the GPU in hand
     ("tensorrt-rtx", RTX, "120", RTX3050, 120),       # explicit: cross-compile
     ("tensorrt-rtx", RTX, "sm89", None, 89),
