@@ -132,11 +132,12 @@ class CalibrationConfig:
         if not isinstance(self.exact, bool):
             raise ConfigError("exact", self.exact, "must be True or False")
         if self.exact and not (self.method == "auto" or self.auto_fp16):
-            raise ConfigError("exact", self.exact, "applies to method auto and auto_fp16 (the only steps that run "
-                              "an INT8 model while calibrating)")
+            raise ConfigError("exact", self.exact, "applies to {method=} and {auto_fp16} (the only steps that run "
+                              "an INT8 model while calibrating)", method="auto", auto_fp16=True)
         if self.exact and self.target == "openvino" and not self.auto_fp16:
-            raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels, and method auto for target "
-                              "openvino scores and times its candidates on OpenVINO: leave it out")
+            raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels, and {method=} for "
+                              "{target=} scores and times its candidates on OpenVINO: leave it out", method="auto",
+                              target="openvino")
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         return self
@@ -207,10 +208,7 @@ def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | in
     arg.choice("backend", backend, BACKENDS)
     arg.compute_capability("sm", sm)
     arg.text("shapes", shapes)
-    try:
-        parse_shapes(shapes)
-    except QbertError as e:
-        raise ConfigError("shapes", shapes, str(e).split(": ", 1)[-1]) from None
+    parse_shapes(shapes)
     check_range("opt_level", opt_level, 0, 5)
     arg.path("timing_cache", timing_cache, optional=True)
     arg.flag("force", force)
@@ -225,13 +223,15 @@ def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: 
     """An inference engine as a context manager: ort-cpu or openvino (a qbert ONNX), tensorrt (a plan) or torch
     (a Hugging Face model). `threads` applies to the CPU engines; `exact` (ONNX Runtime's non-saturating x86 INT8
     kernels) to ort-cpu only; `precision` (OpenVINO's inference precision, f32 | bf16) to openvino only."""
-    from qbert.engines import open_engine as run
+    from qbert.engines import check_exact, check_precision, open_engine as run
 
     arg.choice("kind", kind, ENGINE_KINDS)
     arg.path("path", path)
     check_range("threads", threads, 1, optional=True)
     arg.flag("exact", exact)
     arg.choice("precision", precision, PRECISIONS)
+    check_exact(kind, exact, "kind")  # named as this function names the engine
+    check_precision(kind, precision, "kind")
     return run(kind, str(path), threads=threads, exact=exact, precision=precision)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from qbert.errors import InternalError, QbertError
 
 
-def ensure_dir(folder: Path | str, what: str = "--out", create: bool = True) -> Path:
+def ensure_dir(folder: Path | str, what: str = "out", create: bool = True) -> Path:
     """`mkdir -p folder`, with one clear line when a path component is a file or cannot be created. Without
     `create`, only check that it could be: a command checks its outputs before its work but creates their
     folders when it writes, so a refused or failed run leaves no empty folder behind."""
@@ -45,9 +45,9 @@ def ensure_dir(folder: Path | str, what: str = "--out", create: bool = True) -> 
 
 
 @contextlib.contextmanager
-def output_folder(folder: Path | str, what: str = "--out") -> Iterator[Path]:
+def output_folder(folder: Path | str, what: str = "out") -> Iterator[Path]:
     """`ensure_dir`, undone if the work inside fails: the folders this call created are removed again while
-    they are still empty, so a refused or failed command leaves the tree as it found it (no empty `--out`)."""
+    they are still empty, so a refused or failed command leaves the tree as it found it (no empty output folder)."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     ensure_dir(folder, what)
@@ -80,7 +80,7 @@ class EmptyPath(QbertError, ValueError):
     """An empty output path; a ValueError too, so that a command-line parser reports it as the flag's bad value."""
 
 
-def check_output_dir(path: Path | str, what: str = "--out") -> None:
+def check_output_dir(path: Path | str, what: str = "out") -> None:
     """Fail early (before any expensive work) when an output file cannot be written; its missing parent folders
     are created (as `mkdir -p` would) only when the file is written."""
     if not str(path).strip():
@@ -132,8 +132,8 @@ JSON_OUTPUTS = ("json", "recipe")  # flags whose file is a JSON document
 
 
 def _check_replaceable(flag: str, p: Path) -> None:
-    """An existing file a JSON output would replace must be a JSON document: a data file named by mistake (`--json
-    rows.tsv`) is refused, not turned into JSON."""
+    """An existing file a JSON output would replace must be a JSON document: a data file named by mistake (`rows.tsv`
+    as the JSON output) is refused, not turned into JSON."""
     if not p.is_file() or p.stat().st_size == 0:
         return
     if any(k in flag for k in JSON_OUTPUTS):

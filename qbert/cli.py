@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from qbert.cli_output import (LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, guarded, integer, out, show, show_candidates,
-                               show_fallback_steps, print_version)
+from qbert.cli_output import (FLAGS, LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, fallback_patterns, guarded,
+                               integer, out, show, show_candidates, show_fallback_steps, print_version)
 from qbert.cli_rules import check_flags, out_file, typed as _typed
 from qbert.progress import warn
 from qbert.errors import QbertError, check_range
@@ -175,6 +175,7 @@ def calibrate(
     from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
     from qbert.artifacts import load_meta
     from qbert.atomic import check_outputs
+    from qbert.calibration.quantize import int8_warning
     from qbert.calibration.recipe import Recipe
     from qbert.data import label_map
 
@@ -202,8 +203,6 @@ def calibrate(
                          + (f" --groups {groups}" if method == "peg" else ""))
     check_flags(ctx)
     if recipe_in is None:
-        from qbert.calibration.placement import fallback_patterns
-
         if data is None:
             raise QbertError("--data is required unless --recipe is given")
         config = CalibrationConfig(
@@ -225,7 +224,7 @@ def calibrate(
     side = quantize(onnx, recipe, out_path, target, high_precision, recipe_path, write_recipe=not same_recipe)
     summary = side.quantization
     if summary.get("warning"):
-        warn(summary["warning"])
+        warn(int8_warning(summary, FLAGS["fallback"]) or summary["warning"])  # the warning, naming the flag
     if "auto_method" in recipe.calibration and config is not None:
         show_candidates(recipe.calibration["auto_method"])
     elif "auto_method" in recipe.calibration:  # re-emission: the table belongs to the target it was chosen for
@@ -404,7 +403,7 @@ def analyze(
         raise QbertError("give exactly one of --onnx or --model")
     check_range("samples", samples, 1)  # before a --model export, not after it
     check_range("heldout", heldout, 32)
-    with output_folder(out_dir):
+    with output_folder(out_dir, "--out"):
         check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
                       {"--onnx": onnx, "--data": Path(data), "--model": Path(model) if model else None},
                       {"--out": out_dir})
@@ -463,7 +462,7 @@ def reproduce(
     check_range("samples", samples, 1)
     check_range("bench_iters", bench_iters, 1)
     check_range("seeds", seeds, 1)
-    with output_folder(out_dir):
+    with output_folder(out_dir, "--out"):
         check_outputs({"--out": [out_dir / "report.json", out_dir / "report.md"]},
                       {"--eval-data": Path(eval_data), "--calib-data": Path(calib_data), "--model": Path(model)},
                       {"--out": out_dir})

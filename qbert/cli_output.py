@@ -14,10 +14,14 @@ from qbert._version import __version__
 from qbert.arguments import MAX_BENCH_BATCH  # noqa: F401 — the library's limit, for the CLI's --batch
 from qbert.calibration.judge import DELTA, delta_text
 from qbert.cli_rules import folder_notes
-from qbert.errors import ConfigError, InternalError, QbertError
+from qbert.errors import InternalError, QbertError
 
 out = Console()
 err = Console(stderr=True)
+
+# The library's argument names whose flag is spelt differently; any other argument `name` is the flag `--name`.
+FLAGS = {"json_out": "--json", "out_dir": "--out", "model_spec": "--model", "recipe_in": "--recipe",
+         "fallback": "--fp16-fallback"}
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,11 +34,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             for note in folder_notes(kwargs):
                 err.print(escape(note), highlight=False, soft_wrap=True)
             return result
-        except ConfigError as e:  # a library argument: name the flag it came from
-            err.print(f"[bold red]error:[/] {escape(e.as_flag())}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except QbertError as e:
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        except QbertError as e:  # a ConfigError's argument, and those any message mentions, as their flags
+            err.print(f"[bold red]error:[/] {escape(e.as_flag(FLAGS))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except InternalError as e:
             err.print(f"[bold red]internal error:[/] {escape(str(e))} — a bug in qbert {__version__}; please "
@@ -126,3 +127,17 @@ def integer(flag: str, text: str) -> int:
     if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
         raise QbertError(f"{flag} {text!r}: expected an integer")
     return int(text)
+
+
+def fallback_patterns(text: str | None) -> list[str]:
+    """--fp16-fallback's comma-separated patterns (None: the flag was not given). A list that names nothing
+    (`''`, `,,`) or has an empty item is refused: it would otherwise keep nothing in high precision without a word,
+    or lose a name to a typo."""
+    if text is None:
+        return []
+    items = [p.strip() for p in text.split(",")]
+    if not all(items):
+        problem = "names no tensor" if not any(items) else "has an empty item"
+        raise QbertError(f"--fp16-fallback {text!r} {problem}; give site keys, globs or roles separated by commas "
+                         "(like layer.*.h or x,a), or leave the flag out")
+    return items

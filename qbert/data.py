@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -63,10 +63,10 @@ def label_map(model_label2id: Mapping[str, int], labels: str | None = None) -> d
         return dict(model_label2id)
     names = [n.strip() for n in labels.split(",")]
     if any(not n for n in names) or len(set(names)) != len(names):
-        raise QbertError(f"--labels {labels!r}: expected distinct comma-separated names in id order, "
-                         "e.g. entailment,not_entailment")
+        raise ConfigError("labels", labels, "expected distinct comma-separated names in id order, "
+                          "e.g. entailment,not_entailment")
     if model_label2id and len(names) != len(model_label2id):
-        raise QbertError(f"--labels {labels!r} names {len(names)} classes but the model has {len(model_label2id)}")
+        raise ConfigError("labels", labels, f"names {len(names)} classes but the model has {len(model_label2id)}")
     return {n: i for i, n in enumerate(names)}
 
 
@@ -93,7 +93,7 @@ def load_dataset_spec(spec: str, label2id: Mapping[str, int] | None, limit: int 
     elif "/" in spec and not spec.startswith((".", "/")):
         examples = _read_hub(spec, label2id, limit)
     else:
-        raise QbertError(f"--data {spec!r}: expected a .tsv/.jsonl file or a hub spec like glue/qnli")
+        raise QbertError(f"data {spec!r}: expected a .tsv/.jsonl file or a hub spec like glue/qnli")
     if not examples:
         raise QbertError(f"data {spec} has no rows")
     return Dataset(examples, spec, sorted(label2id, key=label2id.get) if label2id else [])
@@ -207,7 +207,7 @@ def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str
     if value is not None and value in label2id.values():
         return value
     raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id, key=label2id.get)} — "
-                     "map the data's labels to the model's ids with --labels NAME0,NAME1 (in id order)")
+                     "map the data's labels to the model's ids with {labels=} (in id order)", labels="NAME0,NAME1")
 
 
 def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None) -> list[Example]:
@@ -272,7 +272,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                 except json.JSONDecodeError:
                     obj = None
                 if not isinstance(obj, dict):
-                    raise QbertError(f"{path}:{lineno}: not a JSON object; --data JSONL needs one object per "
+                    raise QbertError(f"{path}:{lineno}: not a JSON object; JSONL data needs one object per "
                                      "line with question/sentence (or sentence1/sentence2) and label")
                 first, second = (_field(obj, *names, f"{path}:{lineno}") for names in SYNONYMS)
                 if not isinstance(first, str) or not isinstance(second, str):
@@ -364,7 +364,7 @@ def batches(encoded: Encoded, batch_size: int, sort: bool = True, pad_id: int = 
             pad_to: int | None = None) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Yield (row indices, padded feeds); length-sorted so each batch pads little."""
     if batch_size < 1:
-        raise QbertError("--batch-size must be at least 1")
+        raise ConfigError("batch_size", batch_size, "must be at least 1")
     order = np.argsort(encoded.lengths, kind="stable") if sort else np.arange(len(encoded))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]

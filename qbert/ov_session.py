@@ -1,4 +1,4 @@
-"""OpenVINO CPU compiled models for files and in-memory ONNX models: what `--method auto` for the openvino target
+"""OpenVINO CPU compiled models for files and in-memory ONNX models: what method `auto` for the openvino target
 and the openvino engine both run on (kept below them, as ort_session is for ONNX Runtime). openvino is an optional
 dependency, imported only here and only when used."""
 from __future__ import annotations

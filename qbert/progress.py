@@ -3,7 +3,7 @@
 A long command must never look dead in a log, so when stderr is not a TTY each top-level step prints a line
 (`[  12.3s] calibrate [minmax]: 256/512 (50%)`) at every tenth of the way, at least every 10 s while it moves
 and when it ends; steps nested inside another (calibrate inside reproduce) stay quiet unless they run for
-more than 30 s. `QBERT_QUIET=1` (the CLI's `--quiet`) silences everything.
+more than 30 s. `QBERT_QUIET=1` (what the CLI's quiet option sets) silences everything.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""`qbert reproduce`: the study's whole table on any model, resumable, written up as report.md + report.json.
+"""The study's whole table (`qbert.reproduce`) on any model, resumable, written up as report.md + report.json.
 
 Each row (calibrate → emit → evaluate → bench) is cached under DIR/rows/ by a key of its inputs (FP32 ONNX
-hash, data hashes, flags, engine); an interrupted run picks up where it stopped.
+hash, data hashes, settings, engine); an interrupted run picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from qbert.atomic import read_json, sidecar_path, write_json
 from qbert.engines import check_exact
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.timing import interleaved, p50_and_spread
 
 TARGET_OF = {"ort-cpu": "ort-cpu", "openvino": "openvino", "tensorrt": "trt"}  # engine → what its rows emit
@@ -60,7 +60,7 @@ MIN_PART = 3  # a part of an id or name shorter than this ("a", ".", "1") would 
 
 
 def select_rows(only: str | list[str] | None) -> list[Row]:
-    """The rows `--only` names, in table order. Each item is a row's exact id or name (`fp32`, `MSE`: that
+    """The rows `only` names, in table order. Each item is a row's exact id or name (`fp32`, `MSE`: that
     row), else a part of ids or names at least MIN_PART characters long (`peg-k4`, `placement gemm`: every row
     containing it, listed on stderr so a broad pick is never silent); anything shorter, or naming no row, is
     an error listing the ids. A string is split on commas, but a run of pieces that names a row as a whole is
@@ -83,14 +83,13 @@ def select_rows(only: str | list[str] | None) -> list[Row]:
             continue
         j, text, hits = part
         if exact is None and len(hits) > 1:
-            print(f"note: --only {text!r} is part of {len(hits)} rows: {', '.join(hits)}", file=sys.stderr,
-                  flush=True)
+            print(f"note: {text!r} is part of {len(hits)} rows: {', '.join(hits)}", file=sys.stderr, flush=True)
         picked.update(hits)
         i = j
     if unknown or not picked:
         named = ",".join(unknown) or str(only)
-        raise QbertError(f"--only {named!r} matches no row; give row ids ({', '.join(r.id for r in ROWS)}), exact "
-                         f"row names, or a part of them of at least {MIN_PART} characters")
+        raise ConfigError("only", named, f"matches no row; give row ids ({', '.join(r.id for r in ROWS)}), exact "
+                          f"row names, or a part of them of at least {MIN_PART} characters")
     return [r for r in ROWS if r.id in picked]
 
 
@@ -263,20 +262,23 @@ def check_gpu_ready() -> None:
 
     device, why = query_device()
     if device is None:
-        raise QbertError(f"--engine tensorrt needs a CUDA GPU: {why}; run --engine ort-cpu on this machine")
+        raise QbertError(f"{{engine=}} needs a CUDA GPU: {why}; run {{engine}} ort-cpu on this machine",
+                         engine="tensorrt")
     trt, backend = import_trt()
     choose_target(trt, backend, "auto", device)
 
 
 def check_inputs(model_spec: str, eval_data: str, calib_data: str, labels: str | None, rows: list[Row],
                  samples: int, analysis_samples: int, model_label2id: dict[str, int] | None = None) -> tuple:
-    """Every input read and checked before the export writes anything into --out: the model's config and label
+    """Every input read and checked before the export writes anything into `out`: the model's config and label
     names, both data files (readable, labelled, distinct) and enough calibration rows for what the rows run.
     Returns the label map and both datasets."""
     from qbert.data import label_map, load_dataset_spec
 
+    same = ConfigError("calib_data", calib_data, "holds the same rows as {eval_data}; calibrate on a separate split",
+                       eval_data=eval_data)
     if Path(eval_data).resolve() == Path(calib_data).resolve():
-        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+        raise same
     if model_label2id is None:
         from qbert.exporter.hf import check_classifier, load_config
 
@@ -284,20 +286,21 @@ def check_inputs(model_spec: str, eval_data: str, calib_data: str, labels: str |
         check_classifier(config, model_spec)
         model_label2id = {str(k): int(v) for k, v in config.label2id.items()}
     label2id = label_map(model_label2id, labels)
-    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on --eval-data")
+    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on the evaluation "
+                                                                    "data")
     calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
-        "reproduce's sensitivity analysis and auto mixed precision score held-out --calib-data rows")
+        "reproduce's sensitivity analysis and auto mixed precision score held-out calibration rows")
     if eval_ds.sha256() == calib_ds.sha256():
-        raise QbertError("--eval-data and --calib-data are the same rows; calibrate on a separate split")
+        raise same
     have = len(calib_ds.examples)
     if have < analysis_samples + 32:
-        raise QbertError(f"reproduce's outlier analysis observes {analysis_samples} --calib-data rows and scores "
-                         f"32 more held out, but {calib_data} has {have}: give at least {analysis_samples + 32} "
-                         "calibration rows")
+        raise ConfigError("calib_data", calib_data, f"has {have} rows, and reproduce's outlier analysis observes "
+                          f"{analysis_samples} and scores 32 more held out: give at least {analysis_samples + 32} "
+                          "calibration rows")
     if any(r.calibrate.get("method") == "auto" for r in rows) and have < samples + 256:
-        raise QbertError(f"the method-auto row needs ≥ 256 held-out --calib-data rows beyond --samples {samples}; "
-                         f"{calib_data} has {have}: give more calibration rows, lower --samples, or leave the row "
-                         "out with --only")
+        raise ConfigError("calib_data", calib_data, f"has {have} rows, and the method-auto row needs ≥ 256 held out "
+                          "beyond {samples=}: give more calibration rows, lower {samples}, or leave the row out "
+                          "with {only}", samples=samples, only=True)
     return label2id, eval_ds, calib_ds
 
 
@@ -315,7 +318,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     from qbert.progress import line, progress_bar
 
     if engine not in TARGET_OF:
-        raise QbertError(f"--engine {engine!r}: choose one of {', '.join(TARGET_OF)}")
+        raise ConfigError("engine", engine, f"choose one of {', '.join(TARGET_OF)}")
     check_exact(engine, exact)  # up front, before any export or calibration
     if engine == "tensorrt":
         check_gpu_ready()
@@ -327,8 +330,8 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     fp32_path = out / "fp32.onnx"
     if fp32_path.is_file() and sidecar_path(fp32_path).is_file():  # resuming: only into the same model's folder
         if load_meta(fp32_path, verify=False).source_fingerprint != model_fingerprint(model_spec):
-            raise QbertError(f"--out {out} holds a reproduction of another model (or an earlier version of "
-                             f"{model_spec}); choose another --out, or delete {out} to start over")
+            raise ConfigError("out", out, f"holds a reproduction of another model (or an earlier version of "
+                              f"{model_spec}); choose another folder, or delete it to start over")
     else:
         line(f"exporting {model_spec} → {fp32_path}")
         export(model_spec, fp32_path)

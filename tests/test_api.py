@@ -59,7 +59,7 @@ def test_api_on_the_tiny_model_with_in_memory_rows(tiny_onnx, tmp_path):
     ("budget", float("inf"), "budget=inf: must be a finite number ≥ 0"),
     ("data", None, "data=None: give a .tsv/.jsonl path"),
     ("fallback", "x,h", "fallback='x,h': must be a list"),
-    ("exact", True, "exact=True: applies to method auto and auto_fp16"),
+    ("exact", True, "exact=True: applies to method='auto' and auto_fp16"),
     ("exact", "yes", "exact='yes': must be True or False"),
 ])
 def test_config_errors_name_the_field(field, value, needle):

@@ -56,7 +56,7 @@ def test_target_choice(backend, trt, sm, device, want):
      "capability 9.0); it supports SM75, SM80, SM86, SM89, SM120, SM121 — install standard TensorRT: "
      "pip install 'qbert[trt]'"),
     ("tensorrt-rtx", RTX, "90", None, "cannot target SM90; it supports SM75"),
-    ("tensorrt", TRT10, "auto", None, "no CUDA GPU is visible; cross-compile with --backend tensorrt-rtx"),
+    ("tensorrt", TRT10, "auto", None, "no CUDA GPU is visible; cross-compile with backend='tensorrt-rtx'"),
     ("tensorrt", TRT10, "86", H100, "builds only for the present GPU"),
     ("tensorrt", TRT10, "auto", P100, "needs compute capability ≥ 7.5"),
     ("tensorrt-rtx", RTX, "eighty", None, "expected auto or a compute capability"),

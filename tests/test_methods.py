@@ -101,7 +101,7 @@ def test_auto_groups_split_only_where_outliers_are():
 
 @pytest.mark.parametrize("k", [0, -2, 129, "x", True])
 def test_bad_group_counts(k):
-    with pytest.raises(QbertError, match="--groups"):
+    with pytest.raises(QbertError, match="^groups="):
         G.check_groups(k, 128)
     G.check_groups("auto", 128)
 

@@ -4,7 +4,7 @@ within an accuracy budget of FP32 — measured on held-out calibration rows, nev
 Sensitivity of a site = logit SQNR when only that site is quantized (cheap, on a small slice); sites are
 then returned to high precision greedily, most sensitive first, re-measuring accuracy after each step. A step
 passes when the drop's one-sided 95 % upper bound is within the budget (`qbert.calibration.judge`, the rule
-`--method auto` uses). The point estimate on 256 rows, the rule before, stopped the fixture's seed 0 after five
+method `auto` uses). The point estimate on 256 rows, the rule before, stopped the fixture's seed 0 after five
 fallbacks at −0.39 pt held-out (SE ≈ 1.1 pt there), and that model scored −2.1 pt on eval.tsv.
 """
 from __future__ import annotations

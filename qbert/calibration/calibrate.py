@@ -1,4 +1,5 @@
-"""`qbert calibrate`: observe the FP32 graph on calibration data, choose scales, write recipe + Q/DQ ONNX."""
+"""Calibration: observe the FP32 graph on calibration data and choose scales — the recipe a Q/DQ ONNX is emitted
+from."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ from qbert.calibration.placement import apply_fallback, placement_name, sites as
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales, gemm_split_of
 from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
-from qbert.errors import QbertError
+from qbert.errors import ConfigError
 from qbert.data import Dataset, batches, encode, load_dataset_spec
 from qbert.exporter.export import versions
 from qbert.exporter.graph import parse
@@ -37,32 +38,35 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     from qbert.exporter.provenance import tokenizer_of
 
     if method not in (*M.METHODS, "auto"):
-        raise QbertError(f"--method {method!r}: choose one of {', '.join(M.METHODS)}, auto")
+        raise ConfigError("method", method, f"choose one of {', '.join(M.METHODS)}, auto")
     choosing = method == "auto"
+    judges = {"method": "auto", "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
     if exact and not (choosing or auto_fp16):
-        raise QbertError("--exact picks the INT8 kernels that --method auto and --auto-fp16 judge candidates with; "
-                         f"--method {method} runs no INT8 model while calibrating (use --exact with qbert eval/bench)")
+        raise ConfigError("exact", exact, "picks the INT8 kernels that {method=} and {auto_fp16} judge candidates "
+                          f"with; method {method} runs no INT8 model while calibrating (use it when evaluating or "
+                          "benchmarking)", **judges)
     if choosing and auto_fp16:
-        raise QbertError("--method auto and --auto-fp16 both search on held-out rows; use one of them")
+        raise ConfigError("auto_fp16", auto_fp16, "searches held-out rows, as {method=} does: use one of them",
+                          **judges)
     asked_heldout = heldout_rows
     heldout_rows = heldout_rows or 1000
     budget = budget if budget is not None else (0.3 if choosing else 0.5)
     if method == "percentile" and not 0.0 < percentile <= 100.0:
-        raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
+        raise ConfigError("percentile", percentile, "must be in (0, 100]")
     if method == "peg":
         G.check_groups(groups, meta.hidden_size)
     if method == "smoothquant" and placement_name(placement) != "gemm":
-        raise QbertError(f"--method smoothquant moves GEMM inputs' ranges into their weights; it applies to "
-                         f"--placement gemm, not {placement}")
+        raise ConfigError("placement", placement, "smoothquant moves GEMM inputs' ranges into their weights; it "
+                          "applies to the gemm placement only")
     if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise QbertError(f"--alpha {alpha}: must be in [0, 1]")
+        raise ConfigError("alpha", alpha, "must be a number in [0, 1]")
     if samples < 1:
-        raise QbertError(f"--samples {samples}: must be at least 1")
+        raise ConfigError("samples", samples, "must be a positive integer")
     needs_labels = auto_fp16 or choosing
-    flag, min_held = ("--method auto", 256) if choosing else ("--auto-fp16", 32)  # what reads the held-out rows
-    if needs_labels and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not --samples
-        raise QbertError(f"--heldout {asked_heldout}: {flag} judges on at least {min_held} held-out rows; "
-                         f"raise --heldout to {min_held} or more")
+    judge, min_held = ("{method=}", 256) if choosing else ("{auto_fp16}", 32)  # what reads the held-out rows
+    if needs_labels and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not `samples`
+        raise ConfigError("heldout", asked_heldout, f"{judge} judges on at least {min_held} held-out rows; raise it "
+                          f"to {min_held} or more", **judges)
     caller_model = model is not None
     if model is None:  # load it here so the weights can be dropped once ORT has its own copy
         import onnx
@@ -75,17 +79,17 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
     if len(dataset.examples) < samples:
-        raise QbertError(f"--data {data} has {len(dataset.examples)} rows but --samples is {samples}; "
-                         f"lower --samples or give more data")
+        raise ConfigError("samples", samples, f"the data ({data}) has {len(dataset.examples)} rows; lower "
+                          "{samples} or give more data", samples=samples)
     shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
     if needs_labels and asked_heldout and len(held_rows) < asked_heldout:
-        raise QbertError(f"--heldout {asked_heldout}: the data has {len(held_rows)} rows beyond --samples {samples}; "
-                         "lower --heldout or --samples, or give more data")
+        raise ConfigError("heldout", asked_heldout, f"the data has {len(held_rows)} rows beyond {{samples=}}; "
+                          "lower {heldout} or {samples}, or give more data", samples=samples, heldout=asked_heldout)
     if needs_labels and len(held_rows) < min_held:
-        raise QbertError(f"{flag} needs ≥ {min_held} held-out rows beyond --samples {samples}; "
-                         f"the data has {len(dataset.examples)}: lower --samples or give more data")
+        raise ConfigError("samples", samples, f"{judge} needs ≥ {min_held} held-out rows beyond these; the data has "
+                          f"{len(dataset.examples)}: lower it or give more data", **judges)
     all_examples = dataset.examples
     tokenizer = tokenizer_of(meta, onnx_path)
     encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
@@ -121,9 +125,9 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     if needs_labels:
         held = Dataset([all_examples[i] for i in held_rows], data)
         if any(e.label is None for e in held.examples):
-            raise QbertError(f"{flag} judges accuracy on held-out rows, "
-                             f"but --data {data} has unlabelled rows; give labelled calibration data or choose "
-                             "the method/--fp16-fallback yourself")
+            raise ConfigError("data", data, f"has unlabelled rows, and {judge} judges accuracy on held-out rows: "
+                              "give labelled calibration data, or choose the method/{fallback} yourself",
+                              fallback=fallback, **judges)
     if choosing:
         from qbert.calibration.select import select
 

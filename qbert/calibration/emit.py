@@ -16,7 +16,7 @@
   an INT8 linear writes the tensor (attention output, FFN2), the first Mul is folded into its per-column weight
   scales and bias.
 - SmoothQuant sites (`gemm` placement): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows are scaled by m
-  before quantization (smooth.py). PEG `--groups auto` smooths its grouped GEMM inputs the same way (one GEMM,
+  before quantization (smooth.py). PEG with groups `auto` smooths its grouped GEMM inputs the same way (one GEMM,
   not K); under `full` their non-GEMM readers read that DQ · m (a per-channel grid), and on ORT CPU the 1/m is
   folded into the LayerNorm that writes the tensor.
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision; fp16.py), FP32 for ORT-CPU and
@@ -36,7 +36,7 @@ from qbert.calibration.fp16 import to_fp16
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.calibration.targets import target as target_of
-from qbert.errors import InternalError, QbertError
+from qbert.errors import ConfigError, InternalError, QbertError
 from qbert.exporter.graph import BertGraph, Linear, parse
 
 MAX_RATIO = 2.0 ** 15  # per-channel multipliers of a grouped non-GEMM Q/DQ (FP16 holds 2¹⁵ and 2⁻¹⁵)
@@ -46,7 +46,7 @@ class Emitter:
     def __init__(self, model: Any, target: str, high_precision: str, fuse: bool = True):
         self.spec = target_of(target)
         if high_precision not in ("fp16", "fp32"):
-            raise QbertError(f"--high-precision {high_precision!r}: choose fp16 or fp32")
+            raise ConfigError("high_precision", high_precision, "choose fp16 or fp32")
         self.model, self.target, self.high, self.fuse = model, target, high_precision, fuse
         self.inits = Initializers(model)
         self.new_nodes: list[Any] = []
@@ -278,7 +278,7 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
 def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targets: list[tuple[str, int]],
                    gemm_nodes: dict[str, Linear], stem: str, nodes: dict[str, Any]) -> None:
     """SmoothQuant (smooth.py): x·(1/m) → per-tensor Q/DQ → GEMMs whose weight rows carry m. Other readers (a PEG
-    `--groups auto` site under `full`: the residual Add, the pooler) read the same DQ · m — x on a per-channel grid
+    groups-`auto` site under `full`: the residual Add, the pooler) read the same DQ · m — x on a per-channel grid
     of step s·m_c, so every channel keeps about the same share of its own range (α 0.85: raw ranges 100× apart end
     up 100^0.15 ≈ 2× apart, for equal weight rows), at the price of one Mul instead of a second Q/DQ."""
     m = np.asarray(scale.smooth, dtype=np.float64)

@@ -1,5 +1,5 @@
 """High precision for TensorRT: FP16 in the graph's own dtypes, since a strongly typed network takes its
-precision from them (TensorRT 11 has no --fp16 flag; 10.x needs STRONGLY_TYPED)."""
+precision from them (TensorRT 11 has no FP16 builder flag; 10.x needs STRONGLY_TYPED)."""
 from __future__ import annotations
 
 from typing import Any

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError
 
 AUTO = "auto"
 MAX_AUTO_GROUPS = 4
@@ -39,9 +39,9 @@ def check_groups(groups: int | str, hidden: int) -> None:
     if groups == AUTO:
         return
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise QbertError(f"--groups {groups!r}: a positive integer, or auto")
+        raise ConfigError("groups", groups, "expected a positive integer, or auto")
     if groups > hidden:
-        raise QbertError(f"--groups {groups}: more groups than the {hidden} channels of the hidden size")
+        raise ConfigError("groups", groups, f"more groups than the {hidden} channels of the hidden size")
 
 
 def align(hidden: int, groups: int) -> int:
@@ -98,7 +98,7 @@ def layouts(ordered: Sequence[np.ndarray], max_groups: int) -> dict[int, list[li
 
 
 def auto_groups(ordered: np.ndarray, options: dict[int, list[list[int]]], gemm_input: bool) -> int:
-    """How many groups one tensor gets under `--groups auto` (see the module docstring)."""
+    """How many groups one tensor gets under groups `auto` (see the module docstring)."""
     costs = {k: noise(ordered, b) for k, b in options.items()}
     if costs[1] <= (GEMM_SPLIT_NOISE if gemm_input else SPLIT_NOISE):
         return 1

@@ -1,5 +1,5 @@
-"""How qbert judges a quantized model against FP32 on held-out labelled rows — shared by `--method auto` and
-`--auto-fp16`, so "within budget" means the same thing in both.
+"""How qbert judges a quantized model against FP32 on held-out labelled rows — shared by method `auto` and
+`auto_fp16`, so "within budget" means the same thing in both.
 
 A point estimate of the accuracy drop on a few hundred rows is mostly noise: with 3 % of predictions flipped the
 standard error of the paired difference on 1,000 rows is ≈ 0.5 pt, on 256 rows ≈ 1.1 pt. So a setting is within

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qbert.calibration.observe import AbsHistogram
-from qbert.errors import QbertError
+from qbert.errors import ConfigError
 
 METHODS = ("minmax", "percentile", "mse", "entropy", "peg", "smoothquant")
 QMAX = 127.0
@@ -34,7 +34,7 @@ def percentile_amax(hist: AbsHistogram, percentile: float) -> float:
 def percentile_clip(edges: np.ndarray, counts: np.ndarray, percentile: float) -> float:
     """Upper edge of the bin holding the `percentile`-th |x| (any bin edges: linear or log-spaced)."""
     if not 0.0 < percentile <= 100.0:
-        raise QbertError(f"--percentile {percentile}: must be in (0, 100]")
+        raise ConfigError("percentile", percentile, "must be in (0, 100]")
     total = counts.sum()
     if total == 0:
         return 0.0

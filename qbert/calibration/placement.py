@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError
 from qbert.exporter.graph import BertGraph
 
 PLACEMENTS = ("gemm", "full")
@@ -61,7 +61,7 @@ def is_site_key(key: str, placement: str) -> bool:
 def sites(graph: BertGraph, placement: str) -> list[Site]:
     placement = placement_name(placement)
     if placement not in PLACEMENTS:
-        raise QbertError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
+        raise ConfigError("placement", placement, f"choose one of {', '.join(PLACEMENTS)}")
     out: list[Site] = []
     projected = graph.emb_proj is not None  # then the embeddings are narrower than, and not in, the stream
     prev_key, prev_tensor = ("emb.proj" if projected else "emb.ln"), graph.emb_out
@@ -98,20 +98,6 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
     return out
 
 
-def fallback_patterns(text: str | None) -> list[str]:
-    """--fp16-fallback's comma-separated patterns (None: the flag was not given). A list that names nothing
-    (`''`, `,,`) or has an empty item is refused: it would otherwise keep nothing in high precision without a word,
-    or lose a name to a typo."""
-    if text is None:
-        return []
-    items = [p.strip() for p in text.split(",")]
-    if not all(items):
-        problem = "names no tensor" if not any(items) else "has an empty item"
-        raise QbertError(f"--fp16-fallback {text!r} {problem}; give site keys, globs or roles separated by commas "
-                         "(like layer.*.h or x,a), or leave the flag out")
-    return items
-
-
 def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = True) -> tuple[list[Site], list[str]]:
     """Drop sites matching any pattern (`layer.*.x`, `layer.3.*`, or a bare role like `h`); `strict`: a pattern
     that matches nothing is an error naming the roles this placement has (and a role only the other has)."""
@@ -119,8 +105,8 @@ def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = Tr
         return all_sites, []
     blank = [p for p in patterns if not isinstance(p, str) or not p.strip()]
     if blank:
-        raise QbertError(f"--fp16-fallback {blank[0]!r} names no tensor; give site keys, globs or roles (like "
-                         "layer.*.h or x)")
+        raise ConfigError("fallback", blank[0], "names no tensor; give site keys, globs or roles (like layer.*.h "
+                          "or x)")
 
     def matches(s: Site, p: str) -> bool:  # by key, by role, or by the ONNX tensor name
         return fnmatch.fnmatchcase(s.key, p) or fnmatch.fnmatchcase(role_of(s.key), p) or p == s.tensor
@@ -130,20 +116,21 @@ def apply_fallback(all_sites: list[Site], patterns: list[str], strict: bool = Tr
         (dropped if any(matches(s, p) for p in patterns) else kept).append(s)
     unknown = [p for p in patterns if not any(matches(s, p) for s in all_sites)]
     if unknown and strict:
-        raise QbertError(_no_match(all_sites, unknown))
+        raise _no_match(all_sites, unknown)
     return kept, [s.key for s in dropped]
 
 
-def _no_match(all_sites: list[Site], unknown: list[str]) -> str:
+def _no_match(all_sites: list[Site], unknown: list[str]) -> ConfigError:
     """What to name instead: the roles the sites' placement has, and which patterns are roles of the other."""
     roles = list(dict.fromkeys(role_of(s.key) for s in all_sites))
     placement = next((p for p in PLACEMENTS if set(roles) <= set(SITE_ROLES[p])), PLACEMENTS[-1])
     other = next(p for p in PLACEMENTS if p != placement)
     elsewhere = [p for p in unknown if role_of(p) in SITE_ROLES[other] and role_of(p) not in roles]
-    text = f"--fp16-fallback {', '.join(unknown)}: {'matches' if len(unknown) == 1 else 'match'} no quantized tensor"
+    text = f"{'matches' if len(unknown) == 1 else 'match'} no quantized tensor"
     if elsewhere:
         text += (f"; {', '.join(elsewhere)} {'is' if len(elsewhere) == 1 else 'are'} quantized only under "
-                 f"--placement {other}")
+                 f"{{placement}} {other}")
     layer_role = next((r for r in roles if not r.startswith("emb.")), roles[0])
-    return (text + f"; under --placement {placement} the roles are {', '.join(roles)} (keys like "
-            f"{all_sites[0].key}, layer.0.{layer_role}, layer.*.{layer_role})")
+    return ConfigError("fallback", unknown, text + f"; under {{placement}} {placement} the roles are "
+                       f"{', '.join(roles)} (keys like {all_sites[0].key}, layer.0.{layer_role}, layer.*.{layer_role})",
+                       placement=placement)

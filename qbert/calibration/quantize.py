@@ -58,13 +58,14 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     return sidecar
 
 
-def int8_warning(summary: dict[str, Any]) -> str | None:
+def int8_warning(summary: dict[str, Any], fallback: str = "fallback") -> str | None:
     """What an emission that quantizes nothing (or no GEMM) should say: the user asked for INT8 and would
-    otherwise get a high-precision model that looks like a quantized one."""
+    otherwise get a high-precision model that looks like a quantized one. `summary` is the sidecar's
+    quantization; `fallback` names the setting to narrow as the reader knows it (the CLI: its flag)."""
     if summary["quantized_sites"] == 0:
         return ("the fallback keeps every quantized tensor in high precision: nothing is left in INT8 (no integer "
-                "kernels, no INT8 speed-up); narrow --fp16-fallback")
+                f"kernels, no INT8 speed-up); narrow {fallback}")
     if summary["quantized_gemms"] == 0:
         return ("the fallback keeps every GEMM input in high precision: no GEMM runs on integer kernels (no INT8 "
-                "speed-up); narrow --fp16-fallback")
+                f"speed-up); narrow {fallback}")
     return None

@@ -44,7 +44,7 @@ def choose_scales(chosen, stats, method: str, percentile: float, groups: int | s
     `gemm_split` — how a grouped tensor reaches the GEMMs that read it: `split` runs one INT8 GEMM per group
     (PEG as published); `smooth` instead migrates its outlier range into those GEMMs' weight rows (smooth.py,
     strength `alpha`, from `weight_rows`) so each stays one per-tensor INT8 GEMM; the tensor's other readers
-    (the `full` placement's residual Add) read that Q/DQ times m, a per-channel grid. Default: `smooth` under `--groups auto` —
+    (the `full` placement's residual Add) read that Q/DQ times m, a per-channel grid. Default: `smooth` under groups `auto` —
     a split GEMM costs ≈ 1.6× a per-tensor one on ORT CPU (benchmarks/split_gemm.py) — and `split` for a fixed K."""
     gemm_split = gemm_split_of(groups, gemm_split)
     permutation = None

@@ -1,4 +1,4 @@
-"""`--method auto`: try every method × placement (× PEG groups) the target runs, on held-out calibration rows,
+"""Method `auto`: try every method × placement (× PEG groups) the target runs, on held-out calibration rows,
 and keep the fastest within an accuracy budget of FP32 — measured here, never on evaluation data.
 
 "Within budget" means the drop's one-sided 95 % upper confidence bound is within it: drop + 1.645 · SE, SE of
@@ -16,7 +16,7 @@ twelve settings costs twelve emissions and evaluations, not twelve calibrations.
 high precision (SmoothQuant with FP32 FFN2 inputs): it is offered only where candidates are timed. Candidates are
 scored and timed on the runtime the target deploys to where there is one here (ONNX Runtime for `ort-cpu`,
 OpenVINO for `openvino`; targets.py). Speed: on a timed target, each
-candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for `--target trt`
+candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for target `trt`
 (no GPU here to time on) the INT8 GEMM count — one per linear and PEG group, however the emitter arranges them
 (Q, K and V side by side are still three linears' work) — then the Q/DQ count, stand in for latency: fewer is
 faster.

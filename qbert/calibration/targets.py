@@ -1,4 +1,4 @@
-"""Deployment targets: what one calibration recipe is emitted as, for which runtime, and how `--method auto` prices
+"""Deployment targets: what one calibration recipe is emitted as, for which runtime, and how method `auto` prices
 a candidate's speed there. One table, so a target's rules live in one place (emit, select and the CLI read it).
 
 - `ort-cpu`: UINT8 activations with zero point 128 (the symmetric grid shifted, what ONNX Runtime's fast x86

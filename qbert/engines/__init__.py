@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 from qbert.engines.base import Engine
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 
 ENGINE_KINDS = ("ort-cpu", "openvino", "tensorrt", "torch")
 
 
-def check_exact(kind: str, exact: bool) -> None:
-    """`exact` (non-saturating x86 INT8) is an ONNX Runtime CPU setting: refuse it for any other engine."""
+def check_exact(kind: str, exact: bool, engine: str = "engine") -> None:
+    """`exact` (non-saturating x86 INT8) is an ONNX Runtime CPU setting: refuse it for any other engine. `engine`:
+    the caller's name for the engine kind, which the message names (open_engine calls it `kind`)."""
     if exact and kind != "ort-cpu":
-        raise QbertError(f"--exact selects ONNX Runtime's x86 INT8 kernels; it does not apply to --engine {kind}")
+        raise ConfigError("exact", exact, "selects ONNX Runtime's x86 INT8 kernels; it does not apply to "
+                          "{" + engine + "=}", **{engine: kind})
 
 
-def check_precision(kind: str, precision: str) -> None:
+def check_precision(kind: str, precision: str, engine: str = "engine") -> None:
     """The inference precision is an OpenVINO setting; every other engine runs the model's own dtypes."""
     if precision != "f32" and kind != "openvino":
-        raise QbertError(f"--precision {precision} sets OpenVINO's inference precision; it does not apply to "
-                         f"--engine {kind}")
+        raise ConfigError("precision", precision, "sets OpenVINO's inference precision; it does not apply to "
+                          "{" + engine + "=}", **{engine: kind})
 
 
 def check_emitted_for(kind: str, path: str) -> None:
@@ -32,8 +34,8 @@ def check_emitted_for(kind: str, path: str) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if kind == "ort-cpu" and target == "openvino":
-        raise QbertError(f"{path} was quantized for --target openvino: run it with --engine openvino, or "
-                         "re-emit it for ONNX Runtime with qbert calibrate --recipe <its recipe> --target ort-cpu")
+        raise QbertError(f"{path} was quantized for {{target=}}: run it with {{engine=}}, or re-emit its recipe with "
+                         "{target} ort-cpu for ONNX Runtime", target="openvino", engine="openvino")
 
 
 def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False,

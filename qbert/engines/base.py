@@ -26,9 +26,10 @@ class Engine(ABC):
         """Milliseconds per run after `warmup` untimed runs: wall clock here; GPU engines use CUDA events
         (and may replay a captured CUDA graph)."""
         if cuda_graph:
-            from qbert.errors import QbertError
+            from qbert.errors import ConfigError
 
-            raise QbertError(f"--cuda-graph needs a GPU engine, not {self.name}")
+            raise ConfigError("cuda_graph", cuda_graph, f"replays a CUDA graph on a GPU engine (tensorrt), not "
+                              f"{self.name}")
         from qbert.timing import wall_ms
 
         for _ in range(warmup):

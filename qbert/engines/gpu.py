@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 
-DEFAULT_SM = 86  # RTX 30xx (the design's RTX 3050): the target when no GPU is visible
+DEFAULT_SM = 86  # RTX 30xx (e.g. an RTX 3050): the target when no GPU is visible
 STANDARD_TRT_MIN_SM = 75
 INSTALL_TRT = "install standard TensorRT: pip install 'qbert[trt]'"
 
@@ -71,16 +71,16 @@ def _sm_list(sms: list[int]) -> str:
 
 
 def choose_target(trt: Any, backend: str, sm: str | int, device: Device | None) -> int:
-    """The compute capability to build for. `--sm auto`: the present GPU, else SM86; an explicit `--sm N`
+    """The compute capability to build for. `sm` auto: the present GPU, else SM86; an explicit number
     cross-compiles (TensorRT-RTX only: standard TensorRT always builds for the GPU it runs on)."""
     explicit = None if str(sm).lower() == "auto" else _parse_sm(sm)
     if backend == "tensorrt":
         if device is None:
             raise QbertError("standard TensorRT builds for the GPU it runs on, and no CUDA GPU is visible; "
-                             f"cross-compile with --backend tensorrt-rtx --sm {DEFAULT_SM} instead")
+                             "cross-compile with {backend=} and {sm=} instead", backend="tensorrt-rtx", sm=DEFAULT_SM)
         if explicit is not None and explicit != device.sm:
-            raise QbertError(f"--sm {explicit}: standard TensorRT builds only for the present GPU, {device}; "
-                             "use --sm auto, or --backend tensorrt-rtx to cross-compile")
+            raise ConfigError("sm", explicit, f"standard TensorRT builds only for the present GPU, {device}; "
+                              "use {sm=}, or {backend=} to cross-compile", sm="auto", backend="tensorrt-rtx")
         check_backend_serves(trt, backend, device.sm, device)
         return device.sm
     target = explicit if explicit is not None else device.sm if device is not None else DEFAULT_SM
@@ -105,8 +105,8 @@ def check_plan_runs_here(backend: str, target: int | None, hw_compat: bool, trt:
     standard TensorRT plans are for the GPU they were built on unless built hardware-compatible)."""
     check_backend_serves(trt, backend, device.sm, device)
     if isinstance(target, int) and target != device.sm and not hw_compat:
-        raise QbertError(f"this plan was built for SM{target}, and this GPU is {device}; rebuild it here with "
-                         "qbert build --sm auto")
+        raise QbertError(f"this plan was built for SM{target}, and this GPU is {device}; rebuild it here (build "
+                         "with {sm=})", sm="auto")
 
 
 def network_flags(trt: Any) -> int:
@@ -124,5 +124,5 @@ def trt_major(trt: Any) -> int:
 def _parse_sm(sm: str | int) -> int:
     text = str(sm).strip().lower().removeprefix("sm").replace(".", "")
     if not text.isdigit() or not 30 <= int(text) <= 200:
-        raise QbertError(f"--sm {sm!r}: expected auto or a compute capability like 86 (RTX 30xx) or 89")
+        raise ConfigError("sm", sm, "expected auto or a compute capability like 86 (RTX 30xx) or 89")
     return int(text)

@@ -25,7 +25,7 @@ from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
 from qbert.engines.base import Engine, check_feeds, census_shape
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.data import INPUT_NAMES
 from qbert.progress import Phases, phase_display
 
@@ -36,7 +36,7 @@ DEFAULT_SHAPES = ((1, 1), (8, 128), (32, 128))  # (batch, seq) min / opt / max
 def import_trt(backend: str = "auto") -> tuple[Any, str]:
     """(module, backend name): `tensorrt` first under auto (it runs W8A8 INT8 GEMMs), else `tensorrt_rtx`."""
     if backend not in BACKENDS:
-        raise QbertError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        raise ConfigError("backend", backend, f"choose one of {', '.join(BACKENDS)}")
     order = {"auto": ("tensorrt", "tensorrt-rtx"), "tensorrt": ("tensorrt",), "tensorrt-rtx": ("tensorrt-rtx",)}
     for name in order[backend]:
         try:
@@ -44,15 +44,15 @@ def import_trt(backend: str = "auto") -> tuple[Any, str]:
             return module, name
         except ImportError:
             continue
-    raise QbertError(f"no TensorRT module for --backend {backend}: pip install 'qbert[rtx]' (TensorRT-RTX) "
-                     "or 'qbert[trt]' (TensorRT)")
+    raise ConfigError("backend", backend, "no TensorRT module is installed for it: pip install 'qbert[rtx]' "
+                      "(TensorRT-RTX) or 'qbert[trt]' (TensorRT)")
 
 
 def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
     """`1x1/8x128/32x128` → ((1, 1), (8, 128), (32, 128))."""
     if not spec:
         return DEFAULT_SHAPES
-    bad = QbertError(f"--shapes {spec!r}: expected min/opt/max as BxS/BxS/BxS, e.g. 1x1/8x128/32x128")
+    bad = ConfigError("shapes", spec, "expected min/opt/max as BxS/BxS/BxS, e.g. 1x1/8x128/32x128")
     try:
         shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in spec.split("/"))
     except ValueError:
@@ -61,7 +61,7 @@ def parse_shapes(spec: str | None) -> tuple[tuple[int, int], ...]:
         raise bad
     for i in range(2):
         if not shapes[0][i] <= shapes[1][i] <= shapes[2][i]:
-            raise QbertError(f"--shapes {spec!r}: need min ≤ opt ≤ max in each dimension")
+            raise ConfigError("shapes", spec, "need min ≤ opt ≤ max in each dimension")
     return shapes
 
 
@@ -73,7 +73,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     `sm="auto"` targets the visible GPU (SM86 when there is none); a number cross-compiles (TensorRT-RTX)."""
     profile = parse_shapes(shapes)  # flags first: a bad flag reads the same with or without TensorRT installed
     if not 0 <= opt_level <= 5:
-        raise QbertError(f"--opt-level {opt_level}: must be 0-5")
+        raise ConfigError("opt_level", opt_level, "must be 0-5")
     if str(sm).lower() != "auto":
         _parse_sm(sm)
     check_outputs({"out": out, "timing_cache": timing_cache}, {"onnx": onnx_path})  # the cache is read, too
@@ -84,24 +84,25 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         if emitted_for in ("ort-cpu", "openvino"):
             why = {"ort-cpu": "U8 activations, zero point 128, which TensorRT cannot run",
                    "openvino": "FP32 high precision, not the FP16 a strongly typed TensorRT network runs"}[emitted_for]
-            raise QbertError(f"{onnx_path} was emitted for --target {emitted_for} ({why}); emit it for TensorRT from "
-                             f"the same recipe: qbert calibrate --onnx {meta.fp32_onnx} --recipe "
-                             f"{(meta.quantization or {}).get('recipe') or '<its recipe>'} "
-                             "--target trt --out <new.onnx>")
+            recipe = (meta.quantization or {}).get("recipe") or "its recipe"
+            raise QbertError(f"{onnx_path} was emitted for {{target=}} ({why}); for TensorRT, re-emit its recipe "
+                             f"{recipe} from {meta.fp32_onnx} with {{target}} trt", target=emitted_for)
         if shapes is None:  # default profile within the model's positions
             profile = tuple((b, min(s, meta.max_length)) for b, s in profile)
         elif max(s for _, s in profile) > meta.max_length:
-            raise QbertError(f"--shapes {shapes}: sequence {max(s for _, s in profile)} is longer than the model "
-                             f"takes ({meta.max_length} tokens: its position table / export --max-length)")
+            raise ConfigError("shapes", shapes, f"sequence {max(s for _, s in profile)} is longer than the model "
+                              f"takes ({meta.max_length} tokens: its position table / export {{max_length}})",
+                              max_length=meta.max_length)
     trt, name = import_trt(backend)
-    if hw_compat and name == "tensorrt-rtx":  # --backend auto may land here: the flag would do nothing
-        raise QbertError("--hw-compat is a standard-TensorRT setting and this build uses TensorRT-RTX (--backend "
-                         f"{backend}), which targets one compute capability (--sm): drop --hw-compat or install "
-                         "TensorRT and use --backend tensorrt")
+    if hw_compat and name == "tensorrt-rtx":  # backend auto may land here: the setting would do nothing
+        raise QbertError("{hw_compat} is a standard-TensorRT setting and this build uses TensorRT-RTX ({backend=}), "
+                         "which targets one compute capability ({sm}): drop {hw_compat} or install TensorRT and use "
+                         "{backend} tensorrt", hw_compat=True, backend=backend, sm=sm)
     if timing_cache is not None and name == "tensorrt-rtx":  # its timing-cache calls are documented no-ops
-        raise QbertError("--timing-cache is a standard-TensorRT setting and this build uses TensorRT-RTX (--backend "
-                         f"{backend}), which times no tactics ahead of time, so no cache would be read or written: "
-                         "drop --timing-cache or install TensorRT and use --backend tensorrt")
+        raise QbertError("{timing_cache} is a standard-TensorRT setting and this build uses TensorRT-RTX "
+                         "({backend=}), which times no tactics ahead of time, so no cache would be read or written: "
+                         "drop {timing_cache} or install TensorRT and use {backend} tensorrt",
+                         timing_cache=timing_cache, backend=backend)
     device, _ = query_device()
     target = choose_target(trt, name, sm, device)
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
@@ -165,8 +166,8 @@ NO_DRIVER = "CUDA driver version is insufficient"
 
 def _build_logger(trt: Any, no_gpu: bool) -> Any:
     """TensorRT's errors on stderr as TensorRT prints them, except, on a machine without a GPU, its complaints
-    that no CUDA driver is there: an ahead-of-time build (TensorRT-RTX `--sm`) needs none, and reading a timing
-    cache makes TensorRT-RTX probe for one and print two error lines over a build that then succeeds."""
+    that no CUDA driver is there: an ahead-of-time build (TensorRT-RTX for a given `sm`) needs none, and reading a
+    timing cache makes TensorRT-RTX probe for one and print two error lines over a build that then succeeds."""
 
     class Logger(trt.ILogger):
         def __init__(self) -> None:
@@ -194,8 +195,8 @@ def read_timing_cache(config: Any, path: Path, name: str) -> Any:
     header = bytes(config.create_timing_cache(b"").serialize())[:8]
     again = bytes(cache.serialize()) if cache is not None else b""
     if cache is None or (blob[:len(header)] != header and len(again) != len(blob)):
-        raise QbertError(f"--timing-cache {path} is not a {name} timing cache (it would be overwritten); give a new "
-                         "path, or a cache an earlier qbert build wrote")
+        raise ConfigError("timing_cache", path, f"is not a {name} timing cache (it would be overwritten); give a "
+                          "new path, or a cache an earlier qbert build wrote")
     return cache
 
 
@@ -272,10 +273,11 @@ class TensorRTEngine(Engine):
         self.meta = check_plan(self.plan)
         device, why = query_device()
         if device is None:
-            raise QbertError(f"--engine tensorrt needs a CUDA GPU: {why}; use --engine ort-cpu on this machine")
+            raise QbertError(f"{{engine=}} needs a CUDA GPU: {why}; use {{engine}} ort-cpu on this machine",
+                             engine="tensorrt")
         cudart, why = cuda_runtime()
         if cudart is None:
-            raise QbertError(f"--engine tensorrt needs cuda-python to drive {device}: {why}")
+            raise QbertError(f"{{engine=}} needs cuda-python to drive {device}: {why}", engine="tensorrt")
         self.cudart = cudart
         self.trt, self.backend = import_trt(self.meta.backend)
         check_plan_runs_here(self.meta.backend, self.meta.sm, self.meta.hw_compat, self.trt, device)

@@ -1,4 +1,5 @@
-"""`qbert analyze`: where the outliers are, how heavy-tailed each layer is, and which layers quantization hurts.
+"""Outlier analysis (`qbert.analyze`): where the outliers are, how heavy-tailed each layer is, and which layers
+quantization hurts.
 
 Statistics stream through the same observers as calibration (bounded memory, padding masked by default).
 Sensitivity quantizes one layer's activations at a time (minmax, `full` placement, everything else FP32)
@@ -61,11 +62,12 @@ def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list
 def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, samples: int = 128,
             heldout_rows: int = 256, include_padding: bool = False, batch_size: int | None = None,
             seed: int = 0) -> dict[str, Any]:
-    from qbert.errors import QbertError
+    from qbert.errors import ConfigError
 
     if len(dataset.examples) < samples + 32:
-        raise QbertError(f"analysis observes {samples} rows and scores 32 more held out, but the data has "
-                         f"{len(dataset.examples)}: give at least {samples + 32} rows, or lower --samples")
+        raise ConfigError("samples", samples, f"analysis observes {samples} rows and scores 32 more held out, but "
+                          f"the data has {len(dataset.examples)}: give at least {samples + 32} rows, or lower "
+                          "{samples}", samples=samples)
     order = np.random.default_rng(seed).permutation(len(dataset.examples))
     pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
     calib = pick(order[:samples])
@@ -94,7 +96,7 @@ PLOTS = ("kurtosis.png", "channel_energy.png", "channel_range.png", "sensitivity
 
 def save_analysis(result: dict[str, Any], out_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plots and analysis.json (`result` plus `extra`, with the plots' names) appear together or not at
-    all: an analysis that fails partway (a full disk) leaves --out as it was, never plots without their JSON."""
+    all: an analysis that fails partway (a full disk) leaves `out_dir` as it was, never plots without their JSON."""
     from qbert.atomic import staged, write_json
 
     with staged() as stage:

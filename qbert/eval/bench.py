@@ -67,7 +67,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
     the integer-kernel census and, with `profile` (ORT only), kernel time per operator type."""
     from qbert.engines import open_engine
-    from qbert.errors import QbertError
+    from qbert.errors import ConfigError
 
     meta = _model_meta(path, kind)
     rss_before = peak_rss_bytes()
@@ -81,15 +81,15 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     seq = seq or min(128, longest)
     if seq > longest:
         eng.close()
-        raise QbertError(f"--seq {seq}: the model takes at most {longest} tokens (its position table / "
-                         "export --max-length)")
+        raise ConfigError("seq", seq, f"the model takes at most {longest} tokens (its position table / export "
+                          "{max_length})", max_length=longest)
     encoded, pad = None, 0
     if data is not None:
         from qbert.data import encode, load_dataset_spec
         from qbert.exporter.provenance import tokenizer_of
 
         if meta is None:
-            raise QbertError(f"--data needs the qbert sidecar of {path} (it names the tokenizer)")
+            raise ConfigError("data", data, f"needs the qbert sidecar of {path} (it names the tokenizer)")
         ds = load_dataset_spec(data, None, limit=max(sizes))
         encoded, pad = encode(ds, tokenizer_of(meta, path), seq), meta.pad_token_id
 

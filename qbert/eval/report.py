@@ -1,4 +1,4 @@
-"""report.md + report.json for `qbert reproduce`: tables, plots and the study's claims side by side."""
+"""report.md + report.json for `qbert.reproduce`: tables, plots and the study's claims side by side."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError
 
 MASK_VALUE = -10000.0  # additive mask: exp(−10⁴) is 0 in FP32 and FP16 without overflowing FP16
 
@@ -102,12 +102,14 @@ ARCHS: dict[str, Arch] = {
 ARCHS["xlm-roberta"] = ARCHS["camembert"] = ARCHS["roberta"]
 
 
-def check_supported(model_type: str, spec: str) -> Arch:
+def check_supported(model_type: str, spec: str, name: str = "model") -> Arch:
+    """The architecture of `model_type`, or a ConfigError naming the model argument (`name`, as its caller calls
+    it) and the supported types."""
     if model_type in ARCHS:
         return ARCHS[model_type]
     why = NOT_YET.get(model_type)
     reason = f"is not supported yet ({why})" if why else "is not supported"
-    raise QbertError(f"--model {spec}: model_type {model_type!r} {reason}; supported: {', '.join(SUPPORTED_TYPES)}")
+    raise ConfigError(name, spec, f"model_type {model_type!r} {reason}; supported: {', '.join(SUPPORTED_TYPES)}")
 
 
 def sizes(config: Any) -> dict[str, int]:

@@ -22,7 +22,7 @@ from qbert._version import __version__
 from qbert.artifacts import ModelMeta
 from qbert.atomic import (Staged, check_outputs, output_folder, save_onnx, staged, staged_sha256_onnx,
                           write_errors_as)
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.data import INPUT_NAMES
 
@@ -129,29 +129,29 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
 
     out = Path(out)
     if opset < 17:
-        raise QbertError(f"--opset {opset}: needs ≥ 17 for the fused LayerNormalization op")
+        raise ConfigError("opset", opset, "needs ≥ 17 for the fused LayerNormalization op")
     if opset > MAX_OPSET:
-        raise QbertError(f"--opset {opset}: the TorchScript exporter writes at most opset {MAX_OPSET}")
-    check_outputs({"--out": out}, {"--model": Path(model_spec).expanduser()})
+        raise ConfigError("opset", opset, f"the TorchScript exporter writes at most opset {MAX_OPSET}")
+    check_outputs({"out": out}, {"model_spec": Path(model_spec).expanduser()})
     t0 = time.perf_counter()
-    model, tokenizer = load_classifier(model_spec)
+    model, tokenizer = load_classifier(model_spec, "model_spec")
     positions = arch_positions(model.config)  # longer inputs cannot be embedded
     if max_length is not None and not 2 <= max_length <= positions:
-        raise QbertError(f"--max-length {max_length}: must be in [2, {positions}] (the model's position table)")
+        raise ConfigError("max_length", max_length, f"must be in [2, {positions}] (the model's position table)")
     max_length = max_length or min(128, positions)
     feeds = parity_feeds(tokenizer, max_length)
     unknown = unknown_share(tokenizer, feeds)
     if unknown > MAX_UNKNOWN:
-        raise QbertError(f"--model {model_spec}: its tokenizer maps {unknown:.0%} of the words of English test "
-                         f"sentences to its unknown token {tokenizer.unk_token}, so it has no usable vocabulary "
-                         "(vocab.txt / tokenizer.json missing?); restore the tokenizer files from the original "
-                         "checkpoint")
+        raise ConfigError("model_spec", model_spec, f"its tokenizer maps {unknown:.0%} of the words of English "
+                          f"test sentences to its unknown token {tokenizer.unk_token}, so it has no usable "
+                          "vocabulary (vocab.txt / tokenizer.json missing?); restore the tokenizer files from the "
+                          "original checkpoint")
     types = getattr(model.config, "type_vocab_size", None)
     if types is not None and "token_type_embeddings" in dict(model.base_model.embeddings.named_children()) \
             and int(feeds["token_type_ids"].max()) >= types:
-        raise QbertError(f"--model {model_spec}: its tokenizer marks sentence pairs with token type "
-                         f"{int(feeds['token_type_ids'].max())}, but the model has type_vocab_size={types}; "
-                         "pair them with a tokenizer that emits no token types, or fix the config")
+        raise ConfigError("model_spec", model_spec, f"its tokenizer marks sentence pairs with token type "
+                          f"{int(feeds['token_type_ids'].max())}, but the model has type_vocab_size={types}; "
+                          "pair them with a tokenizer that emits no token types, or fix the config")
     wrapper = canonical(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
@@ -181,7 +181,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         max_diff = float(np.abs(got - reference).max())
         if not max_diff <= tolerance:
             raise QbertError(f"parity check failed: max |Δlogit| = {max_diff:.3g} > {tolerance:g} "
-                             "(raise --tolerance only if you know why)")
+                             "(raise {tolerance} only if you know why)", tolerance=tolerance)
         cfg = model.config
         with staged() as stage:  # the ONNX and its sidecar appear together or not at all
             save_onnx(onnx.load(str(checked)), out, stage)
@@ -195,8 +195,8 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
 def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],
              sha256: str, seconds: float) -> ModelMeta:
     """What later commands need to know about an exported model, without loading it. A local source is recorded
-    by its absolute path and file hashes beside what was typed, so `eval --engine torch` finds that very folder
-    from anywhere and can tell when its files changed."""
+    by its absolute path and file hashes beside what was typed, so evaluating with engine torch finds that very
+    folder from anywhere and can tell when its files changed."""
     from qbert.exporter.provenance import file_hashes, fingerprint_of, model_files
 
     local = Path(model_spec).expanduser()

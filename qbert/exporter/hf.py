@@ -5,9 +5,9 @@ import functools
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.exporter.arch import check_supported
 
 
@@ -15,10 +15,11 @@ def _looks_like_hub_id(spec: str) -> bool:
     return not spec.startswith((".", "/", "~")) and spec.count("/") <= 1 and not Path(spec).exists()
 
 
-def check_folder_files(folder: Path, who: str) -> None:
+def check_folder_files(folder: Path, error: Callable[[str], QbertError]) -> None:
     """Read a local model folder's files before Hugging Face does, so that an unreadable or corrupt one is named
     in one line: HF's own errors name neither the file nor the cause (a permission error, a JSON decode error
-    deep in the tokenizer) or escape as KeyError / SafetensorError."""
+    deep in the tokenizer) or escape as KeyError / SafetensorError. `error` turns the problem into the caller's
+    error, which names the folder as the caller knows it."""
     import json
 
     for f in sorted(folder.iterdir()):
@@ -32,14 +33,14 @@ def check_folder_files(folder: Path, who: str) -> None:
                     size = int.from_bytes(handle.read(8), "little")
                     head = handle.read(size) if 2 <= size <= f.stat().st_size - 8 else b""
         except OSError as e:
-            raise QbertError(f"{who}: cannot read {f} ({e.strerror}); check its permissions") from None
+            raise error(f"cannot read {f} ({e.strerror}); check its permissions") from None
         if f.suffix in (".json", ".safetensors"):
             try:
                 json.loads(head)
             except ValueError:  # UnicodeDecodeError included
                 kind = "JSON" if f.suffix == ".json" else "safetensors"
-                raise QbertError(f"{who}: {f} is not valid {kind} (corrupt or truncated); restore it from the "
-                                 "original checkpoint") from None
+                raise error(f"{f} is not valid {kind} (corrupt or truncated); restore it from the original "
+                            "checkpoint") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -50,61 +51,62 @@ def _first_line(e: Exception) -> str:
 VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model")  # a fast, WordPiece, BPE or SentencePiece one
 
 
-def load_config(spec: str) -> Any:
+def load_config(spec: str, name: str = "model") -> Any:
+    """The model's config. Errors name the model argument as `name` (export calls it `model_spec`)."""
     from transformers import AutoConfig
 
     path = Path(spec).expanduser()
     if path.exists() and not path.is_dir():
-        raise QbertError(f"--model {spec}: expected a Hugging Face model folder or hub id, got a file")
+        raise ConfigError(name, spec, "expected a Hugging Face model folder or hub id, got a file")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise QbertError(f"--model {spec}: folder has no config.json, so it is not a Hugging Face model")
+        raise ConfigError(name, spec, "folder has no config.json, so it is not a Hugging Face model")
     if not path.exists() and not _looks_like_hub_id(spec):
-        raise QbertError(f"--model {spec}: no such folder")
+        raise ConfigError(name, spec, "no such folder")
     if path.is_dir():
-        check_folder_files(path, f"--model {spec}")
+        check_folder_files(path, lambda problem: ConfigError(name, spec, problem))
     try:
         config = AutoConfig.from_pretrained(str(path) if path.exists() else spec)
     except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad config
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") and not path.exists() else ""
-        raise QbertError(f"--model {spec}: could not load a config{offline}: {_first_line(e)}") from None
+        raise ConfigError(name, spec, f"could not load a config{offline}: {_first_line(e)}") from None
     return config
 
 
-def check_classifier(config: Any, spec: str) -> None:
+def check_classifier(config: Any, spec: str, name: str = "model") -> None:
     archs = config.architectures or []
-    check_supported(config.model_type, spec)
+    check_supported(config.model_type, spec, name)
     if getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) < 2:
-        raise QbertError(f"--model {spec}: a regression head (num_labels={config.num_labels}); qbert measures "
-                         "classification accuracy, so it needs a classifier with ≥ 2 labels")
+        raise ConfigError(name, spec, f"a regression head (num_labels={config.num_labels}); qbert measures "
+                          "classification accuracy, so it needs a classifier with ≥ 2 labels")
     if not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise QbertError(f"--model {spec}: not a sequence classifier (architectures={archs}); "
-                         "fine-tune it with a classification head first")
+        raise ConfigError(name, spec, f"not a sequence classifier (architectures={archs}); "
+                          "fine-tune it with a classification head first")
 
 
-def load_classifier(spec: str) -> tuple[Any, Any]:
-    """Return (model in eval mode with eager attention, tokenizer)."""
+def load_classifier(spec: str, name: str = "model") -> tuple[Any, Any]:
+    """Return (model in eval mode with eager attention, tokenizer); errors name the model argument as `name`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # qbert reports its own progress; tqdm's \r bars garble logs
-    config = load_config(spec)
-    check_classifier(config, spec)
+    config = load_config(spec, name)
+    check_classifier(config, spec, name)
     src = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
     folder = Path(src)
     if folder.is_dir() and not any(any(folder.glob(pattern)) for pattern in VOCABULARIES):
         # transformers 4.x fails on it with a TypeError, 5.x maps every word to the unknown token
-        raise QbertError(f"--model {spec}: the folder has no tokenizer vocabulary ({', '.join(VOCABULARIES)}); "
-                         "restore the tokenizer files from the original checkpoint")
+        raise ConfigError(name, spec, f"the folder has no tokenizer vocabulary ({', '.join(VOCABULARIES)}); "
+                          "restore the tokenizer files from the original checkpoint")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as e:  # noqa: BLE001 - safetensors, tokenizers and transformers raise many types
         if "ignore_mismatched_sizes" in str(e) or "size mismatch" in str(e):  # the config disagrees with the weights
-            raise QbertError(f"--model {spec}: config.json does not fit the weights (num_labels={config.num_labels} "
-                             "or a layer size differs from the checkpoint's tensors); restore config.json from the "
-                             "checkpoint, or fine-tune a head with that many labels") from None
-        raise QbertError(f"--model {spec}: could not load weights/tokenizer ({_first_line(e)}); its files are "
-                         "corrupt or incomplete — restore them from the original checkpoint") from None
+            raise ConfigError(name, spec, f"config.json does not fit the weights (num_labels={config.num_labels} "
+                              "or a layer size differs from the checkpoint's tensors); restore config.json from "
+                              "the checkpoint, or fine-tune a head with that many labels") from None
+        raise ConfigError(name, spec, f"could not load weights/tokenizer ({_first_line(e)}); its files are "
+                          "corrupt or incomplete — restore them from the original checkpoint") from None
     return model.eval(), tokenizer
 
 
@@ -123,7 +125,7 @@ def load_tokenizer(location: str) -> Any:
     from transformers import AutoTokenizer
 
     if Path(location).is_dir():
-        check_folder_files(Path(location), f"tokenizer {location}")
+        check_folder_files(Path(location), lambda problem: QbertError(f"tokenizer {location}: {problem}"))
     elif Path(location).exists():
         raise QbertError(f"tokenizer {location} is a file, not a tokenizer folder")
     elif Path(location).is_absolute() or not _looks_like_hub_id(location):

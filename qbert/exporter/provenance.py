@@ -1,5 +1,5 @@
-"""Which model an ONNX came from, and whether it is still there. `eval --engine torch --onnx m.onnx` runs the
-sidecar's source model: it must be found where it was exported from (not wherever the current folder makes a
+"""Which model an ONNX came from, and whether it is still there. `evaluate("m.onnx", data, engine="torch")` runs
+the sidecar's source model: it must be found where it was exported from (not wherever the current folder makes a
 relative path point) and be the same files, or accuracy is reported for a model the ONNX never was."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from qbert.artifacts import ModelMeta
 from qbert.atomic import sha256_file
 from qbert.data import is_tokenizer_file
-from qbert.errors import QbertError
+from qbert.errors import QbertError, Step
 
 # qbert's own outputs and temp files may be written into a model folder; they are not the model
 ARTEFACT_SUFFIXES = (".onnx", ".onnx.json", ".onnx.data", ".recipe.json", ".plan", ".plan.json", ".engine")
@@ -45,20 +45,22 @@ def recorded_folder(meta: ModelMeta) -> Path | None:
 def source_model(meta: ModelMeta, onnx: str | Path) -> str:
     """The source model to load for `onnx`, refused (one line: what changed, how to fix) unless it is the model
     the ONNX was exported from."""
-    fix = f"re-export it (qbert export --model <folder> --out {onnx}), or pass --model explicitly"
+    fix = "re-export it ({export}), or give the model itself as {model}"
+    export = Step("export", model_spec="<folder>", out=onnx)
     folder = recorded_folder(meta)
     if folder is None:  # a hub id: its fingerprint is the id; a local folder of that name would shadow it
         spec = meta.source_model
         if Path(spec).expanduser().exists():
             raise QbertError(f"{onnx} was exported from the hub model {spec}, but {Path(spec).expanduser()} here is a "
-                             f"local path of that name, which would run instead; {fix}")
+                             f"local path of that name, which would run instead; {fix}", export=export, model=spec)
         return spec
     if not folder.is_dir():
         raise QbertError(f"{onnx} was exported from the model folder {folder}, which no longer exists (moved or "
-                         f"deleted); pass --model <its new folder>, or re-export")
+                         "deleted); give its new folder as {model}, or re-export", model=folder)
     changed = _changes(meta, folder)
     if changed:
-        raise QbertError(f"{onnx} was exported from {folder}, whose files have changed since ({changed}); {fix}")
+        raise QbertError(f"{onnx} was exported from {folder}, whose files have changed since ({changed}); {fix}",
+                         export=export, model=folder)
     return str(folder)
 
 
@@ -98,11 +100,11 @@ def tokenizer_of(meta: ModelMeta, onnx: str | Path) -> Any:
         changed = _diff({n: d for n, d in meta.source_files.items() if is_tokenizer_file(n)},
                         {n: d for n, d in model_files(file_hashes(folder)).items() if is_tokenizer_file(n)})
         if changed:
-            fix = (f"re-export it: qbert export --model {folder} --out {onnx}" if meta.kind == "fp32" else
-                   f"re-export its FP32 model (qbert export --model {folder} --out {meta.fp32_onnx}) and quantize "
-                   "it again")
+            fix = "re-export it: {export}" if meta.kind == "fp32" else \
+                "re-export its FP32 model ({export}) and quantize it again"
+            export = Step("export", model_spec=folder, out=onnx if meta.kind == "fp32" else meta.fp32_onnx)
             raise QbertError(f"{onnx}: the tokenizer it was exported with ({folder}) has changed since ({changed}); "
-                             f"{fix}")
+                             + fix, export=export)
     return tokenizer
 
 
@@ -128,4 +130,5 @@ def check_loaded(meta: ModelMeta, config: Any, onnx: str | Path) -> None:
     diff = [f"{name} {was[name]} at export, {now[name]} now" for name in now if now[name] != was[name]]
     if diff:
         raise QbertError(f"{onnx}: its source model {meta.source_model} is not the model it was exported from "
-                         f"({'; '.join(diff)}); re-export it, or pass --model explicitly")
+                         f"({'; '.join(diff)}); re-export it, or give the model itself as {{model}}",
+                         model=meta.source_model)
