@@ -356,29 +356,13 @@ def test_usage_errors_are_one_line_through_the_installed_entry_point(tmp_path, a
     assert ok.returncode == 0 and "--groups" in ok.stdout
 
 
-def test_table_in_readme_lists_every_case():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [c[0] for c in CASES if c[0] not in readme]
-    assert not missing, f"README's bad-input table lacks: {missing}"
+def test_the_bad_input_page_lists_every_case():
+    """docs/bad-input.md is generated from these tables (`python -m tests.bad_input_page docs/bad-input.md`):
+    a case added without regenerating it fails here."""
+    from tests.bad_input_page import listed_tables
 
-
-if __name__ == "__main__":  # prints the README's table: python -m tests.test_bad_input
-    import os
-    import tempfile
-
-    from qbert.exporter.export import export
-
-    os.environ.setdefault("QBERT_QUIET", "1")
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        model = build_tiny_bert(t / "model")
-        export(str(model), t / "tiny.onnx")
-        (t / "env").mkdir()
-        e = build_env(t / "env", model, t / "tiny.onnx", write_tsv(t / "tiny.tsv", 96))
-        print("| case | message (exit code 2, no output file) |\n|---|---|")
-        for case, argv, _ in CASES:
-            out = t / "out" / case.replace(" ", "_").replace("/", "_")
-            out.mkdir(parents=True)
-            _, lines = run_case(e, out, argv)
-            msg = lines[0].replace(tmp, "…").replace("|", "\\|") if lines else ""
-            print(f"| {case} | {msg} |")
+    page = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| ").replace("\\|", "|") for line in page.splitlines() if line.startswith("| ")}
+    missing = [c[0] for c in CASES if c[0] not in rows]
+    missing += [case for _, cases in listed_tables() for case, _ in cases if case not in rows]
+    assert not missing, f"docs/bad-input.md lacks: {missing[:5]} — regenerate it"
