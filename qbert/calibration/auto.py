@@ -15,6 +15,7 @@ import numpy as np
 
 from qbert.calibration.emit import emit
 from qbert.calibration.judge import CONFIDENCE_Z, judged
+from qbert.calibration.placement import is_head
 from qbert.calibration.recipe import Recipe
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, sqnr_db
@@ -25,8 +26,9 @@ def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int, exact: bool = Fal
     """Sites ordered most → least sensitive by the logit SQNR of quantizing each one alone."""
     fp = logits_of(model, probe, 32, pad_id)
     scores = []
-    with progress_bar("sensitivity", total=len(recipe.sites)) as advance:
-        for key, scale in recipe.sites.items():
+    ranked = {k: v for k, v in recipe.sites.items() if not is_head(k)}  # heads: not emitted for ONNX Runtime
+    with progress_bar("sensitivity", total=len(ranked)) as advance:
+        for key, scale in ranked.items():
             alone = Recipe(**{**recipe.__dict__, "sites": {key: scale}})
             q, _ = emit(model, alone, "ort-cpu")
             scores.append((key, sqnr_db(fp, logits_of(q, probe, 32, pad_id, exact))))

@@ -133,6 +133,22 @@ class Emitter:
         self.weight_cache[key] = out
         return out
 
+    def quantize_gemm_weight(self, node: Any) -> None:
+        """A head's Gemm (A·Bᵀ with transB, as torch exports nn.Linear on [batch, d]): its weight as INT8 per
+        output channel behind a DequantizeLinear on the axis that holds the output channels."""
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        w = self.inits.get(node.input[1]).astype(np.float32)
+        q, scale = int8_per_channel(w.T if trans_b else w)  # per column of the [in, out] form
+        stem = f"{node.input[1]}.head"
+        qn = self.inits.add(f"{stem}.int8", np.ascontiguousarray(q.T) if trans_b else q)
+        sn = self.inits.add(f"{stem}.scale", scale.astype(np.float32))
+        zn = self.inits.add(f"{stem}.zero_point", np.zeros(scale.shape, dtype=np.int8))
+        out = f"{stem}.dq"
+        self.new_nodes.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [out], axis=0 if trans_b else 1,
+                                               name=self.uid(stem + "/DQ")))
+        node.input[1] = out
+        self.quantized_gemms += 1
+
     def quantize_linear(self, lin: Linear, act_dq: str) -> None:
         lin.node.input[0] = act_dq
         lin.node.input[1] = self.weight_dq(lin.weight)
@@ -211,6 +227,7 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     all_sites = placement_mod.sites(graph, recipe.placement)
     linears = {l.name: l for l in graph.linears()}
     in_recipe = [s for s in all_sites if s.key in recipe.sites]  # the rest: high-precision fallback
+    in_recipe = [s for s in in_recipe if em.spec.int8_heads or not placement_mod.is_head(s.key)]  # by design
     kept = [s for s in in_recipe if s.key not in em.spec.float_sites]
     for site in kept:
         _emit_site(em, graph, site, recipe.sites[site.key], linears)
@@ -245,6 +262,8 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
                 nodes[name].input[idx] = dq
                 if nodes[name].op_type == "MatMul" and idx == 0 and nodes[name].input[1] not in em.inits.by_name:
                     em.quantized_gemms += 1  # attention batched matmul (not a kept-FP weight GEMM: projection)
+                elif nodes[name].op_type == "Gemm" and idx == 0:  # a head (targets with int8_heads only)
+                    em.quantize_gemm_weight(nodes[name])
         return
     if not any(name in gemm_nodes and idx == 0 for name, idx in targets):  # no GEMM reads it: no slices needed
         writer = next((l for l in linears.values() if l.output == site.tensor), None)  # attention out, FFN2

@@ -113,6 +113,8 @@ def _token_mask(mask: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.nda
 
 def masked_values(x: np.ndarray, layout: str, mask: np.ndarray | None) -> np.ndarray:
     """Rows of a [.., d] view with padding removed (bsh keeps channels as the last axis)."""
+    if layout == "bh":  # one row per sequence (a head's input): no token axis to mask
+        return x.reshape(-1, x.shape[-1])
     if mask is None:
         return x.reshape(-1, x.shape[-1]) if layout == "bsh" else x.ravel()
     if layout == "bsh":

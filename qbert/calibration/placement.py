@@ -7,8 +7,10 @@
   all consumers read the quantized value — embedding sums, Q/K/V, scores, softmax, context, dense outputs,
   residual sums (u, y), LayerNorm outputs (x, z), GELU output, FFN output (h).
 
-Pooler and classifier GEMMs stay high precision under both: they run once per sequence on a [batch, d]
-matrix (< 0.1 % of FLOPs at seq 128), and TensorRT/ModelOpt skip GEMMs with M = 1 at batch 1 anyway.
+Pooler and classifier GEMMs (the `head.<n>` sites, one per head Gemm, the same under both placements) run once
+per sequence on a [batch, d] matrix (< 0.1 % of FLOPs at seq 128). Every recipe carries their scales; only a target
+that runs them in INT8 quantizes them (OpenVINO, whose CPU plugin then runs every FullyConnected in INT8) —
+TensorRT/ModelOpt skip GEMMs with M = 1 at batch 1 anyway, and ONNX Runtime gains nothing measurable.
 """
 from __future__ import annotations
 
@@ -29,16 +31,17 @@ def placement_name(placement: str) -> str:
 STREAM_ROLES = ("emb.sum1", "emb.sum2", "emb.ln", "emb.proj", "g", "u", "x", "h", "y", "z")
 # The roles `sites` can give each placement: a recipe read from a file is checked against them before any graph
 # is parsed (the gemm placement's stream input is emb.ln/emb.proj, then the previous layer's z).
-SITE_ROLES = {"gemm": ("emb.ln", "emb.proj", "q", "k_t", "p", "v", "context", "x", "a", "z"),
+SITE_ROLES = {"gemm": ("emb.ln", "emb.proj", "q", "k_t", "p", "v", "context", "x", "a", "z", "head"),
               "full": ("emb.sum1", "emb.sum2", "emb.ln", "emb.proj", "q", "k_t", "v", "scores", "p", "context", "g",
-                       "u", "x", "a", "h", "y", "z")}
+                       "u", "x", "a", "h", "y", "z", "head")}
+HEAD = "head"  # role of the pooler/classifier GEMM inputs (`head.0`, `head.1`, … in graph order)
 
 
 @dataclass
 class Site:
     key: str  # e.g. layer.3.x — what recipes and --fp16-fallback patterns refer to
     tensor: str  # ONNX tensor name
-    layout: str  # bsh, bhsd, bhds or bhss: which axes are batch/token (for padding masks)
+    layout: str  # bsh, bhsd, bhds, bhss or bh (a head's [batch, d]): which axes are batch/token (padding masks)
     consumers: list[tuple[str, int]] | None = None  # (node name, input index); None = every consumer
     stream: bool = False  # in residual-stream channel order (PEG-eligible)
     gemm_inputs: list[str] = field(default_factory=list)  # Linear names that read this site
@@ -47,14 +50,22 @@ class Site:
 def role_of(key: str) -> str:
     """A site key's role, the part fallback patterns may name alone: `layer.3.y` → `y`; other keys are their
     own role (`emb.ln`)."""
-    return key.split(".", 2)[-1] if key.startswith("layer.") else key
+    return key.split(".", 2)[-1] if key.startswith("layer.") else HEAD if is_head(key) else key
+
+
+def is_head(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) == 2 and parts[0] == HEAD and parts[1].isdigit()
 
 
 def is_site_key(key: str, placement: str) -> bool:
-    """Whether `key` names a site `placement` can have: `layer.<n>.<role>` or an `emb.*` key of its roles."""
+    """Whether `key` names a site `placement` can have: `layer.<n>.<role>`, `head.<n>` or an `emb.*` key of its
+    roles."""
     parts = key.split(".")
     if parts[0] == "layer":
         return len(parts) == 3 and parts[1].isdigit() and parts[2] in SITE_ROLES[placement]
+    if is_head(key):
+        return True
     return key.startswith("emb.") and key in SITE_ROLES[placement]
 
 
@@ -95,6 +106,7 @@ def sites(graph: BertGraph, placement: str) -> list[Site]:
             stream_in = next(s for s in out if s.key == prev_key)  # z of the previous layer (or emb.ln)
             stream_in.gemm_inputs = [l.name for l in qkv]
         prev_key, prev_tensor = f"layer.{i}.z", t["z"]
+    out += [Site(f"{HEAD}.{k}", gemm.input[0], "bh", [(gemm.name, 0)]) for k, gemm in enumerate(graph.heads)]
     return out
 
 

@@ -13,7 +13,9 @@ a candidate's speed there. One table, so a target's rules live in one place (emi
   placement) stay FP32 here: only an Add and the embedding LayerNorm read them, so OpenVINO keeps their Q/DQ as a
   float FakeQuantize no kernel absorbs, and with them OpenVINO 2026.4 failed to compile some `full` graphs
   (constant folding of a Convert: the fixture's minmax `full` at 512 samples; the same graph without those two
-  Q/DQ pairs compiles).
+  Q/DQ pairs compiles). The pooler and classifier run in INT8 here too (`int8_heads`): with them, every GEMM of
+  the graph is an INT8 FullyConnected in OpenVINO's compiled model, as in NNCF's. Elsewhere they stay in high
+  precision (`head.<n>` sites of the recipe are not emitted).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Target:
     timed: bool  # --method auto times candidates here; else counts INT8 GEMMs and Q/DQ pairs
     summary: str
     float_sites: tuple[str, ...] = ()  # site keys left unquantized here whatever the recipe says
+    int8_heads: bool = False  # the pooler/classifier GEMMs (`head.<n>` sites) in INT8 too; else high precision
 
     @property
     def zero_point(self) -> int:
@@ -42,7 +45,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("ort-cpu", "uint8", "fp32", "ort-cpu", "ort-cpu", True, "U8 activations, FP32 elsewhere"),
     Target("trt", "int8", "fp16", "tensorrt", "ort-cpu", False, "S8 activations, FP16 elsewhere"),
     Target("openvino", "int8", "fp32", "openvino", "openvino", True, "S8 activations, FP32 elsewhere",
-           float_sites=("emb.sum1", "emb.sum2")),
+           float_sites=("emb.sum1", "emb.sum2"), int8_heads=True),
 )}
 
 

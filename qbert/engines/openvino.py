@@ -84,7 +84,10 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
                  and "position_embeddings" in op.get_friendly_name() and len(op.get_output_shape(0)) == 2), None)
     batch, seq = census_shape(batch, seq, longest_sequence(rows, path))
     model.reshape({i.get_any_name(): [batch, seq] for i in model.inputs})
-    gemms = {op.get_friendly_name(): _macs(op) for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    gemms = {op.get_friendly_name(): _macs(op) for op in matmuls}
+    # a GEMM whose scale and bias ops write a graph output (the classifier's `logits`) runs under that name
+    readers = {op.get_friendly_name(): _downstream(op) for op in matmuls}
     compiled = compile_read(model, path, threads, precision)
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
@@ -101,6 +104,10 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     per_gemm = {}
     for name, count in gemms.items():
         kind, prec = locate(name)
+        for alias in readers[name] if kind == "not found" else []:
+            kind, prec = locate(alias)
+            if kind != "not found":
+                break
         per_gemm[name] = {"layer": kind, "precision": prec, "macs": count}
         macs["integer" if prec in INTEGER else "float"] += count
     executed = {}
@@ -153,6 +160,18 @@ def _locator(layers: list[tuple[str, str, list[str]]]) -> Any:
         return ("not found", "unknown")
 
     return locate
+
+
+def _downstream(op: Any, depth: int = 3) -> list[str]:
+    """Friendly names of the ops after `op`, nearest first, following single readers for `depth` steps."""
+    names = []
+    for _ in range(depth):
+        readers = [t.get_node() for t in op.output(0).get_target_inputs()] if op.get_output_size() else []
+        if len(readers) != 1:
+            break
+        op = readers[0]
+        names.append(op.get_friendly_name())
+    return names
 
 
 def _macs(op: Any) -> int:
