@@ -45,10 +45,13 @@ def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int
 
 
 def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: float = 1e-4,
-           max_length: int | None = None) -> ModelMeta:
-    """A Hugging Face sequence classifier (hub id or local folder) → a clean FP32 ONNX at `out` and its sidecar,
-    parity-checked against PyTorch within `tolerance` (max |Δlogit|). `max_length` (default 128, or the model's
-    positions if fewer) is what later commands pad and truncate to."""
+           max_length: int | None = None, pooling: str | None = None, normalize: bool = False) -> ModelMeta:
+    """A Hugging Face sequence classifier (hub id or local folder) → a clean FP32 ONNX at `out` (output `logits`)
+    and its sidecar, parity-checked against PyTorch within `tolerance` (max |Δ| of the output). A sentence-
+    transformers folder, or an encoder given `pooling` (mean | cls | max | mean-sqrt-len) and `normalize` (L2),
+    outputs `embeddings` [batch, dim] instead, pooled in the graph. `max_length` (default 128 — a sentence-
+    transformers model's max_seq_length — or the model's positions if fewer): what later commands truncate to."""
+    from qbert.artifacts import POOLINGS
     from qbert.exporter.export import MAX_OPSET, export as run
 
     arg.path("model_spec", model_spec)
@@ -56,7 +59,10 @@ def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: 
     check_range("opset", opset, 17, MAX_OPSET)
     check_range("tolerance", tolerance, 0.0, integer=False)
     check_range("max_length", max_length, 2, optional=True)
-    return run(str(model_spec), out, opset=opset, tolerance=tolerance, max_length=max_length)
+    arg.choice("pooling", pooling, (None, *POOLINGS))
+    arg.flag("normalize", normalize)
+    return run(str(model_spec), out, opset=opset, tolerance=tolerance, max_length=max_length, pooling=pooling,
+               normalize=normalize)
 
 
 @arg.keyword_checked
@@ -238,14 +244,21 @@ def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: 
 def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
              limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
              labels: str | None = None, json_out: str | Path | None = None, precision: str = "f32") -> dict[str, Any]:
-    """Accuracy on labelled data. `model` is a qbert ONNX (ort-cpu, openvino; tensorrt runs its `plan`), or for
-    engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs — the folder export read
-    (by absolute path), refused if it moved or its files changed; the result's `ran` says so. `labels` maps the
-    data's label names to ids ("entailment,not_entailment"); `json_out` writes the full result."""
+    """Accuracy on labelled data — or, for a sentence-embedding model, retrieval (recall@1/10, MRR@10, nDCG@10
+    where the data labels which passage answers which question) and agreement with the FP32 model it was
+    quantized from (qbert.eval.embedding); no accuracy then. `model` is a qbert ONNX (ort-cpu, openvino; tensorrt
+    runs its `plan`), or for engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs —
+    the folder export read (by absolute path), refused if it moved or its files changed; the result's `ran` says
+    so. `labels` maps the data's label names to ids ("entailment,not_entailment"); `json_out` writes the full
+    result."""
     from qbert.artifacts import load_meta
-    from qbert.atomic import check_outputs, sidecar_path, write_json
+    from qbert.atomic import sidecar_path, write_json
+    from qbert.output_checks import check_outputs
+    from qbert.engines import open_engine as open_kind
     from qbert.eval.accuracy import evaluate as run
+    from qbert.eval.embedding import RETRIEVAL_LABELS, evaluate_embeddings, fp32_reference
     from qbert.exporter.hf import load_tokenizer
+    from qbert.exporter.pooling import Pooling
     from qbert.exporter.provenance import check_loaded, source_model, tokenizer_of
 
     arg.path("model", model)
@@ -270,13 +283,24 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
         raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
     source = str(model) if meta is None else source_model(meta, model) if engine == "torch" else None
     target = {"torch": source, "tensorrt": str(plan)}.get(engine, str(model))
-    with open_engine(engine, target, threads=threads, exact=exact, precision=precision) as eng:
+    # the torch engine runs the source model with the pooling the ONNX was exported with
+    pooling = Pooling(meta.pooling, meta.normalize) if meta and meta.task == "embedding" else None
+    with open_kind(engine, target, threads=threads, exact=exact, precision=precision,
+                   pooling=pooling if engine == "torch" else None) as eng:
         if meta is not None and engine == "torch":
             check_loaded(meta, eng.model.config, model)
-        label2id = meta.label2id if meta else eng.label2id
-        dataset = load_data(data, label_map(label2id, labels), limit)
-        result = run(eng, dataset, load_tokenizer(source) if engine == "torch" else tokenizer_of(meta, model),
-                     batch_size=batch_size, max_length=meta.max_length if meta else eng.max_length)
+        task = meta.task if meta else getattr(eng, "task", "classification")
+        tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else tokenizer_of(meta, model)
+        max_length = meta.max_length if meta else eng.max_length
+        if task == "embedding":
+            dataset = load_data(data, label_map(RETRIEVAL_LABELS, labels), limit)
+            reference, note = fp32_reference(meta if engine != "torch" else None, model)
+            result = evaluate_embeddings(eng, dataset, tokenizer, batch_size, max_length=max_length,
+                                         reference=reference, reference_note=note, threads=threads)
+        else:
+            label2id = meta.label2id if meta else eng.label2id
+            dataset = load_data(data, label_map(label2id, labels), limit)
+            result = run(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
     if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
         result.update(onnx=str(model), quantization=meta.quantization if engine != "torch" else None)
         if engine == "torch":
@@ -299,7 +323,8 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     x86 INT8 kernels. cuda_graph: tensorrt replays one captured CUDA graph per run. data: real tokenized rows
     (.tsv/.jsonl or a datasets spec) instead of random ids. profile: ort-cpu kernel time per operator type.
     precision: OpenVINO's inference precision (f32 | bf16)."""
-    from qbert.atomic import check_outputs, write_json
+    from qbert.atomic import write_json
+    from qbert.output_checks import check_outputs
     from qbert.eval.bench import run_bench
 
     arg.path("path", path)
@@ -334,7 +359,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
             include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
     """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
     from qbert.artifacts import load_meta, load_onnx
-    from qbert.atomic import check_outputs, output_folder
+    from qbert.output_checks import check_outputs, output_folder
     from qbert.eval.analyze import PLOTS, analyze as run, save_analysis
     from qbert.exporter.provenance import tokenizer_of
 
@@ -349,6 +374,10 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
         check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
                       {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
         fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
+        if meta.task == "embedding":
+            raise QbertError(f"{onnx} is a sentence-embedding model; analyze judges each layer by classification "
+                             "accuracy, which it has none of — evaluate it instead (retrieval, and agreement of "
+                             "its quantized versions with FP32)")
         dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
             "analyze measures per-layer sensitivity as accuracy on labelled rows")
         result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
@@ -368,7 +397,7 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
     measurement. analysis_samples: sequences for the outlier statistics. only: run only the rows whose names
     contain one of these substrings. labels: the data's label names in id order. seeds: calibration seeds per
     INT8 row. exact: ort-cpu scores, times and chooses with the non-saturating x86 INT8 kernels."""
-    from qbert.atomic import check_outputs, output_folder
+    from qbert.output_checks import check_outputs, output_folder
     from qbert.reproduction import reproduce as run
 
     arg.path("model", model)

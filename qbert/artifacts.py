@@ -9,6 +9,8 @@ from qbert.atomic import read_json, require_file, sha256_onnx, sidecar_path, wri
 from qbert.errors import QbertError
 from qbert.data import INPUT_NAMES
 
+TASKS = ("classification", "embedding")  # output `logits` [batch, labels] or `embeddings` [batch, dim]
+POOLINGS = ("mean", "cls", "max", "mean-sqrt-len")  # how an embedding model turns token states into one vector
 
 def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     """Load and sanity-check an ONNX model; `expect` = "fp32" or "qdq" rejects the other kind."""
@@ -83,6 +85,10 @@ class ModelMeta(_Sidecar):
     versions: dict[str, str] = field(default_factory=dict)
     fp32_onnx: str | None = None  # qdq: the FP32 ONNX it was quantized from
     quantization: dict[str, Any] | None = None  # qdq: method, placement, target, census of quantized GEMMs
+    task: str = "classification"  # classification (output `logits`) | embedding (output `embeddings`)
+    pooling: str | None = None  # embedding: one of POOLINGS, attention-mask aware
+    normalize: bool = False  # embedding: L2-normalised in the graph
+    dim: int | None = None  # embedding: the output's width
     format: str = "qbert-onnx"
 
     NOT_OURS: ClassVar[str] = "{where} is not a qbert sidecar"
@@ -108,6 +114,12 @@ class ModelMeta(_Sidecar):
         if ids is None or not all(isinstance(k, str) for k in self.label2id) or \
                 sorted(i if is_int(i, 0) else -1 for i in ids) != list(range(len(ids))):
             raise bad("label2id")
+        if self.task not in TASKS:
+            raise bad("task")
+        if self.task == "embedding" and (self.pooling not in POOLINGS or not isinstance(self.normalize, bool)
+                                         or not is_int(self.dim, 1)):
+            raise bad("pooling" if self.pooling not in POOLINGS else "normalize"
+                      if not isinstance(self.normalize, bool) else "dim")
         if self.kind not in ("fp32", "qdq") or not isinstance(self.quantization, (dict, type(None))):
             raise bad("kind" if self.kind not in ("fp32", "qdq") else "quantization")
         for name, kind in (("source_model", str), ("tokenizer", str), ("source_path", (str, type(None))),
@@ -115,6 +127,11 @@ class ModelMeta(_Sidecar):
             if not isinstance(getattr(self, name), kind):
                 raise bad(name)
         return self
+
+    @property
+    def output(self) -> str:
+        """The graph's one output: `embeddings` for an embedding model, `logits` for a classifier."""
+        return "embeddings" if self.task == "embedding" else "logits"
 
     def write(self, onnx_path: Path | str, stage: Any = None) -> None:
         write_json(sidecar_path(onnx_path), self.to_json(), stage)

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator
 
 from qbert.errors import InternalError, QbertError
 
@@ -44,38 +44,6 @@ def ensure_dir(folder: Path | str, what: str = "out", create: bool = True) -> Pa
     return folder
 
 
-@contextlib.contextmanager
-def output_folder(folder: Path | str, what: str = "out") -> Iterator[Path]:
-    """`ensure_dir`, undone if the work inside fails: the folders this call created are removed again while
-    they are still empty, so a refused or failed command leaves the tree as it found it (no empty output folder)."""
-    folder = Path(folder)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    ensure_dir(folder, what)
-    try:
-        yield folder
-    except BaseException:
-        if created:
-            for root, _, _ in sorted(os.walk(created[0]), key=lambda w: -len(w[0])):  # empty subfolders too
-                with contextlib.suppress(OSError):
-                    os.rmdir(root)
-            for p in created[1:]:
-                with contextlib.suppress(OSError):  # holds files now: leave it
-                    p.rmdir()
-        raise
-
-
-def file_in_folder(raw: str | Path, default_name: str) -> Path:
-    """The file an output path names: `raw` itself, or `default_name` inside it when `raw` names a folder (ends
-    with a path separator, or is an existing folder), as `cp x dir/` would; every command then names the file
-    it wrote. The folder itself is created (or refused, if it is a file) later, with the other output checks."""
-    text = str(raw)
-    if not text.strip():  # Path("") is the current folder: the file would land in it, under the default name
-        raise EmptyPath("the path is empty; give a file name")
-    if text.endswith(("/", os.sep)) or Path(text).is_dir():
-        return Path(text) / default_name
-    return Path(text)
-
-
 class EmptyPath(QbertError, ValueError):
     """An empty output path; a ValueError too, so that a command-line parser reports it as the flag's bad value."""
 
@@ -93,138 +61,6 @@ def check_output_dir(path: Path | str, what: str = "out") -> None:
     ensure_dir(path.resolve().parent, what, create=False)
 
 
-PathSpec = Path | str | Sequence[Path | str] | None  # one path, several (an output folder's files), or none
-
-
-def check_outputs(outputs: Mapping[str, PathSpec], inputs: Mapping[str, PathSpec],
-                  folders: Mapping[str, Path | str | None] | None = None) -> None:
-    """Before any work: refuse an output that would overwrite a file the command reads — an input, the sidecar
-    and data file beside it, and whatever it leads to (`implied_reads`: the tokenizer and source-model folders an
-    ONNX's sidecar names, a model folder's files) — that is an existing folder or not a regular file, or that
-    names the same file as another output. Keys are the flags, for the message; a value may list several files.
-    Every output's `.json` sidecar and `.data` file count as written too. `folders` are output folders (analyze,
-    reproduce): never a model folder the command reads, whose files (and fingerprint) would change under it."""
-    read: dict[Path, str] = {}
-    read_dirs: dict[Path, str] = {}
-    for flag, p in _each(inputs):
-        files, dirs = implied_reads(flag, p)
-        for f, why in files.items():
-            read.setdefault(f, why)
-        for f, why in dirs.items():
-            read_dirs.setdefault(f, why)
-    for flag, folder in (folders or {}).items():
-        if folder is not None and Path(folder).resolve() in read_dirs:
-            raise QbertError(f"{flag} {folder} is the model folder of {read_dirs[Path(folder).resolve()]}: writing "
-                             "into it would change that model; choose another folder")
-    written: dict[Path, str] = {}
-    for flag, p in _each(outputs):
-        check_output_dir(p, flag)
-        for f, why in _family(p).items():
-            if f in read:
-                raise QbertError(f"{flag} {p}{why} would overwrite {read[f]}; choose another path")
-            if f in written and not why:
-                raise QbertError(f"{flag} {p} is also {written[f]}; give each output its own path")
-            written.setdefault(f, f"{flag} {p}{why}")
-        _check_replaceable(flag, Path(p))  # after the input checks, whose message says more
-
-
-JSON_OUTPUTS = ("json", "recipe")  # flags whose file is a JSON document
-
-
-def _check_replaceable(flag: str, p: Path) -> None:
-    """An existing file a JSON output would replace must be a JSON document: a data file named by mistake (`rows.tsv`
-    as the JSON output) is refused, not turned into JSON."""
-    if not p.is_file() or p.stat().st_size == 0:
-        return
-    if any(k in flag for k in JSON_OUTPUTS):
-        with open(p, "rb") as f:
-            head = f.read(64).lstrip()
-        if not head.startswith((b"{", b"[")):
-            raise QbertError(f"{flag} {p} exists and is not a JSON document (it would be replaced); choose another "
-                             "path")
-
-
-def sidecar_kind(p: Path | str) -> str | None:
-    """fp32 or qdq for an ONNX with a qbert sidecar, else None (no sidecar, or not one of qbert's)."""
-    try:
-        meta = json.loads(sidecar_path(p).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("kind") if isinstance(meta, dict) and meta.get("format") == "qbert-onnx" else None
-
-
-SIDECAR_FOLDERS = {"source_path": "source model", "source_model": "source model", "tokenizer": "tokenizer"}
-
-
-def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path, str]]:
-    """(files, model folders) that reading input `p` reads, each with how the message names it: `p`, its sidecar
-    and data file; a folder's files; and the files of each local folder an ONNX's qbert sidecar names (the
-    tokenizer and the source model, which eval, calibrate, bench and analyze load through it), and the FP32 ONNX
-    (with its sidecar) and recipe a Q/DQ ONNX's sidecar names, which re-emission and build hints read. Never
-    opens `p` itself (it may be a pipe)."""
-    p = Path(p).expanduser()
-    files: dict[Path, str] = {}
-    dirs: dict[Path, str] = {}
-    if p.is_dir():
-        dirs[p.resolve()] = f"{flag} {p}"
-        files.update({f.resolve(): f"{flag} {p}'s file {f.name}" for f in _files_in(p)})
-        return files, dirs
-    if not (p.exists() or sidecar_path(p).exists()):
-        return files, dirs
-    files.update({f: f"{flag} {p}{why}" for f, why in _family(p).items()})
-    side = sidecar_path(p)
-    try:
-        meta = json.loads(side.read_text()) if side.is_file() and side.stat().st_size < 2**20 else None
-    except (OSError, ValueError):  # a broken sidecar is the command's own error to report, later
-        meta = None
-    if isinstance(meta, dict) and meta.get("format") == "qbert-onnx":
-        from qbert.data import is_tokenizer_file
-
-        for field, name in SIDECAR_FOLDERS.items():
-            folder = Path(meta[field]).expanduser() if isinstance(meta.get(field), str) else None
-            if folder is not None and folder.is_dir():
-                dirs.setdefault(folder.resolve(), f"{flag} {p}'s {name}")
-                for f in _files_in(folder):  # named by what the file is, not by which field led to it
-                    kind = "tokenizer" if is_tokenizer_file(f.name) else "source model"
-                    files.setdefault(f.resolve(), f"{flag} {p}'s {kind} file {f}")
-        quant = meta.get("quantization")
-        for field, name in (("fp32_onnx", "FP32 ONNX"), ("recipe", "recipe")):
-            value = (quant if field == "recipe" and isinstance(quant, dict) else meta).get(field)
-            for f in _recorded(value, p):  # a Q/DQ ONNX's source and recipe, which later commands re-read
-                for g, why in (_family(f) if field == "fp32_onnx" else {f.resolve(): ""}).items():
-                    files.setdefault(g, f"{flag} {p}'s {name} {f}{why}")
-    return files, dirs
-
-
-def _recorded(value: Any, onnx: Path) -> list[Path]:
-    """A file a sidecar names, as written (relative to where that command ran) and relative to the ONNX's own
-    folder: whichever exists."""
-    if not isinstance(value, str) or not value.strip():
-        return []
-    named = Path(value).expanduser()
-    return [f for f in dict.fromkeys((named, onnx.parent / named)) if f.is_file()]
-
-
-def _files_in(folder: Path) -> list[Path]:
-    try:
-        return [f for f in folder.iterdir() if f.is_file()]
-    except OSError:  # an unreadable folder is reported by whatever loads it
-        return []
-
-
-def _family(p: Path | str) -> dict[Path, str]:
-    p = Path(p)
-    return {p.resolve(): "", sidecar_path(p).resolve(): " (its sidecar)",
-            p.with_name(p.name + ".data").resolve(): " (its external data)"}
-
-
-def _each(paths: Mapping[str, PathSpec]) -> Iterator[tuple[str, Path | str]]:
-    for flag, value in paths.items():
-        for p in value if isinstance(value, (list, tuple)) else [value]:
-            if p is not None:
-                yield flag, p
-
-
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -237,19 +73,22 @@ class Staged:
 
     def __init__(self) -> None:
         self._temps: dict[Path, Path] = {}  # target → temp file
+        self._real: dict[Path, Path] = {}  # target → the file it names (itself, or where its link points)
         self._stale: list[Path] = []  # files to delete at commit (a large model's old .data, say)
 
     def path(self, target: Path | str) -> Path:
         """A fresh temp path in `target`'s folder (created as `mkdir -p` would)."""
         target = Path(target)
         check_output_dir(target)
-        ensure_dir(target.resolve().parent)
+        real = target.resolve()  # a link is written through: the temp file sits beside the file it names
+        ensure_dir(real.parent)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.resolve().parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
         except OSError as e:
             raise (write_error(e, target) or e) from None
         os.close(fd)
         self._temps[target] = Path(tmp)
+        self._real[target] = real
         return Path(tmp)
 
     def temp(self, target: Path | str) -> Path | None:
@@ -263,7 +102,7 @@ class Staged:
         mode = 0o666 & ~_umask()  # mkstemp makes 0600; give the mode a plain write would
         for target, tmp in self._temps.items():
             os.chmod(tmp, mode)
-            os.replace(tmp, target)
+            os.replace(tmp, self._real.get(target, target))
         for path in self._stale:
             if path.exists() and path not in self._temps:
                 path.unlink()
@@ -445,6 +284,13 @@ def read_json(path: Path | str, what: str = "JSON file") -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise QbertError(f"{what} {path} is not valid JSON ({e.__class__.__name__}); regenerate it") from None
+
+
+def content_checksum(data: dict[str, Any]) -> str:
+    """sha256 of a JSON document's content (its `checksum` field aside), as it reads back from disk: lets a reader
+    tell a document qbert wrote from one edited since, whose fields may no longer describe what was computed."""
+    plain = json.loads(json.dumps({k: v for k, v in data.items() if k != "checksum"}, default=_jsonable))
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _jsonable(o: Any) -> Any:

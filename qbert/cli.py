@@ -11,14 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from qbert.cli_output import (FLAGS, LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, fallback_patterns, guarded,
-                               integer, out, show, show_candidates, show_fallback_steps, print_version)
+                               integer, out, show, show_candidates, show_embedding_result, show_fallback_steps,
+                               print_version)
 from qbert.cli_rules import check_flags, out_file, typed as _typed
 from qbert.progress import warn
 from qbert.errors import QbertError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Export BERT-family classifiers to ONNX, quantize them to real INT8 (minmax, "
-                       "percentile, MSE, entropy, PEG), build TensorRT engines and measure accuracy and speed.")
+                  help="Export BERT-family classifiers and sentence-embedding models to ONNX, quantize them to real "
+                       "INT8 (minmax, percentile, MSE, entropy, PEG), build TensorRT engines and measure accuracy "
+                       "(or retrieval) and speed.")
 
 
 @app.callback()
@@ -35,28 +37,43 @@ def options(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress
 @guarded
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Hugging Face hub id or local model folder "
-                              "(a *ForSequenceClassification checkpoint)."),
+                              "(a *ForSequenceClassification checkpoint, a sentence-transformers folder, or an "
+                              "encoder with --pooling)."),
     out_path: Path = typer.Option(..., "--out", "-o", parser=out_file("model.onnx"),
                                   help="ONNX file to write (a folder: model.onnx in it); a sidecar <out>.json goes "
                                   "beside it."),
     opset: int = typer.Option(17, help="ONNX opset (≥ 17 gives one LayerNormalization op per LayerNorm)."),
     tolerance: float = typer.Option(1e-4, help="Fail if ONNX Runtime and PyTorch logits differ by more."),
     max_length: Optional[int] = typer.Option(None, help="Max sequence length recorded for later commands "
-                                             "(default: 128, or the model's positions if fewer)."),
+                                             "(default: 128 — a sentence-transformers model's own max_seq_length "
+                                             "— or the model's positions if fewer)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="Export an encoder (AutoModel) as a "
+                                          "sentence-embedding model: mean | cls | max | mean-sqrt-len over the real "
+                                          "tokens; output embeddings [batch, dim]. A sentence-transformers folder "
+                                          "declares its own."),
+    normalize: bool = typer.Option(False, "--normalize", help="With --pooling: L2-normalise the embeddings in "
+                                   "the graph."),
 ) -> None:
-    """Export a sequence classifier to a clean FP32 ONNX and check parity against PyTorch."""
-    from qbert.atomic import check_outputs
+    """Export a sequence classifier (or a sentence-embedding model) to a clean FP32 ONNX and check parity against
+    PyTorch."""
+    from qbert.output_checks import check_outputs
     from qbert.exporter.export import export as run_export
 
     check_range("tolerance", tolerance, 0.0, integer=False)
     check_range("max_length", max_length, 2, optional=True)
     folder = Path(model).expanduser()
-    check_outputs({"--out": out_path}, {"--model": folder} if folder.is_dir() else {})
+    check_outputs({"--out": out_path}, {"--model": folder} if folder.is_dir() else {}, kinds={"--out": "onnx"})
 
-    meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length)
-    show(f"exported {out_path}", {"model": model, "opset": meta.opset, "layers": meta.num_layers,
-                                  "hidden": meta.hidden_size,
-                                  "parity max |Δlogit|": f"{meta.parity['max_abs_logit_diff']:.2e}",
+    meta = run_export(model, out_path, opset=opset, tolerance=tolerance, max_length=max_length, pooling=pooling,
+                      normalize=normalize)
+    embedding = meta.task == "embedding"
+    parity = meta.parity["max_abs_embedding_diff" if embedding else "max_abs_logit_diff"]
+    show(f"exported {out_path}", {"model": model, **({"output": f"embeddings, dim {meta.dim} ({meta.pooling} pooling"
+                                                                + (", L2-normalised)" if meta.normalize else ")")}
+                                                      if embedding else {}),
+                                  "opset": meta.opset, "layers": meta.num_layers, "hidden": meta.hidden_size,
+                                  "max length": meta.max_length,
+                                  f"parity max |Δ{'embedding' if embedding else 'logit'}|": f"{parity:.2e}",
                                   "sha256": meta.sha256[:16] + "…", "seconds": meta.seconds})
 
 
@@ -84,7 +101,7 @@ def eval_cmd(
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
-    from qbert.atomic import check_outputs
+    from qbert.output_checks import check_outputs
 
     if engine == "torch" and onnx is None and model is None:
         raise QbertError("--engine torch needs --model (or --onnx with a qbert sidecar)")
@@ -102,6 +119,9 @@ def eval_cmd(
     result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out, precision)
     if json_out is not None:
         err.print(f"wrote {json_out}")
+    if result.get("task") == "embedding":
+        show_embedding_result(result, data)
+        return
     acc = result["accuracy"]
     show(f"eval [{result['engine']}]", {**({"ran": result["ran"]} if "ran" in result else {}),
                                         "data": data, "examples": result["examples"],
@@ -174,7 +194,7 @@ def calibrate(
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
     from qbert.artifacts import load_meta
-    from qbert.atomic import check_outputs
+    from qbert.output_checks import check_outputs
     from qbert.calibration.quantize import int8_warning
     from qbert.calibration.recipe import Recipe
     from qbert.data import label_map
@@ -214,7 +234,7 @@ def calibrate(
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
-                  {"--onnx": onnx, "--data": Path(data) if data else None, "--recipe": recipe_in})
+                  {"--onnx": onnx, "--data": Path(data) if data else None, "--recipe": recipe_in}, kinds={"--out": "onnx"})
     if config is None:
         recipe = Recipe.load(recipe_in)
     else:
@@ -270,11 +290,11 @@ def build(
     hw_compat: bool = typer.Option(False, help="Standard TensorRT: Ampere+ hardware compatibility."),
 ) -> None:
     """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
-    from qbert.atomic import check_outputs
+    from qbert.output_checks import check_outputs
     from qbert.engines.tensorrt import build as run_build
 
     check_flags(ctx)
-    check_outputs({"--out": out_path, "--timing-cache": timing_cache}, {"--onnx": onnx})  # the cache is also read
+    check_outputs({"--out": out_path, "--timing-cache": timing_cache}, {"--onnx": onnx}, kinds={"--out": "plan"})  # the cache is also read
 
     meta = run_build(onnx, out_path, backend=backend, sm=sm, shapes=shapes, opt_level=opt_level,
                      timing_cache=timing_cache, force=force, hw_compat=hw_compat)  # shows the build's phases
@@ -335,7 +355,7 @@ def bench(
     check_range("seq", seq, 1, optional=True)
     check_range("iters", iters, 1)
     check_range("warmup", warmup, 0)
-    from qbert.atomic import check_outputs
+    from qbert.output_checks import check_outputs
 
     check_range("threads", threads, 1, optional=True)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
@@ -396,7 +416,7 @@ def analyze(
     """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
     from qbert.api import analyze as run_analyze
     from qbert.artifacts import load_meta
-    from qbert.atomic import check_outputs, output_folder
+    from qbert.output_checks import check_outputs, output_folder
     from qbert.calibration.judge import DELTA, delta_text
 
     if (onnx is None) == (model is None):
@@ -406,7 +426,7 @@ def analyze(
     with output_folder(out_dir, "--out"):
         check_outputs({"--out": out_dir / "analysis.json", "--out ": out_dir / "fp32.onnx" if model else None},
                       {"--onnx": onnx, "--data": Path(data), "--model": Path(model) if model else None},
-                      {"--out": out_dir})
+                      {"--out": out_dir}, kinds={"--out": "result", "--out ": "onnx"})
         if onnx is None:
             from qbert.api import export
 
@@ -457,7 +477,7 @@ def reproduce(
     """Run the study's whole table (FP32, W8A8, mixed precision, PEG, percentile, MSE, auto) and write a report."""
     from qbert.reproduction import reproduce as run_reproduce
 
-    from qbert.atomic import check_outputs, output_folder
+    from qbert.output_checks import check_outputs, output_folder
 
     check_range("samples", samples, 1)
     check_range("bench_iters", bench_iters, 1)

@@ -72,6 +72,27 @@ def show(title: str, rows: dict[str, Any]) -> None:
 
 
 
+def show_embedding_result(result: dict[str, Any], data: str) -> None:
+    """`qbert eval` on a sentence-embedding model: retrieval where the data labels answers, agreement with FP32
+    where there is an FP32 model to agree with; one line for each that was not measured, saying why."""
+    rows: dict[str, Any] = {**({"ran": result["ran"]} if "ran" in result else {}), "data": data,
+                            "examples": result["examples"], "sentences embedded": result["sentences"]}
+    r = result["retrieval"]
+    if r is not None:
+        rows.update({"queries / corpus": f"{r['queries']} / {r['corpus']}", "recall@1": f"{r['recall@1']:.2%}",
+                     "recall@10": f"{r['recall@10']:.2%}", "MRR@10": f"{r['mrr@10']:.4f}",
+                     "nDCG@10": f"{r['ndcg@10']:.4f}"})
+    a = result["agreement"]
+    if a is not None:
+        rows.update({"cosine vs FP32 (mean / worst)": f"{a['mean_cosine']:.4f} / {a['worst_cosine']:.4f}",
+                     "FP32 top-10 neighbours kept": f"{a['top10_kept']:.2%}"})
+    rows["sentences/s"] = result["sentences_per_second"]
+    show(f"eval [{result['engine']}] (sentence embeddings)", rows)
+    for note in (result["retrieval_note"], result["agreement_note"]):
+        if note:
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+
+
 OPENVINO_CENSUS = (("fused_attention_blocks", "attention blocks fused in INT8"),
                    ("fakequantize_left", "FakeQuantize layers left in float"),
                    ("inference_precision", "inference precision"))

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import typer
 
-from qbert.atomic import file_in_folder
+from qbert.output_checks import file_in_folder
 from qbert.errors import QbertError
 
 

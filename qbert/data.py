@@ -45,6 +45,11 @@ class Dataset:
             h.update(f"{e.first}\t{e.second}\t{e.label}\n".encode())
         return h.hexdigest()
 
+    def sentences(self) -> list[str]:
+        """Every distinct text, both sides of each pair, in order of first appearance: what an embedding model
+        encodes (one sentence at a time, never a pair)."""
+        return list(dict.fromkeys(t for e in self.examples for t in (e.first, e.second)))
+
     def head(self, n: int | None) -> "Dataset":
         return self if n is None else Dataset(self.examples[:n], self.source, self.label_names)
 
@@ -343,6 +348,13 @@ def encode(dataset: Dataset, tokenizer, max_length: int) -> Encoded:
     type_ids = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
     return Encoded([np.asarray(x, dtype=np.int64) for x in enc["input_ids"]],
                    [np.asarray(x, dtype=np.int64) for x in type_ids])
+
+
+def encode_texts(texts: Sequence[str], tokenizer, max_length: int) -> Encoded:
+    """Single sentences (an embedding model's input): one token type throughout."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
+    return Encoded(ids, [np.zeros_like(x) for x in ids])
 
 
 def pad_batch(encoded: Encoded, idx: Sequence[int], pad_id: int = 0, length: int | None = None

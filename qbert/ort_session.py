@@ -114,7 +114,7 @@ def logits_of(model: Any, encoded, batch_size: int, pad_id: int, exact: bool = F
     if exact:
         unshare_weights(model)
     sess = session_for(model, session_options(exact=exact))
-    return logits_with(lambda feeds: sess.run(["logits"], feeds)[0], encoded, batch_size, pad_id)
+    return logits_with(lambda feeds: sess.run(None, feeds)[0], encoded, batch_size, pad_id)
 
 
 def logits_with(run: Callable[[dict[str, np.ndarray]], np.ndarray], encoded, batch_size: int,

@@ -69,10 +69,11 @@ def compile_model(model: Any, threads: int | None = None, precision: str = "f32"
 
 
 def runner(compiled: Any) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    """feeds → logits (float32) through one infer request of `compiled`."""
+    """feeds → the model's one output (logits, or an embedding model's embeddings; float32) through one infer
+    request of `compiled`."""
     request = compiled.create_infer_request()
     names = {i.get_any_name() for i in compiled.inputs}
-    out = compiled.output("logits")
+    out = compiled.outputs[0]
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(request.infer({k: v for k, v in feeds.items() if k in names})[out], dtype=np.float32)

@@ -159,6 +159,32 @@ def build_tiny_bert(folder: Path, **kw) -> Path:
     return build_tiny(folder, "bert", **kw)
 
 
+def build_sentence_transformer(folder: Path, arch: str = "bert", pooling: str = "mean", normalize: bool = True,
+                               pooling_config: dict | None = None, modules: list | None = None,
+                               max_seq_length: int = 48, **kw) -> Path:
+    """A tiny random encoder (no head) laid out as sentence-transformers saves one: the Hugging Face files at the
+    root, modules.json (Transformer → Pooling → Normalize), 1_Pooling/config.json in the legacy `pooling_mode_*`
+    form unless `pooling_config` replaces it, and sentence_bert_config.json."""
+    import json
+
+    build_tiny(folder, arch, classifier=False, **kw)
+    st = "sentence_transformers.models."
+    default_modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"}]
+    if normalize:
+        default_modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules if modules is not None else default_modules, indent=2))
+    legacy = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+              "mean-sqrt-len": "pooling_mode_mean_sqrt_len_tokens"}
+    config = pooling_config if pooling_config is not None else {
+        "word_embedding_dimension": 32, **{key: mode == pooling for mode, key in legacy.items()}}
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                  "do_lower_case": False}))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "model")

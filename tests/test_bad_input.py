@@ -84,6 +84,7 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
                        ("fallback", lambda r: r.update(fallback=["layer.9.nope"]))):
         bad = json.loads(json.dumps(good))
         edit(bad)
+        bad.pop("checksum", None)  # edited on purpose: each case checks the field, not the checksum
         (d / f"{name}.recipe.json").write_text(json.dumps(bad))
     runner.invoke(app, ["calibrate", "--onnx", str(d / "m.onnx"), "--data", str(tsv), "--samples", "16",
                         "--method", "peg", "--groups", "4", "--placement", "full", "--out", str(d / "peg.q.onnx")])
@@ -98,6 +99,7 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
                        ("floatperm", lambda r: r.update(permutation=[float(i) for i in r["permutation"]]))):
         bad = json.loads(json.dumps(peg))
         edit(bad)
+        bad.pop("checksum", None)  # edited on purpose: each case checks the field, not the checksum
         (d / f"{name}.recipe.json").write_text(json.dumps(bad))
     runner.invoke(app, ["calibrate", "--onnx", str(d / "m.onnx"), "--data", str(tsv), "--samples", "16",
                         "--method", "smoothquant", "--out", str(d / "sq.q.onnx")])
@@ -109,6 +111,7 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
                        ("sqwidth", lambda r: r["sites"][smoothed].update(smooth=r["sites"][smoothed]["smooth"][:5]))):
         bad = json.loads(json.dumps(sq))
         edit(bad)
+        bad.pop("checksum", None)  # edited on purpose: each case checks the field, not the checksum
         (d / f"{name}.recipe.json").write_text(json.dumps(bad))
 
 

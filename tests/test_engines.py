@@ -45,6 +45,11 @@ def test_rtx_build_cache_hit_and_invalidation(qdq_pair, tmp_path):
     r2 = runner.invoke(app, list(map(str, args)))
     assert r2.exit_code == 0 and "hit" in r2.stdout
     assert (tmp_path / "e.plan").stat().st_mtime_ns == stamp
+    edited = {**side, "sm": 89, "target": "SM89"}  # a sidecar edited under the plan is no hit: rebuilt, rewritten
+    (tmp_path / "e.plan.json").write_text(json.dumps(edited))
+    r2b = runner.invoke(app, list(map(str, args)))
+    assert r2b.exit_code == 0 and "miss" in r2b.stdout, r2b.stdout
+    assert json.loads((tmp_path / "e.plan.json").read_text())["target"] == "SM86"
     # change the ONNX → new key → rebuild
     m = onnx.load(str(qdq_pair["trt"]))
     m.doc_string = "changed"

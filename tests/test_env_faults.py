@@ -124,7 +124,9 @@ def test_a_failed_write_is_one_line_and_leaves_the_old_output(env, tmp_path, mon
     out = tmp_path / "out"
     out.mkdir()
     old = {name: f'{{"old": "{name}"}}' if name.endswith(".json") else f"old {name}"  # a JSON output replaces JSON
-           for name in ("r.json", "q.onnx", "q.onnx.json", "x.onnx", "b.json", "analysis.json")}
+           for name in ("r.json", "q.onnx", "x.onnx", "b.json", "analysis.json")}
+    for onnx_name in ("q.onnx", "x.onnx"):  # an ONNX output replaces only a qbert ONNX: these are, by their sidecar
+        old[f"{onnx_name}.json"] = '{"format": "qbert-onnx", "old": true}'
     for name, text in old.items():
         (out / name).write_text(text)
     simulate, needle = FAULTS[fault]
@@ -293,3 +295,19 @@ def test_a_failed_command_leaves_no_new_folder(env, tmp_path, case, argv):
     code, lines, text = invoke(argv, d=env["d"], o=tmp_path, tsv=env["tsv"], unlabelled=unlabelled)
     assert code == 2 and len(lines) == 1 and "Traceback" not in text, (case, code, text)
     assert sorted(tmp_path.rglob("*")) == before, (case, sorted(set(tmp_path.rglob("*")) - set(before)))
+
+
+def test_an_output_through_a_link_is_written_where_the_link_points(env, tmp_path):
+    """A --json path that is a symlink (to another folder, possibly another filesystem, such as /dev/shm or
+    /dev/stdout redirected to a file) writes through to the file it names: no cross-device rename, no link replaced."""
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    try:
+        (elsewhere / "r.json").write_text("{}")
+        (tmp_path / "link.json").symlink_to(elsewhere / "r.json")
+        code, lines, text = invoke("eval --onnx {d}/m.onnx --data {tsv} --limit 8 --json {o}/link.json", d=env["d"],
+                                   tsv=env["tsv"], o=tmp_path)
+        assert code == 0, text
+        assert (tmp_path / "link.json").is_symlink() and json.loads((elsewhere / "r.json").read_text())["examples"] == 8
+        assert [p.name for p in elsewhere.iterdir()] == ["r.json"]  # no temp file left there
+    finally:
+        shutil.rmtree(elsewhere)

@@ -33,6 +33,11 @@ def env(tiny_model, tiny_tsv, tmp_path_factory):
     for suffix in ("", ".json"):  # an FP32 export (with its sidecar) no command below reads
         shutil.copy(f"{d / 'm.onnx'}{suffix}", f"{d / 'fp32b.onnx'}{suffix}")
     write_tsv(d / "small2.tsv", 12, seed=4)
+    (d / "othermodel").mkdir()  # files of a model no command below reads
+    (d / "othermodel" / "tokenizer.json").write_text('{"version": "1.0"}')
+    (d / "othermodel" / "model.safetensors").write_bytes(b"weights")
+    (d / "old.plan").write_bytes(b"plan")  # a plan with its qbert sidecar
+    (d / "old.plan.json").write_text('{"format": "qbert-plan"}')
     return {"d": d, "tsv": str(tiny_tsv)}
 
 
@@ -97,11 +102,27 @@ CASES = [
      ("--out", "model folder")),
     # files no input names, but which the output would wrongly replace
     ("bench: --json is a data file of no input", "bench --onnx {d}/q.onnx --batch 1 --iters 1 --warmup 0 "
-     "--json {d}/small2.tsv", ("--json", "not a JSON document")),
+     "--json {d}/small2.tsv", ("--json", "not a JSON result")),
     ("eval: --json is a data file of no input", "eval --onnx {d}/q.onnx --data {tsv} --json {d}/small2.tsv",
-     ("--json", "not a JSON document")),
+     ("--json", "not a JSON result")),
     ("calibrate: --recipe-out is a data file", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out "
-     "{o}/x.onnx --recipe-out {d}/small2.tsv", ("--recipe-out", "not a JSON document")),
+     "{o}/x.onnx --recipe-out {d}/small2.tsv", ("--recipe-out", "not a qbert recipe")),
+    # an existing file is replaced only by an output of its own kind, whoever reads it
+    ("calibrate: --out is a data file", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out {d}/small2.tsv",
+     ("--out", "not a qbert ONNX")),
+    ("export: --out is a data file", "export --model {m} --out {d}/small2.tsv", ("--out", "not a qbert ONNX")),
+    ("export: --out is another model's weights", "export --model {m} --out {d}/othermodel/model.safetensors",
+     ("--out", "not a qbert ONNX")),
+    ("build: --out is a Q/DQ ONNX", "build --onnx {d}/qt.onnx --out {d}/q.onnx", ("--out", "is a qbert ONNX")),
+    ("export: --out is a plan", "export --model {m} --out {d}/old.plan", ("--out", "is a qbert TensorRT plan")),
+    ("eval: --json is the sidecar of an ONNX no input names", "eval --onnx {d}/q.onnx --data {tsv} --json "
+     "{d}/fp32b.onnx.json", ("--json", "not a JSON result")),
+    ("bench: --json is a recipe no input names", "bench --onnx {d}/q.onnx --batch 1 --iters 1 --warmup 0 --json "
+     "{d}/qt.onnx.recipe.json", ("--json", "is a qbert recipe")),
+    ("calibrate: --recipe-out is another model's tokenizer", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 "
+     "--out {o}/x.onnx --recipe-out {d}/othermodel/tokenizer.json", ("--recipe-out", "not a qbert recipe")),
+    ("eval: --json inside the source model's folder", "eval --onnx {d}/m.onnx --data {tsv} --json {m}/",
+     ("--json", "inside the model folder")),
     ("calibrate: --out is another FP32 export", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out "
      "{d}/fp32b.onnx", ("FP32 export", "another path")),
 ]

@@ -107,6 +107,15 @@ CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
     ("calibration padding not a boolean", "peg", lambda r: r["calibration"].update(include_padding="no"),
      "calibration.include_padding 'no' must be true or false"),
     ("calibration seed a boolean", "minmax", lambda r: r["calibration"].update(seed=True), "calibration.seed"),
+    ("calibration seed negative", "minmax", lambda r: r["calibration"].update(seed=-3), "calibration.seed -3"),
+    ("an unknown key in calibration", "minmax", lambda r: r["calibration"].update(samplez=5),
+     "calibration has an unknown key 'samplez'"),
+    ("method none (qbert's marker for no INT8)", "minmax", lambda r: r.update(method="none"), "unknown method 'none'"),
+    # every field valid alone, yet not what was computed: caught by the checksum qbert writes
+    ("alpha changed on a smoothquant recipe", "smoothquant", lambda r: r.update(alpha=0.1), "was edited after qbert"),
+    ("samples changed", "minmax", lambda r: r["calibration"].update(samples=99999), "was edited after qbert"),
+    ("permute off on a permuted PEG recipe", "peg", lambda r: r.update(permute=False, permutation=None),
+     "was edited after qbert"),
     # values emission would change without a word: a clip below the floor qbert emits, a factor 0 in float32
     ("a clip value of 1e-300", "minmax", lambda r: r["sites"][first(r)].update(amax=1e-300),
      "clip value(s) [1e-300]"),
@@ -137,7 +146,9 @@ MISFITS: list[tuple[str, str, Callable[[dict], Any], str]] = [
 
 @pytest.mark.parametrize("case,base,edit,needle", MISFITS, ids=[c[0] for c in MISFITS])
 def test_a_recipe_that_does_not_fit_the_model_is_refused(good, tiny_onnx, tmp_path, case, base, edit, needle):
-    _refused_by_the_cli(tiny_onnx, _write(good, tmp_path, base, edit), tmp_path, case, needle)
+    """Edited with the checksum removed (the user taking the edit on): the model check still names the misfit."""
+    _refused_by_the_cli(tiny_onnx, _write(good, tmp_path, base, lambda r: (edit(r), r.pop("checksum"))), tmp_path,
+                        case, needle)
 
 
 def _refused_by_the_cli(tiny_onnx: Path, recipe: Path, tmp_path: Path, case: str, needle: str) -> None:
@@ -178,3 +189,19 @@ def test_every_recipe_qbert_writes_loads(good, tmp_path, base):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(good[base]))
     assert Recipe.load(path).to_json() == json.loads(json.dumps(good[base]))
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", "trt", "openvino"])
+def test_a_recipe_without_head_scales_still_emits(good, tiny_onnx, tmp_path, target):
+    """Head scales (`head.<n>`) are optional: a recipe that has none re-emits for every target, heads in float."""
+    r = json.loads(json.dumps(good["minmax"]))
+    assert any(k.startswith("head.") for k in r["sites"])
+    r["sites"] = {k: v for k, v in r["sites"].items() if not k.startswith("head.")}
+    del r["checksum"]  # as recipes written before head scales and checksums
+    (tmp_path / "r.json").write_text(json.dumps(r))
+    out = tmp_path / f"q.{target}.onnx"
+    res = CliRunner().invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--recipe", str(tmp_path / "r.json"),
+                                   "--target", target, "--out", str(out)])
+    assert res.exit_code == 0, res.stderr
+    side = json.loads(out.with_name(out.name + ".json").read_text())["quantization"]
+    assert side["quantized_sites"] == len(r["sites"]) - len(side.get("left_in_float_by_target", []))

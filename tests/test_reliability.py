@@ -9,6 +9,16 @@ from pathlib import Path
 from tests.conftest import write_tsv
 
 
+SIDECAR = '{"format": "%s", "previous": true}'
+
+
+def previous_sidecar(path: Path, fmt: str) -> Path:
+    """The output a command is about to replace is an earlier artefact of the same kind: it has a qbert sidecar."""
+    side = path.with_name(path.name + ".json")
+    side.write_text(SIDECAR % fmt)
+    return side
+
+
 def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
     """A real SIGINT to a calibrating subprocess."""
     import pytest
@@ -16,6 +26,7 @@ def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
     data = write_tsv(tmp_path / "big.tsv", 12000, seed=9)
     out = tmp_path / "q.onnx"
     out.write_bytes(b"previous good output")
+    side = previous_sidecar(out, "qbert-onnx")
     cmd = [sys.executable, "-m", "qbert.cli", "calibrate", "--onnx", str(tiny_onnx), "--data", str(data),
            "--samples", "12000", "--batch-size", "1", "--method", "percentile", "--out", str(out)]
     env = {**os.environ, "QBERT_QUIET": "1", "HF_HUB_OFFLINE": "1"}
@@ -31,7 +42,7 @@ def test_ctrl_c_during_calibrate_keeps_previous_output(tiny_onnx, tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert out.read_bytes() == b"previous good output"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tsv", "q.onnx"]  # no temp files or recipe
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tsv", "q.onnx", "q.onnx.json"]  # no temp file, recipe
 
 
 def test_ctrl_c_mid_observation_in_process(tiny_onnx, tiny_tsv, tmp_path, monkeypatch):
@@ -52,11 +63,12 @@ def test_ctrl_c_mid_observation_in_process(tiny_onnx, tiny_tsv, tmp_path, monkey
     monkeypatch.setattr(Observer, "observe", observe)
     out = tmp_path / "q.onnx"
     out.write_bytes(b"previous good output")
+    side = previous_sidecar(out, "qbert-onnx")
     r = CliRunner().invoke(app, ["calibrate", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--samples", "64",
                                  "--batch-size", "4", "--out", str(out)])
     assert r.exit_code == 130 and "interrupted" in r.stderr and len(seen) == 3
-    assert out.read_bytes() == b"previous good output"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+    assert out.read_bytes() == b"previous good output" and side.read_text() == SIDECAR % "qbert-onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.json"]
 
 
 def test_same_inputs_give_byte_identical_onnx_and_recipe(tiny_onnx, tiny_tsv, tmp_path):
@@ -102,15 +114,18 @@ def test_ctrl_c_during_export_and_build_keeps_previous_output(tiny_model, tiny_o
     runner = CliRunner()
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous export")
+    side = previous_sidecar(out, "qbert-onnx")
     monkeypatch.setattr(onnx, "save", _interrupt_midway(onnx.save))
     r = runner.invoke(app, ["export", "--model", str(tiny_model), "--out", str(out)])
     assert r.exit_code == 130 and "interrupted" in r.stderr
-    assert out.read_bytes() == b"previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert out.read_bytes() == b"previous export" and side.read_text() == SIDECAR % "qbert-onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
     monkeypatch.undo()
 
     pytest.importorskip("tensorrt_rtx")
     plan = tmp_path / "e.plan"
     plan.write_bytes(b"previous plan")
+    plan_side = previous_sidecar(plan, "qbert-plan")
     real_write = Path.write_bytes
 
     def half_then_ctrl_c(self, data):  # Ctrl-C halfway through writing the plan's temp file
@@ -121,4 +136,4 @@ def test_ctrl_c_during_export_and_build_keeps_previous_output(tiny_model, tiny_o
     r = runner.invoke(app, ["build", "--onnx", str(tiny_onnx), "--out", str(plan), "--shapes", "1x1/2x16/4x32",
                             "--opt-level", "0", "--backend", "tensorrt-rtx"])
     assert r.exit_code == 130
-    assert plan.read_bytes() == b"previous plan" and not (tmp_path / "e.plan.json").exists()
+    assert plan.read_bytes() == b"previous plan" and plan_side.read_text() == SIDECAR % "qbert-plan"

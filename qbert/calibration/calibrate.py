@@ -15,7 +15,7 @@ from qbert.calibration.recipe import Recipe
 from qbert.calibration.scales import choose_scales, gemm_split_of
 from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
 from qbert.errors import ConfigError
-from qbert.data import Dataset, batches, encode, load_dataset_spec
+from qbert.data import Dataset, batches, encode, encode_texts, load_dataset_spec
 from qbert.exporter.export import versions
 from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
@@ -48,6 +48,14 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     if choosing and auto_fp16:
         raise ConfigError("auto_fp16", auto_fp16, "searches held-out rows, as {method=} does: use one of them",
                           **judges)
+    embedding = meta.task == "embedding"  # encodes one sentence at a time: calibrate on sentences, not pairs
+    if embedding and (choosing or auto_fp16):
+        field, value = ("method", method) if choosing else ("auto_fp16", auto_fp16)
+        raise ConfigError(field, value, "judges candidates by classification accuracy on held-out rows, and "
+                          f"{onnx_path} is a sentence-embedding model: judging by an embedding criterion is not "
+                          "implemented; choose the method yourself (minmax, peg, smoothquant …)" +
+                          ("" if choosing else " and name the tensors to keep in high precision with {fallback}"),
+                          fallback=fallback)
     asked_heldout = heldout_rows
     heldout_rows = heldout_rows or 1000
     budget = budget if budget is not None else (0.3 if choosing else 0.5)
@@ -78,10 +86,13 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
-    if len(dataset.examples) < samples:
-        raise ConfigError("samples", samples, f"the data ({data}) has {len(dataset.examples)} rows; lower "
+    sentences = dataset.sentences() if embedding else None  # both sides of each pair, each once
+    units = len(sentences) if sentences is not None else len(dataset.examples)
+    if units < samples:
+        what = "distinct sentences (both sides of each pair)" if embedding else "rows"
+        raise ConfigError("samples", samples, f"the data ({data}) has {units} {what}; lower "
                           "{samples} or give more data", samples=samples)
-    shuffled = np.random.default_rng(seed).permutation(len(dataset.examples))
+    shuffled = np.random.default_rng(seed).permutation(units)
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
     if needs_labels and asked_heldout and len(held_rows) < asked_heldout:
@@ -92,7 +103,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                           f"{len(dataset.examples)}: lower it or give more data", **judges)
     all_examples = dataset.examples
     tokenizer = tokenizer_of(meta, onnx_path)
-    encoded = encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
+    encoded = encode_texts([sentences[i] for i in rows], tokenizer, meta.max_length) if sentences is not None else \
+        encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
     pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
@@ -119,7 +131,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         permutation=permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,
                      "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(), "batch_size": batch_size,
-                     "include_padding": include_padding, "max_length": meta.max_length},
+                     "include_padding": include_padding, "max_length": meta.max_length,
+                     **({"inputs": "sentences"} if embedding else {})},
         model={"onnx": str(onnx_path), "sha256": meta.sha256, "source_model": meta.source_model},
         versions=versions())
     if needs_labels:

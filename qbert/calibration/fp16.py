@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 
 def to_fp16(model: Any) -> None:
@@ -19,6 +19,8 @@ def to_fp16(model: Any) -> None:
 
     for op in model.opset_import:  # FP16 Q/DQ scales need opset 19 (opset 17 allows only FP32 scales)
         if op.domain in ("", "ai.onnx") and op.version < 19:
+            if op.version < 18:
+                _reduce_axes_as_inputs(model)
             op.version = 19
     for i, t in enumerate(model.graph.initializer):
         if t.data_type == TensorProto.FLOAT:
@@ -46,3 +48,21 @@ def to_fp16(model: Any) -> None:
             model.graph.node.append(helper.make_node("Cast", [half], [out.name], to=TensorProto.FLOAT,
                                                      name=f"qbert/{out.name}/CastFP32"))
     del model.graph.value_info[:]
+
+
+REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+              "ReduceProd", "ReduceSumSquare")  # ReduceSum took its axes as an input from opset 13 already
+
+
+def _reduce_axes_as_inputs(model: Any) -> None:
+    """Opset 18 moved these reductions' `axes` from an attribute to an input; an embedding model's pooling and
+    normalisation use them (ReduceMax, ReduceL2), so raising the opset rewrites them as opset 18 spells them."""
+    for n in model.graph.node:
+        axes = next((a for a in n.attribute if a.name == "axes"), None) if n.op_type in REDUCE_OPS else None
+        if axes is None:
+            continue
+        name = f"{n.name or n.output[0]}.axes"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(list(axes.ints), dtype=np.int64), name))
+        n.attribute.remove(axes)
+        del n.input[1:]
+        n.input.append(name)

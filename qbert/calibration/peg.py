@@ -82,6 +82,24 @@ def fold_stream_permutation(graph: BertGraph, perm: np.ndarray, inits: Initializ
             lin.weight = inits.replace_input(lin.node, 1, cols, ".perm")
             b_idx = list(lin.bias_node.input).index(lin.bias)
             lin.bias = inits.replace_input(lin.bias_node, b_idx, cols, ".perm")
+    if not graph.heads:  # an embedding model: its output is the pooled stream itself
+        _unpermute_output(graph, perm, inits)
+        return
     head = graph.heads[0]  # pooler (BERT) / dense (RoBERTa head) reads the first token of the stream
     trans_b = next((a.i for a in head.attribute if a.name == "transB"), 0)
     inits.replace_input(head, 1, cols if trans_b else rows, ".perm" if trans_b else ".permrows")
+
+
+def _unpermute_output(graph: BertGraph, perm: np.ndarray, inits: Initializers) -> None:
+    """Pooling (per channel: CLS, mean, max) and L2 normalisation (of the whole vector) do not care about channel
+    order, so an embedding model computes its embeddings in the stream's order π; one Gather on the [batch, dim]
+    output puts them back in the model's own order (d indices per sentence, nothing per token)."""
+    from onnx import helper
+
+    nodes = graph.model.graph.node
+    writer = next(n for n in nodes if graph.output in n.output)
+    permuted = f"{graph.output}.permuted"
+    writer.output[list(writer.output).index(graph.output)] = permuted
+    inverse = inits.add(f"{graph.output}.unpermute", np.argsort(perm).astype(np.int64))
+    nodes.append(helper.make_node("Gather", [permuted, inverse], [graph.output], axis=-1,
+                                  name=f"qbert/{graph.output}/Unpermute"))

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from qbert.artifacts import ModelMeta, load_meta, load_onnx
-from qbert.atomic import (check_outputs, external_data_threshold, proto_size, save_onnx, sidecar_kind, staged,
-                          staged_sha256_onnx, write_json)
+from qbert.atomic import external_data_threshold, proto_size, save_onnx, staged, staged_sha256_onnx, write_json
+from qbert.output_checks import check_outputs, sidecar_kind
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
@@ -26,7 +26,8 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     rewritten in place. Returns the sidecar."""
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     recipe_path = Path(recipe_out) if recipe_out is not None else Path(f"{out}.recipe.json")
-    check_outputs({"out": out, "recipe_out": recipe_path if write_recipe else None}, {"fp32_onnx": fp32_onnx})
+    check_outputs({"out": out, "recipe_out": recipe_path if write_recipe else None}, {"fp32_onnx": fp32_onnx},
+                  kinds={"out": "onnx"})
     if sidecar_kind(out) == "fp32":  # other quantized models and their recipes name it as their source
         raise QbertError(f"{out} is an FP32 export that quantized models and recipes are computed from; write the "
                          "quantized model to another path")

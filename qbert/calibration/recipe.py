@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from qbert.atomic import read_json, write_json
+from qbert.atomic import content_checksum, read_json, write_json
 from qbert.errors import QbertError
 
 FORMAT = "qbert-recipe/1"
 WEIGHTS = "int8 symmetric per output channel, amax/127 (computed at emission from the weights)"
 # the calibration block's fields with their types: they are copied into every recipe emitted from this one
+CALIBRATION_REPORTS = ("auto_method", "auto_fp16")  # the searches' reports, shown again on re-emission
 CALIBRATION_FIELDS = {"samples": int, "batch_size": int, "max_length": int, "seed": int, "include_padding": bool,
-                      "data": str, "data_sha256": str, "rows_sha256": str}
+                      "data": str, "data_sha256": str, "rows_sha256": str,
+                      "inputs": str}  # "sentences": an embedding model's samples are single sentences, not pairs
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Recipe:
     weights: str = WEIGHTS
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        data = {"format": FORMAT, **asdict(self)}
+        return {**data, "checksum": content_checksum(data)}
 
     def save(self, path: Path | str) -> None:
         write_json(path, self.to_json())
@@ -58,6 +62,8 @@ class Recipe:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise QbertError(f"{path} is not a qbert recipe (format {data.get('format')!r})"
                              if isinstance(data, dict) else f"{path} is not a qbert recipe")
+        checksum = data.pop("checksum", None)  # recipes written before it carry none: checked field by field only
+        written_as = content_checksum(data)
         data.pop("format")
         _check_keys(data, cls, str(path))
         if not isinstance(data["sites"], dict):
@@ -67,8 +73,16 @@ class Recipe:
                 raise QbertError(f"{path}: site {key} must be a JSON object (tensor, amax…) — recalibrate")
             _check_keys(site, SiteScale, f"{path}: site {key}")
         data["sites"] = {k: SiteScale(**v) for k, v in data["sites"].items()}
+        if data.get("method") == "none":  # qbert's own marker for rows with no INT8 (reproduce), never a file's
+            raise QbertError(f"{path}: unknown method 'none' — a recipe file names the method it was calibrated "
+                             "with; recalibrate")
         recipe = cls(**data)
         recipe.validate(str(path))
+        if checksum is not None and checksum != written_as:  # every field is valid alone, yet not what was computed
+            raise QbertError(f"{path} was edited after qbert wrote it (its checksum differs): its fields may no "
+                             "longer describe the calibration (an alpha, a sample count, a permutation its groups "
+                             "were sized for); recalibrate, or remove its \"checksum\" field to use the edit "
+                             "as it is")
         return recipe
 
     def validate(self, where: str = "recipe") -> None:
@@ -102,20 +116,26 @@ class Recipe:
         for name in ("model", "calibration", "versions"):
             if not isinstance(getattr(self, name), dict):
                 raise QbertError(f"{where}: {name} must be a JSON object, not {type(getattr(self, name)).__name__}")
+        unknown = [k for k in self.calibration if k not in (*CALIBRATION_FIELDS, *CALIBRATION_REPORTS)]
+        if unknown:
+            raise QbertError(f"{where}: calibration has an unknown key {unknown[0]!r} (known: "
+                             f"{', '.join((*CALIBRATION_FIELDS, *CALIBRATION_REPORTS))}) — remove it or recalibrate")
         if self.weights != WEIGHTS:  # the only weight scheme emission applies: another text would be untrue
             raise QbertError(f"{where}: weights {self.weights!r} is not what qbert does ({WEIGHTS!r}); the recipe "
                              "was edited — restore the field or recalibrate")
         for name, kind in CALIBRATION_FIELDS.items():
             value = self.calibration.get(name)
             if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-                                      or (kind is int and name != "seed" and value < 1)):
-                want = {bool: "true or false", str: "a text"}.get(kind, "an integer" if name == "seed" else
+                                      or (kind is int and value < (0 if name == "seed" else 1))):
+                want = {bool: "true or false", str: "a text"}.get(kind, "an integer ≥ 0" if name == "seed" else
                                                                    "a positive integer")
                 raise QbertError(f"{where}: calibration.{name} {value!r} must be {want} — the recipe was edited; "
                                  "restore the field or recalibrate")
         if self.method != "none" and not isinstance(self.model.get("sha256"), str):
             raise QbertError(f"{where}: no model.sha256, so it cannot be matched to a model; recalibrate")
         for key, site in self.sites.items():
+            if not isinstance(site, SiteScale):
+                raise QbertError(f"{where}: site {key} is a {type(site).__name__}, not a SiteScale (tensor, amax…)")
             if not isinstance(site.tensor, str):
                 raise QbertError(f"{where}: site {key} has no tensor name")
             for name in ("group_amax", "bounds", "smooth"):
@@ -230,7 +250,10 @@ class Recipe:
             k = renamed[0]
             raise QbertError(f"{where}: site {k} names tensor {self.sites[k].tensor!r}, but this model's {k} is "
                              f"{tensors[k]!r}; recalibrate on this model (or restore the name)")
-        missing = [k for k in site_keys if k not in self.sites and k not in self.fallback]
+        from qbert.calibration.placement import is_head
+
+        # head scales are optional: a recipe written before they were recorded keeps its heads in high precision
+        missing = [k for k in site_keys if k not in self.sites and k not in self.fallback and not is_head(k)]
         if missing and self.method != "none":
             raise QbertError(f"{where}: this model's {self.placement} placement has sites the recipe does not "
                              f"cover ({missing[:4]}{' …' if len(missing) > 4 else ''}); recalibrate on this model")
@@ -257,4 +280,4 @@ FLOAT32_TINY = 1.1754943508222875e-38  # the least positive normal float32
 def _positive(v: Any, least: float = FLOAT32_TINY) -> bool:
     """A usable clip value or smoothing factor: a finite number that stays itself, a positive normal float32, when
     cast into the graph (1e-300 would become 0, or be raised to a floor, without a word)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and least <= v < FLOAT32_MAX
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and least <= v < FLOAT32_MAX

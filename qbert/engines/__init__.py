@@ -1,6 +1,8 @@
 """Inference engines behind one small interface (see base.py); heavy runtimes import lazily."""
 from __future__ import annotations
 
+from typing import Any
+
 from qbert.engines.base import Engine
 from qbert.errors import ConfigError, QbertError
 
@@ -39,10 +41,11 @@ def check_emitted_for(kind: str, path: str) -> None:
 
 
 def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False,
-                precision: str = "f32") -> Engine:
+                precision: str = "f32", pooling: Any = None) -> Engine:
     """Open an engine by kind: `ort-cpu`, `openvino` and `tensorrt` take a model/plan path, `torch` an HF model.
     Use it as a context manager. `threads` applies to the CPU engines, `exact` (non-saturating x86 INT8) to
-    ort-cpu only, `precision` (f32 | bf16 inference) to openvino only."""
+    ort-cpu only, `precision` (f32 | bf16 inference) to openvino only, `pooling` (an exporter.pooling.Pooling:
+    run the HF model as that embedding model) to torch only — the other engines run what the graph computes."""
     check_exact(kind, exact)
     check_precision(kind, precision)
     if kind == "ort-cpu":
@@ -57,7 +60,7 @@ def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = 
     if kind == "torch":
         from qbert.engines.torch import TorchEngine
 
-        return TorchEngine(path, threads=threads)
+        return TorchEngine(path, threads=threads, pooling=pooling)
     if kind == "tensorrt":
         from qbert.engines.tensorrt import TensorRTEngine
 

@@ -15,7 +15,8 @@ class Engine(ABC):
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits [batch, labels] as float32 for int64 `input_ids`/`attention_mask`/`token_type_ids`."""
+        """The model's one output as float32 for int64 `input_ids`/`attention_mask`/`token_type_ids`: logits
+        [batch, labels] of a classifier, embeddings [batch, dim] of an embedding model."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -35,11 +35,12 @@ class OrtCpuEngine(Engine):
         except Exception as e:
             raise QbertError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output = self.session.get_outputs()[0].name  # logits, or an embedding model's embeddings
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)
         try:
-            out = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})[0]
+            out = self.session.run([self.output], {k: v for k, v in feeds.items() if k in self.input_names})[0]
         except Exception as e:  # ORT's own errors (a shape its graph cannot take, a hand-edited file): one line
             shape = "x".join(map(str, feeds["input_ids"].shape))
             raise QbertError(f"ONNX Runtime failed running {self.path} on a {shape} batch: "

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qbert.atomic import (check_outputs, read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes,
-                          write_json)
+from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
+from qbert.output_checks import check_outputs
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
 from qbert.engines.base import Engine, check_feeds, census_shape
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
@@ -76,7 +76,7 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         raise ConfigError("opt_level", opt_level, "must be 0-5")
     if str(sm).lower() != "auto":
         _parse_sm(sm)
-    check_outputs({"out": out, "timing_cache": timing_cache}, {"onnx": onnx_path})  # the cache is read, too
+    check_outputs({"out": out, "timing_cache": timing_cache}, {"onnx": onnx_path}, kinds={"out": "plan"})  # the cache is read, too
     load_onnx(onnx_path)
     if sidecar_path(onnx_path).is_file():  # target and positions come from it: it must describe this very ONNX
         meta = load_meta(onnx_path)
@@ -108,11 +108,12 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     key_fields = {"onnx_sha256": sha256_onnx(onnx_path), "backend": name, "version": trt.__version__,
                   "trt_major": trt_major(trt), "sm": target, "profile": profile, "opt_level": opt_level,
                   "hw_compat": hw_compat}
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+    key = _cache_key(key_fields)
     side = sidecar_path(out)
     if not force and out.is_file() and side.is_file():
-        old = read_json(side, "engine sidecar")
-        if isinstance(old, dict) and old.get("cache_key") == key and old.get("plan_sha256") == sha256_file(out):
+        old = read_json(side, "engine sidecar")  # a hit needs the plan and every field of its sidecar unchanged
+        if isinstance(old, dict) and old.get("cache_key") == key == _cache_key({k: old.get(k) for k in key_fields}) \
+                and old.get("plan_sha256") == sha256_file(out):
             return replace(load_plan_meta(out), cache_hit=True)
     logger = _build_logger(trt, device is None)
     builder = trt.Builder(logger)
@@ -180,6 +181,10 @@ def _build_logger(trt: Any, no_gpu: bool) -> Any:
             print(f"[TRT] [{tag}] {msg}", file=sys.stderr, flush=True)
 
     return Logger()
+
+
+def _cache_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def read_timing_cache(config: Any, path: Path, name: str) -> Any:
@@ -291,6 +296,7 @@ class TensorRTEngine(Engine):
         io = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         # a plan drops inputs its network ignores (DistilBERT's token_type_ids); bind only what it has
         self.inputs = [n for n in INPUT_NAMES if n in io]
+        self.output = next(n for n in io if n not in INPUT_NAMES)  # logits, or an embedding model's embeddings
         _, self.stream = cudart.cudaStreamCreate()
         self.buffers: dict[str, tuple[int, int]] = {}
 
@@ -313,10 +319,10 @@ class TensorRTEngine(Engine):
             ptr = self._buffer(name, arr.nbytes)
             cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
             self.context.set_tensor_address(name, ptr)
-        shape = tuple(self.context.get_tensor_shape("logits"))
+        shape = tuple(self.context.get_tensor_shape(self.output))
         out = np.empty(shape, dtype=np.float32)
-        optr = self._buffer("logits", out.nbytes)
-        self.context.set_tensor_address("logits", optr)
+        optr = self._buffer(self.output, out.nbytes)
+        self.context.set_tensor_address(self.output, optr)
         self.context.execute_async_v3(self.stream)
         cudart.cudaMemcpyAsync(out.ctypes.data, optr, out.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
         cudart.cudaStreamSynchronize(self.stream)

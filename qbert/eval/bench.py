@@ -85,13 +85,16 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
                           "{max_length})", max_length=longest)
     encoded, pad = None, 0
     if data is not None:
-        from qbert.data import encode, load_dataset_spec
+        from qbert.data import encode, encode_texts, load_dataset_spec
         from qbert.exporter.provenance import tokenizer_of
 
         if meta is None:
             raise ConfigError("data", data, f"needs the qbert sidecar of {path} (it names the tokenizer)")
         ds = load_dataset_spec(data, None, limit=max(sizes))
-        encoded, pad = encode(ds, tokenizer_of(meta, path), seq), meta.pad_token_id
+        tokenizer = tokenizer_of(meta, path)  # an embedding model encodes one sentence at a time, not a pair
+        encoded = encode_texts(ds.sentences(), tokenizer, seq) if meta.task == "embedding" else \
+            encode(ds, tokenizer, seq)
+        pad = meta.pad_token_id
 
     def feeds_for(b: int) -> dict[str, np.ndarray]:
         if encoded is not None:

@@ -134,10 +134,14 @@ def usable_positions(model_type: str, rows: int, pad_token_id: int | None) -> in
     return rows
 
 
-def canonical(model: Any) -> Any:
-    """The classifier as a torch module with BERT's node names: (input_ids, attention_mask, token_type_ids) →
-    logits, with the additive mask built once ((1 − mask) · −10⁴, FP16-safe)."""
+def canonical(model: Any, pooling: Any = None) -> Any:
+    """The model as a torch module with BERT's node names: (input_ids, attention_mask, token_type_ids) → logits
+    (a classifier: its own head) or, given a `pooling.Pooling`, → sentence embeddings (an encoder: the pooling,
+    attention-mask aware, and normalisation under `/pooling/`), with the additive mask built once
+    ((1 − mask) · −10⁴, FP16-safe)."""
     import torch
+
+    from qbert.exporter.pooling import embed
 
     arch = ARCHS[model.config.model_type]
     heads = model.config.num_attention_heads
@@ -210,6 +214,10 @@ def canonical(model: Any) -> Any:
             x = self.attention(x, mask)
             return self.output(self.intermediate(x), x)
 
+    class Pool(torch.nn.Module):  # no weights: it names the tail's nodes (/pooling/…)
+        def forward(self, h, attention_mask):
+            return embed(h, attention_mask, pooling)
+
     class Classifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -218,6 +226,7 @@ def canonical(model: Any) -> Any:
             proj = arch.projection(base)
             self.embeddings_project = dense(proj) if proj is not None else None
             self.layer = torch.nn.ModuleList(Layer(p) for p in arch.layers(base))
+            self.pooling = Pool() if pooling is not None else None
 
         def forward(self, input_ids, attention_mask, token_type_ids):
             base = self.hf.base_model
@@ -227,6 +236,6 @@ def canonical(model: Any) -> Any:
             mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * MASK_VALUE
             for layer in self.layer:
                 h = layer(h, mask)
-            return arch.head(self.hf, h)
+            return arch.head(self.hf, h) if self.pooling is None else self.pooling(h, attention_mask)
 
     return Classifier().eval()

@@ -1,4 +1,6 @@
-"""HF sequence classifier → clean ONNX (opset ≥ 17, one LayerNormalization per LayerNorm), parity-checked.
+"""HF sequence classifier or sentence-embedding encoder → clean ONNX (opset ≥ 17, one LayerNormalization per
+LayerNorm), parity-checked. A classifier outputs `logits`; an embedding model (a sentence-transformers folder, or an
+encoder with a pooling argument) outputs `embeddings` [batch, dim], its pooling and normalisation in the graph.
 
 The model is traced as arch.py's canonical encoder, which builds the additive attention mask itself
 ((1 − mask) · −10⁴, FP16-safe), so the graph carries none of the SDPA/mask-building junk
@@ -20,10 +22,11 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import (Staged, check_outputs, output_folder, save_onnx, staged, staged_sha256_onnx,
-                          write_errors_as)
+from qbert.atomic import Staged, save_onnx, staged, staged_sha256_onnx, write_errors_as
+from qbert.output_checks import check_outputs, output_folder
 from qbert.errors import ConfigError, QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
+from qbert.exporter.pooling import Pooling, embed, read_sentence_transformers, resolve
 from qbert.data import INPUT_NAMES
 
 MAX_OPSET = 20  # torch.onnx's TorchScript exporter
@@ -40,9 +43,11 @@ PARITY_PAIRS = [
 ]
 
 
-def parity_feeds(tokenizer: Any, max_length: int = 128) -> dict[str, np.ndarray]:
-    enc = tokenizer([q for q, _ in PARITY_PAIRS], [s for _, s in PARITY_PAIRS], truncation=True,
-                    max_length=max_length, padding=True, return_tensors="np")
+def parity_feeds(tokenizer: Any, max_length: int = 128, pairs: bool = True) -> dict[str, np.ndarray]:
+    """The parity sentences as pairs (a classifier's input) or each on its own (an embedding model's)."""
+    texts = ([q for q, _ in PARITY_PAIRS], [s for _, s in PARITY_PAIRS]) if pairs else \
+        ([t for pair in PARITY_PAIRS for t in pair],)
+    enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
     feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     feeds["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(feeds["input_ids"])).astype(np.int64)
     return feeds
@@ -116,30 +121,66 @@ def _declare_all_inputs(model: Any) -> None:
             have.insert(pos, name)
 
 
+def what_to_export(model_spec: str, pooling: str | None = None, normalize: bool = False) -> Pooling | None:
+    """The embedding computation to trace (None: a classifier, with its head). A classifier given a pooling is
+    refused: its head makes its output. Errors name the arguments as export does."""
+    from qbert.exporter.hf import check_classifier, is_classifier, load_config
+
+    config = load_config(encoder_folder(model_spec, read_sentence_transformers(model_spec)), "model_spec")
+    if is_classifier(config) and (pooling is not None or normalize):
+        field, value = ("pooling", pooling) if pooling is not None else ("normalize", normalize)
+        raise ConfigError(field, value, f"{model_spec} is a sequence classifier (architectures="
+                          f"{config.architectures}): it is exported with its head, as logits; drop {{{field}}}",
+                          **{field: value})
+    embedding = resolve(model_spec, pooling, normalize)
+    if embedding is None:
+        check_classifier(config, model_spec, "model_spec", embedding_hint=True)
+    return embedding
+
+
+def encoder_folder(model_spec: str, embedding: Pooling | None) -> str:
+    """Where the Hugging Face model is: the folder itself, or a sentence-transformers folder's Transformer
+    subfolder."""
+    if embedding is None or not embedding.transformer:
+        return model_spec
+    return str(Path(model_spec).expanduser() / embedding.transformer)
+
+
 def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float = 1e-4,
-           max_length: int | None = None) -> ModelMeta:
-    """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar."""
+           max_length: int | None = None, pooling: str | None = None, normalize: bool = False) -> ModelMeta:
+    """Export, simplify, check parity, then atomically write `out` and its sidecar. Returns the sidecar.
+    `pooling`/`normalize`: export a plain encoder as a sentence-embedding model (a sentence-transformers folder
+    declares its own)."""
     import onnx
     import onnxruntime as ort
     import onnxscript.optimizer
     import torch
 
     from qbert.exporter.arch import canonical
-    from qbert.exporter.hf import forward_inputs, load_classifier
+    from qbert.exporter.hf import forward_inputs, load_classifier, load_encoder
 
     out = Path(out)
     if opset < 17:
         raise ConfigError("opset", opset, "needs ≥ 17 for the fused LayerNormalization op")
     if opset > MAX_OPSET:
         raise ConfigError("opset", opset, f"the TorchScript exporter writes at most opset {MAX_OPSET}")
-    check_outputs({"out": out}, {"model_spec": Path(model_spec).expanduser()})
+    check_outputs({"out": out}, {"model_spec": Path(model_spec).expanduser()}, kinds={"out": "onnx"})
     t0 = time.perf_counter()
-    model, tokenizer = load_classifier(model_spec, "model_spec")
+    embedding = what_to_export(model_spec, pooling, normalize)
+    hf_spec = encoder_folder(model_spec, embedding)
+    model, tokenizer = load_classifier(model_spec, "model_spec") if embedding is None else \
+        load_encoder(hf_spec, "model_spec")
+    if embedding is not None and embedding.dim is not None and embedding.dim != model.config.hidden_size:
+        raise ConfigError("model_spec", model_spec, f"its Pooling config pools {embedding.dim}-wide token "
+                          f"embeddings, but the encoder's hidden size is {model.config.hidden_size}; restore the "
+                          "Pooling config from the original checkpoint")
     positions = arch_positions(model.config)  # longer inputs cannot be embedded
     if max_length is not None and not 2 <= max_length <= positions:
         raise ConfigError("max_length", max_length, f"must be in [2, {positions}] (the model's position table)")
-    max_length = max_length or min(128, positions)
-    feeds = parity_feeds(tokenizer, max_length)
+    # a sentence-transformers model truncates where its sentence_bert_config.json says; others at 128 tokens
+    max_length = max_length or min((embedding and embedding.max_seq_length) or 128, positions)
+    output = "logits" if embedding is None else "embeddings"
+    feeds = parity_feeds(tokenizer, max_length, pairs=embedding is None)
     unknown = unknown_share(tokenizer, feeds)
     if unknown > MAX_UNKNOWN:
         raise ConfigError("model_spec", model_spec, f"its tokenizer maps {unknown:.0%} of the words of English "
@@ -152,10 +193,10 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         raise ConfigError("model_spec", model_spec, f"its tokenizer marks sentence pairs with token type "
                           f"{int(feeds['token_type_ids'].max())}, but the model has type_vocab_size={types}; "
                           "pair them with a tokenizer that emits no token types, or fix the config")
-    wrapper = canonical(model)
+    wrapper = canonical(model, embedding)
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     dyn = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
-    dyn["logits"] = {0: "batch"}
+    dyn[output] = {0: "batch"}
     with write_errors_as(out), output_folder(out.resolve().parent), \
             tempfile.TemporaryDirectory(prefix=".qbert-export-", dir=out.resolve().parent) as work:
         raw = Path(work) / "raw.onnx"  # large models: torch writes external data beside it, in `work`
@@ -163,9 +204,9 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
             # The TorchScript exporter is deliberate: it names nodes by module path and gives a cleaner
             # BERT graph than the dynamo exporter (which leaves Dropout and mask-building nodes).
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(wrapper, args, str(raw), input_names=list(INPUT_NAMES), output_names=["logits"],
+            torch.onnx.export(wrapper, args, str(raw), input_names=list(INPUT_NAMES), output_names=[output],
                               dynamic_axes=dyn, opset_version=opset, do_constant_folding=True, dynamo=False)
-            reference = model(**forward_inputs(model, {k: torch.from_numpy(v) for k, v in feeds.items()})).logits.numpy()
+            reference = _reference(model, feeds, embedding)
         with contextlib.redirect_stdout(io.StringIO()):  # some onnxscript versions print rewrite counts
             graph = onnxscript.optimizer.optimize(onnx.load(str(raw)))
         _share_identical_initializers(graph)
@@ -177,41 +218,68 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
         save_onnx(graph, checked, scratch)
         scratch.commit()
         onnx.checker.check_model(str(checked), full_check=True)  # by path: works past protobuf's 2 GB
-        got = ort.InferenceSession(str(checked), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+        got = ort.InferenceSession(str(checked), providers=["CPUExecutionProvider"]).run([output], feeds)[0]
         max_diff = float(np.abs(got - reference).max())
         if not max_diff <= tolerance:
-            raise QbertError(f"parity check failed: max |Δlogit| = {max_diff:.3g} > {tolerance:g} "
+            what = "logit" if embedding is None else "embedding"
+            raise QbertError(f"parity check failed: max |Δ{what}| = {max_diff:.3g} > {tolerance:g} "
                              "(raise {tolerance} only if you know why)", tolerance=tolerance)
         cfg = model.config
         with staged() as stage:  # the ONNX and its sidecar appear together or not at all
             save_onnx(onnx.load(str(checked)), out, stage)
             parity = {"max_abs_logit_diff": max_diff, "tolerance": tolerance, "rows": len(feeds["input_ids"])}
+            if embedding is not None:
+                parity = {"max_abs_embedding_diff": max_diff, "min_cosine": _min_cosine(got, reference),
+                          "tolerance": tolerance, "rows": len(feeds["input_ids"])}
             meta = _sidecar(model_spec, cfg, tokenizer, max_length, opset, parity,
-                            sha256=staged_sha256_onnx(stage, out), seconds=time.perf_counter() - t0)
+                            sha256=staged_sha256_onnx(stage, out), seconds=time.perf_counter() - t0,
+                            hf_spec=hf_spec, embedding=embedding)
             meta.write(out, stage)
     return meta
 
 
+def _reference(model: Any, feeds: dict[str, np.ndarray], embedding: Pooling | None) -> np.ndarray:
+    """The model's own output on the parity rows: its forward's logits, or its last hidden states pooled (and
+    normalised) as sentence-transformers computes them."""
+    import torch
+
+    from qbert.exporter.hf import forward_inputs
+
+    out = model(**forward_inputs(model, {k: torch.from_numpy(v) for k, v in feeds.items()}))
+    if embedding is None:
+        return out.logits.numpy()
+    return embed(out.last_hidden_state, torch.from_numpy(feeds["attention_mask"]), embedding).numpy()
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)).min())
+
+
 def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],
-             sha256: str, seconds: float) -> ModelMeta:
+             sha256: str, seconds: float, hf_spec: str | None = None, embedding: Pooling | None = None) -> ModelMeta:
     """What later commands need to know about an exported model, without loading it. A local source is recorded
     by its absolute path and file hashes beside what was typed, so evaluating with engine torch finds that very
-    folder from anywhere and can tell when its files changed."""
+    folder from anywhere and can tell when its files changed. `hf_spec`: where the Hugging Face model is, when
+    not `model_spec` itself (a sentence-transformers folder's Transformer subfolder)."""
     from qbert.exporter.provenance import file_hashes, fingerprint_of, model_files
 
-    local = Path(model_spec).expanduser()
+    local = Path(hf_spec or model_spec).expanduser()
     folder = local.resolve() if local.is_dir() else None
     hashes = file_hashes(folder) if folder is not None else None
     return ModelMeta(
         source_model=model_spec, tokenizer=str(local.resolve()) if local.exists() else model_spec,
         source_path=str(folder) if folder is not None else None,
         source_files=model_files(hashes) if hashes is not None else None,
-        model_type=cfg.model_type, label2id={str(k): int(v) for k, v in cfg.label2id.items()},
+        model_type=cfg.model_type,
+        label2id={} if embedding else {str(k): int(v) for k, v in cfg.label2id.items()},
         vocab_size=cfg.vocab_size, **sizes(cfg),
         pad_token_id=int(tokenizer.pad_token_id or 0), max_length=max_length, opset=opset, parity=parity,
         sha256=sha256, source_fingerprint=fingerprint_of(hashes) if hashes is not None else
         model_fingerprint(model_spec), seconds=round(seconds, 2),
-        versions=versions())
+        versions=versions(), **({} if embedding is None else {
+            "task": "embedding", "pooling": embedding.mode, "normalize": embedding.normalize,
+            "dim": int(cfg.hidden_size)}))
 
 
 def model_fingerprint(model_spec: str) -> str:

@@ -53,9 +53,10 @@ class BertGraph:
     layers: list[Layer]
     emb_ln: Any
     emb_adds: list[Any]  # word + position (+ token type): one Add (DistilBERT) or two
-    heads: list[Any]  # pooler / classifier Gemm nodes (kept high precision)
+    heads: list[Any]  # pooler / classifier Gemm nodes (kept high precision); none in an embedding model
     hidden: int
     emb_proj: Linear | None = None  # ELECTRA/ALBERT: embedding_size → hidden (kept high precision, like heads)
+    output: str = "logits"  # the graph's output: logits, or an embedding model's pooled `embeddings`
 
     @property
     def emb_out(self) -> str:
@@ -135,9 +136,10 @@ def parse(model: Any) -> BertGraph:
         raise QbertError("graph has no /layer.0/ nodes: not a BERT graph exported by `qbert export`")
     emb_ln, proj = _stream_start(layers[0].linears["query"].input, producers, inits)
     emb_adds = _embedding_sums(model, emb_ln, producers)
-    heads = [n for n in model.graph.node if n.op_type == "Gemm"]
+    heads = [n for n in model.graph.node if n.op_type == "Gemm"]  # an embedding model's pooling has none
     hidden = _init_shape(model, layers[0].linears["query"].weight)[0]
-    return BertGraph(model, layers, emb_ln, emb_adds, heads, hidden, proj)
+    output = model.graph.output[0].name if model.graph.output else "logits"
+    return BertGraph(model, layers, emb_ln, emb_adds, heads, hidden, proj, output)
 
 
 def _stream_start(stream_in: str, producers: dict[str, Any], inits: set[str]) -> tuple[Any, Linear | None]:

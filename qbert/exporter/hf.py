@@ -1,4 +1,4 @@
-"""Loading Hugging Face sequence classifiers (local folder or hub id) with clear errors."""
+"""Loading Hugging Face sequence classifiers and plain encoders (local folder or hub id) with clear errors."""
 from __future__ import annotations
 
 import functools
@@ -72,25 +72,51 @@ def load_config(spec: str, name: str = "model") -> Any:
     return config
 
 
-def check_classifier(config: Any, spec: str, name: str = "model") -> None:
+def is_classifier(config: Any) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+
+
+def check_classifier(config: Any, spec: str, name: str = "model", embedding_hint: bool = False) -> None:
+    """A supported sequence classifier, or a ConfigError naming the model argument; `embedding_hint` (export)
+    adds that an encoder can be exported as a sentence-embedding model instead."""
     archs = config.architectures or []
     check_supported(config.model_type, spec, name)
     if getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) < 2:
         raise ConfigError(name, spec, f"a regression head (num_labels={config.num_labels}); qbert measures "
                           "classification accuracy, so it needs a classifier with ≥ 2 labels")
-    if not any(a.endswith("ForSequenceClassification") for a in archs):
+    if not is_classifier(config):
+        hint = ", or export it as a sentence-embedding model with {pooling=}" if embedding_hint else ""
         raise ConfigError(name, spec, f"not a sequence classifier (architectures={archs}); "
-                          "fine-tune it with a classification head first")
+                          "fine-tune it with a classification head first" + hint, pooling="mean")
 
 
 def load_classifier(spec: str, name: str = "model") -> tuple[Any, Any]:
     """Return (model in eval mode with eager attention, tokenizer); errors name the model argument as `name`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    config = load_config(spec, name)
+    check_classifier(config, spec, name)
+    return _load(spec, name, AutoModelForSequenceClassification, config)
+
+
+def load_encoder(spec: str, name: str = "model") -> tuple[Any, Any]:
+    """A plain encoder (the body of a sentence-embedding model, no head) and its tokenizer: (model in eval mode
+    with eager attention, tokenizer). A classifier is refused: its head, not pooling, makes its output."""
+    from transformers import AutoModel
+
+    config = load_config(spec, name)
+    check_supported(config.model_type, spec, name)
+    if is_classifier(config):
+        raise ConfigError(name, spec, f"a sequence classifier (architectures={config.architectures}) is exported "
+                          "with its head, as logits; pooling applies to sentence-embedding encoders")
+    return _load(spec, name, AutoModel, config)
+
+
+def _load(spec: str, name: str, auto: Any, config: Any) -> tuple[Any, Any]:
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # qbert reports its own progress; tqdm's \r bars garble logs
-    config = load_config(spec, name)
-    check_classifier(config, spec, name)
     src = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
     folder = Path(src)
     if folder.is_dir() and not any(any(folder.glob(pattern)) for pattern in VOCABULARIES):
@@ -98,7 +124,7 @@ def load_classifier(spec: str, name: str = "model") -> tuple[Any, Any]:
         raise ConfigError(name, spec, f"the folder has no tokenizer vocabulary ({', '.join(VOCABULARIES)}); "
                           "restore the tokenizer files from the original checkpoint")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(src, attn_implementation="eager")
+        model = auto.from_pretrained(src, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception as e:  # noqa: BLE001 - safetensors, tokenizers and transformers raise many types
         if "ignore_mismatched_sizes" in str(e) or "size mismatch" in str(e):  # the config disagrees with the weights

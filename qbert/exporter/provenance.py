@@ -112,6 +112,9 @@ def _labels_note(meta: ModelMeta, folder: Path) -> str:
     """`, 3 labels now, 2 at export` when the config's label count moved (the commonest silent mismatch)."""
     import json
 
+    if meta.task == "embedding":
+        return ""
+
     try:
         labels = json.loads((folder / "config.json").read_text()).get("label2id") or {}
     except (OSError, ValueError, AttributeError):
@@ -126,6 +129,8 @@ def check_loaded(meta: ModelMeta, config: Any, onnx: str | Path) -> None:
 
     now = {"label2id": {str(k): int(v) for k, v in config.label2id.items()}, "vocab_size": int(config.vocab_size),
            **sizes(config)}
+    if meta.task == "embedding":  # an encoder's config carries placeholder labels no output depends on
+        del now["label2id"]
     was = {name: getattr(meta, name) for name in now}
     diff = [f"{name} {was[name]} at export, {now[name]} now" for name in now if now[name] != was[name]]
     if diff:
