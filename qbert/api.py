@@ -26,6 +26,7 @@ from qbert.ov_session import PRECISIONS
 __all__ = ["CalibrationConfig", "ConfigError", "Dataset", "QbertError", "Recipe", "analyze", "bench", "build",
            "calibrate", "evaluate", "export", "load_data", "open_engine", "quantize", "reproduce"]
 
+@arg.arguments_checked
 def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int | None = None) -> Dataset:
     """Sentence pairs from a `.tsv`/`.jsonl` file, a `datasets` spec (`glue/qnli[:split]`), a `Dataset`, or
     in-memory rows (`{"question", "sentence", "label"}` dicts or `(first, second[, label])` tuples).
@@ -44,6 +45,7 @@ def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int
     return rows_dataset(rows[:limit] if limit else rows, label2id)
 
 
+@arg.arguments_checked
 def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: float = 1e-4,
            max_length: int | None = None, pooling: str | None = None, normalize: bool = False) -> ModelMeta:
     """A Hugging Face sequence classifier (hub id or local folder) → a clean FP32 ONNX at `out` (output `logits`)
@@ -146,9 +148,34 @@ class CalibrationConfig:
                               target="openvino")
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
+        self._refuse_unused()
         return self
 
+    def _refuse_unused(self) -> None:
+        """A field set away from its default that this method would not read is refused, as the CLI refuses the
+        flag: a silently ignored `groups=8` or `target='trt'` reads like a setting that took effect."""
+        search = self.method == "auto" or self.auto_fp16
+        peg_auto = self.method == "peg" and self.groups == "auto"
+        # (permute=False with another method asks for what happens anyway, as the CLI's --no-permute: not refused)
+        used = {"groups": self.method == "peg",
+                "percentile": self.method == "percentile",
+                "alpha": self.method == "smoothquant" or peg_auto,
+                "budget": search, "heldout": search, "label2id": search,
+                "target": self.method == "auto"}  # emission takes its own target: quantize(…, target=…)
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, applies in used.items():
+            if not applies and getattr(self, name) != defaults[name]:
+                why = {"target": "applies to method 'auto' (which scores candidates for it); give the target to "
+                                 "quantize()",
+                       "budget": "applies to method 'auto' and auto_fp16", "heldout": "applies to method 'auto' "
+                       "and auto_fp16", "label2id": "applies to method 'auto' and auto_fp16 (they score labelled "
+                       "rows)"}.get(name, f"does nothing with method {self.method!r}")
+                raise ConfigError(name, getattr(self, name), why + "; leave it at its default")
+        if self.method == "auto" and self.placement != "gemm":
+            raise ConfigError("placement", self.placement, "method 'auto' tries both placements; leave it out")
 
+
+@arg.arguments_checked
 def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     """Observe the FP32 ONNX (from `export`) on `config.data` and choose scales: a `Recipe` that `quantize`
     turns into a Q/DQ ONNX for any target."""
@@ -169,6 +196,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)
 
 
+@arg.arguments_checked
 def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str = "ort-cpu",
              high_precision: str | None = None, recipe_out: str | Path | None = None,
              write_recipe: bool = True) -> ModelMeta:
@@ -197,6 +225,7 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
     return run(fp32_onnx, recipe, out, target, high_precision, recipe_out, write_recipe)
 
 
+@arg.arguments_checked
 def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | int = "auto",
           shapes: str | None = None, opt_level: int = 3, timing_cache: str | Path | None = None, force: bool = False,
           hw_compat: bool = False) -> PlanMeta:
@@ -224,6 +253,7 @@ def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | in
                hw_compat=hw_compat)
 
 
+@arg.arguments_checked
 def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: bool = False,
                 precision: str = "f32") -> Engine:
     """An inference engine as a context manager: ort-cpu or openvino (a qbert ONNX), tensorrt (a plan) or torch
@@ -241,6 +271,7 @@ def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: 
     return run(kind, str(path), threads=threads, exact=exact, precision=precision)
 
 
+@arg.arguments_checked
 def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
              limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
              labels: str | None = None, json_out: str | Path | None = None, precision: str = "f32") -> dict[str, Any]:
@@ -311,6 +342,7 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     return result
 
 
+@arg.arguments_checked
 def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1, 8), seq: int | None = None,
           warmup: int = 20, iters: int = 200, json_out: str | Path | None = None, threads: int | None = None,
           exact: bool = False, cuda_graph: bool = False, data: str | Path | None = None,
@@ -355,6 +387,7 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     return result
 
 
+@arg.arguments_checked
 def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128, heldout: int = 256,
             include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
     """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
@@ -387,6 +420,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     return result
 
 
+@arg.arguments_checked
 def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, out: str | Path,
               engine: str = "ort-cpu", samples: int = 512, bench_iters: int = 50, analysis_samples: int = 128,
               only: list[str] | None = None, labels: str | None = None, seeds: int = 3,

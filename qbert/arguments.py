@@ -4,9 +4,11 @@ so a script gets one clear line instead of a TypeError or IndexError from deep i
 neither torch nor ONNX Runtime."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from qbert.errors import ConfigError, check_range
 
@@ -117,3 +119,30 @@ def keyword_checked(cls: type) -> type:
 
     cls.__init__ = __init__  # type: ignore[method-assign]
     return cls
+
+
+def arguments_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A public function whose misspelt, extra or missing argument is a ConfigError naming it, as a bad value is,
+    instead of Python's TypeError about the call."""
+    sig = inspect.signature(fn)
+    names = list(sig.parameters)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError:
+            unknown = [k for k in kwargs if k not in sig.parameters]
+            if unknown:
+                raise ConfigError(unknown[0], kwargs[unknown[0]], f"{fn.__name__}() has no such argument "
+                                  f"(arguments: {', '.join(names)})") from None
+            if len(args) > len(names):
+                raise ConfigError(names[-1], args[-1], f"{fn.__name__}() takes at most {len(names)} arguments; "
+                                  "name them") from None
+            given = {*names[:len(args)], *kwargs}
+            missing = [n for n, p in sig.parameters.items() if p.default is p.empty and n not in given]
+            name = missing[0] if missing else names[0]
+            raise ConfigError(name, None, f"{fn.__name__}() needs it") from None
+        return fn(*args, **kwargs)
+
+    return call

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qbert.atomic import read_json, require_file, sha256_onnx, sidecar_path, write_json
+from qbert.atomic import content_checksum, read_json, require_file, sha256_onnx, sidecar_path, write_json
 from qbert.errors import QbertError
 from qbert.data import INPUT_NAMES
 
@@ -48,6 +48,10 @@ class _Sidecar:
         fmt = next(f.default for f in fields(cls) if f.name == "format")
         if not isinstance(data, dict) or data.get("format") != fmt:
             raise QbertError(cls.NOT_OURS.format(where=where))
+        if "checksum" in data and data["checksum"] != content_checksum(data):  # sidecars before it carry none
+            raise QbertError(f"{where} was edited after qbert wrote it (its checksum differs): its fields (labels, "
+                             "tokenizer, source) may no longer describe the model; re-run the command that wrote "
+                             "it, or remove its \"checksum\" field to use the edit as it is")
         known = {f.name for f in fields(cls)}
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
@@ -55,7 +59,8 @@ class _Sidecar:
             raise QbertError(cls.INCOMPLETE.format(where=where)) from None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        return {**data, "checksum": content_checksum(data)}
 
 
 @dataclass

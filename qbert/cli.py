@@ -142,8 +142,8 @@ def calibrate(
                                        "Never your evaluation split."),
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | smoothquant (GEMM "
                                "inputs' outlier ranges moved into the weights; gemm placement) | auto: try every "
-                               "method and "
-                               "placement (on ort-cpu also SmoothQuant with FP32 FFN2 inputs) on held-out "
+                               "method and placement (on the timed CPU targets, ort-cpu and openvino, also "
+                               "SmoothQuant with FP32 FFN2 inputs) on held-out "
                                "calibration rows and keep the fastest whose drop is within "
                                "--budget (default 0.3 pt) of FP32 with 95 % confidence; every candidate is printed "
                                "and saved in the recipe."),
@@ -230,7 +230,8 @@ def calibrate(
             groups="auto" if auto_groups else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=fallback_patterns(fp16_fallback),
-            auto_fp16=auto_fp16, budget=budget, heldout=heldout, target=target, exact=exact).validate()
+            auto_fp16=auto_fp16, budget=budget, heldout=heldout, exact=exact,
+            target=target if method == "auto" else "ort-cpu").validate()  # else the target is emission's alone
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},

@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -157,9 +157,19 @@ def _check_header(path: Path, names: list[str]) -> None:
         if name in names and other in names:
             raise QbertError(f"{path}: the header has both {name!r} and {other!r} columns (two names for one "
                              "text); keep one")
-    guesses = [n for n in names if "label" in n and n != "label"]
-    if "label" not in names and guesses:  # read as unlabelled otherwise: an accuracy of n/a, exit 0
-        raise QbertError(f"{path}: no 'label' column, but {guesses[0]!r} looks like one; rename it to 'label' "
+    _no_label_lookalike(names, path, "column")
+
+
+LABEL_LIKE = ("label", "gold", "class", "target", "answer")  # names a label column goes by elsewhere
+
+
+def _no_label_lookalike(names: Iterable[str], where: Any, what: str) -> None:
+    """Data without a `label` field is read as unlabelled (accuracy n/a, exit 0): refuse that when a field under
+    another name looks like the labels, which would otherwise be silently unread."""
+    names = list(names)
+    guesses = [n for n in names if n != "label" and any(w in n.lower() for w in LABEL_LIKE)]
+    if "label" not in names and guesses:
+        raise QbertError(f"{where}: no 'label' {what}, but {guesses[0]!r} looks like one; rename it to 'label' "
                          "(or drop it to read the rows as unlabelled)")
 
 
@@ -211,6 +221,9 @@ def _label(raw: str | int | None, label2id: Mapping[str, int] | None, where: str
         value = int(raw)
     if value is not None and value in label2id.values():
         return value
+    if value == -1:  # GLUE's test splits mark their hidden labels so
+        raise QbertError(f"{where}: label -1 marks an unlabelled row (GLUE test splits hide their labels); drop the "
+                         "label column (or those rows) to read the data as unlabelled")
     raise QbertError(f"{where}: unknown label {raw!r}; the model knows {sorted(label2id, key=label2id.get)} — "
                      "map the data's labels to the model's ids with {labels=} (in id order)", labels="NAME0,NAME1")
 
@@ -283,6 +296,8 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                 if not isinstance(first, str) or not isinstance(second, str):
                     raise QbertError(f"{path}:{lineno}: needs string fields question+sentence "
                                      "(or sentence1+sentence2)")
+                if not out:
+                    _no_label_lookalike(obj, f"{path}:{lineno}", "key")
                 out.append(Example(first, second, labels(obj.get("label"), f"{path}:{lineno}")))
                 if out[-1].label is None:
                     unlabelled.append(f"{path}:{lineno}")

@@ -202,3 +202,11 @@ def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tsv(tmp_path_factory) -> Path:
     return write_tsv(tmp_path_factory.mktemp("data") / "tiny.tsv", 96)
+
+
+def signed(sidecar: dict) -> dict:
+    """A sidecar as qbert would have written it with these fields (its checksum recomputed): for tests that set
+    up a situation through a sidecar, not for tests of an edited one."""
+    from qbert.atomic import content_checksum
+
+    return {**sidecar, "checksum": content_checksum(sidecar)}

@@ -250,3 +250,16 @@ def test_a_config_built_with_a_wrong_field_is_a_config_error(args, kwargs, field
     with pytest.raises(ConfigError) as e:
         qbert.CalibrationConfig(*args, **kwargs)
     assert e.value.field == field and "CalibrationConfig" in str(e.value)
+
+
+@pytest.mark.parametrize("override,field", [
+    ({"groups": 8}, "groups"), ({"percentile": 50.0}, "percentile"),
+    ({"alpha": 0.3}, "alpha"), ({"budget": 0.1}, "budget"), ({"heldout": 50}, "heldout"),
+    ({"label2id": {"a": 0, "b": 1}}, "label2id"), ({"target": "trt"}, "target"),
+    ({"method": "auto", "placement": "full"}, "placement"),
+], ids=lambda v: str(v))
+def test_a_config_field_the_method_would_not_read_is_refused(override, field):
+    """As the CLI refuses the flag: a silently ignored setting reads like one that took effect."""
+    with pytest.raises(ConfigError) as e:
+        qbert.CalibrationConfig(**{"data": "x.tsv", "method": "minmax", **override}).validate()
+    assert e.value.field == field

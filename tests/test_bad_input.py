@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from qbert.atomic import sha256_file, sha256_onnx
 from qbert.cli import app
-from tests.conftest import build_tiny_bert, write_tsv
+from tests.conftest import build_tiny_bert, signed, write_tsv
 
 runner = CliRunner()
 
@@ -38,7 +38,9 @@ def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dic
             t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * float("nan"), t.name))
     onnx.save(m, str(d / "nan.onnx"))
     side = json.loads((d / "m.onnx.json").read_text())
-    (d / "nan.onnx.json").write_text(json.dumps({**side, "sha256": sha256_onnx(d / "nan.onnx")}))
+    (d / "nan.onnx.json").write_text(json.dumps(signed({**side, "sha256": sha256_onnx(d / "nan.onnx")})))
+    shutil.copy(d / "m.onnx", d / "relabelled.onnx")  # its sidecar's labels swapped by hand
+    (d / "relabelled.onnx.json").write_text(json.dumps({**side, "label2id": {"entailment": 1, "not_entailment": 0}}))
     shutil.copy(d / "nan.onnx", d / "swapped.onnx")  # a readable ONNX its sidecar does not describe
     shutil.copy(d / "m.onnx.json", d / "swapped.onnx.json")
     (d / "nosidecar.onnx").write_bytes(blob)
@@ -74,7 +76,8 @@ def _bad_recipes(d: Path, tsv: Path) -> None:
     first = next(iter(good["sites"]))
     side = json.loads((d / "m.onnx.json").read_text())
     shutil.copy(d / "m.onnx", d / "duplabels.onnx")
-    (d / "duplabels.onnx.json").write_text(json.dumps({**side, "label2id": {"entailment": 0, "not_entailment": 0}}))
+    (d / "duplabels.onnx.json").write_text(json.dumps(signed({**side, "label2id": {"entailment": 0,
+                                                                                "not_entailment": 0}})))
     for name, edit in (("nan", lambda r: r["sites"][first].update(amax=float("nan"))),
                        ("huge", lambda r: r["sites"][first].update(amax=1e308)),
                        ("nomodel", lambda r: r.update(model=None)),
@@ -241,6 +244,8 @@ CASES = [
     ("eval: ONNX changed after qbert wrote it", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
     ("bench: ONNX changed after qbert wrote it", "bench --onnx {d}/trunc.onnx --batch 1 --iters 1",
      "does not match its sidecar"),
+    ("eval: sidecar edited after qbert wrote it", "eval --onnx {d}/relabelled.onnx --data {tsv}",
+     "was edited after qbert wrote it"),
     ("build: ONNX changed after qbert wrote it", "build --onnx {d}/swapped.onnx --out {o}/e.plan",
      "does not match its sidecar"),
     ("calibrate: a sidecar given as --recipe", "calibrate --onnx {d}/m.onnx --recipe {d}/m.onnx.json "

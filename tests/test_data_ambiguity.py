@@ -115,3 +115,16 @@ def test_the_cli_says_it_in_one_line(tiny_onnx, tmp_path):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "'sentence'" in lines[0], r.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("name,text,needle", [
+    ("gold.tsv", "question\tsentence\tgold\nq?\ts\tentailment\n", "'gold' looks like one"),
+    ("cls.jsonl", '{"question": "q?", "sentence": "s", "class": "entailment"}\n', "'class' looks like one"),
+    ("test.tsv", "question\tsentence\tlabel\nq?\ts\t-1\n", "label -1 marks an unlabelled row"),
+], ids=["a TSV label column named gold", "a JSONL label key named class", "GLUE's -1 test labels"])
+def test_labels_under_another_name_or_hidden_are_refused(tmp_path, name, text, needle):
+    from qbert.data import load_dataset_spec
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(QbertError, match=needle):
+        load_dataset_spec(str(tmp_path / name), {"entailment": 0, "not_entailment": 1})

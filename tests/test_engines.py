@@ -14,6 +14,7 @@ from qbert.calibration.emit import emit
 from qbert.cli import app
 from qbert.engines.tensorrt import check_plan, gpu_available
 from qbert.errors import QbertError
+from tests.conftest import signed
 
 runner = CliRunner()
 
@@ -81,7 +82,7 @@ def test_corrupt_empty_and_foreign_plans_are_refused(qdq_pair, tmp_path):
         check_plan(foreign)
     side = json.loads((tmp_path / "e.plan.json").read_text())
     plan.write_bytes(data)
-    (tmp_path / "e.plan.json").write_text(json.dumps({**side, "version": "0.0.1"}))
+    (tmp_path / "e.plan.json").write_text(json.dumps(signed({**side, "version": "0.0.1"})))
     with pytest.raises(QbertError, match="rebuild"):
         check_plan(plan)
 

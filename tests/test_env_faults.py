@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from qbert.atomic import sha256_file
 from qbert.cli import app
+from tests.conftest import signed
 
 runner = CliRunner()
 
@@ -198,7 +199,7 @@ def test_a_broken_model_file_is_named_in_one_line(env, tmp_path, monkeypatch, ho
     shutil.copy(env["d"] / "m.onnx", tmp_path / "m.onnx")
     side = json.loads((env["d"] / "m.onnx.json").read_text())
     side.update({k: str(folder) for k in ("tokenizer", "source_model", "source_path") if k in side})
-    (tmp_path / "m.onnx.json").write_text(json.dumps(side))
+    (tmp_path / "m.onnx.json").write_text(json.dumps(signed(side)))
     BREAK[how](folder / name, monkeypatch)
     argv = {"eval": "eval --onnx {m} --data {tsv} --json {o}/r.json",
             "export": "export --model {folder} --out {o}/x.onnx"}[command]

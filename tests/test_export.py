@@ -64,3 +64,9 @@ def test_parity_failure_leaves_no_file(tiny_model, tmp_path):
     with pytest.raises(QbertError, match="parity check failed"):
         export(str(tiny_model), out, tolerance=0.0 - 1.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_short_max_length_does_not_make_the_tokenizer_look_broken(tiny_model, tmp_path):
+    """The unknown-token check reads whole sentences: three positions hold no word, which is no broken tokenizer."""
+    side = export(str(tiny_model), tmp_path / "m3.onnx", max_length=3)
+    assert side.max_length == 3

@@ -121,6 +121,8 @@ CASES = [
      "{d}/qt.onnx.recipe.json", ("--json", "is a qbert recipe")),
     ("calibrate: --recipe-out is another model's tokenizer", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 "
      "--out {o}/x.onnx --recipe-out {d}/othermodel/tokenizer.json", ("--recipe-out", "not a qbert recipe")),
+    ("export: --out is another model's FP32 export", "export --model {d}/othermodel --out {d}/fp32b.onnx",
+     ("--out", "holds the FP32 export of")),
     ("eval: --json inside the source model's folder", "eval --onnx {d}/m.onnx --data {tsv} --json {m}/",
      ("--json", "inside the model folder")),
     ("calibrate: --out is another FP32 export", "calibrate --onnx {d}/m.onnx --data {tsv} --samples 16 --out "

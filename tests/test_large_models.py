@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qbert.cli import app
+from tests.conftest import signed
 
 runner = CliRunner()
 
@@ -46,6 +47,6 @@ def test_external_data_through_export_calibrate_eval_build(tiny_model, tiny_tsv,
     from qbert.atomic import sha256_onnx
 
     side = json.loads((tmp_path / "q.onnx.json").read_text())  # as if qbert had written these weights
-    (tmp_path / "q.onnx.json").write_text(json.dumps({**side, "sha256": sha256_onnx(q)}))
+    (tmp_path / "q.onnx.json").write_text(json.dumps(signed({**side, "sha256": sha256_onnx(q)})))
     r = runner.invoke(app, build)
     assert r.exit_code == 0 and json.loads((tmp_path / "q.plan.json").read_text())["cache_key"] != key

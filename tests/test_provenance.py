@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import qbert
 from qbert.cli import app
-from tests.conftest import build_tiny_bert, write_tsv
+from tests.conftest import build_tiny_bert, signed, write_tsv
 
 runner = CliRunner()
 
@@ -47,7 +47,7 @@ def old_sidecar(e: dict[str, Path]) -> dict:
     """The sidecar as qbert wrote it before it recorded the source's absolute path and file hashes."""
     side = e["onnx"].with_name("m.onnx.json")
     meta = json.loads(side.read_text())
-    for key in ("source_path", "source_files"):
+    for key in ("source_path", "source_files", "checksum"):  # before all three
         meta.pop(key, None)
     side.write_text(json.dumps(meta))
     return meta
@@ -58,7 +58,7 @@ def hub_id_shadowed(e: dict[str, Path]) -> None:
     meta = {**json.loads(side.read_text()), "source_model": "org-model", "tokenizer": "org-model",
             "source_path": None, "source_files": None,
             "source_fingerprint": hashlib.sha256(b"org-model").hexdigest()}
-    side.write_text(json.dumps(meta))
+    side.write_text(json.dumps(signed(meta)))
     build_tiny_bert(e["b"] / "org-model")
 
 
@@ -67,7 +67,7 @@ def other_labels(e: dict[str, Path]) -> None:  # what a hub id (fingerprinted by
     meta = json.loads(side.read_text())
     meta.update(source_path=None, source_files=None, tokenizer=str(e["src"]), source_model=str(e["src"]),
                 label2id={"x": 0, "y": 1, "z": 2})
-    side.write_text(json.dumps(meta))
+    side.write_text(json.dumps(signed(meta)))
 
 
 # (case, what happens to the source after export, words the one-line error must hold)

@@ -49,7 +49,7 @@ CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high pre
     ("gemm", "smoothquant", 1, 99.99, ()),  # SmoothQuant is defined on GEMM inputs only (`gemm`)
     # Most of SmoothQuant's flips come from the FFN2 input (GELU output): with it in FP32 the held-out flips fell
     # 6.7 → 2.0 % (unseen model), 6.5 → 3.7 % (third), 1.0 → 0.3 % (fixture), 3 seeds each, `tune.tsv` rows only.
-    # It costs the FFN2 GEMM's INT8 speed, which only a timed target can price: ORT CPU only (see select()).
+    # It costs the FFN2 GEMM's INT8 speed, which only a timed target can price: ort-cpu and openvino, not trt (see select()).
     ("gemm", "smoothquant", 1, 99.99, ("a",)),
 ]
 RUNTIMES = {"ort-cpu": "ORT CPU", "openvino": "OpenVINO CPU, f32"}

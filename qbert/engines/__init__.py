@@ -38,6 +38,12 @@ def check_emitted_for(kind: str, path: str) -> None:
     if kind == "ort-cpu" and target == "openvino":
         raise QbertError(f"{path} was quantized for {{target=}}: run it with {{engine=}}, or re-emit its recipe with "
                          "{target} ort-cpu for ONNX Runtime", target="openvino", engine="openvino")
+    if kind in ("ort-cpu", "openvino") and target == "trt":  # runs, but its numbers are neither CPU's nor TensorRT's
+        from qbert.progress import warn
+
+        warn(f"{path} was quantized for TensorRT (S8 activations, FP16 elsewhere); on the CPU its FP16 and Q/DQ run "
+             "mostly on float kernels, so these numbers describe neither TensorRT nor a CPU deployment — re-emit "
+             "its recipe for the CPU target to measure that")
 
 
 def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = False,

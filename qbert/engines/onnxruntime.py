@@ -13,6 +13,7 @@ import numpy as np
 
 from qbert.engines.base import Engine, check_feeds, longest_sequence, census_shape
 from qbert.ort_session import session_for, session_from_path, session_options  # noqa: F401 - the engine's own options
+from qbert.progress import warn
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
 
@@ -30,6 +31,10 @@ class OrtCpuEngine(Engine):
 
         load_onnx(path)  # readable errors for missing/corrupt files
         self.path, self.threads, self.exact = str(path), threads, exact
+        cores = os.cpu_count() or 1
+        if threads and threads > cores:  # ONNX Runtime honours it: more threads than cores contend for them
+            warn(f"{threads} threads on {cores} cores: ONNX Runtime runs them all, and they contend for the cores "
+                 "(timings suffer); the result records the count asked")
         try:
             self.session = session_from_path(self.path, session_options(threads, exact=exact), exact)
         except Exception as e:

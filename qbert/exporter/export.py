@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import platform
 import tempfile
 import time
@@ -22,11 +23,11 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import Staged, save_onnx, staged, staged_sha256_onnx, write_errors_as
-from qbert.output_checks import check_outputs, output_folder
+from qbert.atomic import Staged, save_onnx, sidecar_path, staged, staged_sha256_onnx, write_errors_as
 from qbert.errors import ConfigError, QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.exporter.pooling import Pooling, embed, read_sentence_transformers, resolve
+from qbert.output_checks import check_outputs, output_folder, sidecar_kind
 from qbert.data import INPUT_NAMES
 
 MAX_OPSET = 20  # torch.onnx's TorchScript exporter
@@ -165,6 +166,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     if opset > MAX_OPSET:
         raise ConfigError("opset", opset, f"the TorchScript exporter writes at most opset {MAX_OPSET}")
     check_outputs({"out": out}, {"model_spec": Path(model_spec).expanduser()}, kinds={"out": "onnx"})
+    _check_not_another_models_export(out, model_spec)
     t0 = time.perf_counter()
     embedding = what_to_export(model_spec, pooling, normalize)
     hf_spec = encoder_folder(model_spec, embedding)
@@ -181,7 +183,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     max_length = max_length or min((embedding and embedding.max_seq_length) or 128, positions)
     output = "logits" if embedding is None else "embeddings"
     feeds = parity_feeds(tokenizer, max_length, pairs=embedding is None)
-    unknown = unknown_share(tokenizer, feeds)
+    unknown = unknown_share(tokenizer, parity_feeds(tokenizer, 128, pairs=embedding is None))  # whole sentences
     if unknown > MAX_UNKNOWN:
         raise ConfigError("model_spec", model_spec, f"its tokenizer maps {unknown:.0%} of the words of English "
                           f"test sentences to its unknown token {tokenizer.unk_token}, so it has no usable "
@@ -254,6 +256,24 @@ def _reference(model: Any, feeds: dict[str, np.ndarray], embedding: Pooling | No
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)).min())
+
+
+def _check_not_another_models_export(out: Path, model_spec: str) -> None:
+    """`out` may hold an earlier export of this same model (re-exporting refreshes it), never another model's:
+    quantized models and recipes name that file as their FP32 source and would silently point at other weights."""
+    if sidecar_kind(out) != "fp32":
+        return
+    try:
+        old = json.loads(sidecar_path(out).read_text())
+    except (OSError, ValueError):
+        return
+    local = Path(model_spec).expanduser()
+    now = str(local.resolve()) if local.is_dir() else model_spec
+    was = old.get("source_path") or old.get("source_model")
+    if was and was != now:
+        raise ConfigError("out", out, f"holds the FP32 export of {was}, which quantized models and recipes name as "
+                          f"their source; exporting {model_spec} over it would leave them pointing at other "
+                          "weights: choose another path, or delete that export (and its sidecar) first")
 
 
 def _sidecar(model_spec: str, cfg: Any, tokenizer: Any, max_length: int, opset: int, parity: dict[str, Any],

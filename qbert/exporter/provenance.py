@@ -45,22 +45,24 @@ def recorded_folder(meta: ModelMeta) -> Path | None:
 def source_model(meta: ModelMeta, onnx: str | Path) -> str:
     """The source model to load for `onnx`, refused (one line: what changed, how to fix) unless it is the model
     the ONNX was exported from."""
-    fix = "re-export it ({export}), or give the model itself as {model}"
-    export = Step("export", model_spec="<folder>", out=onnx)
     folder = recorded_folder(meta)
+    what = "was exported from" if meta.kind == "fp32" else "was quantized from an FP32 export of"
+    # never advise writing over `onnx` itself: for an INT8 model that would replace it with an FP32 one
+    fix = ("run the model itself (the torch engine with {model} alone, no ONNX), or re-export it to a new path "
+           "and quantize that again")
     if folder is None:  # a hub id: its fingerprint is the id; a local folder of that name would shadow it
         spec = meta.source_model
         if Path(spec).expanduser().exists():
-            raise QbertError(f"{onnx} was exported from the hub model {spec}, but {Path(spec).expanduser()} here is a "
-                             f"local path of that name, which would run instead; {fix}", export=export, model=spec)
+            raise QbertError(f"{onnx} {what} the hub model {spec}, but {Path(spec).expanduser()} here is a local "
+                             f"path of that name, which would run instead; {fix}", model=spec)
         return spec
     if not folder.is_dir():
-        raise QbertError(f"{onnx} was exported from the model folder {folder}, which no longer exists (moved or "
-                         "deleted); give its new folder as {model}, or re-export", model=folder)
+        raise QbertError(f"{onnx} {what} the model folder {folder}, which no longer exists (moved or deleted); run "
+                         "the moved folder itself with the torch engine ({model} alone, no ONNX)", model="<new folder>")
     changed = _changes(meta, folder)
     if changed:
-        raise QbertError(f"{onnx} was exported from {folder}, whose files have changed since ({changed}); {fix}",
-                         export=export, model=folder)
+        raise QbertError(f"{onnx} {what} {folder}, whose files have changed since ({changed}); {fix}",
+                         model=folder)
     return str(folder)
 
 
