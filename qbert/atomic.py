@@ -283,6 +283,8 @@ def read_json(path: Path | str, what: str = "JSON file") -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if isinstance(e, UnicodeDecodeError):  # a binary file (an ONNX, a plan) given where JSON belongs
+            raise QbertError(f"{path} is a binary file, not a {what} (JSON); give the {what} itself") from None
         raise QbertError(f"{what} {path} is not valid JSON ({e.__class__.__name__}); regenerate it") from None
 
 

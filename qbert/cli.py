@@ -118,7 +118,8 @@ def eval_cmd(
     source = model if engine == "torch" and model is not None else onnx
     result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out, precision)
     if json_out is not None:
-        err.print(f"wrote {json_out}")
+        if not getattr(json_out, "folder_note", ""):  # else the folder note says where it went
+            err.print(f"wrote {json_out}")
     if result.get("task") == "embedding":
         show_embedding_result(result, data)
         return
@@ -207,7 +208,7 @@ def calibrate(
                        "permute", "exact")
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
-                             "drop them, or calibrate anew without --recipe")
+                             f"drop {'it' if len(given) == 1 else 'them'}, or calibrate anew without --recipe")
     elif method == "auto" and _typed(ctx, "placement", "groups", "permute"):
         raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
                          "drop --placement/--groups/--no-permute, or choose the method yourself")
@@ -368,7 +369,8 @@ def bench(
     result = run_bench(path, kind, sizes, seq, warmup, iters, json_out=json_out, threads=threads, exact=exact,
                        cuda_graph=cuda_graph, data=data, profile=profile, precision=precision)
     if json_out is not None:
-        err.print(f"wrote {json_out}")
+        if not getattr(json_out, "folder_note", ""):  # else the folder note says where it went
+            err.print(f"wrote {json_out}")
     table = Table(title=escape(f"bench [{kind}] {path}"), title_justify="left")
     for col in ("batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s"):
         table.add_column(col, justify="right")

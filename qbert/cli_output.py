@@ -109,9 +109,10 @@ def show_candidates(report: dict[str, Any]) -> None:
     for col in ("acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
         table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
-        speed = f"{r['p50_ms_b1']:.1f}" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
+        digits = 2 if r.get("p50_ms_b1", 99) < 10 else 1  # sub-10 ms models: 0.1 ms would tie them all
+        speed = f"{r['p50_ms_b1']:.{digits}f}" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
         if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
-            speed += " ({:.1f}–{:.1f})".format(*r["p50_spread_ms_b1"])
+            speed += " ({:.{d}f}–{:.{d}f})".format(*r["p50_spread_ms_b1"], d=digits)
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
         table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
