@@ -27,10 +27,12 @@ __all__ = ["CalibrationConfig", "ConfigError", "Dataset", "QbertError", "Recipe"
            "calibrate", "evaluate", "export", "load_data", "open_engine", "quantize", "reproduce"]
 
 @arg.arguments_checked
-def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int | None = None) -> Dataset:
+def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int | None = None,
+              unlabelled_ok: bool = False) -> Dataset:
     """Sentence pairs from a `.tsv`/`.jsonl` file, a `datasets` spec (`glue/qnli[:split]`), a `Dataset`, or
     in-memory rows (`{"question", "sentence", "label"}` dicts or `(first, second[, label])` tuples).
-    `label2id=None` reads no labels (what calibration wants)."""
+    `label2id=None` reads no labels (what calibration wants: `unlabelled_ok`; otherwise labelled in-memory rows
+    without a label2id are refused rather than silently read as unlabelled)."""
     arg.label_ids("label2id", label2id)
     check_range("limit", limit, 1, optional=True)
     if isinstance(source, Dataset):
@@ -42,6 +44,11 @@ def load_data(source: Any, label2id: Mapping[str, int] | None = None, limit: int
         raise ConfigError("source", source, "give a .tsv/.jsonl path, a datasets spec like glue/qnli, a Dataset or "
                           "a list of rows")
     rows = list(source)
+    labelled = any(len(r) == 3 if isinstance(r, (list, tuple)) else isinstance(r, Mapping) and r.get("label")
+                   not in (None, "") for r in rows)
+    if labelled and label2id is None and not unlabelled_ok:  # rows given here with labels mean them
+        raise ConfigError("label2id", None, "the rows carry labels but nothing maps them to the model's ids: pass "
+                          "the model's label2id (or give rows without labels)")
     return rows_dataset(rows[:limit] if limit else rows, label2id)
 
 
@@ -190,7 +197,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     meta = load_meta(onnx)
     label2id = config.label2id or meta.label2id
     data = str(config.data) if isinstance(config.data, (str, Path)) else \
-        load_data(config.data, label2id if config.auto_fp16 or config.method == "auto" else None)
+        load_data(config.data, label2id if config.auto_fp16 or config.method == "auto" else None, unlabelled_ok=True)
     options = {f.name: getattr(config, f.name) for f in fields(config)
                if f.name not in ("data", "label2id", "heldout")}
     return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)

@@ -118,6 +118,10 @@ def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: st
             raise QbertError(f"{source}[{i}]: expected a dict or a (first, second[, label]) tuple")
         if not isinstance(first, str) or not isinstance(second, str):
             raise QbertError(f"{source}[{i}]: needs two strings (question and sentence)")
+        if isinstance(row, (list, tuple)) and len(row) == 2 and label2id and second in label2id:
+            raise QbertError(f"{source}[{i}]: {second!r} would be read as the second sentence, but it is a label "
+                             "name; give (question, sentence, label), or a dict")
+        _has_text(first, second, f"{source}[{i}]")
         examples.append(Example(first, second, labels(raw, f"{source}[{i}]")))
         if examples[-1].label is None:
             unlabelled.append(f"{source}[{i}]")
@@ -125,6 +129,12 @@ def rows_dataset(rows: list[Any], label2id: Mapping[str, int] | None, source: st
         raise QbertError(f"{source}: no rows")
     _all_or_none_labelled(examples, unlabelled, label2id)
     return Dataset(examples, source, sorted(label2id, key=label2id.get) if label2id else [])
+
+
+def _has_text(first: str, second: str, where: str) -> None:
+    """A row with no text at all is a hole in the data, not a sentence pair: scoring it would count a guess."""
+    if not first.strip() and not second.strip():
+        raise QbertError(f"{where}: both texts are empty; remove the row")
 
 
 SYNONYMS = (("question", "sentence1"), ("sentence", "sentence2"))  # two names for each text of a pair
@@ -241,6 +251,9 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
             if not header:
                 raise QbertError(f"{path} is empty")
             names = [name.strip().lower() for name in header]
+            if len(names) == 1 and "," in names[0]:
+                raise QbertError(f"{path}: the header is one column with commas ({header[0][:60]!r}); qbert reads "
+                                 "tab-separated files — convert it (or give JSONL)")
             _check_header(path, names)
             cols = {name: i for i, name in enumerate(names)}
             first_col = cols.get("question", cols.get("sentence1"))
@@ -261,6 +274,7 @@ def _read_tsv(path: Path, label2id: Mapping[str, int] | None, limit: int | None)
                     raise QbertError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, "
                                      f"found {len(row)}")
                 label = labels(row[label_col], f"{path}:{lineno}") if label_col is not None else None
+                _has_text(row[first_col], row[second_col], f"{path}:{lineno}")
                 out.append(Example(row[first_col], row[second_col], label))
                 if label is None:
                     unlabelled.append(f"{path}:{lineno}")
@@ -298,6 +312,7 @@ def _read_jsonl(path: Path, label2id: Mapping[str, int] | None, limit: int | Non
                                      "(or sentence1+sentence2)")
                 if not out:
                     _no_label_lookalike(obj, f"{path}:{lineno}", "key")
+                _has_text(first, second, f"{path}:{lineno}")
                 out.append(Example(first, second, labels(obj.get("label"), f"{path}:{lineno}")))
                 if out[-1].label is None:
                     unlabelled.append(f"{path}:{lineno}")

@@ -69,7 +69,8 @@ def _cli_value(value: Any) -> str:
 
 
 def _api_value(value: Any) -> str:
-    return repr(str(value)) if isinstance(value, PurePath) else repr(value)
+    text = repr(str(value)) if isinstance(value, PurePath) else repr(value)
+    return text if len(text) <= 80 else f"<{type(value).__name__}: {text[:60]}…>"  # one line, not a whole recipe
 
 
 def _api_words(name: str, value: Any, with_value: bool) -> str:

@@ -231,3 +231,30 @@ def test_api_output_on_an_indirect_input(env, tmp_path, case, call, needles):
     assert all(n in str(e.value) for n in needles) and "\n" not in str(e.value), (case, str(e.value))
     assert snapshot(d) == before, case
     assert [p.name for p in out.rglob("*")] == [], case
+
+
+def test_a_recipe_out_never_replaces_another_calibrations_recipe(env, tmp_path):
+    """--recipe-out may replace this output's own recipe (a re-run), never another calibration's."""
+    d = env["d"]
+    other = tmp_path / "other.recipe.json"
+    shutil.copy(d / "qt.onnx.recipe.json", other)
+    before = other.read_bytes()
+    argv = ["calibrate", "--onnx", str(d / "m.onnx"), "--data", env["tsv"], "--samples", "16",
+            "--out", str(tmp_path / "x.onnx"), "--recipe-out", str(other)]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2 and "--recipe-out" in r.stderr and "another calibration" in r.stderr, r.stderr
+    assert other.read_bytes() == before
+    own = tmp_path / "own.recipe.json"
+    for _ in range(2):  # written, then replaced by the same command run again
+        r = runner.invoke(app, [*argv[:-1], str(own)])
+        assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("rows,label2id,needle", [
+    ([("only one sentence", "entailment")], {"entailment": 0, "not_entailment": 1}, "is a label name"),
+    ([("a", "b", "entailment")], None, "label2id"),
+    ([("", " ", "entailment")], {"entailment": 0, "not_entailment": 1}, "both texts are empty"),
+], ids=["a label read as a sentence", "labels with nothing to map them", "a row with no text"])
+def test_in_memory_rows_are_read_one_way_or_refused(rows, label2id, needle):
+    with pytest.raises(qbert.QbertError, match=needle):
+        qbert.load_data(rows, label2id)

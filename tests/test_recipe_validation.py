@@ -205,3 +205,18 @@ def test_a_recipe_without_head_scales_still_emits(good, tiny_onnx, tmp_path, tar
     assert res.exit_code == 0, res.stderr
     side = json.loads(out.with_name(out.name + ".json").read_text())["quantization"]
     assert side["quantized_sites"] == len(r["sites"]) - len(side.get("left_in_float_by_target", []))
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda r: r.update(fallback=[first(r)]), "both quantized"),
+    (lambda r: r.update(fallback=["layer.0.q", "layer.0.q"]), "twice"),
+], ids=["a fallback key that is also a site", "a fallback key twice"])
+def test_fallback_is_consistent_with_the_sites(good, tmp_path, edit, needle):
+    r = json.loads(json.dumps(good["minmax"]))
+    edit(r)
+    r.pop("checksum")  # the user took the edit on: the fields are still checked against each other
+    if "twice" in needle:
+        r["sites"].pop("layer.0.q", None)
+    (tmp_path / "r.json").write_text(json.dumps(r))
+    with pytest.raises(QbertError, match=needle):
+        Recipe.load(tmp_path / "r.json")

@@ -3,18 +3,20 @@ artefacts for the CLI, `reproduce` and scripts alike, so a Q/DQ ONNX never lacks
 need, and a failure leaves every previous file as it was."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from qbert.artifacts import ModelMeta, load_meta, load_onnx
-from qbert.atomic import external_data_threshold, proto_size, save_onnx, staged, staged_sha256_onnx, write_json
-from qbert.output_checks import check_outputs, sidecar_kind
+from qbert.atomic import (external_data_threshold, proto_size, save_onnx, sidecar_path, staged, staged_sha256_onnx,
+                          write_json)
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.errors import QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.exporter.graph import parse
+from qbert.output_checks import check_outputs, sidecar_kind
 
 
 def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str = "ort-cpu",
@@ -31,6 +33,8 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     if sidecar_kind(out) == "fp32":  # other quantized models and their recipes name it as their source
         raise QbertError(f"{out} is an FP32 export that quantized models and recipes are computed from; write the "
                          "quantized model to another path")
+    if write_recipe:
+        _check_recipe_replaceable(recipe_path, out)
     meta = load_meta(fp32_onnx)
     recipe.validate()
     owned = model is None
@@ -70,3 +74,18 @@ def int8_warning(summary: dict[str, Any], fallback: str = "fallback") -> str | N
         return ("the fallback keeps every GEMM input in high precision: no GEMM runs on integer kernels (no INT8 "
                 f"speed-up); narrow {fallback}")
     return None
+
+
+def _check_recipe_replaceable(recipe_path: Path, out: Path) -> None:
+    """An existing recipe at `recipe_path` is replaced only when it is this output's own (its default
+    `<out>.recipe.json`, or the one `out`'s sidecar names): any other is another model's calibration, which
+    nothing could recompute from the graph it leaves behind."""
+    if not recipe_path.is_file() or recipe_path.resolve() == Path(f"{out}.recipe.json").resolve():
+        return
+    try:
+        named = (json.loads(sidecar_path(out).read_text()).get("quantization") or {}).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named is None or Path(named).resolve() != recipe_path.resolve():
+        raise ConfigError("recipe_out", recipe_path, "holds another calibration's recipe (not this output's); "
+                          "choose a new path, or delete it first")

@@ -103,6 +103,11 @@ class Recipe:
             raise QbertError(f"{where}: sites must be a JSON object (site key → its scales) — recalibrate")
         if not isinstance(self.fallback, list) or not all(isinstance(k, str) for k in self.fallback):
             raise QbertError(f"{where}: fallback must be a list of site keys")
+        both = [k for k in self.fallback if k in self.sites]
+        if both or len(set(self.fallback)) < len(self.fallback):
+            what = (f"{both[0]!r} is both quantized (in sites) and kept in high precision (in fallback)" if both
+                    else "fallback lists a site twice")
+            raise QbertError(f"{where}: {what} — recalibrate")
         foreign = [k for k in [*self.sites, *self.fallback] if not is_site_key(k, self.placement)]
         if foreign:
             raise QbertError(f"{where}: {foreign[0]!r} is not a {self.placement}-placement site — recalibrate")
