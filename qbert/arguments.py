@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -102,47 +101,39 @@ def compute_capability(name: str, value: Any) -> None:
 def keyword_checked(cls: type) -> type:
     """A config dataclass whose constructor names a misspelt or missing field in a ConfigError, as `validate()`
     names a bad value, instead of Python's TypeError about `__init__`."""
-    init, names = cls.__init__, [f.name for f in fields(cls)]
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        for name in kwargs:
-            if name not in names:
-                raise ConfigError(name, kwargs[name], f"{cls.__name__} has no such field (fields: {', '.join(names)})")
-        if len(args) > len(names):
-            raise ConfigError(names[-1], args[-1], f"{cls.__name__} takes at most {len(names)} values; name them")
-        given = {*names[:len(args)], *kwargs}
-        for name in required:
-            if name not in given:
-                raise ConfigError(name, None, f"{cls.__name__} needs {name}")
-        init(self, *args, **kwargs)
-
-    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls.__init__ = _checked(cls.__init__, cls.__name__, "field", skip=1)  # type: ignore[method-assign]
     return cls
 
 
 def arguments_checked(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A public function whose misspelt, extra or missing argument is a ConfigError naming it, as a bad value is,
     instead of Python's TypeError about the call."""
+    return _checked(fn, f"{fn.__name__}()", "argument")
+
+
+def _checked(fn: Callable[..., Any], who: str, what: str, skip: int = 0) -> Callable[..., Any]:
+    """`fn` whose call is bound to its signature first: the first unknown keyword, a surplus positional or the
+    first missing required parameter becomes one ConfigError naming it (`skip`: leading parameters, like self,
+    the caller never names)."""
     sig = inspect.signature(fn)
-    names = list(sig.parameters)
+    names = list(sig.parameters)[skip:]
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             sig.bind(*args, **kwargs)
         except TypeError:
+            user = args[skip:]
             unknown = [k for k in kwargs if k not in sig.parameters]
             if unknown:
-                raise ConfigError(unknown[0], kwargs[unknown[0]], f"{fn.__name__}() has no such argument "
-                                  f"(arguments: {', '.join(names)})") from None
-            if len(args) > len(names):
-                raise ConfigError(names[-1], args[-1], f"{fn.__name__}() takes at most {len(names)} arguments; "
-                                  "name them") from None
-            given = {*names[:len(args)], *kwargs}
-            missing = [n for n, p in sig.parameters.items() if p.default is p.empty and n not in given]
+                raise ConfigError(unknown[0], kwargs[unknown[0]], f"{who} has no such {what} ({what}s: "
+                                  f"{', '.join(names)})") from None
+            if len(user) > len(names):
+                raise ConfigError(names[-1], user[-1], f"{who} takes at most {len(names)} values; name them") from None
+            given = {*names[:len(user)], *kwargs}
+            missing = [n for n in names if sig.parameters[n].default is sig.parameters[n].empty and n not in given]
             name = missing[0] if missing else names[0]
-            raise ConfigError(name, None, f"{fn.__name__}() needs it") from None
+            raise ConfigError(name, None, f"{who} needs {name}") from None
         return fn(*args, **kwargs)
 
     return call
