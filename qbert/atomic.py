@@ -265,6 +265,18 @@ def sidecar_path(onnx_path: Path | str) -> Path:
     return Path(str(onnx_path) + ".json")
 
 
+def sidecar_json(path: Path | str) -> dict[str, Any] | None:
+    """The JSON object beside `path` (`<path>.json`), or None when there is none, it is unreadable, oversized or
+    not an object: for checks that only consult a sidecar (what kind of file this is, what it names). Reading one
+    as the artefact's description is `load_meta`'s, with its errors."""
+    side = sidecar_path(path)
+    try:
+        data = json.loads(side.read_text()) if side.is_file() and side.stat().st_size < 2**20 else None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def require_file(path: Path | str, what: str) -> Path:
     """`path` as a regular file, or one line saying it is missing or is something else (a folder, a pipe, a
     device): "not found" for a file that exists would send the user looking in the wrong place."""

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from qbert.atomic import EmptyPath, check_output_dir, ensure_dir, sidecar_path
+from qbert.atomic import EmptyPath, check_output_dir, ensure_dir, sidecar_json, sidecar_path
 from qbert.errors import QbertError
 
 
@@ -119,11 +119,8 @@ def _check_replaceable(flag: str, p: Path, kind: str | None) -> None:
 def _existing_kind(p: Path) -> str | None:
     """onnx / plan (a file with a qbert sidecar of that format), recipe, result (any other JSON document that is not
     a model folder's file or a qbert artefact), or None."""
-    try:
-        side = json.loads(sidecar_path(p).read_text()) if sidecar_path(p).is_file() else None
-    except (OSError, ValueError):
-        side = None
-    if isinstance(side, dict) and side.get("format") in ("qbert-onnx", "qbert-plan"):
+    side = sidecar_json(p)
+    if side is not None and side.get("format") in ("qbert-onnx", "qbert-plan"):
         return "onnx" if side["format"] == "qbert-onnx" else "plan"
     with open(p, "rb") as f:
         head = f.read(64).lstrip()
@@ -141,11 +138,8 @@ def _existing_kind(p: Path) -> str | None:
 
 def sidecar_kind(p: Path | str) -> str | None:
     """fp32 or qdq for an ONNX with a qbert sidecar, else None (no sidecar, or not one of qbert's)."""
-    try:
-        meta = json.loads(sidecar_path(p).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("kind") if isinstance(meta, dict) and meta.get("format") == "qbert-onnx" else None
+    meta = sidecar_json(p)
+    return meta.get("kind") if meta is not None and meta.get("format") == "qbert-onnx" else None
 
 
 SIDECAR_FOLDERS = {"source_path": "source model", "source_model": "source model", "tokenizer": "tokenizer"}
@@ -167,12 +161,8 @@ def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path,
     if not (p.exists() or sidecar_path(p).exists()):
         return files, dirs
     files.update({f: f"{flag} {p}{why}" for f, why in _family(p).items()})
-    side = sidecar_path(p)
-    try:
-        meta = json.loads(side.read_text()) if side.is_file() and side.stat().st_size < 2**20 else None
-    except (OSError, ValueError):  # a broken sidecar is the command's own error to report, later
-        meta = None
-    if isinstance(meta, dict) and meta.get("format") == "qbert-onnx":
+    meta = sidecar_json(p)  # a broken sidecar is the command's own error to report, later
+    if meta is not None and meta.get("format") == "qbert-onnx":
         from qbert.data import is_tokenizer_file
 
         for field, name in SIDECAR_FOLDERS.items():

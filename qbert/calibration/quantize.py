@@ -3,13 +3,12 @@ artefacts for the CLI, `reproduce` and scripts alike, so a Q/DQ ONNX never lacks
 need, and a failure leaves every previous file as it was."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from qbert.artifacts import ModelMeta, load_meta, load_onnx
-from qbert.atomic import (external_data_threshold, proto_size, save_onnx, sidecar_path, staged, staged_sha256_onnx,
+from qbert.atomic import (external_data_threshold, proto_size, save_onnx, sidecar_json, staged, staged_sha256_onnx,
                           write_json)
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
@@ -82,10 +81,8 @@ def _check_recipe_replaceable(recipe_path: Path, out: Path) -> None:
     nothing could recompute from the graph it leaves behind."""
     if not recipe_path.is_file() or recipe_path.resolve() == Path(f"{out}.recipe.json").resolve():
         return
-    try:
-        named = (json.loads(sidecar_path(out).read_text()).get("quantization") or {}).get("recipe")
-    except (OSError, ValueError, AttributeError):
-        named = None
-    if named is None or Path(named).resolve() != recipe_path.resolve():
+    quant = (sidecar_json(out) or {}).get("quantization")
+    named = quant.get("recipe") if isinstance(quant, dict) else None
+    if not isinstance(named, str) or Path(named).resolve() != recipe_path.resolve():
         raise ConfigError("recipe_out", recipe_path, "holds another calibration's recipe (not this output's); "
                           "choose a new path, or delete it first")

@@ -27,14 +27,10 @@ def check_precision(kind: str, precision: str, engine: str = "engine") -> None:
 def check_emitted_for(kind: str, path: str) -> None:
     """A Q/DQ ONNX emitted for OpenVINO (S8 activations shaped for its low-precision transformations) is refused by
     ONNX Runtime, whose fast kernels want the ort-cpu form: one line instead of a slower, differently rounded run."""
-    import json
+    from qbert.atomic import sidecar_json
 
-    from qbert.atomic import sidecar_path
-
-    try:
-        target = (json.loads(sidecar_path(path).read_text()).get("quantization") or {}).get("target")
-    except (OSError, ValueError, AttributeError):
-        return
+    quant = (sidecar_json(path) or {}).get("quantization")
+    target = quant.get("target") if isinstance(quant, dict) else None
     if kind == "ort-cpu" and target == "openvino":
         raise QbertError(f"{path} was quantized for {{target=}}: run it with {{engine=}}, or re-emit its recipe with "
                          "{target} ort-cpu for ONNX Runtime", target="openvino", engine="openvino")

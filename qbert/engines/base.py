@@ -68,17 +68,15 @@ def check_feeds(feeds: Any) -> None:
 def longest_sequence(rows: int | None, path: str) -> int:
     """The longest sequence a model embeds (huge if no position table was found): the table's `rows`, less the
     offset RoBERTa-style models number positions from, which the sidecar's model type and pad id tell."""
-    import json
-
-    from qbert.atomic import sidecar_path
+    from qbert.atomic import sidecar_json
     from qbert.exporter.arch import usable_positions
 
     if rows is None:
         return 1 << 30
+    side = sidecar_json(path)
     try:
-        side = json.loads(sidecar_path(path).read_text())
         return usable_positions(str(side["model_type"]), rows, int(side.get("pad_token_id") or 0))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # no sidecar (None) or not one of ours
         return rows
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import platform
 import tempfile
 import time
@@ -23,7 +22,7 @@ import numpy as np
 
 from qbert._version import __version__
 from qbert.artifacts import ModelMeta
-from qbert.atomic import Staged, save_onnx, sidecar_path, staged, staged_sha256_onnx, write_errors_as
+from qbert.atomic import Staged, save_onnx, sidecar_json, staged, staged_sha256_onnx, write_errors_as
 from qbert.errors import ConfigError, QbertError
 from qbert.exporter.arch import positions as arch_positions, sizes
 from qbert.exporter.pooling import Pooling, embed, read_sentence_transformers, resolve
@@ -263,10 +262,7 @@ def _check_not_another_models_export(out: Path, model_spec: str) -> None:
     quantized models and recipes name that file as their FP32 source and would silently point at other weights."""
     if sidecar_kind(out) != "fp32":
         return
-    try:
-        old = json.loads(sidecar_path(out).read_text())
-    except (OSError, ValueError):
-        return
+    old = sidecar_json(out) or {}
     local = Path(model_spec).expanduser()
     now = str(local.resolve()) if local.is_dir() else model_spec
     was = old.get("source_path") or old.get("source_model")
