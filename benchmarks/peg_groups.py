@@ -31,9 +31,9 @@ def main() -> None:
     from qbert.artifacts import load_meta
     from qbert.calibration import groups as G
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
-    from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
+    from qbert.calibration.methods import Observed, Settings, method as method_of
+    from qbert.calibration.smooth import ALPHA, unshared, weight_rows
     from qbert.calibration.calibrate import auto_batch_size
-    from qbert.calibration.scales import choose_scales
     from qbert.calibration.emit import emit
     from qbert.calibration.observe import Observer
     from qbert.calibration.placement import sites as placement_sites
@@ -117,16 +117,15 @@ def main() -> None:
         for name, (method, k, post, group_range) in candidates.items():
             base = corrected if group_range.endswith("+bias") else model
             split = {"GEMM inputs split": "split", "GEMM inputs smoothed": "smooth"}.get(name.split(", ")[-1])
-            scales, perm = choose_scales(sites, stats, method, 99.99, k, True, group_range.removesuffix("+bias"),
-                                         peg_rows, gemm_split=split)
-            if method == "smoothquant":
-                scales = smooth_scales(scales, sites, stats, rows_max, float(name.split("=")[1]))
+            strength = float(name.split("=")[1]) if method == "smoothquant" else ALPHA
+            settings = Settings(placement=args.placement, groups=k, alpha=strength, gemm_split=split,
+                                group_range=group_range.removesuffix("+bias"))
+            choice = method_of(method).choose(sites, Observed(stats, rows_max, peg_rows), settings)
+            scales, perm = choice.sites, choice.permutation
             if post is not None:
                 scales = post(scales, np.asarray(perm))
-            strength = float(name.split("=")[1]) if method == "smoothquant" else ALPHA
-            recipe = Recipe(method=method, placement=args.placement, sites=scales, groups=k,
-                            alpha=recipe_alpha(method, scales, strength),
-                            permute=perm is not None, permutation=perm)
+            recipe = Recipe(method=method, placement=args.placement, sites=scales, **choice.fields,
+                            permutation=perm)
             q, summary = emit(base, recipe, "ort-cpu")
             pred = logits_of(q, enc_h, 32, meta.pad_token_id).argmax(-1)
             results[name].append((100 * float((pred == labels).mean()), 100 * float((pred != fp).mean()),

@@ -114,12 +114,12 @@ class CalibrationConfig:
     exact: bool = False
 
     def validate(self) -> "CalibrationConfig":
-        from qbert.calibration.methods import METHODS
+        from qbert.calibration.methods import AUTO, METHODS, Settings, method
         from qbert.calibration.placement import PLACEMENTS, placement_name
 
         if self.data is None or isinstance(self.data, (int, float)):
             raise ConfigError("data", self.data, "give a .tsv/.jsonl path, a datasets spec, a Dataset or rows")
-        _choice("method", self.method, (*METHODS, "auto"))
+        _choice("method", self.method, (*METHODS, AUTO))
         _choice("target", self.target, tuple(TARGETS))
         _choice("placement", placement_name(self.placement) if isinstance(self.placement, str) else self.placement,
                 PLACEMENTS)
@@ -139,20 +139,20 @@ class CalibrationConfig:
             raise ConfigError("percentile", self.percentile, "must be in (0, 100]")
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError("alpha", self.alpha, "must be a number in [0, 1]")
-        if self.method == "smoothquant" and self.placement != "gemm":
-            raise ConfigError("placement", self.placement, "smoothquant applies to the gemm placement only")
+        if self.method != AUTO:
+            method(self.method).validate(Settings.of(self))
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
                                         or not math.isfinite(self.budget) or self.budget < 0):
             raise ConfigError("budget", self.budget, "must be a finite number ≥ 0 (accuracy points)")
         if not isinstance(self.exact, bool):
             raise ConfigError("exact", self.exact, "must be True or False")
-        if self.exact and not (self.method == "auto" or self.auto_fp16):
+        if self.exact and not self.searches:
             raise ConfigError("exact", self.exact, "applies to {method=} and {auto_fp16} (the only steps that run "
                               "an INT8 model while calibrating)", method="auto", auto_fp16=True)
-        if self.exact and self.target == "openvino" and not self.auto_fp16:
+        if self.exact and TARGETS[self.target].judged_on != "ort-cpu" and not self.auto_fp16:
             raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels, and {method=} for "
-                              "{target=} scores and times its candidates on OpenVINO: leave it out", method="auto",
-                              target="openvino")
+                              f"{{target=}} scores and times its candidates on {TARGETS[self.target].runtime}: leave "
+                              "it out", method=AUTO, target=self.target)
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         self._refuse_unused()
@@ -161,14 +161,15 @@ class CalibrationConfig:
     def _refuse_unused(self) -> None:
         """A field set away from its default that this method would not read is refused, as the CLI refuses the
         flag: a silently ignored `groups=8` or `target='trt'` reads like a setting that took effect."""
-        search = self.method == "auto" or self.auto_fp16
-        peg_auto = self.method == "peg" and self.groups == "auto"
+        from qbert.calibration.methods import AUTO, REGISTRY, Settings
+
+        search = self.searches
+        settings = Settings.of(self)
         # (permute=False with another method asks for what happens anyway, as the CLI's --no-permute: not refused)
-        used = {"groups": self.method == "peg",
-                "percentile": self.method == "percentile",
-                "alpha": self.method == "smoothquant" or peg_auto,
-                "budget": search, "heldout": search, "label2id": search,
-                "target": self.method == "auto"}  # emission takes its own target: quantize(…, target=…)
+        used = {name: self.method in REGISTRY and REGISTRY[self.method].reads_field(name, settings)
+                for name in ("groups", "percentile", "alpha")}
+        used |= {"budget": search, "heldout": search, "label2id": search,
+                 "target": self.method == AUTO}  # emission takes its own target: quantize(…, target=…)
         defaults = {f.name: f.default for f in fields(self)}
         for name, applies in used.items():
             if not applies and getattr(self, name) != defaults[name]:
@@ -178,8 +179,15 @@ class CalibrationConfig:
                        "and auto_fp16", "label2id": "applies to method 'auto' and auto_fp16 (they score labelled "
                        "rows)"}.get(name, f"does nothing with method {self.method!r}")
                 raise ConfigError(name, getattr(self, name), why + "; leave it at its default")
-        if self.method == "auto" and self.placement != "gemm":
+        if self.method == AUTO and self.placement != "gemm":
             raise ConfigError("placement", self.placement, "method 'auto' tries both placements; leave it out")
+
+    @property
+    def searches(self) -> bool:
+        """Method auto or auto_fp16: the steps that run INT8 candidates on labelled held-out rows."""
+        from qbert.calibration.methods import AUTO
+
+        return self.method == AUTO or self.auto_fp16
 
 
 @arg.arguments_checked
@@ -197,7 +205,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     meta = load_meta(onnx)
     label2id = config.label2id or meta.label2id
     data = str(config.data) if isinstance(config.data, (str, Path)) else \
-        load_data(config.data, label2id if config.auto_fp16 or config.method == "auto" else None, unlabelled_ok=True)
+        load_data(config.data, label2id if config.searches else None, unlabelled_ok=True)
     options = {f.name: getattr(config, f.name) for f in fields(config)
                if f.name not in ("data", "label2id", "heldout")}
     return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)
@@ -226,9 +234,10 @@ def quantize(fp32_onnx: str | Path, recipe: Recipe, out: str | Path, target: str
     if not write_recipe and recipe_out is not None and not Path(recipe_out).is_file():
         raise ConfigError("recipe_out", recipe_out, "with write_recipe=False names the existing recipe the sidecar "
                           "points to, and there is none: drop one of them")
-    if high_precision == "fp16" and target != "trt":
+    if high_precision is not None and high_precision not in TARGETS[target].high_precisions:
+        fp16 = next(t for t in TARGETS.values() if high_precision in t.high_precisions).name
         raise ConfigError("high_precision", high_precision, f"target {target} runs on the CPU, whose runtime leaves "
-                          "the GEMMs around FP16 tensors on float kernels: use fp32, or target trt for FP16")
+                          f"the GEMMs around FP16 tensors on float kernels: use fp32, or target {fp16} for FP16")
     return run(fp32_onnx, recipe, out, target, high_precision, recipe_out, write_recipe)
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from qbert.cli_output import (FLAGS, LABELS_HELP, MAX_BENCH_BATCH, OPENVINO_CENSUS, err, fallback_patterns, guarded,
                                integer, out, show, show_candidates, show_embedding_result, show_fallback_steps,
                                print_version)
-from qbert.cli_rules import check_flags, out_file, typed as _typed
+from qbert.cli_rules import check_flags, out_file, refuse_unread, typed as _typed
 from qbert.progress import warn
 from qbert.errors import QbertError, check_range
 
@@ -194,6 +194,7 @@ def calibrate(
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
+    from qbert.calibration.methods import AUTO, REGISTRY, Settings
     from qbert.artifacts import load_meta
     from qbert.output_checks import check_outputs
     from qbert.calibration.quantize import int8_warning
@@ -209,19 +210,14 @@ def calibrate(
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              f"drop {'it' if len(given) == 1 else 'them'}, or calibrate anew without --recipe")
-    elif method == "auto" and _typed(ctx, "placement", "groups", "permute"):
+    elif method == AUTO and _typed(ctx, "placement", "groups", "permute"):
         raise QbertError("--method auto tries both placements, PEG with groups auto and 4, permuted; "
                          "drop --placement/--groups/--no-permute, or choose the method yourself")
-    elif _typed(ctx, "labels", "budget", "heldout", "exact") and method != "auto" and not auto_fp16:
+    elif _typed(ctx, "labels", "budget", "heldout", "exact") and method != AUTO and not auto_fp16:
         raise QbertError("--labels, --budget, --heldout and --exact apply to --method auto and --auto-fp16 (only "
                          "they run the quantized model on labelled rows)")
-    elif _typed(ctx, "percentile") and method != "percentile":
-        raise QbertError(f"--percentile applies to --method percentile, not {method}")
-    elif _typed(ctx, "groups") and method not in ("peg", "auto"):
-        raise QbertError(f"--groups applies to --method peg, not {method}")
-    elif _typed(ctx, "alpha") and method != "smoothquant" and not (method == "peg" and auto_groups):
-        raise QbertError(f"--alpha applies to --method smoothquant and --method peg --groups auto, not {method}"
-                         + (f" --groups {groups}" if method == "peg" else ""))
+    elif method in REGISTRY:
+        refuse_unread(ctx, REGISTRY[method], Settings(groups="auto" if auto_groups else 4), groups)
     check_flags(ctx)
     if recipe_in is None:
         if data is None:
@@ -232,7 +228,7 @@ def calibrate(
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=fallback_patterns(fp16_fallback),
             auto_fp16=auto_fp16, budget=budget, heldout=heldout, exact=exact,
-            target=target if method == "auto" else "ort-cpu").validate()  # else the target is emission's alone
+            target=target if method == AUTO else "ort-cpu").validate()  # else the target is emission's alone
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
     check_outputs({"--out": out_path, "--recipe-out": None if same_recipe else recipe_path},
@@ -258,9 +254,8 @@ def calibrate(
     fallback_report = recipe.calibration.get("auto_fp16")
     if fallback_report and "drop_bound_points" in fallback_report["steps"][-1]:  # recipes before the bound: none
         show_fallback_steps(fallback_report)
-    show(f"calibrated {out_path}", {"method": recipe.method + (f" groups={recipe.groups}" if recipe.method == "peg"
-                                                               else "") + (f" alpha={recipe.alpha:g}"
-                                                                           if recipe.alpha is not None else ""),
+    shown = REGISTRY[recipe.method].describe(recipe) if recipe.method in REGISTRY else recipe.method
+    show(f"calibrated {out_path}", {"method": shown + (f" alpha={recipe.alpha:g}" if recipe.alpha is not None else ""),
                                     "placement": recipe.placement, "target": target,
                                     "activations": summary["activation_dtype"],
                                     "high precision": summary["high_precision"],

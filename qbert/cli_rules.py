@@ -112,3 +112,16 @@ def out_file(default_name: str) -> Callable[[str], Path]:
 def folder_notes(values: dict[str, Any]) -> list[str]:
     """The lines to print after a command succeeded: one per output given as a folder."""
     return [v.folder_note for v in values.values() if isinstance(v, FolderOutput) and v.folder_note]
+
+
+def refuse_unread(ctx: typer.Context, method: Any, settings: Any, groups: str) -> None:
+    """A method flag (--percentile, --groups, --alpha) given to a method that would not read it: one line naming
+    the methods that do (methods.readers), in flags."""
+    from qbert.calibration.methods import readers
+
+    for name in ("percentile", "groups", "alpha"):
+        if typed(ctx, name) and not method.reads_field(name, settings):
+            who = " and ".join(f"--method {m}" + "".join(f" --{k} {v}" for k, v in when.items())
+                               for m, when in readers(name))
+            given = f" --groups {groups}" if "groups" in method.reads else ""
+            raise QbertError(f"--{name} applies to {who}, not {method.name}{given}")

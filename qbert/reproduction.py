@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qbert.atomic import read_json, sidecar_path, write_json
+from qbert.calibration.methods import AUTO, NONE, REGISTRY
 from qbert.engines import check_exact
 from qbert.errors import ConfigError, QbertError
 from qbert.timing import interleaved, p50_and_spread
@@ -118,7 +119,7 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
     parts: list[Any] = [row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds]
     if exact:  # appended only when set, so the keys (and caches) of default-kernel runs stay as they were
         parts.append("exact INT8 kernels")
-    if row.calibrate.get("method") == "auto":
+    if row.calibrate.get("method") == AUTO:
         from qbert.calibration import select, smooth
 
         parts.append([select.CANDIDATES, smooth.ALPHA, select.RULE])
@@ -143,9 +144,9 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     else:
         def recipe_for(seed: int) -> Recipe:
             if row.kind == "fp16":
-                return Recipe(method="none", placement="gemm", sites={})
-            extra = {"target": target} if row.calibrate.get("method") == "auto" else {}
-            if exact and (row.calibrate.get("method") == "auto" or row.calibrate.get("auto_fp16")):
+                return Recipe(method=NONE, placement="gemm", sites={})
+            extra = {"target": target} if row.calibrate.get("method") == AUTO else {}
+            if exact and (row.calibrate.get("method") == AUTO or row.calibrate.get("auto_fp16")):
                 extra["exact"] = True
             return calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, seed=seed,
                              **row.calibrate, **extra)
@@ -184,7 +185,8 @@ def _chosen(recipe: Any) -> str:
     from qbert.calibration.placement import role_of
 
     roles = sorted({role_of(k) for k in recipe.fallback or []})
-    return (f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if recipe.method == "peg" else "")
+    grouped = recipe.method in REGISTRY and REGISTRY[recipe.method].grouping
+    return (f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if grouped else "")
             + (f", {'/'.join(roles)} in high precision" if roles else ""))
 
 
@@ -297,7 +299,7 @@ def check_inputs(model_spec: str, eval_data: str, calib_data: str, labels: str |
         raise ConfigError("calib_data", calib_data, f"has {have} rows, and reproduce's outlier analysis observes "
                           f"{analysis_samples} and scores 32 more held out: give at least {analysis_samples + 32} "
                           "calibration rows")
-    if any(r.calibrate.get("method") == "auto" for r in rows) and have < samples + 256:
+    if any(r.calibrate.get("method") == AUTO for r in rows) and have < samples + 256:
         raise ConfigError("calib_data", calib_data, f"has {have} rows, and the method-auto row needs ≥ 256 held out "
                           "beyond {samples=}: give more calibration rows, lower {samples}, or leave the row out "
                           "with {only}", samples=samples, only=True)

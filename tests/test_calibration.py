@@ -356,7 +356,7 @@ def test_bias_correction_restores_each_gemms_mean_output(fp32, tiny_model, tiny_
     """With INT8 weights (activations kept FP32), layer 0's Q projection output drifts from FP32 by E[x]·(W_q − W)
     per channel; the corrected bias brings the mean over the calibration tokens back to FP32's."""
     from qbert.calibration.bias import apply_bias_shifts, bias_shifts
-    from qbert.calibration.methods import int8_per_channel
+    from qbert.calibration.clips import int8_per_channel
     from qbert.calibration.observe import Observer
     from qbert.calibration.peg import Initializers
     from qbert.calibration.placement import sites as placement_sites

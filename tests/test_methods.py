@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from qbert.calibration import groups as G, methods as M
+from qbert.calibration import groups as G, clips as C
 from qbert.calibration.observe import AbsHistogram
 from qbert.errors import QbertError
 
@@ -21,15 +21,15 @@ def test_histogram_range_doubling_matches_numpy_percentile():
     allv = np.abs(np.concatenate(parts))
     assert h.counts.sum() == allv.size and h.range >= allv.max()
     for p in (50.0, 99.0, 99.9):
-        assert M.percentile_amax(h, p) == pytest.approx(np.percentile(allv, p), rel=0.01, abs=h.range / 2048)
+        assert C.percentile_amax(h, p) == pytest.approx(np.percentile(allv, p), rel=0.01, abs=h.range / 2048)
 
 
 def test_percentile_is_symmetric_and_keeps_negative_values():
     """The study's percentile clamped the lower bound to 0, zeroing every negative value."""
     rng = np.random.default_rng(1)
     x = rng.normal(-0.5, 1.0, 100000)
-    amax = M.percentile_amax(hist_of(x), 99.99)
-    s = M.scale_of(amax)
+    amax = C.percentile_amax(hist_of(x), 99.99)
+    s = C.scale_of(amax)
     xq = np.clip(np.rint(x / s), -128, 127) * s
     neg = x < -0.1
     assert (xq[neg] < 0).all()
@@ -39,13 +39,13 @@ def test_percentile_is_symmetric_and_keeps_negative_values():
 @pytest.mark.parametrize("p", [0.0, -1.0, 100.5])
 def test_percentile_out_of_range(p):
     with pytest.raises(QbertError, match=r"\(0, 100\]"):
-        M.percentile_amax(hist_of(np.ones(10)), p)
+        C.percentile_amax(hist_of(np.ones(10)), p)
 
 
 def test_all_zero_tensor_gives_finite_positive_scale():
     h = hist_of(np.zeros(1000))
-    for amax in (0.0, M.percentile_amax(h, 99.9), M.mse_amax(h), M.entropy_amax(h)):
-        s = M.scale_of(amax)
+    for amax in (0.0, C.percentile_amax(h, 99.9), C.mse_amax(h), C.entropy_amax(h)):
+        s = C.scale_of(amax)
         assert np.isfinite(s) and s > 0
 
 
@@ -60,10 +60,10 @@ def test_mse_and_entropy_clip_heavy_tails_but_not_uniform():
         return ((np.clip(np.rint(heavy / s), -127, 127) * s - heavy) ** 2).sum()
 
     brute = min(mse(c) for c in np.linspace(top / 100, top, 200))
-    assert mse(M.mse_amax(h)) <= 1.05 * brute < mse(top)
-    assert M.entropy_amax(h) < 0.3 * top
+    assert mse(C.mse_amax(h)) <= 1.05 * brute < mse(top)
+    assert C.entropy_amax(h) < 0.3 * top
     uni = rng.uniform(-1, 1, 200000)
-    assert M.mse_amax(hist_of(uni)) > 0.9
+    assert C.mse_amax(hist_of(uni)) > 0.9
 
 
 def test_groups_give_outliers_a_small_group_of_their_own():
@@ -124,11 +124,11 @@ def test_channel_histograms_add_up_to_a_groups_percentile_and_mse():
         edges, counts = one.group(np.array(channels))
         vals = x[:, channels].ravel()
         want = np.percentile(vals, 99.9, method="inverted_cdf")  # the value at rank ⌈p·n⌉
-        got = M.percentile_clip(edges, counts, 99.9)
+        got = C.percentile_clip(edges, counts, 99.9)
         assert want <= got <= want * step * 1.0001
         fine = hist_of(vals, bins=2 ** 16)
-        assert M.mse_clip(edges, counts) == pytest.approx(M.mse_amax(fine), rel=0.1)
-        assert M.mse_clip(edges, counts) < vals.max()  # heavy tails: MSE clips
+        assert C.mse_clip(edges, counts) == pytest.approx(C.mse_amax(fine), rel=0.1)
+        assert C.mse_clip(edges, counts) < vals.max()  # heavy tails: MSE clips
 
 
 def test_group_clip_never_exceeds_the_groups_max():

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration.methods import int8_per_channel
+from qbert.calibration.clips import int8_per_channel
 from qbert.calibration.peg import Initializers
 from qbert.exporter.graph import parse
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration import groups as G, methods as M
+from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.calibration.scales import choose_scales, gemm_split_of
-from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales, unshared, weight_rows
+from qbert.calibration.select import histograms as search_histograms, needs as search_needs, select
+from qbert.calibration.smooth import ALPHA, unshared, weight_rows
 from qbert.errors import ConfigError
 from qbert.data import Dataset, batches, encode, encode_texts, load_dataset_spec
 from qbert.exporter.export import versions
@@ -34,13 +34,14 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed);
     `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
     as a VNNI CPU would (the FP32 observation itself has no INT8 kernels). `gemm_split`: how PEG groups reach GEMMs
-    (scales.choose_scales; default smooth under groups auto, split for a fixed K)."""
+    (scales.peg_scales; default smooth under groups auto, split for a fixed K)."""
     from qbert.exporter.provenance import tokenizer_of
 
-    if method not in (*M.METHODS, "auto"):
-        raise ConfigError("method", method, f"choose one of {', '.join(M.METHODS)}, auto")
-    choosing = method == "auto"
-    judges = {"method": "auto", "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
+    choosing = method == AUTO
+    chosen_method = None if choosing else method_of(method)
+    settings = Settings(placement=placement_name(placement), percentile=percentile, groups=groups, permute=permute,
+                        alpha=alpha, gemm_split=gemm_split)
+    judges = {"method": AUTO, "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
     if exact and not (choosing or auto_fp16):
         raise ConfigError("exact", exact, "picks the INT8 kernels that {method=} and {auto_fp16} judge candidates "
                           f"with; method {method} runs no INT8 model while calibrating (use it when evaluating or "
@@ -59,13 +60,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     asked_heldout = heldout_rows
     heldout_rows = heldout_rows or 1000
     budget = budget if budget is not None else (0.3 if choosing else 0.5)
-    if method == "percentile" and not 0.0 < percentile <= 100.0:
-        raise ConfigError("percentile", percentile, "must be in (0, 100]")
-    if method == "peg":
-        G.check_groups(groups, meta.hidden_size)
-    if method == "smoothquant" and placement_name(placement) != "gemm":
-        raise ConfigError("placement", placement, "smoothquant moves GEMM inputs' ranges into their weights; it "
-                          "applies to the gemm placement only")
+    if chosen_method is not None:
+        chosen_method.validate(settings, meta.hidden_size)
     if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
         raise ConfigError("alpha", alpha, "must be a number in [0, 1]")
     if samples < 1:
@@ -108,11 +104,11 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     pad_to = meta.max_length if include_padding else None
     batch_size = batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
-    # SmoothQuant needs the weights' row ranges: take them before the observer may consume the weights
-    smooths_peg = method == "auto" or (method == "peg" and gemm_split_of(groups, gemm_split) == "smooth")
-    rows_max = weight_rows(graph, chosen) if method == "smoothquant" or smooths_peg else {}
-    peg_rows = unshared(graph, rows_max, chosen) if smooths_peg else {}
-    observer = Observer(model, chosen, histograms=method in ("percentile", "mse", "entropy", "auto"),
+    # smoothing needs the weights' row ranges: take them before the observer may consume the weights
+    needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}
+    rows_max = weight_rows(graph, chosen) if needs else {}
+    peg_rows = unshared(graph, rows_max, chosen) if "unshared" in needs else {}
+    observer = Observer(model, chosen, histograms=search_histograms() if choosing else chosen_method.histograms,
                         include_padding=include_padding, threads=threads, consume=consume)
     if consume:
         del model, graph  # peak memory: ORT's copy of the weights is enough from here on
@@ -120,15 +116,12 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
         stats = observer.run((f for _, f in batches(encoded, batch_size, pad_id=meta.pad_token_id,
                                                     pad_to=pad_to)), advance)
     del observer
-    scales, permutation = choose_scales(chosen, stats, method, percentile, groups, permute, weight_rows=peg_rows,
-                                        alpha=alpha, gemm_split=gemm_split)
-    if method == "smoothquant":
-        scales = smooth_scales(scales, chosen, stats, rows_max, alpha)
+    observed = Observed(stats, rows_max, peg_rows)
+    # method auto's base recipe: minmax on `full`, which select() replaces by the candidate it keeps
+    choice = (chosen_method or method_of("minmax")).choose(chosen, observed, settings)
     recipe = Recipe(
-        method=method, placement=placement, sites=scales,
-        percentile=percentile if method == "percentile" else None, alpha=recipe_alpha(method, scales, alpha),
-        groups=groups if method == "peg" else 1, permute=bool(method == "peg" and permute),
-        permutation=permutation, fallback=dropped,
+        method=method, placement=placement, sites=choice.sites, **choice.fields,
+        permutation=choice.permutation, fallback=dropped,
         calibration={"data": data, "data_sha256": dataset.sha256(), "samples": samples, "seed": seed,
                      "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest(), "batch_size": batch_size,
                      "include_padding": include_padding, "max_length": meta.max_length,
@@ -142,10 +135,8 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
                               "give labelled calibration data, or choose the method/{fallback} yourself",
                               fallback=fallback, **judges)
     if choosing:
-        from qbert.calibration.select import select
-
-        recipe, report = select(model, graph, stats, recipe, target, encode(held, tokenizer, meta.max_length),
-                                np.asarray(held.labels), budget, fallback or [], meta, rows_max, exact, peg_rows)
+        recipe, report = select(model, graph, observed, recipe, target, encode(held, tokenizer, meta.max_length),
+                                np.asarray(held.labels), budget, fallback or [], meta, exact)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback

@@ -31,7 +31,7 @@ import onnx
 from onnx import helper
 
 from qbert.calibration import placement as placement_mod
-from qbert.calibration.methods import QMAX, int8_per_channel, scale_of
+from qbert.calibration.clips import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale

@@ -12,6 +12,7 @@ from qbert.atomic import (external_data_threshold, proto_size, save_onnx, sideca
                           write_json)
 from qbert.calibration.emit import emit
 from qbert.calibration.placement import sites as placement_sites
+from qbert.calibration.methods import NONE
 from qbert.calibration.recipe import Recipe
 from qbert.errors import ConfigError, QbertError
 from qbert.exporter.graph import parse
@@ -50,7 +51,7 @@ def quantize(fp32_onnx: Path | str, recipe: Recipe, out: Path | str, target: str
     quant = {"method": recipe.method, "placement": recipe.placement, "groups": recipe.groups,
              "permute": recipe.permute, "percentile": recipe.percentile,
              "recipe": str(recipe_path) if write_recipe or recipe_out is not None else None, **summary}
-    if recipe.method != "none" and (warning := int8_warning(summary)):
+    if recipe.method != NONE and (warning := int8_warning(summary)):
         quant["warning"] = warning
     with staged() as stage:
         save_onnx(qmodel, out, stage)

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from qbert.atomic import content_checksum, read_json, write_json
+from qbert.calibration.site_scale import SiteScale
 from qbert.errors import QbertError
+
+__all__ = ["Recipe", "SiteScale"]
 
 FORMAT = "qbert-recipe/1"
 WEIGHTS = "int8 symmetric per output channel, amax/127 (computed at emission from the weights)"
@@ -17,16 +20,6 @@ CALIBRATION_REPORTS = ("auto_method", "auto_fp16")  # the searches' reports, sho
 CALIBRATION_FIELDS = {"samples": int, "batch_size": int, "max_length": int, "seed": int, "include_padding": bool,
                       "data": str, "data_sha256": str, "rows_sha256": str,
                       "inputs": str}  # "sentences": an embedding model's samples are single sentences, not pairs
-
-
-@dataclass
-class SiteScale:
-    tensor: str
-    amax: float  # per-tensor clip value (for PEG sites: the largest group amax)
-    group_amax: list[float] | None = None  # PEG: one clip value per contiguous group (in permuted order)
-    bounds: list[list[int]] | None = None  # PEG: [start, end) of each group along the channel axis
-    smooth: list[float] | None = None  # per-channel divisor m the GEMMs read x/m with (m·W in the weights):
-    # SmoothQuant, or a PEG `--groups auto` GEMM input (its non-GEMM readers, if any, keep group_amax/bounds)
 
 
 @dataclass
@@ -89,10 +82,11 @@ class Recipe:
         """The rules the CLI applies to its flags, applied to a recipe (which may come from a file): known
         method/placement, site keys of that placement, finite positive clip values, PEG groups that tile the
         channels, a true permutation, and the fields each method implies (`_check_implied`)."""
-        from qbert.calibration.methods import METHODS, TINY
+        from qbert.calibration.clips import TINY
+        from qbert.calibration.methods import METHODS, NONE, REGISTRY
         from qbert.calibration.placement import PLACEMENTS, is_site_key, placement_name
 
-        if not isinstance(self.method, str) or self.method not in (*METHODS, "none"):
+        if not isinstance(self.method, str) or self.method not in (*METHODS, NONE):
             raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
         if not isinstance(self.placement, str) or placement_name(self.placement) not in PLACEMENTS:
             raise QbertError(f"{where}: unknown placement {self.placement!r} (one of {', '.join(PLACEMENTS)})")
@@ -111,7 +105,7 @@ class Recipe:
         foreign = [k for k in [*self.sites, *self.fallback] if not is_site_key(k, self.placement)]
         if foreign:
             raise QbertError(f"{where}: {foreign[0]!r} is not a {self.placement}-placement site — recalibrate")
-        if (self.method == "percentile" or self.percentile is not None) and not (
+        if self.percentile is not None and not (
                 isinstance(self.percentile, (int, float)) and not isinstance(self.percentile, bool)
                 and 0 < self.percentile <= 100):
             raise QbertError(f"{where}: percentile {self.percentile!r} must be in (0, 100]")
@@ -136,7 +130,7 @@ class Recipe:
                                                                    "a positive integer")
                 raise QbertError(f"{where}: calibration.{name} {value!r} must be {want} — the recipe was edited; "
                                  "restore the field or recalibrate")
-        if self.method != "none" and not isinstance(self.model.get("sha256"), str):
+        if self.method != NONE and not isinstance(self.model.get("sha256"), str):
             raise QbertError(f"{where}: no model.sha256, so it cannot be matched to a model; recalibrate")
         for key, site in self.sites.items():
             if not isinstance(site, SiteScale):
@@ -164,16 +158,9 @@ class Recipe:
                 raise QbertError(f"{where}: site {key} has smoothing factors that are not a list of finite "
                                  "numbers > 0 (or sits on PEG groups) — recalibrate")
         smoothed = any(site.smooth is not None for site in self.sites.values())
-        if smoothed and self.method not in ("smoothquant", "peg"):
-            raise QbertError(f"{where}: method {self.method} with smoothing factors on some sites — recalibrate")
-        if self.method == "smoothquant" and self.placement != "gemm":
-            raise QbertError(f"{where}: method smoothquant applies to the gemm placement, not {self.placement} — "
-                             "recalibrate")
-        if (self.method == "smoothquant" or smoothed) and not (isinstance(self.alpha, (int, float)) and not
-                                                               isinstance(self.alpha, bool) and 0 <= self.alpha <= 1):
-            raise QbertError(f"{where}: smoothing alpha {self.alpha!r} must be in [0, 1]")
-        if any(site.bounds is not None for site in self.sites.values()) and self.method != "peg":
-            raise QbertError(f"{where}: method {self.method} with PEG groups on some sites — recalibrate")
+        grouped = {k: s.bounds for k, s in self.sites.items() if s.bounds}
+        if self.method in REGISTRY:  # the fields its method implies, and none it does not
+            REGISTRY[self.method].check_recipe(self, where, smoothed, grouped)
         if self.permutation is not None and not self.permute:
             raise QbertError(f"{where}: a permutation with permute false — recalibrate")
         if self.permutation is not None and (not isinstance(self.permutation, list) or not all(
@@ -181,30 +168,13 @@ class Recipe:
             raise QbertError(f"{where}: permutation must be a list of channel indices")
         if self.permutation is not None and sorted(self.permutation) != list(range(len(self.permutation))):
             raise QbertError(f"{where}: permutation is not a permutation of 0…{len(self.permutation) - 1}")
-        self._check_implied(where, smoothed)
+        self._check_groups(where, grouped)
 
-    def _check_implied(self, where: str, smoothed: bool) -> None:
-        """Fields that follow from the method: each must be there when the method uses it and absent when not
-        (an edited recipe would otherwise emit a graph that is neither what it says nor what was calibrated)."""
+    def _check_groups(self, where: str, grouped: dict[str, list[list[int]]]) -> None:
+        """PEG groups only on residual-stream tensors, as many as `groups` says, all over one channel width, in
+        the permuted order when there is a permutation."""
         from qbert.calibration.placement import STREAM_ROLES, role_of
 
-        if self.method != "peg" and self.groups != 1:
-            raise QbertError(f"{where}: groups {self.groups} applies to method peg, not {self.method} — recalibrate")
-        if self.method != "peg" and self.permute:
-            raise QbertError(f"{where}: permute applies to method peg, not {self.method} — recalibrate")
-        if self.percentile is not None and self.method != "percentile":
-            raise QbertError(f"{where}: percentile {self.percentile} applies to method percentile, not "
-                             f"{self.method} — recalibrate")
-        if self.alpha is not None and self.method != "smoothquant" and not smoothed:
-            raise QbertError(f"{where}: alpha {self.alpha} applies to method smoothquant (or PEG sites with "
-                             f"smoothing factors), not {self.method} — recalibrate")
-        if self.method == "smoothquant" and self.sites and not smoothed:
-            raise QbertError(f"{where}: method smoothquant but no site has smoothing factors — recalibrate")
-        grouped = {k: s.bounds for k, s in self.sites.items() if s.bounds}
-        if self.method == "peg" and isinstance(self.groups, int) and self.groups > 1 and not grouped \
-                and not smoothed and any(role_of(k) in STREAM_ROLES for k in self.sites):
-            raise QbertError(f"{where}: method peg with groups {self.groups} but no site has PEG groups — "
-                             "recalibrate")
         off_stream = [k for k in grouped if role_of(k) not in STREAM_ROLES]
         if off_stream:
             raise QbertError(f"{where}: PEG groups on {off_stream[:3]}, which are not residual-stream tensors; "
@@ -259,7 +229,7 @@ class Recipe:
 
         # head scales are optional: a recipe written before they were recorded keeps its heads in high precision
         missing = [k for k in site_keys if k not in self.sites and k not in self.fallback and not is_head(k)]
-        if missing and self.method != "none":
+        if missing and self.method != NONE:
             raise QbertError(f"{where}: this model's {self.placement} placement has sites the recipe does not "
                              f"cover ({missing[:4]}{' …' if len(missing) > 4 else ''}); recalibrate on this model")
 

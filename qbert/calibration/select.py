@@ -33,8 +33,7 @@ from qbert.calibration.emit import emit
 from qbert.calibration.judge import CONFIDENCE_Z, judged
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.calibration.scales import choose_scales
-from qbert.calibration.smooth import ALPHA, recipe_alpha, smooth_scales
+from qbert.calibration.methods import Observed, Settings, method as method_of
 from qbert.calibration.targets import target as target_of
 from qbert.data import random_feeds
 from qbert.errors import QbertError
@@ -52,7 +51,19 @@ CANDIDATES = [  # (placement, method, groups, percentile, roles kept in high pre
     # It costs the FFN2 GEMM's INT8 speed, which only a timed target can price: ort-cpu and openvino, not trt (see select()).
     ("gemm", "smoothquant", 1, 99.99, ("a",)),
 ]
-RUNTIMES = {"ort-cpu": "ORT CPU", "openvino": "OpenVINO CPU, f32"}
+
+
+def needs() -> set[str]:
+    """The weight-row ranges the candidates read (methods.base.Method.weight_rows), for the observation."""
+    return {method_of(m).weight_rows(Settings(placement=p, groups=k, percentile=pct))
+            for p, m, k, pct, _ in CANDIDATES} - {None}
+
+
+def histograms() -> bool:
+    """Whether some candidate reads |x| histograms."""
+    return any(method_of(m).histograms for _, m, *_ in CANDIDATES)
+
+
 DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
         "fewest held-out flips vs FP32 (then the lowest bound)")
@@ -67,16 +78,15 @@ def pick(rows: list[dict[str, Any]], speed: Callable[[dict[str, Any]], Any]) -> 
 
 
 def name_of(placement: str, method: str, groups: Any, percentile: float, keep: tuple[str, ...] = ()) -> str:
-    extra = {"peg": f" groups={groups}", "percentile": f" {percentile:g}", "smoothquant": f" α={ALPHA:g}"}.get(
-        method, "")
     kept = f", {'/'.join(keep)} in high precision" if keep else ""
-    return f"{method}{extra}, {placement}{kept}"
+    label = method_of(method).label(Settings(placement=placement, groups=groups, percentile=percentile))
+    return f"{label}, {placement}{kept}"
 
 
-def _runner(model: Any, runtime: str, exact: bool) -> Callable[[dict], np.ndarray]:
+def _runner(model: Any, engine: str, exact: bool) -> Callable[[dict], np.ndarray]:
     """feeds → logits of one candidate on the runtime its target deploys to: built once, it scores the candidate
     and later times it."""
-    if runtime == "openvino":
+    if engine == "openvino":
         from qbert.ov_session import compile_model, runner
 
         return runner(compile_model(model))
@@ -100,35 +110,31 @@ def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int
     return {k: p50_and_spread(r) for k, r in samples.items()}
 
 
-def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: str, heldout, labels: np.ndarray,
-           budget: float, fallback: list[str], meta: Any, weight_rows: dict[str, np.ndarray] | None = None,
-           exact: bool = False, peg_rows: dict[str, np.ndarray] | None = None) -> tuple[Recipe, dict[str, Any]]:
-    """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost).
-    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes).
-    `weight_rows`: SmoothQuant's; `peg_rows`: those PEG auto may smooth with (smooth.unshared)."""
+def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str, heldout, labels: np.ndarray,
+           budget: float, fallback: list[str], meta: Any, exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
+    """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost),
+    each chosen by its registered method from the one observation (`observed`, with the weight rows `needs()`).
+    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes)."""
     pad = meta.pad_token_id
     fp_logits = logits_of(model, heldout, 32, pad)
     fp_pred = fp_logits.argmax(-1)
     fp_acc = float((fp_pred == labels).mean())
     spec = target_of(target)
+    judge = target_of(spec.judged_on)  # the target whose emission is scored (and timed) here
     rows, recipes, timed, skipped = [], {}, {}, []
     candidates = [c for c in CANDIDATES if spec.timed or not c[4]]  # a GEMM count cannot price a float GEMM
     with progress_bar("method auto", total=len(candidates)) as advance:
         for placement, method, groups, pct, keep in candidates:
             # a fallback key only `full` has does not apply to gemm (calibrate checked it matches somewhere)
             chosen, dropped = apply_fallback(placement_sites(graph, placement), [*fallback, *keep], strict=False)
-            scales, perm = choose_scales(chosen, stats, method, pct, groups, True, weight_rows=peg_rows or {})
-            if method == "smoothquant":
-                scales = smooth_scales(scales, chosen, stats, weight_rows or {}, ALPHA)
-            recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": scales,
-                               "percentile": pct if method == "percentile" else None,
-                               "alpha": recipe_alpha(method, scales, ALPHA),
-                               "groups": groups if method == "peg" else 1, "permute": method == "peg",
-                               "permutation": perm, "fallback": dropped})
+            settings = Settings(placement=placement, percentile=pct, groups=groups)
+            choice = method_of(method).choose(chosen, observed, settings)
+            recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": choice.sites,
+                               **choice.fields, "permutation": choice.permutation, "fallback": dropped})
             q, summary = emit(model, recipe, spec.judged_on)
             name = name_of(placement, method, groups, pct, keep)
             try:  # OpenVINO 2026.4 failed to compile some Q/DQ graphs (constant folding of a Convert)
-                run = _runner(q, spec.judged_on, exact)
+                run = _runner(q, judge.engine, exact)
             except QbertError as e:
                 skipped.append({"name": name, "reason": str(e)})
                 advance(1)
@@ -153,9 +159,9 @@ def select(model: Any, graph: Any, stats: dict[str, Any], base: Recipe, target: 
     best = pick(rows, speed)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
               "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)), "target": spec.name,
-              "speed": f"p50 ms, batch 1, this machine ({RUNTIMES[spec.judged_on]})" if spec.timed else
+              "speed": f"p50 ms, batch 1, this machine ({judge.runtime})" if spec.timed else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
               "within_budget": bool(best["within_budget"]),
-              "int8_kernels": kernel_mode(exact) if spec.judged_on == "ort-cpu" else RUNTIMES[spec.judged_on],
+              "int8_kernels": kernel_mode(exact) if judge.engine == "ort-cpu" else judge.runtime,
               "candidates": rows, **({"skipped": skipped} if skipped else {})}
     return recipes[best["name"]], report

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration import methods as M
+from qbert.calibration import clips as C
 from qbert.calibration.peg import Initializers
-from qbert.calibration.recipe import SiteScale
+from qbert.calibration.site_scale import SiteScale
 from qbert.exporter.graph import BertGraph
 
 # The paper's default α = 0.5 fails on BERT's FFN2 inputs: the neurons that write the residual outliers have large
@@ -52,11 +52,6 @@ def unshared(graph: BertGraph, rows: dict[str, np.ndarray], sites: list[Any]) ->
             and all(readers[linears[n].weight] == 1 for n in s.gemm_inputs)}
 
 
-def recipe_alpha(method: str, scales: dict[str, SiteScale], alpha: float) -> float | None:
-    """The recipe's alpha: the strength any smoothed site used (SmoothQuant, or PEG auto's GEMM inputs), else None."""
-    return alpha if method == "smoothquant" or any(s.smooth is not None for s in scales.values()) else None
-
-
 def factors(channel_amax: np.ndarray, row_max: np.ndarray, alpha: float) -> np.ndarray:
     """m per channel; 1 where the channel or its weight row is all zero (nothing to balance)."""
     a, w = np.asarray(channel_amax, np.float64), np.asarray(row_max, np.float64)
@@ -75,6 +70,6 @@ def smooth_scales(scales: dict[str, SiteScale], sites: list[Any], stats: dict[st
         if site.key not in rows or site.key not in scales or st is None or st.channel_amax is None:
             continue
         m = factors(st.channel_amax, rows[site.key], alpha)
-        clip = max(float((np.asarray(st.channel_amax, np.float64) / m).max()), M.TINY)
+        clip = max(float((np.asarray(st.channel_amax, np.float64) / m).max()), C.TINY)
         out[site.key] = SiteScale(site.tensor, clip, smooth=[float(v) for v in m])
     return out

@@ -1,6 +1,9 @@
 """Deployment targets: what one calibration recipe is emitted as, for which runtime, and how method `auto` prices
 a candidate's speed there. One table, so a target's rules live in one place (emit, select and the CLI read it).
 
+Each target also says which engines refuse or misread its artefacts, which high precisions it can run and why
+TensorRT cannot build it: no other module tests a target's name.
+
 - `ort-cpu`: UINT8 activations with zero point 128 (the symmetric grid shifted, what ONNX Runtime's fast x86
   U8S8 kernels want), FP32 elsewhere; candidates timed here on ONNX Runtime.
 - `trt`: INT8 activations, zero point 0, FP16 elsewhere (TensorRT's strongly typed networks take the precision
@@ -35,17 +38,31 @@ class Target:
     summary: str
     float_sites: tuple[str, ...] = ()  # site keys left unquantized here whatever the recipe says
     int8_heads: bool = False  # the pooler/classifier GEMMs (`head.<n>` sites) in INT8 too; else high precision
+    runtime: str = ""  # the runtime, as a table names it (method auto's speed column)
+    high_precisions: tuple[str, ...] = ("fp32",)  # what `high_precision` may be: FP16 only where a runtime runs it
+    refused_by: tuple[str, ...] = ()  # engine kinds that refuse this target's artefacts (another target's form)
+    misread_by: tuple[str, ...] = ()  # engine kinds that run them, but measure neither this target nor their own
+    why_not_tensorrt: str = ""  # why a TensorRT build refuses this target's artefacts ("" where it builds them)
 
     @property
     def zero_point(self) -> int:
         return 0 if self.activations == "int8" else 128
 
+    @property
+    def activation_label(self) -> str:
+        """The activation type as tables write it."""
+        return "U8" if self.activations == "uint8" else "S8"
+
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("ort-cpu", "uint8", "fp32", "ort-cpu", "ort-cpu", True, "U8 activations, FP32 elsewhere"),
-    Target("trt", "int8", "fp16", "tensorrt", "ort-cpu", False, "S8 activations, FP16 elsewhere"),
+    Target("ort-cpu", "uint8", "fp32", "ort-cpu", "ort-cpu", True, "U8 activations, FP32 elsewhere",
+           runtime="ORT CPU", why_not_tensorrt="U8 activations, zero point 128, which TensorRT cannot run"),
+    Target("trt", "int8", "fp16", "tensorrt", "ort-cpu", False, "S8 activations, FP16 elsewhere",
+           runtime="TensorRT", high_precisions=("fp16", "fp32"), misread_by=("ort-cpu", "openvino")),
     Target("openvino", "int8", "fp32", "openvino", "openvino", True, "S8 activations, FP32 elsewhere",
-           float_sites=("emb.sum1", "emb.sum2"), int8_heads=True),
+           float_sites=("emb.sum1", "emb.sum2"), int8_heads=True, runtime="OpenVINO CPU, f32",
+           refused_by=("ort-cpu",),
+           why_not_tensorrt="FP32 high precision, not the FP16 a strongly typed TensorRT network runs"),
 )}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qbert.calibration.targets import TARGETS
 from qbert.engines.base import Engine
 from qbert.errors import ConfigError, QbertError
 
@@ -31,13 +32,15 @@ def check_emitted_for(kind: str, path: str) -> None:
 
     quant = (sidecar_json(path) or {}).get("quantization")
     target = quant.get("target") if isinstance(quant, dict) else None
-    if kind == "ort-cpu" and target == "openvino":
+    spec = TARGETS.get(target) if isinstance(target, str) else None
+    if spec is not None and kind in spec.refused_by:
         raise QbertError(f"{path} was quantized for {{target=}}: run it with {{engine=}}, or re-emit its recipe with "
-                         "{target} ort-cpu for ONNX Runtime", target="openvino", engine="openvino")
-    if kind in ("ort-cpu", "openvino") and target == "trt":  # runs, but its numbers are neither CPU's nor TensorRT's
+                         f"{{target}} {kind} for {TARGETS[kind].runtime if kind in TARGETS else kind}", target=target,
+                         engine=spec.engine)
+    if spec is not None and kind in spec.misread_by:  # runs, but its numbers are neither CPU's nor TensorRT's
         from qbert.progress import warn
 
-        warn(f"{path} was quantized for TensorRT (S8 activations, FP16 elsewhere); on the CPU its FP16 and Q/DQ run "
+        warn(f"{path} was quantized for {spec.runtime} ({spec.summary}); on the CPU its FP16 and Q/DQ run "
              "mostly on float kernels, so these numbers describe neither TensorRT nor a CPU deployment — re-emit "
              "its recipe for the CPU target to measure that")
 

@@ -22,6 +22,7 @@ import numpy as np
 from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
 from qbert.output_checks import check_outputs
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
+from qbert.calibration.targets import TARGETS
 from qbert.engines.base import Engine, check_feeds, census_shape
 from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
                               query_device, trt_major)
@@ -81,9 +82,8 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
     if sidecar_path(onnx_path).is_file():  # target and positions come from it: it must describe this very ONNX
         meta = load_meta(onnx_path)
         emitted_for = (meta.quantization or {}).get("target")
-        if emitted_for in ("ort-cpu", "openvino"):
-            why = {"ort-cpu": "U8 activations, zero point 128, which TensorRT cannot run",
-                   "openvino": "FP32 high precision, not the FP16 a strongly typed TensorRT network runs"}[emitted_for]
+        why = TARGETS[emitted_for].why_not_tensorrt if emitted_for in TARGETS else ""
+        if why:
             recipe = (meta.quantization or {}).get("recipe") or "its recipe"
             raise QbertError(f"{onnx_path} was emitted for {{target=}} ({why}); for TensorRT, re-emit its recipe "
                              f"{recipe} from {meta.fp32_onnx} with {{target}} trt", target=emitted_for)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration.scales import choose_scales
+from qbert.calibration.scales import per_tensor_scales
 from qbert.calibration.emit import emit
 from qbert.calibration.judge import DELTA
 from qbert.calibration.observe import Observer
@@ -44,7 +44,7 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | No
 def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list[str]], heldout, labels,
                      fp_logits: np.ndarray, pad_id: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """For each unit (a set of site keys), quantize only it: logit SQNR (dB) and accuracy drop vs FP32."""
-    scales, _ = choose_scales(all_sites, stats, "minmax", 99.99, 1, False)
+    scales = per_tensor_scales(all_sites, stats)  # minmax: the sensitivity of each unit alone
     fp_acc = float((fp_logits.argmax(-1) == labels).mean())
     out = {}
     with progress_bar("sensitivity", total=len(keys_per_unit)) as advance:

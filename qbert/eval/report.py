@@ -6,6 +6,7 @@ from typing import Any
 
 from qbert.atomic import atomic_path, write_json
 from qbert.calibration.judge import DELTA, delta_text
+from qbert.calibration.targets import TARGETS
 
 
 NEAR_FP32_PT = 1.0  # "≈ FP32" in a verdict: within this many accuracy points; printed in the report
@@ -151,7 +152,7 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
         delta = delta_text(100 * (_acc(r) - _acc(fp))) if fp else "—"
         se = f"{paired_se(r, fp):.2f}" if fp and r is not fp else "—"
         place = r["flags"].get("placement") or (r["chosen"].split(", ")[1] if r.get("auto_method") else "—")
-        act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"], "U8" if r["target"] == "ort-cpu" else "S8")
+        act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"]) or TARGETS[r["target"]].activation_label
         high = r["high_precision"].upper()
         if r["kind"] == "fp16" and report.get("engine") == "openvino":  # its FP16 weights run at f32 precision
             act, high = "FP16 weights", "f32 inference"

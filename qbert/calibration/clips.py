@@ -1,5 +1,6 @@
-"""Scale selection from streamed statistics (pure numpy): minmax, percentile, mse, entropy
-(PEG's channel groups: groups.py).
+"""Clip values from streamed statistics (pure numpy): the percentile, MSE and entropy rules the per-tensor
+methods apply (methods/), the INT8 scale of a clip value, and the one weight rule (PEG's channel groups:
+groups.py).
 
 All methods are symmetric: they return an amax (clip value) and the INT8 scale is amax / 127. Nothing here
 can produce an unsigned range — the study's percentile code clamped the lower bound to 0 and zeroed every
@@ -12,7 +13,6 @@ import numpy as np
 from qbert.calibration.observe import AbsHistogram
 from qbert.errors import ConfigError
 
-METHODS = ("minmax", "percentile", "mse", "entropy", "peg", "smoothquant")
 QMAX = 127.0
 TINY = 1e-8  # floor for all-zero tensors: scale must never be 0 or NaN
 
