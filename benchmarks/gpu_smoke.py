@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     from qbert.engines import open_engine
     from qbert.engines.tensorrt import build
     from qbert.eval.accuracy import evaluate
-    from qbert.data import random_feeds, time_engine
+    from qbert.data import time_engine
+    from qbert.encoding import random_feeds
     from qbert.data import load_dataset_spec
     from qbert.exporter.export import export
     from qbert.exporter.hf import load_tokenizer

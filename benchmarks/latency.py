@@ -71,7 +71,7 @@ def bench(paths: dict[str, Path], batches: list[int], iters: int, warmup: int, r
     """p50 per model and batch, the models timed in alternating rounds so that the shared machine's drift
     (2 vCPUs; ±10 % between minutes) hits every model alike instead of whichever ran last."""
     from qbert.engines.onnxruntime import OrtCpuEngine
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
 
     engines = {k: OrtCpuEngine(str(p)) for k, p in paths.items()}
     out: dict[str, dict[int, float]] = {k: {} for k in paths}
@@ -97,7 +97,7 @@ def gemm_split(paths: dict[str, Path], iters: int) -> dict[str, dict[str, float]
     """ORT's profiler at batch 1, models in alternating rounds: kernel milliseconds per run in GEMMs (float or
     integer) and in every other operator."""
     from qbert.engines.onnxruntime import op_profile
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
 
     profiles = op_profile([str(p) for p in paths.values()], random_feeds(1, 128, 30522), iters, 2)
     return {label: {"gemm_ms": ops["(gemm)"], "other_ms": ops["(kernels)"] - ops["(gemm)"],

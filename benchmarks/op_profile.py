@@ -14,7 +14,7 @@ from pathlib import Path
 
 def main() -> None:
     from qbert.engines.onnxruntime import op_profile
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("models", nargs="+", type=Path)

@@ -38,7 +38,8 @@ def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300) -> Pat
     import nncf
     import openvino as ov
 
-    from qbert.data import batches, encode, load_dataset_spec
+    from qbert.data import load_dataset_spec
+    from qbert.encoding import batches, encode
     from qbert.exporter.hf import load_tokenizer
 
     ds = load_dataset_spec(str(TUNE), None, limit=rows)
@@ -64,7 +65,7 @@ def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, obje
 
 
 def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int = 5) -> dict[str, dict[int, float]]:
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
     from qbert.timing import interleaved, wall_ms
 
     out: dict[str, dict[int, float]] = {k: {} for k in runs}
@@ -121,7 +122,8 @@ def speed_suite(name: str, model_dir: Path, work: Path, args) -> list[dict]:
 
 def accuracy(work: Path, args) -> list[dict]:
     """eval.tsv: FP32 (OpenVINO), NNCF INT8, qbert method auto --target openvino; flips vs FP32's predictions."""
-    from qbert.data import encode, load_dataset_spec
+    from qbert.data import load_dataset_spec
+    from qbert.encoding import encode
     from qbert.exporter.hf import load_tokenizer
     from qbert.ort_session import logits_with
 

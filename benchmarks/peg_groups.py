@@ -38,7 +38,8 @@ def main() -> None:
     from qbert.calibration.observe import Observer
     from qbert.calibration.placement import sites as placement_sites
     from qbert.calibration.recipe import Recipe, SiteScale
-    from qbert.data import Dataset, batches, encode, load_dataset_spec
+    from qbert.data import Dataset, load_dataset_spec
+    from qbert.encoding import batches, encode
     from qbert.exporter.export import export
     from qbert.exporter.graph import parse
     from qbert.exporter.hf import load_tokenizer

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qbert.data import batches
+from qbert.encoding import batches
 
 
 QUIET = 4  # ORT logs fatal errors only: qbert reports a failed run itself, in one line

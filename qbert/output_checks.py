@@ -163,7 +163,7 @@ def implied_reads(flag: str, p: Path | str) -> tuple[dict[Path, str], dict[Path,
     files.update({f: f"{flag} {p}{why}" for f, why in _family(p).items()})
     meta = sidecar_json(p)  # a broken sidecar is the command's own error to report, later
     if meta is not None and meta.get("format") == "qbert-onnx":
-        from qbert.data import is_tokenizer_file
+        from qbert.encoding import is_tokenizer_file
 
         for field, name in SIDECAR_FOLDERS.items():
             folder = Path(meta[field]).expanduser() if isinstance(meta.get(field), str) else None

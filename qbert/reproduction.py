@@ -228,7 +228,7 @@ def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: 
     the spread. TensorRT rows are timed with CUDA events, also with CUDA-graph replay."""
     import numpy as np
 
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
     from qbert.engines import open_engine
     from qbert.eval.bench import latency_stats
     from qbert.progress import progress_bar

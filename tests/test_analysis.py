@@ -7,7 +7,8 @@ import pytest
 
 from qbert.artifacts import load_meta
 from qbert.calibration.observe import AbsHistogram, TensorStats
-from qbert.data import encode, load_dataset_spec
+from qbert.data import load_dataset_spec
+from qbert.encoding import encode
 from qbert.eval.stats import summarize
 from qbert.exporter.hf import load_tokenizer
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER, write_tsv

@@ -12,10 +12,11 @@ from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
 from qbert.engines.onnxruntime import ort_census, session_options
-from qbert.data import batches, encode, load_dataset_spec
+from qbert.data import load_dataset_spec
+from qbert.encoding import batches, encode
 from qbert.exporter.graph import parse
 from qbert.exporter.hf import load_classifier
-from tests import numpy_bert
+from tests.helpers import numpy_bert
 from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
 
 CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg", "peg-auto") for p in ("gemm", "full")] + \

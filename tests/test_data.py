@@ -1,7 +1,8 @@
 import pytest
 
 from qbert.errors import QbertError
-from qbert.data import encode, batches, load_dataset_spec
+from qbert.data import load_dataset_spec
+from qbert.encoding import encode, batches
 
 L2I = {"entailment": 0, "not_entailment": 1}
 

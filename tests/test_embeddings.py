@@ -225,7 +225,7 @@ def test_openvino_and_trt_targets_emit_embedding_models(st_onnx, pairs_tsv, tmp_
 
 
 def reference_feeds(onnx_path: Path) -> dict:
-    from qbert.data import encode_texts, pad_batch
+    from qbert.encoding import encode_texts, pad_batch
     from qbert.exporter.hf import load_tokenizer
 
     side = json.loads(Path(f"{onnx_path}.json").read_text())

@@ -12,7 +12,7 @@ from qbert.artifacts import load_meta
 from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
 from qbert.cli import app
-from qbert.engines.tensorrt import check_plan, gpu_available
+from qbert.engines.tensorrt_runner import check_plan, gpu_available
 from qbert.errors import QbertError
 from tests.conftest import signed
 
@@ -104,7 +104,8 @@ def test_tensorrt_runs_on_gpu(qdq_pair, tmp_path):
     ok, why = gpu_available()
     if not ok:
         pytest.skip(f"no GPU: {why}")
-    from qbert.engines.tensorrt import TensorRTEngine, build
+    from qbert.engines.tensorrt import build
+    from qbert.engines.tensorrt_runner import TensorRTEngine
     from qbert.eval.bench import random_feeds
 
     try:  # for the GPU in hand (--sm auto); where no installed backend serves it, skip with the one-line reason
@@ -145,7 +146,7 @@ def test_bench_json_schema_and_integer_census(qdq_pair, tmp_path):
 
 def test_tensorrt_inspector_census_counts_int8_gemm_macs():
     """The layer JSON TensorRT's inspector writes with DETAILED verbosity (field names as documented)."""
-    from qbert.engines.tensorrt import inspector_census
+    from qbert.engines.tensorrt_census import inspector_census
 
     def io(dims, fmt):
         return {"Name": "t", "Location": "Device", "Dimensions": dims, "Format/Datatype": fmt}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from qbert.atomic import sha256_file, sidecar_path
-from qbert.data import Dataset, Example, batches, encode
+from qbert.data import Dataset, Example
+from qbert.encoding import batches, encode
 from qbert.exporter.export import export
 from qbert.exporter.hf import load_classifier
 from tests.conftest import sentence

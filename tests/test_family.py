@@ -16,14 +16,15 @@ from qbert.artifacts import load_meta
 from qbert.calibration.calibrate import calibrate
 from qbert.calibration.emit import emit
 from qbert.cli import app
-from qbert.data import batches, encode, load_dataset_spec
+from qbert.data import load_dataset_spec
+from qbert.encoding import batches, encode
 from qbert.engines.onnxruntime import ort_census, session_options
 from qbert.ort_session import unshare_weights
 from qbert.exporter.export import export
 from qbert.exporter.graph import parse
 from qbert.exporter.hf import forward_inputs, load_classifier
 from tests.conftest import OUTLIER_CHANNELS, build_tiny, model_type as kind_of
-from tests.fakequant_torch import fake_quant_forward
+from tests.helpers.fakequant_torch import fake_quant_forward
 
 FAMILY = ("roberta", "xlm-roberta", "camembert", "electra", "electra-small", "distilbert", "albert")
 PROJECTED = ("electra-small", "albert")  # embedding_size < hidden_size: a projection starts the residual stream
@@ -334,7 +335,7 @@ def test_reproduce_runs_on_a_roberta_with_released_ids(tmp_path, capfd):
     names = [r["name"] for r in rep["rows"]]
     assert names[0] == "FP32" and "PEG K=4 permuted" in names and any("placement full" in n for n in names), names
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["census"]["integer_gemms"] > 0 for r in rep["rows"][1:])
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
     from qbert.engines import open_engine
     from qbert.errors import QbertError
 

@@ -160,7 +160,7 @@ def test_reproduce_tensorrt_builds_plans_for_the_gpu_in_hand(tiny_model, tiny_ts
     """With an RTX 3050 reported, each row's plan is a real TensorRT-RTX SM86 build; running it then needs the
     GPU itself, which this machine lacks, so the command stops there with one line."""
     pytest.importorskip("tensorrt_rtx")
-    from qbert.engines import gpu as gpu_mod, tensorrt as trt_mod
+    from qbert.engines import gpu as gpu_mod, tensorrt as trt_mod, tensorrt_runner as runner_mod
     from tests.conftest import write_tsv
 
     if gpu_mod.cuda_runtime()[0] is not None:
@@ -168,6 +168,7 @@ def test_reproduce_tensorrt_builds_plans_for_the_gpu_in_hand(tiny_model, tiny_ts
     write_tsv(tmp_path / "calib.tsv", 200, seed=5)
     monkeypatch.setattr(gpu, "query_device", lambda: (RTX3050, ""))
     monkeypatch.setattr(trt_mod, "query_device", lambda: (RTX3050, ""))
+    monkeypatch.setattr(runner_mod, "query_device", lambda: (RTX3050, ""))
     r = _reproduce(tiny_model, tiny_tsv, tmp_path / "rep")
     assert r.exit_code == 2 and "needs cuda-python to drive NVIDIA GeForce RTX 3050" in r.stderr, r.stderr
     (side,) = (tmp_path / "rep" / "rows").glob("*/model.plan.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "qbert"
 LAYERS = [  # (layer, module-name prefixes); a module may import only from its own layer or below
-    (0, ("qbert._version", "qbert.errors", "qbert.atomic", "qbert.output_checks", "qbert.progress", "qbert.data", "qbert.ort_session",
+    (0, ("qbert._version", "qbert.errors", "qbert.atomic", "qbert.output_checks", "qbert.progress", "qbert.data", "qbert.encoding", "qbert.ort_session",
          "qbert.machine", "qbert.timing", "qbert.arguments", "qbert.ov_session")),
     (1, ("qbert.artifacts",)),
     (2, ("qbert.exporter",)),
@@ -16,7 +16,7 @@ LAYERS = [  # (layer, module-name prefixes); a module may import only from its o
     (5, ("qbert.eval",)),
     (6, ("qbert.reproduction",)),
     (7, ("qbert.api",)),
-    (8, ("qbert.cli", "qbert.cli_output", "qbert.cli_rules", "qbert")),  # the package facade re-exports the API lazily
+    (8, ("qbert.cli", "qbert.cli_output", "qbert.cli_rules", "qbert.cli_measure", "qbert")),  # the package facade re-exports the API lazily
 ]
 
 

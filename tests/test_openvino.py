@@ -92,7 +92,7 @@ def test_census_sees_attention_left_in_float_by_the_ort_form(fp32, tiny_tsv, tmp
 
 def test_engine_matches_onnx_runtime_and_records_its_precision(fp32, tiny_tsv, tmp_path):
     from qbert.api import evaluate, open_engine
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
 
     feeds = random_feeds(3, 24, 50)
     with open_engine("openvino", fp32, threads=1) as ov_eng, open_engine("ort-cpu", fp32) as ort_eng:

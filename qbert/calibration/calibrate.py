@@ -15,7 +15,8 @@ from qbert.calibration.recipe import Recipe
 from qbert.calibration.select import histograms as search_histograms, needs as search_needs, select
 from qbert.calibration.smooth import ALPHA, unshared, weight_rows
 from qbert.errors import ConfigError
-from qbert.data import Dataset, batches, encode, encode_texts, load_dataset_spec
+from qbert.data import Dataset, load_dataset_spec
+from qbert.encoding import batches, encode, encode_texts
 from qbert.exporter.export import versions
 from qbert.exporter.graph import parse
 from qbert.progress import progress_bar

@@ -83,11 +83,11 @@ class Recipe:
         method/placement, site keys of that placement, finite positive clip values, PEG groups that tile the
         channels, a true permutation, and the fields each method implies (`_check_implied`)."""
         from qbert.calibration.clips import TINY
-        from qbert.calibration.methods import METHODS, NONE, REGISTRY
+        from qbert.calibration.methods import NONE, REGISTRY
         from qbert.calibration.placement import PLACEMENTS, is_site_key, placement_name
 
-        if not isinstance(self.method, str) or self.method not in (*METHODS, NONE):
-            raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(METHODS)})")
+        if not isinstance(self.method, str) or self.method not in (*REGISTRY, NONE):
+            raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(REGISTRY)})")
         if not isinstance(self.placement, str) or placement_name(self.placement) not in PLACEMENTS:
             raise QbertError(f"{where}: unknown placement {self.placement!r} (one of {', '.join(PLACEMENTS)})")
         self.placement = placement_name(self.placement)  # recipes written when `gemm` was called `trt`
@@ -225,6 +225,7 @@ class Recipe:
             k = renamed[0]
             raise QbertError(f"{where}: site {k} names tensor {self.sites[k].tensor!r}, but this model's {k} is "
                              f"{tensors[k]!r}; recalibrate on this model (or restore the name)")
+        from qbert.calibration.methods import NONE
         from qbert.calibration.placement import is_head
 
         # head scales are optional: a recipe written before they were recorded keeps its heads in high precision

@@ -35,7 +35,7 @@ from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.methods import Observed, Settings, method as method_of
 from qbert.calibration.targets import target as target_of
-from qbert.data import random_feeds
+from qbert.encoding import random_feeds
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode
 from qbert.ort_session import logits_of, logits_with, session_for, session_options, unshare_weights

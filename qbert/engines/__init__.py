@@ -67,7 +67,7 @@ def open_engine(kind: str, path: str, threads: int | None = None, exact: bool = 
 
         return TorchEngine(path, threads=threads, pooling=pooling)
     if kind == "tensorrt":
-        from qbert.engines.tensorrt import TensorRTEngine
+        from qbert.engines.tensorrt_runner import TensorRTEngine
 
         return TensorRTEngine(path)
     raise QbertError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINE_KINDS)}")

@@ -3,7 +3,6 @@ and a per-operator time profile."""
 from __future__ import annotations
 
 import collections
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -87,7 +86,7 @@ def _kernel_events(events: list[dict[str, Any]], since: int = 0) -> Iterator[dic
 def _profiled_shapes(session: Any, batch: int, seq: int) -> dict[str, tuple[list[list[int]], list[int]]]:
     """Input and output shapes of every node from one profiled run — fused contrib ops included, which
     ONNX shape inference cannot see."""
-    from qbert.data import random_feeds
+    from qbert.encoding import random_feeds
 
     names = {i.name for i in session.get_inputs()}
     session.run(None, {k: v for k, v in random_feeds(batch, seq, 10).items() if k in names})  # ids < any vocab

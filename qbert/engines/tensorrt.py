@@ -1,4 +1,5 @@
-"""TensorRT and TensorRT-RTX behind one code path: the module is chosen at run time and imported lazily.
+"""Building TensorRT and TensorRT-RTX plans behind one code path: the module is chosen at run time and imported
+lazily (running a plan: tensorrt_runner.py; its census: tensorrt_census.py).
 
 Building needs no GPU with TensorRT-RTX (ahead-of-time for a compute capability, e.g. SM86 = RTX 3050);
 standard TensorRT builds for the GPU it runs on. Running needs a CUDA GPU and cuda-python (extra `gpu`).
@@ -17,17 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 from qbert.atomic import read_json, sha256_file, sha256_onnx, sidecar_path, staged, write_bytes, write_json
 from qbert.output_checks import check_outputs
 from qbert.artifacts import PlanMeta, load_meta, load_onnx, load_plan_meta
 from qbert.calibration.targets import TARGETS
-from qbert.engines.base import Engine, check_feeds, census_shape
-from qbert.engines.gpu import (_parse_sm, check_plan_runs_here, choose_target, cuda_runtime, network_flags,
-                              query_device, trt_major)
+from qbert.engines.gpu import _parse_sm, choose_target, network_flags, query_device, trt_major
 from qbert.errors import ConfigError, QbertError
-from qbert.data import INPUT_NAMES
 from qbert.progress import Phases, phase_display
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx")
@@ -246,165 +242,3 @@ def _monitor(trt: Any, display: Phases) -> Any:
             self._call(display.finish, phase_name)
 
     return Monitor()
-
-
-def check_plan(plan: Path) -> PlanMeta:
-    """Validate a plan file against its sidecar before handing it to TensorRT."""
-    if not plan.is_file():
-        raise QbertError(f"engine plan {plan} not found")
-    if plan.stat().st_size == 0:
-        raise QbertError(f"engine plan {plan} is empty; rebuild it with qbert build")
-    meta = load_plan_meta(plan)
-    if sha256_file(plan) != meta.plan_sha256:
-        raise QbertError(f"{plan} does not match its sidecar (corrupt or replaced); rebuild with qbert build")
-    trt, name = import_trt(meta.backend)
-    if trt.__version__ != meta.version:
-        raise QbertError(f"{plan} was built with {name} {meta.version}, this is {trt.__version__}; rebuild it")
-    return meta
-
-
-def gpu_available() -> tuple[bool, str]:
-    device, why = query_device()
-    return (True, str(device)) if device is not None else (False, why)
-
-
-class TensorRTEngine(Engine):
-    """Runs a plan with execute_async_v3 on device buffers; timing with CUDA events lives in bench."""
-
-    name = "tensorrt"
-
-    def __init__(self, plan: str):
-        self.plan = Path(plan)
-        self.meta = check_plan(self.plan)
-        device, why = query_device()
-        if device is None:
-            raise QbertError(f"{{engine=}} needs a CUDA GPU: {why}; use {{engine}} ort-cpu on this machine",
-                             engine="tensorrt")
-        cudart, why = cuda_runtime()
-        if cudart is None:
-            raise QbertError(f"{{engine=}} needs cuda-python to drive {device}: {why}", engine="tensorrt")
-        self.cudart = cudart
-        self.trt, self.backend = import_trt(self.meta.backend)
-        check_plan_runs_here(self.meta.backend, self.meta.sm, self.meta.hw_compat, self.trt, device)
-        self.device = device
-        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        self.runtime = self.trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
-        if self.engine is None:
-            raise QbertError(f"{self.backend} could not deserialize {self.plan} (wrong GPU or version); rebuild it")
-        self.context = self.engine.create_execution_context()
-        io = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        # a plan drops inputs its network ignores (DistilBERT's token_type_ids); bind only what it has
-        self.inputs = [n for n in INPUT_NAMES if n in io]
-        self.output = next(n for n in io if n not in INPUT_NAMES)  # logits, or an embedding model's embeddings
-        _, self.stream = cudart.cudaStreamCreate()
-        self.buffers: dict[str, tuple[int, int]] = {}
-
-    def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self.buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self.cudart.cudaFree(ptr)
-            _, ptr = self.cudart.cudaMalloc(nbytes)
-            self.buffers[name] = (ptr, nbytes)
-        return ptr
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        check_feeds(feeds)
-        cudart = self.cudart
-        kind = cudart.cudaMemcpyKind
-        for name in self.inputs:
-            arr = np.ascontiguousarray(feeds[name], dtype=np.int64)
-            self.context.set_input_shape(name, arr.shape)
-            ptr = self._buffer(name, arr.nbytes)
-            cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
-            self.context.set_tensor_address(name, ptr)
-        shape = tuple(self.context.get_tensor_shape(self.output))
-        out = np.empty(shape, dtype=np.float32)
-        optr = self._buffer(self.output, out.nbytes)
-        self.context.set_tensor_address(self.output, optr)
-        self.context.execute_async_v3(self.stream)
-        cudart.cudaMemcpyAsync(out.ctypes.data, optr, out.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
-        return out
-
-    def time(self, feeds: dict[str, np.ndarray], warmup: int, iters: int, cuda_graph: bool = False,
-             advance: Any = None) -> np.ndarray:
-        """Per-iteration milliseconds between CUDA events (inputs stay on the device, as in deployment);
-        with `cuda_graph`, one captured enqueue is replayed to cut launch overhead."""
-        cudart = self.cudart
-        self.run(feeds)  # binds shapes and device buffers
-        launch = lambda: self.context.execute_async_v3(self.stream)  # noqa: E731
-        graph_exec = None
-        if cuda_graph:
-            cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
-            launch()
-            _, graph = cudart.cudaStreamEndCapture(self.stream)
-            _, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
-            launch = lambda: cudart.cudaGraphLaunch(graph_exec, self.stream)  # noqa: E731
-        for _ in range(warmup):
-            launch()
-        _, start = cudart.cudaEventCreate()
-        _, stop = cudart.cudaEventCreate()
-        times = np.empty(iters)
-        for i in range(iters):
-            cudart.cudaEventRecord(start, self.stream)
-            launch()
-            cudart.cudaEventRecord(stop, self.stream)
-            cudart.cudaEventSynchronize(stop)
-            times[i] = cudart.cudaEventElapsedTime(start, stop)[1]
-            if advance is not None:
-                advance(1)
-        return times
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "backend": self.backend, "version": self.trt.__version__,
-                "plan": str(self.plan), "target": self.meta.target, "gpu": str(self.device),
-                "high_precision": "fp16",
-                "device_memory_bytes": int(getattr(self.engine, "device_memory_size_v2",
-                                                   getattr(self.engine, "device_memory_size", 0))),
-                "weights_bytes": self.plan.stat().st_size}
-
-    def census(self, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
-        """INT8 vs FP16 GEMM layers and their share of multiply-accumulates, from IEngineInspector (needs the
-        DETAILED profiling verbosity qbert builds with). Shapes are those bound by the last run."""
-        census_shape(batch, seq)
-        inspector = self.engine.create_engine_inspector()
-        inspector.execution_context = self.context
-        info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
-        return inspector_census(info.get("Layers", []))
-
-    def close(self) -> None:
-        for ptr, _ in self.buffers.values():
-            self.cudart.cudaFree(ptr)
-        self.buffers.clear()
-
-
-def inspector_census(layers: list[Any]) -> dict[str, Any]:
-    """Precision census of TensorRT layer information (JSON, DETAILED): a GEMM layer counts as INT8 when its
-    first input is INT8; its MACs are output elements × the input's last dimension. Fused Myelin/ForeignNode
-    layers hide their GEMMs and are counted apart, so an incomplete census says so (never run here: no GPU)."""
-    counts, macs = {"int8": 0, "fp16": 0, "fp32": 0}, {"int8": 0, "fp16": 0, "fp32": 0}
-    opaque = 0
-    for layer in layers:
-        if not isinstance(layer, dict):
-            continue
-        kind = f"{layer.get('LayerType', '')} {layer.get('Name', '')}".lower()
-        if "myelin" in kind or "foreignnode" in kind:
-            opaque += 1  # a fused subgraph: its GEMMs are not listed one by one
-            continue
-        if not any(w in kind for w in ("gemm", "matmul", "matrixmultiply", "convolution", "fully")):
-            continue
-        ins, outs = layer.get("Inputs", []), layer.get("Outputs", [])
-        fmt = (json.dumps(ins[:1]) + str(layer.get("TacticName", ""))).lower()
-        prec = "int8" if "int8" in fmt or "i8i8" in fmt else "fp16" if "half" in fmt or "fp16" in fmt else "fp32"
-        counts[prec] += 1
-        try:
-            k = int(ins[0]["Dimensions"][-1])
-            macs[prec] += int(np.prod(outs[0]["Dimensions"], dtype=np.int64)) * k
-        except (IndexError, KeyError, TypeError, ValueError):
-            pass
-    total = sum(macs.values())
-    return {"gemm_layers": counts, "gemm_macs": macs, "integer_mac_share": macs["int8"] / total if total else 0.0,
-            "integer_gemms": counts["int8"], "float_gemms": counts["fp16"] + counts["fp32"],
-            "layers": len(layers), "opaque_fused_layers": opaque}

@@ -9,7 +9,8 @@ import numpy as np
 
 from qbert.engines.base import Engine
 from qbert.machine import machine
-from qbert.data import Dataset, batches, encode
+from qbert.data import Dataset
+from qbert.encoding import batches, encode
 from qbert.progress import progress_bar
 
 

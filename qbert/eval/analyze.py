@@ -18,7 +18,8 @@ from qbert.calibration.judge import DELTA
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
-from qbert.data import Dataset, batches, encode
+from qbert.data import Dataset
+from qbert.encoding import batches, encode
 from qbert.eval.stats import summarize
 from qbert.exporter.graph import parse
 from qbert.ort_session import logits_of, sqnr_db

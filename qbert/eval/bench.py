@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.data import random_feeds  # noqa: F401 - re-exported for scripts
+from qbert.encoding import random_feeds  # noqa: F401 - re-exported for scripts
 from qbert.engines.base import Engine
 from qbert.machine import machine
 from qbert.progress import progress_bar
@@ -15,7 +15,7 @@ from qbert.progress import progress_bar
 
 def data_feeds(encoded, batch: int, seq: int, pad_id: int = 0) -> dict[str, np.ndarray]:
     """Real tokenized rows, padded/truncated to exactly `seq` so every engine sees the same shape."""
-    from qbert.data import pad_batch
+    from qbert.encoding import pad_batch
 
     idx = [i % len(encoded) for i in range(batch)]
     return pad_batch(encoded, idx, pad_id, length=seq)
@@ -85,7 +85,8 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
                           "{max_length})", max_length=longest)
     encoded, pad = None, 0
     if data is not None:
-        from qbert.data import encode, encode_texts, load_dataset_spec
+        from qbert.data import load_dataset_spec
+        from qbert.encoding import encode, encode_texts
         from qbert.exporter.provenance import tokenizer_of
 
         if meta is None:

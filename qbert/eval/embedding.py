@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from qbert.data import Dataset, encode_texts
+from qbert.data import Dataset
+from qbert.encoding import encode_texts
 from qbert.engines.base import Engine
 from qbert.eval.accuracy import predict
 from qbert.eval.retrieval import cosines, neighbours_kept, retrieval_scores

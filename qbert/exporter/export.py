@@ -157,7 +157,7 @@ def export(model_spec: str, out: Path | str, opset: int = 17, tolerance: float =
     import torch
 
     from qbert.exporter.arch import canonical
-    from qbert.exporter.hf import forward_inputs, load_classifier, load_encoder
+    from qbert.exporter.hf import load_classifier, load_encoder
 
     out = Path(out)
     if opset < 17:

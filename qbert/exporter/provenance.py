@@ -9,7 +9,7 @@ from typing import Any
 
 from qbert.artifacts import ModelMeta
 from qbert.atomic import sha256_file
-from qbert.data import is_tokenizer_file
+from qbert.encoding import is_tokenizer_file
 from qbert.errors import QbertError, Step
 
 # qbert's own outputs and temp files may be written into a model folder; they are not the model

@@ -19,7 +19,7 @@ __all__ = ["AUTO", "METHODS", "NONE", "REGISTRY", "Choice", "Method", "Observed"
            "method", "readers"]
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (MinMax(), Percentile(), Mse(), Entropy(), Peg(), SmoothQuant())}
-METHODS = tuple(REGISTRY)
+METHODS = tuple(REGISTRY)  # the built-in ones; read REGISTRY where a method registered later must count
 AUTO = "auto"  # not a method: the search over the registered ones (select.py)
 NONE = "none"  # a reproduction row with nothing in INT8; never a recipe file's method
 
@@ -27,7 +27,7 @@ NONE = "none"  # a reproduction row with nothing in INT8; never a recipe file's 
 def method(name: str) -> Method:
     """The registered method called `name`."""
     if name not in REGISTRY:
-        raise ConfigError("method", name, f"choose one of {', '.join(METHODS)}, {AUTO}")
+        raise ConfigError("method", name, f"choose one of {', '.join(REGISTRY)}, {AUTO}")
     return REGISTRY[name]
 
 
