@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     from qbert.artifacts import load_meta
     from qbert.atomic import ensure_dir, save_onnx, sha256_onnx, write_json
     from qbert.calibration.calibrate import calibrate
+    from qbert.calibration.config import CalibrationConfig
     from qbert.calibration.emit import emit
     from qbert.calibration.recipe import Recipe
     from qbert.engines import open_engine
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name, flags in SETTINGS:
         recipe = (Recipe(method="none", placement="gemm", sites={}) if flags is None else
-                  calibrate(fp32, meta, model, args.calib_data, **flags))
+                  calibrate(fp32, meta, model, CalibrationConfig(data=args.calib_data, **flags)))
         stem = name.split(",")[0].replace(" ", "_").replace("=", "")
         paths = {}
         for target in ("ort-cpu", "trt"):

@@ -18,8 +18,8 @@ placement; "× minmax, same placement": under the row's own placement).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,24 +72,19 @@ def bench(paths: dict[str, Path], batches: list[int], iters: int, warmup: int, r
     (2 vCPUs; ±10 % between minutes) hits every model alike instead of whichever ran last."""
     from qbert.engines.onnxruntime import OrtCpuEngine
     from qbert.encoding import random_feeds
+    from qbert.timing import interleaved, wall_ms
 
     engines = {k: OrtCpuEngine(str(p)) for k, p in paths.items()}
     out: dict[str, dict[int, float]] = {k: {} for k in paths}
     for b in batches:
         feeds = random_feeds(b, 128, 30522)
         n = max(1, (iters if b == 1 else max(5, iters // 4)) // rounds)
-        times: dict[str, list[float]] = {k: [] for k in paths}
         for e in engines.values():
             for _ in range(warmup):
                 e.run(feeds)
-        for _ in range(rounds):
-            for k, e in engines.items():
-                for _ in range(n):
-                    t0 = time.perf_counter()
-                    e.run(feeds)
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-        for k in paths:
-            out[k][b] = float(np.median(times[k]))
+        timers = {k: functools.partial(wall_ms, functools.partial(e.run, feeds), n) for k, e in engines.items()}
+        for k, runs in interleaved(timers, rounds).items():
+            out[k][b] = float(np.median(np.concatenate(runs)))
     return out
 
 

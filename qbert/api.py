@@ -9,7 +9,7 @@ is flags → these functions → a table; scripts call them directly (re-exporte
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,11 +61,11 @@ def export(model_spec: str | Path, out: str | Path, opset: int = 17, tolerance: 
     outputs `embeddings` [batch, dim] instead, pooled in the graph. `max_length` (default 128 — a sentence-
     transformers model's max_seq_length — or the model's positions if fewer): what later commands truncate to."""
     from qbert.artifacts import POOLINGS
-    from qbert.exporter.export import MAX_OPSET, export as run
+    from qbert.exporter.export import export as run
 
     arg.path("model_spec", model_spec)
     arg.path("out", out)
-    check_range("opset", opset, 17, MAX_OPSET)
+    check_range("opset", opset)  # its range, explained, is export's own
     check_range("tolerance", tolerance, 0.0, integer=False)
     check_range("max_length", max_length, 2, optional=True)
     arg.choice("pooling", pooling, (None, *POOLINGS))
@@ -90,9 +90,7 @@ def calibrate(onnx: str | Path, config: CalibrationConfig) -> Recipe:
     label2id = config.label2id or meta.label2id
     data = str(config.data) if isinstance(config.data, (str, Path)) else \
         load_data(config.data, label2id if config.searches else None, unlabelled_ok=True)
-    options = {f.name: getattr(config, f.name) for f in fields(config)
-               if f.name not in ("data", "label2id", "heldout")}
-    return run(Path(onnx), meta, None, data, label2id=label2id, heldout_rows=config.heldout, **options)
+    return run(Path(onnx), meta, None, replace(config, data=data))  # the config travels whole
 
 
 @arg.arguments_checked
@@ -144,7 +142,7 @@ def build(onnx: str | Path, out: str | Path, backend: str = "auto", sm: str | in
     arg.compute_capability("sm", sm)
     arg.text("shapes", shapes)
     parse_shapes(shapes)
-    check_range("opt_level", opt_level, 0, 5)
+    check_range("opt_level", opt_level)  # its range is the builder's own (0-5)
     arg.path("timing_cache", timing_cache, optional=True)
     arg.flag("force", force)
     arg.flag("hw_compat", hw_compat)
@@ -328,8 +326,8 @@ def reproduce(model: str | Path, eval_data: str | Path, calib_data: str | Path, 
     """The study's whole table on `model`, resumable; writes report.md and report.json into `out`.
 
     engine: ort-cpu | openvino | tensorrt (each row emitted for that engine's target). samples: calibration sequences per row. bench_iters: timed runs per latency
-    measurement. analysis_samples: sequences for the outlier statistics. only: run only the rows whose names
-    contain one of these substrings. labels: the data's label names in id order. seeds: calibration seeds per
+    measurement. analysis_samples: sequences for the outlier statistics. only: run only these rows — ids, names,
+    or parts of them. labels: the data's label names in id order. seeds: calibration seeds per
     INT8 row. exact: ort-cpu scores, times and chooses with the non-saturating x86 INT8 kernels."""
     from qbert.output_checks import check_outputs, output_folder
     from qbert.reproduction import reproduce as run

@@ -54,8 +54,8 @@ def export(
 ) -> None:
     """Export a sequence classifier (or a sentence-embedding model) to a clean FP32 ONNX and check parity against
     PyTorch."""
+    from qbert.api import export as run_export
     from qbert.output_checks import check_outputs
-    from qbert.exporter.export import export as run_export
 
     check_range("tolerance", tolerance, 0.0, integer=False)
     check_range("max_length", max_length, 2, optional=True)
@@ -285,8 +285,8 @@ def build(
     hw_compat: bool = typer.Option(False, help="Standard TensorRT: Ampere+ hardware compatibility."),
 ) -> None:
     """Build a strongly typed TensorRT / TensorRT-RTX engine (cached by ONNX hash, backend, target, profile)."""
+    from qbert.api import build as run_build
     from qbert.output_checks import check_outputs
-    from qbert.engines.tensorrt import build as run_build
 
     check_flags(ctx)
     check_outputs({"--out": out_path, "--timing-cache": timing_cache}, {"--onnx": onnx}, kinds={"--out": "plan"})  # the cache is also read

@@ -10,7 +10,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     """One row: calibrate with seed 0 (the deployed, timed model), measure it; INT8 rows are calibrated again
     with seeds 1 … seeds−1 (other calibration rows) for the accuracy spread."""
     from qbert.calibration.calibrate import calibrate
+    from qbert.calibration.config import CalibrationConfig
     from qbert.calibration.quantize import quantize
     from qbert.calibration.recipe import Recipe
 
@@ -142,14 +143,15 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     if row.kind == "fp32":
         path = fp32_path
     else:
+        config = CalibrationConfig(data=calib, samples=samples, **row.calibrate)  # the row, as a config
+        if config.searches:  # only the searches read labels, a target to judge for, and the kernel choice
+            config = replace(config, label2id=label2id, exact=exact,
+                             **({"target": target} if config.method == AUTO else {}))
+
         def recipe_for(seed: int) -> Recipe:
             if row.kind == "fp16":
                 return Recipe(method=NONE, placement="gemm", sites={})
-            extra = {"target": target} if row.calibrate.get("method") == AUTO else {}
-            if exact and (row.calibrate.get("method") == AUTO or row.calibrate.get("auto_fp16")):
-                extra["exact"] = True
-            return calibrate(fp32_path, meta, model, calib, samples=samples, label2id=label2id, seed=seed,
-                             **row.calibrate, **extra)
+            return calibrate(fp32_path, meta, model, replace(config, seed=seed))
 
         recipe = recipe_for(0)
         info = quantize(fp32_path, recipe, path, target, "fp16" if row.kind == "fp16" else None,

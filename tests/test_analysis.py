@@ -86,7 +86,7 @@ def test_an_analysis_failing_partway_leaves_the_folder_as_it_was(tiny_onnx, tmp_
 def test_auto_mixed_precision_ranks_planted_layer_first(tmp_path):
     """Outliers planted in the last layer's FFN (where BERT has them): its h and y are the most sensitive."""
     from qbert.calibration.auto import rank_sites
-    from qbert.calibration.calibrate import calibrate
+    from tests.helpers.calibration import calibrate
     from qbert.exporter.export import export
     from tests.conftest import build_tiny_bert
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from qbert.artifacts import load_meta
-from qbert.calibration.calibrate import calibrate
+from tests.helpers.calibration import calibrate
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
 from qbert.engines.onnxruntime import ort_census, session_options

@@ -32,7 +32,7 @@ def test_peg_k4_permuted_at_least_naive_minmax_full(fixture_onnx, tmp_path):
     import onnx
 
     from qbert.artifacts import load_meta
-    from qbert.calibration.calibrate import calibrate
+    from tests.helpers.calibration import calibrate
     from qbert.calibration.emit import emit
     from tests.conftest import TUNE_TSV
 

@@ -64,9 +64,9 @@ REFUSED = [  # (case, argv, the flag the message must blame, text it must not co
      "--only fp32,w8a8-minmax-gemmm --out {o}/r", "w8a8-minmax-gemm, smoothquant-gemm", None),
     # every input is read before the export writes fp32.onnx into --out
     ("reproduce: --eval-data missing", "reproduce --model {model} --eval-data {o}/nope.tsv --calib-data {tsv} "
-     "--only fp32 --out {o}/r", "nope.tsv not found", None),
+     "--only fp32 --out {o}/r", "nope.tsv: data file not found", None),
     ("reproduce: --calib-data missing", "reproduce --model {model} --eval-data {d}/e.tsv --calib-data {o}/nope.tsv "
-     "--only fp32 --out {o}/r", "nope.tsv not found", None),
+     "--only fp32 --out {o}/r", "nope.tsv: data file not found", None),
     ("reproduce: --calib-data unlabelled", "reproduce --model {model} --eval-data {d}/e.tsv --calib-data {d}/m.onnx "
      "--only fp32 --out {o}/r", "m.onnx", None),
     ("reproduce: too few calibration rows for the analysis", "reproduce --model {model} --eval-data {d}/e.tsv "

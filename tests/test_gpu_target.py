@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qbert.artifacts import load_meta
-from qbert.calibration.calibrate import calibrate
+from tests.helpers.calibration import calibrate
 from qbert.calibration.emit import emit
 from qbert.cli import app
 from qbert.engines import gpu

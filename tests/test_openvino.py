@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qbert.artifacts import load_meta
-from qbert.calibration.calibrate import calibrate
+from tests.helpers.calibration import calibrate
 from qbert.cli import app
 from tests.conftest import build_tiny, write_tsv
 

@@ -3,17 +3,19 @@ from."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qbert.calibration.config import CalibrationConfig
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
-from qbert.calibration.placement import apply_fallback, placement_name, sites as placement_sites
+from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.select import histograms as search_histograms, needs as search_needs, select
-from qbert.calibration.smooth import ALPHA, unshared, weight_rows
+from qbert.calibration.smooth import unshared, weight_rows
 from qbert.errors import ConfigError
 from qbert.data import Dataset, load_dataset_spec
 from qbert.encoding import batches, encode, encode_texts
@@ -22,34 +24,30 @@ from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
 
 
-def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: str | Dataset, method: str = "minmax",
-              placement: str = "gemm", samples: int = 512, percentile: float = 99.99, groups: int | str = 4,
-              permute: bool = True, include_padding: bool = False, fallback: list[str] | None = None,
-              batch_size: int | None = None, threads: int | None = None, seed: int = 0, auto_fp16: bool = False,
-              budget: float | None = None, heldout_rows: int | None = None, alpha: float = ALPHA,
-              label2id: dict[str, int] | None = None, target: str = "ort-cpu", exact: bool = False,
+def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: CalibrationConfig,
               gemm_split: str | None = None) -> Recipe:
-    """Observe `data` on the FP32 graph and choose scales. Labels are read only for `auto_fp16` and method `auto`
-    (which judge accuracy on held-out rows, by default 1,000 of them, by the drop's 95 % upper bound; budget
-    default 0.5 and 0.3 points),
-    mapped with `label2id` (default: the model's own). `target` matters only to method `auto` (how it ranks speed);
-    `exact` only to those two judges: they then run ORT's non-saturating x86 INT8 kernels, so an AVX2 box chooses
-    as a VNNI CPU would (the FP32 observation itself has no INT8 kernels). `gemm_split`: how PEG groups reach GEMMs
-    (scales.peg_scales; default smooth under groups auto, split for a fixed K)."""
+    """Observe `config.data` on the FP32 graph once and ask the method (or method auto's search) for scales.
+
+    `config` is validated here (again, if the caller did: it is cheap and idempotent); what only the model and the
+    data can tell is checked below (PEG groups against the hidden size, rows enough for the samples and held-out
+    rows). Labels are read only for `auto_fp16` and method `auto`, which judge candidates on held-out rows (by
+    default 1,000 of them, by the drop's 95 % upper bound; budget default 0.5 and 0.3 points), mapped with
+    `config.label2id` (default: the model's own). `gemm_split` is PEG's advanced knob: how grouped tensors reach
+    their GEMMs (scales.peg_scales; default smooth under groups auto, split for a fixed K). `model`: the loaded
+    FP32 ONNX if the caller holds it (else loaded here, so its weights can be dropped once ORT has its copy)."""
     from qbert.exporter.provenance import tokenizer_of
 
+    if not isinstance(config, CalibrationConfig):
+        raise ConfigError("config", config, "must be a CalibrationConfig(data=…, method=…)")
+    config.validate()
+    method, placement, samples, seed = config.method, config.placement, config.samples, config.seed
+    fallback, auto_fp16, exact, target = config.fallback, config.auto_fp16, config.exact, config.target
+    include_padding, threads, label2id = config.include_padding, config.threads, config.label2id
+    data, heldout_rows, budget = config.data, config.heldout, config.budget
     choosing = method == AUTO
     chosen_method = None if choosing else method_of(method)
-    settings = Settings(placement=placement_name(placement), percentile=percentile, groups=groups, permute=permute,
-                        alpha=alpha, gemm_split=gemm_split)
+    settings = replace(Settings.of(config), gemm_split=gemm_split)
     judges = {"method": AUTO, "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
-    if exact and not (choosing or auto_fp16):
-        raise ConfigError("exact", exact, "picks the INT8 kernels that {method=} and {auto_fp16} judge candidates "
-                          f"with; method {method} runs no INT8 model while calibrating (use it when evaluating or "
-                          "benchmarking)", **judges)
-    if choosing and auto_fp16:
-        raise ConfigError("auto_fp16", auto_fp16, "searches held-out rows, as {method=} does: use one of them",
-                          **judges)
     embedding = meta.task == "embedding"  # encodes one sentence at a time: calibrate on sentences, not pairs
     if embedding and (choosing or auto_fp16):
         field, value = ("method", method) if choosing else ("auto_fp16", auto_fp16)
@@ -63,10 +61,6 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     budget = budget if budget is not None else (0.3 if choosing else 0.5)
     if chosen_method is not None:
         chosen_method.validate(settings, meta.hidden_size)
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ConfigError("alpha", alpha, "must be a number in [0, 1]")
-    if samples < 1:
-        raise ConfigError("samples", samples, "must be a positive integer")
     needs_labels = auto_fp16 or choosing
     judge, min_held = ("{method=}", 256) if choosing else ("{auto_fp16}", 32)  # what reads the held-out rows
     if needs_labels and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not `samples`
@@ -78,10 +72,10 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
 
         model = onnx.load(str(onnx_path))
     graph = parse(model)
-    placement = "full" if choosing else placement_name(placement)  # auto observes full's tensors: gemm's and more
+    placement = "full" if choosing else placement  # auto observes full's tensors: gemm's and more
     chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
     dataset = data if isinstance(data, Dataset) else \
-        load_dataset_spec(data, (label2id or meta.label2id) if needs_labels else None)
+        load_dataset_spec(str(data), (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
     sentences = dataset.sentences() if embedding else None  # both sides of each pair, each once
     units = len(sentences) if sentences is not None else len(dataset.examples)
@@ -103,7 +97,7 @@ def calibrate(onnx_path: Path, meta: dict[str, Any], model: Any | None, data: st
     encoded = encode_texts([sentences[i] for i in rows], tokenizer, meta.max_length) if sentences is not None else \
         encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
     pad_to = meta.max_length if include_padding else None
-    batch_size = batch_size or auto_batch_size(chosen, meta)
+    batch_size = config.batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not needs_labels
     # smoothing needs the weights' row ranges: take them before the observer may consume the weights
     needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}

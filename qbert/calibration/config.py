@@ -91,6 +91,9 @@ class CalibrationConfig:
             raise ConfigError("exact", self.exact, "selects ONNX Runtime's x86 INT8 kernels, and {method=} for "
                               f"{{target=}} scores and times its candidates on {TARGETS[self.target].runtime}: leave "
                               "it out", method=AUTO, target=self.target)
+        if self.method == AUTO and self.auto_fp16 is True:
+            raise ConfigError("auto_fp16", self.auto_fp16, "searches held-out rows, as {method=} does: use one of "
+                              "them", method=AUTO, auto_fp16=True)
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         self._refuse_unused()

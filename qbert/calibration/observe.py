@@ -148,7 +148,7 @@ class Observer:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.enable_cpu_mem_arena = False  # give each batch's activations back instead of pooling them
-        from qbert.ort_session import QUIET, session_for
+        from qbert.ort_session import QUIET, session_for, session_from_path
 
         so.log_severity_level = QUIET
         if threads:
@@ -162,8 +162,7 @@ class Observer:
                 with tempfile.TemporaryDirectory(prefix="qbert-observe-") as tmp:
                     onnx.save(model, str(Path(tmp) / "m.onnx"), save_as_external_data=True,
                               all_tensors_to_one_file=True, location="m.onnx.data")
-                    self.session = ort.InferenceSession(str(Path(tmp) / "m.onnx"), so,
-                                                        providers=["CPUExecutionProvider"])
+                    self.session = session_from_path(Path(tmp) / "m.onnx", so)
             else:
                 self.session = session_for(model, so)
         finally:

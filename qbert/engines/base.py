@@ -1,7 +1,9 @@
 """The one interface every engine implements: run a padded batch, time it, describe itself, count its kernels.
 
 Engines are context managers (`with open_engine(...) as eng:`), so device buffers and sessions are released
-however the block ends."""
+however the block ends. As Polygraphy's runners do, constructing one only checks its arguments and files (cheap,
+and every refusal comes before any work); the heavy work — a session, a compiled model, a deserialized plan —
+is `activate`, done on entering the context or on first use."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -12,6 +14,17 @@ import numpy as np
 
 class Engine(ABC):
     name: str = "engine"
+    _active: bool = False
+
+    def activate(self) -> None:
+        """Load what runs the model (once). Engines whose loading is cheap need not override it."""
+
+    def active(self) -> "Engine":
+        """This engine, activated if it was not yet."""
+        if not self._active:
+            self.activate()
+            self._active = True
+        return self
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -47,7 +60,7 @@ class Engine(ABC):
         """Release sessions and device memory (idempotent)."""
 
     def __enter__(self) -> "Engine":
-        return self
+        return self.active()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()

@@ -34,15 +34,18 @@ class OrtCpuEngine(Engine):
         if threads and threads > cores:  # ONNX Runtime honours it: more threads than cores contend for them
             warn(f"{threads} threads on {cores} cores: ONNX Runtime runs them all, and they contend for the cores "
                  "(timings suffer); the result records the count asked")
+
+    def activate(self) -> None:
         try:
-            self.session = session_from_path(self.path, session_options(threads, exact=exact), exact)
+            self.session = session_from_path(self.path, session_options(self.threads, exact=self.exact), self.exact)
         except Exception as e:
-            raise QbertError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+            raise QbertError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0][:300]}") from None
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output = self.session.get_outputs()[0].name  # logits, or an embedding model's embeddings
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)
+        self.active()
         try:
             out = self.session.run([self.output], {k: v for k, v in feeds.items() if k in self.input_names})[0]
         except Exception as e:  # ORT's own errors (a shape its graph cannot take, a hand-edited file): one line
@@ -150,14 +153,13 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int |
     fake quantization and shows up here as a float GEMM.
     """
     import onnx
-    import onnxruntime as ort
 
     census_shape(batch, seq)  # before loading: a bad shape is the caller's, named as bench names it
     with tempfile.TemporaryDirectory() as tmp:
         opt = str(Path(tmp) / "optimized.onnx")
         so = session_options(threads, opt)
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
-        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        session = session_from_path(path, so)
         model = onnx.load(opt)
         batch, seq = census_shape(batch, seq, _positions(model, path))  # no longer than the model can embed
         shapes = _profiled_shapes(session, batch, seq)

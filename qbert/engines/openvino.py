@@ -45,7 +45,10 @@ class OpenVinoEngine(Engine):
         check_precision(precision)
         load_onnx(path)  # readable errors for missing/corrupt files
         self.path, self.threads, self.precision = str(path), threads, precision
-        self.compiled = compile_path(self.path, threads, precision)
+
+    def activate(self) -> None:
+        threads = self.threads
+        self.compiled = compile_path(self.path, threads, self.precision)
         self._run = runner(self.compiled)
         ran = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         if threads and ran and ran < threads:  # OpenVINO caps threads at the cores it finds; results record `ran`
@@ -53,6 +56,7 @@ class OpenVinoEngine(Engine):
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)
+        self.active()
         try:
             return self._run(feeds)
         except Exception as e:  # noqa: BLE001 - OpenVINO's errors carry C++ traces: one line
@@ -60,6 +64,7 @@ class OpenVinoEngine(Engine):
             raise QbertError(f"OpenVINO failed running {self.path} on a {shape} batch: {reason(e)}") from None
 
     def describe(self) -> dict[str, Any]:
+        self.active()  # the threads it runs are the compiled model's
         return {"engine": self.name, "openvino": openvino().get_version(), "model": self.path,
                 "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or self.threads or os.cpu_count(),
                 "inference_precision": self.precision,
@@ -70,6 +75,7 @@ class OpenVinoEngine(Engine):
 
     def close(self) -> None:
         self._run = self.compiled = None
+        self._active = False
 
 
 def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None,

@@ -58,6 +58,10 @@ class TensorRTEngine(Engine):
         self.trt, self.backend = import_trt(self.meta.backend)
         check_plan_runs_here(self.meta.backend, self.meta.sm, self.meta.hw_compat, self.trt, device)
         self.device = device
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def activate(self) -> None:
+        cudart = self.cudart
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
@@ -69,7 +73,6 @@ class TensorRTEngine(Engine):
         self.inputs = [n for n in INPUT_NAMES if n in io]
         self.output = next(n for n in io if n not in INPUT_NAMES)  # logits, or an embedding model's embeddings
         _, self.stream = cudart.cudaStreamCreate()
-        self.buffers: dict[str, tuple[int, int]] = {}
 
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self.buffers.get(name, (0, 0))
@@ -82,6 +85,7 @@ class TensorRTEngine(Engine):
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)
+        self.active()
         cudart = self.cudart
         kind = cudart.cudaMemcpyKind
         for name in self.inputs:
@@ -140,6 +144,7 @@ class TensorRTEngine(Engine):
         """INT8 vs FP16 GEMM layers and their share of multiply-accumulates, from IEngineInspector (needs the
         DETAILED profiling verbosity qbert builds with). Shapes are those bound by the last run."""
         census_shape(batch, seq)
+        self.active()
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
         info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
@@ -149,3 +154,4 @@ class TensorRTEngine(Engine):
         for ptr, _ in self.buffers.values():
             self.cudart.cudaFree(ptr)
         self.buffers.clear()
+        self._active = False

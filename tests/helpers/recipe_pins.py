@@ -78,7 +78,7 @@ def compute(onnx_path: Path, data: Path) -> dict[str, Any]:
     import onnx
 
     from qbert.artifacts import load_meta
-    from qbert.calibration.calibrate import calibrate
+    from tests.helpers.calibration import calibrate
     from qbert.calibration.emit import emit
 
     model, meta = onnx.load(str(onnx_path)), load_meta(onnx_path)
