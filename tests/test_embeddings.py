@@ -20,7 +20,8 @@ import qbert
 from qbert.cli import app
 from qbert.data import Dataset, Example
 from qbert.eval.embedding import retrieval_task
-from qbert.eval.retrieval import neighbours_kept, retrieval_scores
+from qbert.eval.retrieval import retrieval_scores
+from qbert.similarity import neighbours_kept
 from tests.conftest import EVAL_TSV, RELEASED, build_sentence_transformer, build_tiny, sentence, write_tsv
 
 runner = CliRunner()
@@ -348,15 +349,46 @@ def test_a_plain_encoder_needs_a_pooling(encoders, tmp_path):
                      "--pooling sum: choose one of mean, cls, max, mean-sqrt-len", out)
 
 
-def test_judging_by_accuracy_is_refused_for_an_embedding_model(st_onnx, pairs_tsv, tmp_path):
-    out = tmp_path / "q.onnx"
-    r = invoke("calibrate", "--onnx", st_onnx, "--data", pairs_tsv, "--method", "auto", "--out", out)
-    one_line_failure(r, "judging by an embedding criterion is not implemented", out)
-    assert r.output.startswith("error: --method auto:")
-    r = invoke("calibrate", "--onnx", st_onnx, "--data", pairs_tsv, "--auto-fp16", "--out", out)
-    one_line_failure(r, "judging by an embedding criterion is not implemented", out)
+def test_method_auto_and_auto_fp16_judge_an_embedding_model_by_its_fp32_neighbours(st_onnx, pairs_tsv, tmp_path):
+    """No labels needed: candidates are judged on held-out sentences by the share of FP32's top-10 neighbours they
+    keep, under the 95 % rule, with the CLI's tables saying so; analyze still refuses an embedding model."""
+    out = tmp_path / "auto.onnx"
+    r = invoke("calibrate", "--onnx", st_onnx, "--data", pairs_tsv, "--method", "auto", "--samples", "64",
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "top-10 kept %" in r.stdout and "judged by FP32's top-10 neighbours kept" in r.stdout
+    report = json.loads(Path(f"{out}.recipe.json").read_text())["calibration"]["auto_method"]
+    assert report["criterion"] == "FP32 top-10 neighbours kept" and report["budget_points"] == 2.0
+    assert report["fp32_heldout_score"] == 1.0 and report["heldout_rows"] >= 256
+    for c in report["candidates"]:
+        assert "accuracy" not in c and 0.0 <= c["top10_kept"] <= 1.0 and -1.0 <= c["cosine_min"] <= 1.0
+        assert c["drop_points"] == pytest.approx(100 * (1 - c["top10_kept"]))
+        assert c["within_budget"] == (c["drop_bound_points"] <= 2.0 + 1e-9)
+    chosen = next(c for c in report["candidates"] if c["name"] == report["chosen"])
+    passing = [c for c in report["candidates"] if c["within_budget"]]
+    assert chosen["within_budget"] == bool(passing)
+    out = tmp_path / "fp16.onnx"
+    r = invoke("calibrate", "--onnx", st_onnx, "--data", pairs_tsv, "--auto-fp16", "--budget", "0", "--samples",
+               "64", "--out", out)
+    assert r.exit_code == 0, r.output
+    steps = json.loads(Path(f"{out}.recipe.json").read_text())["calibration"]["auto_fp16"]["steps"]
+    assert len(steps) > 1 and steps[-1]["top10_kept"] >= steps[0]["top10_kept"]  # fallbacks win neighbours back
     r = invoke("analyze", "--onnx", st_onnx, "--data", pairs_tsv, "--out", tmp_path / "a")
     one_line_failure(r, "is a sentence-embedding model", tmp_path / "a")
+
+
+def test_the_embedding_criterion_counts_neighbours_lost():
+    from qbert.calibration.judge import judged_embeddings
+
+    rng = np.random.default_rng(0)
+    fp = rng.normal(size=(300, 16))
+    same = judged_embeddings(fp, fp, budget=0.0)
+    assert same["top10_kept"] == 1.0 and same["flips"] == 0.0 and same["drop_bound_points"] == 0.0
+    assert same["within_budget"] and same["cosine_min"] == pytest.approx(1.0)
+    noisy = judged_embeddings(fp + rng.normal(scale=0.3, size=fp.shape), fp, budget=2.0)
+    worse = judged_embeddings(fp + rng.normal(scale=1.0, size=fp.shape), fp, budget=2.0)
+    assert 1.0 > noisy["top10_kept"] > worse["top10_kept"] and noisy["flips"] < worse["flips"]
+    assert worse["drop_bound_points"] > worse["drop_points"] > 2.0 and not worse["within_budget"]
 
 
 # -- the real model -------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "qbert"
 LAYERS = [  # (layer, module-name prefixes); a module may import only from its own layer or below
-    (0, ("qbert._version", "qbert.errors", "qbert.atomic", "qbert.output_checks", "qbert.progress", "qbert.data", "qbert.encoding", "qbert.ort_session",
+    (0, ("qbert._version", "qbert.errors", "qbert.atomic", "qbert.output_checks", "qbert.progress", "qbert.data", "qbert.encoding", "qbert.similarity", "qbert.ort_session",
          "qbert.machine", "qbert.timing", "qbert.arguments", "qbert.ov_session")),
     (1, ("qbert.artifacts",)),
     (2, ("qbert.exporter",)),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from qbert.calibration.emit import emit
-from qbert.calibration.judge import CONFIDENCE_Z, judged
+from qbert.calibration.judge import CONFIDENCE_Z, criterion, judge_against, score_of
 from qbert.calibration.placement import is_head
 from qbert.calibration.recipe import Recipe
 from qbert.machine import kernel_mode
@@ -36,19 +36,20 @@ def rank_sites(model: Any, recipe: Recipe, probe, pad_id: int, exact: bool = Fal
     return sorted(scores, key=lambda kv: kv[1])
 
 
-def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budget: float, pad_id: int,
+def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray | None, budget: float, pad_id: int,
                   max_steps: int = 32, probe_rows: int = 64, exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
     """Return the recipe with `fallback` extended until the drop's upper bound vs FP32 is ≤ `budget` points (or
     `max_steps` sites are back in high precision: then `within_budget` is False); `exact`: judge with ORT's
-    non-saturating x86 INT8 kernels (ort_session.logits_of)."""
-    labels = np.asarray(labels)
+    non-saturating x86 INT8 kernels (ort_session.logits_of). `labels` None: an embedding model, judged by
+    FP32-neighbour agreement (judge.py)."""
+    labels = np.asarray(labels) if labels is not None else None
     probe = heldout.subset(range(min(probe_rows, len(heldout))))
     ranking = rank_sites(model, recipe, probe, pad_id, exact)
-    fp_pred = logits_of(model, heldout, 32, pad_id).argmax(-1)
+    fp_out = logits_of(model, heldout, 32, pad_id)
 
     def judge(r: Recipe) -> dict[str, Any]:
         q, _ = emit(model, r, "ort-cpu")
-        return judged(logits_of(q, heldout, 32, pad_id, exact).argmax(-1), fp_pred, labels, budget)
+        return judge_against(logits_of(q, heldout, 32, pad_id, exact), fp_out, labels, budget)
 
     current = recipe
     steps = [{"fallback": None, **judge(current)}]
@@ -62,7 +63,8 @@ def auto_fallback(model: Any, recipe: Recipe, heldout, labels: np.ndarray, budge
             advance(1)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z,
               "rule": "most sensitive site first, until the drop's one-sided 95 % upper bound is within the budget",
-              "fp32_heldout_accuracy": float((fp_pred == labels).mean()), "heldout_rows": len(heldout),
+              "criterion": criterion(labels), "fp32_heldout_" + ("accuracy" if labels is not None else "score"):
+              score_of(judge_against(fp_out, fp_out, labels, budget)), "heldout_rows": len(heldout),
               "ranking": [{"site": k, "sqnr_db": s} for k, s in ranking], "steps": steps,
               "within_budget": bool(steps[-1]["within_budget"]), "int8_kernels": kernel_mode(exact)}
     return current, report

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qbert.calibration.config import CalibrationConfig
+from qbert.calibration.judge import EMBEDDING_BUDGET
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
@@ -49,21 +50,16 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     settings = replace(Settings.of(config), gemm_split=gemm_split)
     judges = {"method": AUTO, "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
     embedding = meta.task == "embedding"  # encodes one sentence at a time: calibrate on sentences, not pairs
-    if embedding and (choosing or auto_fp16):
-        field, value = ("method", method) if choosing else ("auto_fp16", auto_fp16)
-        raise ConfigError(field, value, "judges candidates by classification accuracy on held-out rows, and "
-                          f"{onnx_path} is a sentence-embedding model: judging by an embedding criterion is not "
-                          "implemented; choose the method yourself (minmax, peg, smoothquant …)" +
-                          ("" if choosing else " and name the tensors to keep in high precision with {fallback}"),
-                          fallback=fallback)
     asked_heldout = heldout_rows
     heldout_rows = heldout_rows or 1000
-    budget = budget if budget is not None else (0.3 if choosing else 0.5)
+    if budget is None:  # an embedding model's budget is in points of FP32's top-10 neighbours lost (judge.py)
+        budget = EMBEDDING_BUDGET if embedding else 0.3 if choosing else 0.5
     if chosen_method is not None:
         chosen_method.validate(settings, meta.hidden_size)
-    needs_labels = auto_fp16 or choosing
+    judging = auto_fp16 or choosing  # runs INT8 candidates on held-out rows (sentences, for an embedding model)
+    needs_labels = judging and not embedding  # a classifier is judged by accuracy; an embedding model by FP32
     judge, min_held = ("{method=}", 256) if choosing else ("{auto_fp16}", 32)  # what reads the held-out rows
-    if needs_labels and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not `samples`
+    if judging and asked_heldout is not None and asked_heldout < min_held:  # the user's number, not `samples`
         raise ConfigError("heldout", asked_heldout, f"{judge} judges on at least {min_held} held-out rows; raise it "
                           f"to {min_held} or more", **judges)
     caller_model = model is not None
@@ -86,19 +82,19 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     shuffled = np.random.default_rng(seed).permutation(units)
     rows = np.sort(shuffled[:samples])
     held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
-    if needs_labels and asked_heldout and len(held_rows) < asked_heldout:
+    if judging and asked_heldout and len(held_rows) < asked_heldout:
         raise ConfigError("heldout", asked_heldout, f"the data has {len(held_rows)} rows beyond {{samples=}}; "
                           "lower {heldout} or {samples}, or give more data", samples=samples, heldout=asked_heldout)
-    if needs_labels and len(held_rows) < min_held:
+    if judging and len(held_rows) < min_held:
         raise ConfigError("samples", samples, f"{judge} needs ≥ {min_held} held-out rows beyond these; the data has "
-                          f"{len(dataset.examples)}: lower it or give more data", **judges)
+                          f"{units}: lower it or give more data", **judges)
     all_examples = dataset.examples
     tokenizer = tokenizer_of(meta, onnx_path)
     encoded = encode_texts([sentences[i] for i in rows], tokenizer, meta.max_length) if sentences is not None else \
         encode(Dataset([all_examples[i] for i in rows], data), tokenizer, meta.max_length)
     pad_to = meta.max_length if include_padding else None
     batch_size = config.batch_size or auto_batch_size(chosen, meta)
-    consume = not caller_model and not needs_labels
+    consume = not caller_model and not judging
     # smoothing needs the weights' row ranges: take them before the observer may consume the weights
     needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}
     rows_max = weight_rows(graph, chosen) if needs else {}
@@ -129,14 +125,17 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
             raise ConfigError("data", data, f"has unlabelled rows, and {judge} judges accuracy on held-out rows: "
                               "give labelled calibration data, or choose the method/{fallback} yourself",
                               fallback=fallback, **judges)
+        held_encoded, held_labels = encode(held, tokenizer, meta.max_length), np.asarray(held.labels)
+    elif judging:  # an embedding model: held-out sentences, judged against FP32's own embeddings of them
+        held_encoded, held_labels = encode_texts([sentences[i] for i in held_rows], tokenizer, meta.max_length), None
     if choosing:
-        recipe, report = select(model, graph, observed, recipe, target, encode(held, tokenizer, meta.max_length),
-                                np.asarray(held.labels), budget, fallback or [], meta, exact)
+        recipe, report = select(model, graph, observed, recipe, target, held_encoded, held_labels, budget,
+                                fallback or [], meta, exact)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
-        recipe, report = auto_fallback(model, recipe, encode(held, tokenizer, meta.max_length),
-                                       held.labels, budget, meta.pad_token_id, exact=exact)
+        recipe, report = auto_fallback(model, recipe, held_encoded, held_labels, budget, meta.pad_token_id,
+                                       exact=exact)
         recipe.calibration["auto_fp16"] = report
     return recipe
 

@@ -1,9 +1,14 @@
-"""How qbert judges a quantized model against FP32 on held-out labelled rows — shared by method `auto` and
+"""How qbert judges a quantized model against FP32 on held-out calibration rows — shared by method `auto` and
 `auto_fp16`, so "within budget" means the same thing in both.
 
 A point estimate of the accuracy drop on a few hundred rows is mostly noise: with 3 % of predictions flipped the
 standard error of the paired difference on 1,000 rows is ≈ 0.5 pt, on 256 rows ≈ 1.1 pt. So a setting is within
 a budget only if the drop's one-sided 95 % upper confidence bound is: drop + 1.645 · SE ≤ budget.
+
+A classifier is judged by accuracy on labelled rows (`judged`). A sentence-embedding model needs no labels: it is
+judged by how many of FP32's ten nearest neighbours each held-out sentence keeps among the held-out sentences
+(`judged_embeddings`; the drop is the share lost, in points, under the same 95 % rule), and its "flips" are the
+sentences whose nearest neighbour changed.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from typing import Any
 import numpy as np
 
 CONFIDENCE_Z = 1.645  # one-sided 95 % bound on an accuracy drop
+NEIGHBOURS = 10  # an embedding model keeps FP32's top-10 neighbours: the criterion's k
+EMBEDDING_BUDGET = 2.0  # points of FP32's top-10 neighbours an embedding model may lose (bound): ≥ 98 % kept
 
 # One sign for every accuracy change qbert prints or saves: Δ = quantized − FP32, in accuracy points, so a loss is
 # negative (−1.20 reads as "1.2 points worse"). Tables label it DELTA; JSON keys holding it end in `delta_points`.
@@ -38,3 +45,37 @@ def judged(pred: np.ndarray, fp_pred: np.ndarray, labels: np.ndarray, budget: fl
     row["delta_points"] = 0.0 - row["drop_points"]
     row["within_budget"] = row["drop_bound_points"] <= budget + 1e-9
     return row
+
+
+def judged_embeddings(emb: np.ndarray, fp_emb: np.ndarray, budget: float) -> dict[str, Any]:
+    """FP32's top-10 neighbours kept (the score), sentences whose nearest neighbour changed (the flips), cosine to
+    FP32, and the share of neighbours lost with its bound; `within_budget` by the bound."""
+    from qbert.similarity import cosines, kept_each
+
+    kept = kept_each(emb, emb, fp_emb, fp_emb, NEIGHBOURS, exclude_self=True)
+    first = kept_each(emb, emb, fp_emb, fp_emb, 1, exclude_self=True)
+    cos = cosines(emb, fp_emb)
+    row: dict[str, Any] = {"top10_kept": float(kept.mean()), "flips": float(1.0 - first.mean()),
+                           "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
+    row["drop_points"], row["se_points"], row["drop_bound_points"] = drop_bound(np.ones_like(kept), kept)
+    row["delta_points"] = 0.0 - row["drop_points"]
+    row["within_budget"] = row["drop_bound_points"] <= budget + 1e-9
+    return row
+
+
+def criterion(labels: Any) -> str:
+    """What a search judges by: accuracy where there are labels, FP32-neighbour agreement where there are none
+    (an embedding model)."""
+    return "accuracy" if labels is not None else f"FP32 top-{NEIGHBOURS} neighbours kept"
+
+
+def judge_against(out: np.ndarray, fp_out: np.ndarray, labels: Any, budget: float) -> dict[str, Any]:
+    """A candidate's outputs on the held-out rows, judged by the criterion: logits with labels, else embeddings."""
+    if labels is None:
+        return judged_embeddings(out, fp_out, budget)
+    return judged(out.argmax(-1), fp_out.argmax(-1), np.asarray(labels), budget)
+
+
+def score_of(row: dict[str, Any]) -> float:
+    """The criterion's score of a judged row (accuracy, or top-10 neighbours kept)."""
+    return row["accuracy"] if "accuracy" in row else row["top10_kept"]

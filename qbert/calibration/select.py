@@ -30,7 +30,7 @@ import numpy as np
 
 from qbert.calibration import groups as G
 from qbert.calibration.emit import emit
-from qbert.calibration.judge import CONFIDENCE_Z, judged
+from qbert.calibration.judge import CONFIDENCE_Z, criterion, judge_against, score_of
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.methods import Observed, Settings, method as method_of
@@ -93,7 +93,7 @@ def _runner(model: Any, engine: str, exact: bool) -> Callable[[dict], np.ndarray
     if exact:  # ORT's exact path cannot load an INT8 weight several GEMMs share (ort_session.session_from_path)
         unshare_weights(model)
     sess = session_for(model, session_options(exact=exact))
-    return lambda feeds: sess.run(["logits"], feeds)[0]
+    return lambda feeds: sess.run(None, feeds)[0]  # the one output: logits, or embeddings
 
 
 def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int, rounds: int = 5, iters: int = 5
@@ -110,15 +110,16 @@ def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int
     return {k: p50_and_spread(r) for k, r in samples.items()}
 
 
-def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str, heldout, labels: np.ndarray,
-           budget: float, fallback: list[str], meta: Any, exact: bool = False) -> tuple[Recipe, dict[str, Any]]:
+def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str, heldout,
+           labels: np.ndarray | None, budget: float, fallback: list[str], meta: Any, exact: bool = False
+           ) -> tuple[Recipe, dict[str, Any]]:
     """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost),
     each chosen by its registered method from the one observation (`observed`, with the weight rows `needs()`).
+    `labels` None: an embedding model, judged by FP32-neighbour agreement on the held-out sentences (judge.py).
     `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes)."""
     pad = meta.pad_token_id
-    fp_logits = logits_of(model, heldout, 32, pad)
-    fp_pred = fp_logits.argmax(-1)
-    fp_acc = float((fp_pred == labels).mean())
+    fp_out = logits_of(model, heldout, 32, pad)
+    fp_score = score_of(judge_against(fp_out, fp_out, labels, budget))
     spec = target_of(target)
     judge = target_of(spec.judged_on)  # the target whose emission is scored (and timed) here
     rows, recipes, timed, skipped = [], {}, {}, []
@@ -139,9 +140,8 @@ def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str
                 skipped.append({"name": name, "reason": str(e)})
                 advance(1)
                 continue
-            pred = logits_with(run, heldout, 32, pad).argmax(-1)
             row = {"name": name, "placement": placement, "method": method, "groups": recipe.groups,
-                   **judged(pred, fp_pred, labels, budget)}
+                   **judge_against(logits_with(run, heldout, 32, pad), fp_out, labels, budget)}
             if not spec.timed:
                 tq, tsum = emit(model, recipe, target, fuse=False)  # count work, not kernels (docstring)
                 row["int8_gemms"] = tsum["quantized_gemms"]
@@ -158,7 +158,8 @@ def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str
     speed = (lambda r: r["p50_ms_b1"]) if spec.timed else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed)
     report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE,
-              "fp32_heldout_accuracy": fp_acc, "heldout_rows": int(len(labels)), "target": spec.name,
+              "criterion": criterion(labels), "fp32_heldout_" + ("accuracy" if labels is not None else "score"):
+              fp_score, "heldout_rows": int(len(heldout)), "target": spec.name,
               "speed": f"p50 ms, batch 1, this machine ({judge.runtime})" if spec.timed else
               "INT8 GEMMs, then Q/DQ pairs (no GPU to time on)", "chosen": best["name"],
               "within_budget": bool(best["within_budget"]),

@@ -25,7 +25,8 @@ from qbert.data import Dataset
 from qbert.encoding import encode_texts
 from qbert.engines.base import Engine
 from qbert.eval.accuracy import predict
-from qbert.eval.retrieval import cosines, neighbours_kept, retrieval_scores
+from qbert.eval.retrieval import retrieval_scores
+from qbert.similarity import cosines, neighbours_kept
 from qbert.machine import machine
 
 RELEVANT = "entailment"  # the label that marks a passage answering its question

@@ -8,8 +8,8 @@
 - agreement with FP32: cosine of each sentence's embedding with the FP32 model's (mean and worst), and per query
   the share of FP32's top-10 neighbours the quantized model still ranks in its own top 10, averaged.
 
-Similarities are computed in blocks of queries, so memory stays at block × corpus floats whatever the data size.
-Ties (equal cosines) are broken by corpus order.
+Similarities, neighbours and the agreement with FP32: qbert/similarity.py (method auto judges embedding models
+with them too).
 """
 from __future__ import annotations
 
@@ -17,26 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-BLOCK = 1024  # queries per similarity block
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (cosine = dot product); a zero row stays zero."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
-def top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> np.ndarray:
-    """[queries, min(k, corpus)] corpus indices, most similar first (cosine)."""
-    q, c = unit(queries), unit(corpus)
-    k = min(k, len(c))
-    out = np.empty((len(q), k), dtype=np.int64)
-    for start in range(0, len(q), BLOCK):
-        sims = q[start:start + BLOCK] @ c.T
-        # stable sort of −similarity: ties keep corpus order, so the ranking is reproducible
-        out[start:start + BLOCK] = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return out
+from qbert.similarity import top_k
 
 
 def retrieval_scores(queries: np.ndarray, corpus: np.ndarray, relevant: Sequence[set[int]]) -> dict[str, float]:
@@ -57,16 +38,3 @@ def retrieval_scores(queries: np.ndarray, corpus: np.ndarray, relevant: Sequence
         ndcg.append(float(discount[hits].sum() / ideal))
     return {"recall@1": float(np.mean(recall1)), "recall@10": float(np.mean(recall10)),
             "mrr@10": float(np.mean(mrr)), "ndcg@10": float(np.mean(ndcg))}
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two [n, d] embedding matrices."""
-    return (unit(a) * unit(b)).sum(axis=1)
-
-
-def neighbours_kept(queries: np.ndarray, corpus: np.ndarray, ref_queries: np.ndarray, ref_corpus: np.ndarray,
-                    k: int = 10) -> float:
-    """Per query, |top-k of the model ∩ top-k of the reference| / k, averaged (k capped at the corpus size)."""
-    ours, theirs = top_k(queries, corpus, k), top_k(ref_queries, ref_corpus, k)
-    kept = [len(set(a.tolist()) & set(b.tolist())) / ours.shape[1] for a, b in zip(ours, theirs)]
-    return float(np.mean(kept)) if kept else 1.0
