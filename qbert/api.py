@@ -305,12 +305,14 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
         check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
                       {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
         fp32, meta = load_onnx(onnx, expect="fp32"), load_meta(onnx)
-        if meta.task == "embedding":
-            raise QbertError(f"{onnx} is a sentence-embedding model; analyze judges each layer by classification "
-                             "accuracy, which it has none of — evaluate it instead (retrieval, and agreement of "
-                             "its quantized versions with FP32)")
-        dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
-            "analyze measures per-layer sensitivity as accuracy on labelled rows")
+        if meta.task == "embedding":  # judged by FP32's own neighbours: sentences, no labels
+            if labels is not None:
+                raise ConfigError("labels", labels, f"{onnx} is a sentence-embedding model, judged by its FP32 "
+                                  "model's neighbours without labels; leave it out")
+            dataset = load_data(data, None, unlabelled_ok=True)
+        else:
+            dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
+                "analyze measures per-layer sensitivity as accuracy on labelled rows")
         result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
                      include_padding=include_padding)
         saved = save_analysis(result, out_dir, {"onnx": str(onnx), "data": str(dataset.source)})

@@ -142,8 +142,9 @@ def analyze(
                              labels=labels)
     table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
                   title_justify="left")
+    judged = "" if result.get("criterion", "accuracy") == "accuracy" else " top-10 kept"
     for col in ("layer", "kurt hidden", "kurt y", "top1% elem E", "top1% chan E (y)", "max/σ (y)",
-                "dominant ch (y)", f"{DELTA} if quantized alone"):
+                "dominant ch (y)", f"{DELTA}{judged} if quantized alone"):
         table.add_column(col, justify="right")
     t = result["layers"]
     for i in range(meta.num_layers):
@@ -152,7 +153,7 @@ def analyze(
                       f"{t['hidden_states'][i + 1]['top1pct_element_energy']:.2f}",
                       f"{y['top1pct_channel_energy']:.2f}", f"{y['max_over_std']:.0f}",
                       ",".join(map(str, y.get("dominant_channels", [])[:3])),
-                      delta_text(-100 * result["sensitivity"][f"layer.{i}"]["accuracy_drop"], 1))
+                      delta_text(result["sensitivity"][f"layer.{i}"]["delta_points"], 1))
     out.print(table)
     err.print(f"wrote {out_dir}/analysis.json and {', '.join(result['plots'])}")
 

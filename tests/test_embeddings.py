@@ -373,8 +373,21 @@ def test_method_auto_and_auto_fp16_judge_an_embedding_model_by_its_fp32_neighbou
     assert r.exit_code == 0, r.output
     steps = json.loads(Path(f"{out}.recipe.json").read_text())["calibration"]["auto_fp16"]["steps"]
     assert len(steps) > 1 and steps[-1]["top10_kept"] >= steps[0]["top10_kept"]  # fallbacks win neighbours back
-    r = invoke("analyze", "--onnx", st_onnx, "--data", pairs_tsv, "--out", tmp_path / "a")
-    one_line_failure(r, "is a sentence-embedding model", tmp_path / "a")
+
+
+def test_analyze_judges_an_embedding_model_by_its_fp32_neighbours(st_onnx, pairs_tsv, tmp_path):
+    r = invoke("analyze", "--onnx", st_onnx, "--data", pairs_tsv, "--samples", "64", "--out", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    assert "kept" in r.stdout  # the sensitivity column says what it counts
+    result = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert result["criterion"] == "FP32 top-10 neighbours kept" and result["heldout"] == 256
+    for unit in result["sensitivity"].values():
+        assert 0.0 <= unit["neighbours_lost"] <= 1.0 and unit["delta_points"] == pytest.approx(
+            -100 * unit["neighbours_lost"]) and "accuracy_drop" not in unit
+    assert (tmp_path / "a" / "sensitivity.png").stat().st_size > 0
+    r = invoke("analyze", "--onnx", st_onnx, "--data", pairs_tsv, "--labels", "entailment,not_entailment",
+               "--out", tmp_path / "b")
+    one_line_failure(r, "--labels entailment,not_entailment: ", tmp_path / "b")
 
 
 def test_the_embedding_criterion_counts_neighbours_lost():

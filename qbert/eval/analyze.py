@@ -14,12 +14,12 @@ import numpy as np
 
 from qbert.calibration.scales import per_tensor_scales
 from qbert.calibration.emit import emit
-from qbert.calibration.judge import DELTA
+from qbert.calibration.judge import DELTA, criterion, judged_embeddings
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.data import Dataset
-from qbert.encoding import batches, encode
+from qbert.encoding import batches, encode, encode_texts
 from qbert.eval.stats import summarize
 from qbert.exporter.graph import parse
 from qbert.ort_session import logits_of, sqnr_db
@@ -44,15 +44,22 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | No
 
 def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list[str]], heldout, labels,
                      fp_logits: np.ndarray, pad_id: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
-    """For each unit (a set of site keys), quantize only it: logit SQNR (dB) and accuracy drop vs FP32."""
+    """For each unit (a set of site keys), quantize only it: output SQNR (dB) and the accuracy drop vs FP32 — or,
+    `labels` None (an embedding model), the share of FP32's top-10 neighbours lost (judge.judged_embeddings)."""
     scales = per_tensor_scales(all_sites, stats)  # minmax: the sensitivity of each unit alone
-    fp_acc = float((fp_logits.argmax(-1) == labels).mean())
+    fp_acc = float((fp_logits.argmax(-1) == labels).mean()) if labels is not None else None
     out = {}
     with progress_bar("sensitivity", total=len(keys_per_unit)) as advance:
         for unit, keys in keys_per_unit.items():
             recipe = Recipe(method="minmax", placement="full", sites={k: scales[k] for k in keys})
             q, _ = emit(model, recipe, "ort-cpu")
             logits = logits_of(q, heldout, batch_size, pad_id)
+            if labels is None:
+                lost = judged_embeddings(logits, fp_logits, float("inf"))["drop_points"]
+                out[unit] = {"sqnr_db": sqnr_db(fp_logits, logits), "neighbours_lost": lost / 100,
+                             "delta_points": 0.0 - lost}
+                advance(1)
+                continue
             drop = fp_acc - float((logits.argmax(-1) == labels).mean())
             out[unit] = {"sqnr_db": sqnr_db(fp_logits, logits), "accuracy_drop": drop,
                          "delta_points": 0.0 - 100 * drop}  # the sign every table uses (judge.DELTA)
@@ -65,16 +72,25 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
             seed: int = 0) -> dict[str, Any]:
     from qbert.errors import ConfigError
 
-    if len(dataset.examples) < samples + 32:
-        raise ConfigError("samples", samples, f"analysis observes {samples} rows and scores 32 more held out, but "
-                          f"the data has {len(dataset.examples)}: give at least {samples + 32} rows, or lower "
+    embedding = meta.task == "embedding"  # one sentence at a time, judged by FP32's neighbours (no labels)
+    sentences = dataset.sentences() if embedding else None
+    available = len(sentences) if embedding else len(dataset.examples)
+    what = "distinct sentences" if embedding else "rows"
+    if available < samples + 32:
+        raise ConfigError("samples", samples, f"analysis observes {samples} {what} and scores 32 more held out, but "
+                          f"the data has {available}: give at least {samples + 32} {what}, or lower "
                           "{samples}", samples=samples)
-    order = np.random.default_rng(seed).permutation(len(dataset.examples))
-    pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
-    calib = pick(order[:samples])
-    held = pick(order[samples:samples + heldout_rows])
+    order = np.random.default_rng(seed).permutation(available)
     max_length, pad_id = meta.max_length, meta.pad_token_id
-    enc_c, enc_h = encode(calib, tokenizer, max_length), encode(held, tokenizer, max_length)
+    if embedding:
+        enc_c = encode_texts([sentences[i] for i in sorted(order[:samples])], tokenizer, max_length)
+        held_idx = sorted(order[samples:samples + heldout_rows])
+        enc_h, held_labels = encode_texts([sentences[i] for i in held_idx], tokenizer, max_length), None
+    else:
+        pick = lambda idx: Dataset([dataset.examples[i] for i in sorted(idx)], dataset.source)  # noqa: E731
+        held = pick(order[samples:samples + heldout_rows])
+        enc_c, enc_h = encode(pick(order[:samples]), tokenizer, max_length), encode(held, tokenizer, max_length)
+        held_idx, held_labels = held.examples, held.labels
     all_sites, stats = observe_all(model, enc_c, include_padding, batch_size, meta)
     layers = meta.num_layers
     first = "emb.proj" if "emb.proj" in stats else "emb.ln"  # the stream's first tensor (after any projection)
@@ -84,9 +100,10 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
         table[role] = [summarize(stats[f"layer.{i}.{role}"]) for i in range(layers)]
     fp_logits = logits_of(model, enc_h, 32, pad_id)
     units = {f"layer.{i}": [s.key for s in all_sites if s.key.startswith(f"layer.{i}.")] for i in range(layers)}
-    sens = site_sensitivity(model, all_sites, stats, units, enc_h, held.labels, fp_logits, pad_id)
+    sens = site_sensitivity(model, all_sites, stats, units, enc_h, held_labels, fp_logits, pad_id)
     worst = max(range(layers), key=lambda i: table["y"][i]["kurtosis"])
-    return {"samples": samples, "heldout": len(held.examples), "include_padding": include_padding,
+    return {"samples": samples, "heldout": len(held_idx), "include_padding": include_padding,
+            "criterion": criterion(held_labels),
             "layers": table, "sensitivity": sens, "worst_layer": worst,
             "worst_channel_amax": stats[f"layer.{worst}.y"].channel_amax.tolist(),
             "worst_channel_energy": stats[f"layer.{worst}.y"].channel_energy.tolist()}
@@ -163,8 +180,9 @@ def _draw(result: dict[str, Any], out_dir: Path, stage: Any, plt: Any) -> list[P
 
     sens = result["sensitivity"]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar(range(len(sens)), [-100 * v["accuracy_drop"] for v in sens.values()])
+    ax.bar(range(len(sens)), [v["delta_points"] for v in sens.values()])
+    what = "" if result.get("criterion", "accuracy") == "accuracy" else ", FP32 top-10 neighbours kept"
     ax.set(xticks=range(len(sens)), xticklabels=[k.split(".")[-1] for k in sens], xlabel="layer quantized alone",
-           ylabel=f"{DELTA} (negative = worse)", title="Sensitivity (minmax W8A8, full placement)")
+           ylabel=f"{DELTA}{what} (negative = worse)", title="Sensitivity (minmax W8A8, full placement)")
     save(fig, "sensitivity.png")
     return paths
