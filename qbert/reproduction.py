@@ -8,104 +8,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from qbert.atomic import read_json, sidecar_path, write_json
+from qbert.reproduction_rows import ROWS, Row, select_rows  # noqa: F401 - the study's rows, read here by name
 from qbert.calibration.methods import AUTO, NONE, REGISTRY
 from qbert.engines import check_exact
 from qbert.errors import ConfigError, QbertError
 from qbert.timing import interleaved, p50_and_spread
 
 TARGET_OF = {"ort-cpu": "ort-cpu", "openvino": "openvino", "tensorrt": "trt"}  # engine → what its rows emit
-
-
-@dataclass
-class Row:
-    name: str
-    kind: str  # fp32 | fp16 | int8
-    calibrate: dict[str, Any] = field(default_factory=dict)
-    id: str = ""  # short, comma-free, stable: what `--only` takes (names contain commas); not in the cache key
-
-
-ROWS = [
-    Row("FP32", "fp32", id="fp32"),
-    Row("FP16 (no INT8)", "fp16", id="fp16"),
-    Row("W8A8 minmax, placement full (the study's naive W8A8)", "int8", dict(method="minmax", placement="full"),
-        id="w8a8-minmax-full"),
-    Row("W8A8 minmax, placement gemm (GEMM inputs only)", "int8", dict(method="minmax", placement="gemm"),
-        id="w8a8-minmax-gemm"),
-    # "gemm placement", not "placement gemm": `--only 'placement gemm'` (the README's short run) keeps one INT8 row
-    Row("SmoothQuant α=0.85 (gemm placement)", "int8", dict(method="smoothquant", placement="gemm", alpha=0.85),
-        id="smoothquant-gemm"),
-    Row("Mixed precision: x, h, y high precision", "int8",
-        dict(method="minmax", placement="full", fallback=["x", "h", "y"]), id="mixed-xhy"),
-    *[Row(f"PEG K={k}{' permuted' if p else ''}", "int8",
-          dict(method="peg", placement="full", groups=k, permute=p), id=f"peg-k{k}{'-permuted' if p else ''}")
-      for k in (3, 4) for p in (True, False)],
-    *[Row(f"Percentile {p}", "int8", dict(method="percentile", placement="full", percentile=p), id=f"percentile-{p:g}")
-      for p in (99.0, 99.9, 99.99)],
-    Row("MSE", "int8", dict(method="mse", placement="full"), id="mse"),
-    Row("Auto mixed precision (budget 0.5 pt)", "int8",
-        dict(method="minmax", placement="full", auto_fp16=True, budget=0.5), id="auto-mixed"),
-    Row("PEG groups=auto (K per tensor)", "int8", dict(method="peg", placement="full", groups="auto"), id="peg-auto"),
-    Row("Method auto (fastest within 0.3 pt on held-out calibration rows)", "int8", dict(method="auto", budget=0.3),
-        id="method-auto"),
-]
-
-
-MIN_PART = 3  # a part of an id or name shorter than this ("a", ".", "1") would pick rows by accident
-
-
-def select_rows(only: str | list[str] | None) -> list[Row]:
-    """The rows `only` names, in table order. Each item is a row's exact id or name (`fp32`, `MSE`: that
-    row), else a part of ids or names at least MIN_PART characters long (`peg-k4`, `placement gemm`: every row
-    containing it, listed on stderr so a broad pick is never silent); anything shorter, or naming no row, is
-    an error listing the ids. A string is split on commas, but a run of pieces that names a row as a whole is
-    read as one (row names contain commas); a list is taken item by item."""
-    if not only:
-        return list(ROWS)
-    picked: set[str] = set()
-    unknown: list[str] = []
-    pieces = only.split(",") if isinstance(only, str) else list(only)
-    step = len(pieces) if isinstance(only, str) else 1
-    i = 0
-    while i < len(pieces):
-        runs = [(j, ",".join(pieces[i:j]).strip()) for j in range(min(len(pieces), i + step), i, -1)]
-        exact = next(((j, t, hits) for j, t in runs if (hits := _exact(t))), None)
-        part = exact or next(((j, t, hits) for j, t in runs if (hits := _containing(t))), None)
-        if part is None:
-            if pieces[i].strip():
-                unknown.append(pieces[i].strip())
-            i += 1
-            continue
-        j, text, hits = part
-        if exact is None and len(hits) > 1:
-            print(f"note: {text!r} is part of {len(hits)} rows: {', '.join(hits)}", file=sys.stderr, flush=True)
-        picked.update(hits)
-        i = j
-    if unknown or not picked:
-        named = ",".join(unknown) or str(only)
-        raise ConfigError("only", named, f"matches no row; give row ids ({', '.join(r.id for r in ROWS)}), exact "
-                          f"row names, or a part of them of at least {MIN_PART} characters")
-    return [r for r in ROWS if r.id in picked]
-
-
-def _exact(text: str) -> list[str]:
-    """The row whose id or name is `text` (any case)."""
-    text = text.lower()
-    return [r.id for r in ROWS if text in (r.id, r.name.lower())]
-
-
-def _containing(text: str) -> list[str]:
-    """Ids of the rows whose id or name contains `text` (any case), for a text of at least MIN_PART characters."""
-    text = text.lower()
-    if len(text) < MIN_PART:
-        return []
-    return [r.id for r in ROWS if text in r.id or text in r.name.lower()]
 
 
 STUDY = {  # the study's published numbers on BERT-base / QNLI (docs/study.md)
@@ -144,8 +59,8 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         path = fp32_path
     else:
         config = CalibrationConfig(data=calib, samples=samples, **row.calibrate)  # the row, as a config
-        if config.searches:  # only the searches read labels, a target to judge for, and the kernel choice
-            config = replace(config, label2id=label2id, exact=exact,
+        if config.searches:  # only the searches read labels (a classifier's), a target to judge for, and kernels
+            config = replace(config, label2id=label2id if meta.task != "embedding" else None, exact=exact,
                              **({"target": target} if config.method == AUTO else {}))
 
         def recipe_for(seed: int) -> Recipe:
@@ -161,7 +76,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
         if info["auto_method"]:
             info["chosen"] = _chosen(recipe)
     measured = measure(path, engine, eval_ds, tokenizer, meta, work, exact)
-    spread = [measured["accuracy"]]
+    spread = [score(measured)]
     chosen = [info["chosen"]] if info.get("chosen") else None
     for seed in range(1, seeds if row.kind == "int8" else 1):
         other = work / f"seed{seed}.onnx"
@@ -170,7 +85,7 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             chosen.append(_chosen(seed_recipe))  # --method auto may choose differently on other calibration rows
         quantize(fp32_path, seed_recipe, other, target, None, work / f"seed{seed}.recipe.json",
                  write_recipe=False, model=model)
-        spread.append(measure(other, engine, eval_ds, tokenizer, meta, work, exact)["accuracy"])
+        spread.append(score(measure(other, engine, eval_ds, tokenizer, meta, work, exact)))
         for leftover in work.glob(f"seed{seed}.*"):  # only the seed-0 model is deployed; these were for the spread
             leftover.unlink()
     if len(spread) > 1 and engine == "tensorrt":
@@ -180,7 +95,12 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
             "high_precision": info.get("high_precision", "fp32"),
             "quantized_gemms": info.get("quantized_gemms", 0), "fallback": info.get("fallback", []),
             "auto_fp16": info.get("auto_fp16"), "auto_method": info.get("auto_method"), "chosen": info.get("chosen"),
-            "seed_chosen": chosen, **measured, "seed_accuracies": spread, "seconds": round(time.perf_counter() - t0, 1)}
+            "seed_chosen": chosen, **measured, seed_key(meta): spread, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def seed_key(meta: Any) -> str:
+    """Where a row keeps its headline number per calibration seed: accuracy, or an embedding model's recall@1."""
+    return "seed_recall@1" if meta.task == "embedding" else "seed_accuracies"
 
 
 def _chosen(recipe: Any) -> str:
@@ -207,7 +127,12 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path,
         model_path = work / "model.plan"
         extra["plan"] = build(path, model_path).to_json()  # --sm auto: the present GPU
     with open_engine(engine, str(model_path), exact=exact) as eng:
-        result = evaluate(eng, eval_ds, tokenizer, max_length=meta.max_length)
+        if meta.task == "embedding":
+            scored = _embedding_scores(eng, path, eval_ds, tokenizer, meta)
+        else:
+            result = evaluate(eng, eval_ds, tokenizer, max_length=meta.max_length)
+            scored = {"accuracy": result["accuracy"], "correct": result["correct"], "examples": result["examples"],
+                      "predictions": result["predictions"]}
         if engine == "tensorrt":
             extra["device_memory_bytes"] = eng.describe()["device_memory_bytes"]
             census = eng.census(1, seq)
@@ -218,9 +143,25 @@ def measure(path: Path, engine: str, eval_ds, tokenizer, meta: dict, work: Path,
 
             census = ort_census(str(path))
         described = eng.describe()
-    return {"accuracy": result["accuracy"], "correct": result["correct"], "examples": result["examples"],
-            "predictions": result["predictions"], "engine": described, "census": census,
-            "model_bytes": model_path.stat().st_size, **extra}
+    return {**scored, "engine": described, "census": census, "model_bytes": model_path.stat().st_size, **extra}
+
+
+def _embedding_scores(eng: Any, path: Path, eval_ds, tokenizer, meta: Any) -> dict[str, Any]:
+    """An embedding row's numbers: retrieval on the evaluation data, and agreement with the FP32 export the
+    row's model was quantized from (none for the FP32 row itself)."""
+    from qbert.artifacts import load_meta
+    from qbert.eval.embedding import evaluate_embeddings, fp32_reference
+
+    reference, note = fp32_reference(load_meta(path, verify=False), path)
+    result = evaluate_embeddings(eng, eval_ds, tokenizer, max_length=meta.max_length, reference=reference,
+                                 reference_note=note)
+    return {"retrieval": result["retrieval"], "agreement": result["agreement"], "examples": result["examples"],
+            "sentences": result["sentences"], "embeddings_sha256": result["embeddings_sha256"]}
+
+
+def score(row: dict[str, Any]) -> float:
+    """A row's headline number: accuracy, or an embedding model's recall@1."""
+    return row["accuracy"] if "accuracy" in row else row["retrieval"]["recall@1"]
 
 
 def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5,
@@ -283,27 +224,36 @@ def check_inputs(model_spec: str, eval_data: str, calib_data: str, labels: str |
                        eval_data=eval_data)
     if Path(eval_data).resolve() == Path(calib_data).resolve():
         raise same
-    if model_label2id is None:
+    from qbert.exporter.pooling import read_sentence_transformers
+
+    embedding = read_sentence_transformers(model_spec, "model") is not None  # judged by retrieval, not accuracy
+    if model_label2id is None and not embedding:
         from qbert.exporter.hf import check_classifier, load_config
 
         config = load_config(model_spec)
         check_classifier(config, model_spec)
         model_label2id = {str(k): int(v) for k, v in config.label2id.items()}
+    if embedding:
+        from qbert.eval.embedding import RETRIEVAL_LABELS
+
+        model_label2id = RETRIEVAL_LABELS  # which passage answers which question
     label2id = label_map(model_label2id, labels)
-    eval_ds = load_dataset_spec(eval_data, label2id).require_labels("reproduce scores accuracy on the evaluation "
-                                                                    "data")
-    calib_ds = load_dataset_spec(calib_data, label2id).require_labels(
-        "reproduce's sensitivity analysis and auto mixed precision score held-out calibration rows")
+    eval_ds = load_dataset_spec(eval_data, label2id).require_labels(
+        "reproduce scores retrieval (which passage answers which question) on the evaluation data" if embedding
+        else "reproduce scores accuracy on the evaluation data")
+    calib_ds = load_dataset_spec(calib_data, None) if embedding else load_dataset_spec(calib_data, label2id)\
+        .require_labels("reproduce's sensitivity analysis and auto mixed precision score held-out calibration rows")
     if eval_ds.sha256() == calib_ds.sha256():
         raise same
-    have = len(calib_ds.examples)
+    have = len(calib_ds.sentences()) if embedding else len(calib_ds.examples)
+    what = "distinct sentences" if embedding else "rows"
     if have < analysis_samples + 32:
-        raise ConfigError("calib_data", calib_data, f"has {have} rows, and reproduce's outlier analysis observes "
+        raise ConfigError("calib_data", calib_data, f"has {have} {what}, and reproduce's outlier analysis observes "
                           f"{analysis_samples} and scores 32 more held out: give at least {analysis_samples + 32} "
-                          "calibration rows")
+                          f"calibration {what}")
     if any(r.calibrate.get("method") == AUTO for r in rows) and have < samples + 256:
-        raise ConfigError("calib_data", calib_data, f"has {have} rows, and the method-auto row needs ≥ 256 held out "
-                          "beyond {samples=}: give more calibration rows, lower {samples}, or leave the row out "
+        raise ConfigError("calib_data", calib_data, f"has {have} {what}, and the method-auto row needs ≥ 256 held "
+                          "out beyond {samples=}: give more calibration rows, lower {samples}, or leave the row out "
                           "with {only}", samples=samples, only=True)
     return label2id, eval_ds, calib_ds
 
@@ -341,7 +291,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
         export(model_spec, fp32_path)
     meta, model = load_meta(fp32_path), onnx.load(str(fp32_path))
     tokenizer = load_tokenizer(meta.tokenizer)
-    if label_map(meta.label2id, labels) != label2id:  # the exported sidecar is what rows are scored against
+    if meta.task != "embedding" and label_map(meta.label2id, labels) != label2id:  # the sidecar's labels score rows
         label2id, eval_ds, calib_ds = check_inputs(model_spec, eval_data, calib_data, labels, rows, samples,
                                                    analysis_samples, meta.label2id)
     analysis_path = out / "analysis.json"
@@ -367,7 +317,7 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
             r["id"] = row.id  # also on rows cached before rows had ids
             onnx_path = fp32_path if row.kind == "fp32" else work / "model.onnx"  # where it lies now
             r["deployed"] = str(work / "model.plan" if engine == "tensorrt" else onnx_path)
-            advance(1, note=f"{row.name}: {100 * r['accuracy']:.2f}%"
+            advance(1, note=f"{row.name}: {100 * score(r):.2f}%"
                             + (" (cached)" if r["cached"] else f" in {r['seconds']:.0f} s"))
     line(f"timing {len(results)} rows interleaved (batch 1 and 8)")
     timings = time_rows(results, engine, meta, bench_iters, exact=exact)
@@ -379,8 +329,9 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
               "machine": machine(), "kernel_mode": kernel_mode(exact) if engine == "ort-cpu" else engine,
               "samples": samples, "seeds": seeds, "rows": results, "analysis": {k: analysis[k] for k in
                                                                ("layers", "sensitivity", "worst_layer", "plots")},
-              "versions": meta.versions}
+              "versions": meta.versions, "task": meta.task}
     from qbert.eval.report import write_report
+    from qbert.eval.report_embedding import render_embedding_report
 
-    write_report(report, out)
+    write_report(report, out, render_embedding_report if meta.task == "embedding" else None)
     return report

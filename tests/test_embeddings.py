@@ -427,3 +427,28 @@ def test_all_minilm_l6_v2_exports_at_parity_and_retrieves(tmp_path):
     assert cosine(run_onnx(out, feeds), want).min() >= 0.9999
     result = qbert.evaluate(out, EVAL_TSV, limit=200)
     assert result["retrieval"]["recall@1"] > 0.5, result["retrieval"]
+
+
+def test_reproduce_scores_the_study_rows_of_an_embedding_model_by_retrieval(st_model, tmp_path):
+    """The study's rows on a sentence-transformers folder: recall@1 and FP32 agreement instead of accuracy, the
+    claims asked of retrieval, the analysis judged by neighbours; no labels read from the calibration data."""
+    evald = write_tsv(tmp_path / "eval.tsv", 120, seed=11, words=(4, 20))
+    calib = write_tsv(tmp_path / "calib.tsv", 200, seed=12, words=(4, 20))
+    r = invoke("reproduce", "--model", st_model, "--eval-data", evald, "--calib-data", calib, "--only",
+               "fp32,w8a8-minmax-full,smoothquant-gemm", "--samples", "32", "--seeds", "2", "--bench-iters", "2",
+               "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert "recall@1" in r.stdout
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["task"] == "embedding"
+    rows = {row["id"]: row for row in report["rows"]}
+    assert rows["fp32"]["agreement"] is None and 0.0 <= rows["fp32"]["retrieval"]["recall@1"] <= 1.0
+    for key in ("w8a8-minmax-full", "smoothquant-gemm"):
+        row = rows[key]
+        assert "accuracy" not in row and len(row["seed_recall@1"]) == 2
+        assert row["seed_recall@1"][0] == row["retrieval"]["recall@1"]
+        assert 0.0 <= row["agreement"]["top10_kept"] <= 1.0 and row["census"]["integer_gemms"] > 0
+    assert "neighbours_lost" in report["analysis"]["sensitivity"]["layer.0"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## The study's claims, asked of retrieval" in md and "Naive W8A8" in md
+    assert "| SmoothQuant α=0.85 (gemm placement) |" in md

@@ -122,11 +122,12 @@ def _machine(report: dict[str, Any]) -> str:
     return f"{m.get('cpu', 'unknown CPU')}, {m.get('logical_cores', '?')} logical cores; ISA {isa}; {kernels}"
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    """report.md (the tables) and report.json (everything but per-row predictions) in `out`, together."""
+def write_report(report: dict[str, Any], out: Path, render: Any = None) -> None:
+    """report.md (the tables, by `render`: default render_report) and report.json (everything but per-row
+    predictions) in `out`, together."""
     rows = report["rows"]
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(render_report(report))
+        tmp.write_text((render or render_report)(report))
     slim = {**report, "rows": [{k: v for k, v in r.items() if k != "predictions"} for r in rows]}
     write_json(out / "report.json", slim)
 
@@ -186,6 +187,19 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
             name = f"**{c['name']}** (chosen)" if c["name"] == am["chosen"] else c["name"]
             lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {delta_text(0.0 - c['drop_points'])} | {bound} | "
                          f"{flips} | {speed} | {'yes' if c['within_budget'] else 'no'} |")
+    lines += latency_section(report, rows, fp)
+    lines += outlier_section(report["analysis"], plots, DELTA)
+    lines += ["", "## The study, side by side", "", f"\"≈ FP32\" means within {NEAR_FP32_PT:g} accuracy point of "
+              "FP32 on the evaluation rows; a claim outside it does not hold.", "",
+              "| claim | study (BERT-base, QNLI) | measured here | verdict |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(report)]
+    lines += ["", f"Versions: {report.get('versions')}", ""]
+    return "\n".join(lines)
+
+
+def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None) -> list[str]:
+    """The latency and memory table: every row timed in the same interleaved run."""
+    lines: list[str] = []
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
@@ -202,20 +216,26 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
         size = f"{r['model_bytes'] / fp['model_bytes']:.2f}×" if fp else "—"
         lines.append(f"| {r['name']} | {l1:.1f} | {lo:.1f}–{hi:.1f} | {l8:.1f} | {speed} | "
                      f"{r['model_bytes'] / 2**20:.1f} | {size} |")
-    an = report["analysis"]
+    return lines
+
+
+def outlier_section(an: dict[str, Any], plots: bool, judged: str) -> list[str]:
+    """Per layer: the outlier statistics and the change when that layer alone is W8A8 (`judged`: what changes)."""
+    lines: list[str] = []
     lines += ["", "## Outliers", "", "| layer | kurtosis hidden | top-1 % element energy | kurtosis y | top-1 % "
-              f"channel energy (y) | max/σ (y) | dominant channels (y) | {DELTA}, layer alone W8A8 |",
+              f"channel energy (y) | max/σ (y) | dominant channels (y) | {judged}, layer alone W8A8 |",
               "|---|---|---|---|---|---|---|---|"]
     for i, y in enumerate(an["layers"]["y"]):
         h = an["layers"]["hidden_states"][i + 1]
         lines.append(f"| {i} | {h['kurtosis']:.1f} | {100 * h['top1pct_element_energy']:.0f}% | {y['kurtosis']:.0f} | "
                      f"{100 * y['top1pct_channel_energy']:.0f}% | {y['max_over_std']:.0f} | "
                      f"{', '.join(map(str, y.get('dominant_channels', [])[:3]))} | "
-                     f"{delta_text(-100 * an['sensitivity'][f'layer.{i}']['accuracy_drop'], 1)} |")
+                     f"{delta_text(_layer_delta(an['sensitivity'][f'layer.{i}']), 1)} |")
     lines += [""] + ([f"![{p}]({p})" for p in an["plots"]] if plots else [])
-    lines += ["", "## The study, side by side", "", f"\"≈ FP32\" means within {NEAR_FP32_PT:g} accuracy point of "
-              "FP32 on the evaluation rows; a claim outside it does not hold.", "",
-              "| claim | study (BERT-base, QNLI) | measured here | verdict |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in claims(report)]
-    lines += ["", f"Versions: {report.get('versions')}", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _layer_delta(unit: dict[str, Any]) -> float:
+    """Points gained (negative: lost) when the layer alone is W8A8; analyses saved before `delta_points` was
+    recorded hold the accuracy drop only."""
+    return unit["delta_points"] if "delta_points" in unit else -100 * unit["accuracy_drop"]
