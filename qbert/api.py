@@ -287,11 +287,12 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
 
 @arg.arguments_checked
 def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128, heldout: int = 256,
-            include_padding: bool = False, labels: str | None = None) -> dict[str, Any]:
-    """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots."""
+            include_padding: bool = False, labels: str | None = None, engine: str = "ort-cpu") -> dict[str, Any]:
+    """Outlier statistics and per-layer sensitivity of an FP32 ONNX; writes analysis.json and PNG plots.
+    engine: where each layer, quantized alone, is scored — ort-cpu, or openvino (emitted for its target)."""
     from qbert.artifacts import load_meta, load_onnx
     from qbert.output_checks import check_outputs, output_folder
-    from qbert.eval.analyze import PLOTS, analyze as run, save_analysis
+    from qbert.eval.analyze import ENGINES, PLOTS, analyze as run, save_analysis
     from qbert.exporter.provenance import tokenizer_of
 
     arg.path("onnx", onnx)
@@ -301,6 +302,11 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
     check_range("heldout", heldout, 32)
     arg.flag("include_padding", include_padding)
     arg.text("labels", labels)
+    arg.choice("engine", engine, ENGINES)
+    if engine == "openvino":
+        from qbert.ov_session import openvino
+
+        openvino()  # one line if the package is missing, before any work
     with output_folder(out_dir, "out_dir") as out_dir:
         check_outputs({"out_dir": [out_dir / name for name in ("analysis.json", *PLOTS)]},
                       {"onnx": onnx, "data": data if isinstance(data, (str, Path)) else None}, {"out_dir": out_dir})
@@ -314,7 +320,7 @@ def analyze(onnx: str | Path, data: Any, out_dir: str | Path, samples: int = 128
             dataset = load_data(data, label_map(meta.label2id, labels)).require_labels(
                 "analyze measures per-layer sensitivity as accuracy on labelled rows")
         result = run(fp32, meta, dataset, tokenizer_of(meta, onnx), samples=samples, heldout_rows=heldout,
-                     include_padding=include_padding)
+                     include_padding=include_padding, engine=engine)
         saved = save_analysis(result, out_dir, {"onnx": str(onnx), "data": str(dataset.source)})
     result["plots"] = saved["plots"]
     return result

@@ -117,6 +117,8 @@ def analyze(
     include_padding: bool = typer.Option(False, "--include-padding", help="Count padding (pads to max length, "
                                          "as the study did)."),
     labels: Optional[str] = typer.Option(None, "--labels", help=LABELS_HELP),
+    engine: str = typer.Option("ort-cpu", "--engine", help="Where each layer, quantized alone, is scored: ort-cpu "
+                               "| openvino (emitted for --target openvino; FP32 also run there)."),
 ) -> None:
     """Outlier statistics per layer (kurtosis, energy shares, dominant channels), sensitivity, and plots."""
     from qbert.api import analyze as run_analyze
@@ -139,7 +141,7 @@ def analyze(
             export(str(model), onnx)
         meta = load_meta(onnx)
         result = run_analyze(onnx, data, out_dir, samples=samples, heldout=heldout, include_padding=include_padding,
-                             labels=labels)
+                             labels=labels, engine=engine)
     table = Table(title=f"outliers per layer ({'with' if include_padding else 'without'} padding)",
                   title_justify="left")
     judged = "" if result.get("criterion", "accuracy") == "accuracy" else " top-10 kept"

@@ -236,3 +236,22 @@ def test_threads_beyond_the_cores_openvino_finds_are_warned_and_recorded(fp32, t
     ran = json.loads((tmp_path / "b.json").read_text())["engine"]["threads"]
     assert ran < asked
     assert any(l.startswith("warning:") and f"not the {asked} asked" in l for l in r.stderr.splitlines()), r.stderr
+
+
+def test_analyze_scores_each_layer_on_openvino(tiny_onnx, tiny_tsv, tmp_path):
+    """`analyze --engine openvino`: each layer alone in its OpenVINO (S8) form, against FP32 on OpenVINO; the
+    statistics are the engine-independent FP32 observation, so they equal ONNX Runtime's run."""
+    runs = {}
+    for engine in ("ort-cpu", "openvino"):
+        r = runner.invoke(app, ["analyze", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--samples", "64",
+                                "--heldout", "64", "--engine", engine, "--out", str(tmp_path / engine)])
+        assert r.exit_code == 0, r.output
+        runs[engine] = json.loads((tmp_path / engine / "analysis.json").read_text())
+    assert runs["openvino"]["engine"] == "openvino" and runs["ort-cpu"]["engine"] == "ort-cpu"
+    assert runs["openvino"]["layers"] == runs["ort-cpu"]["layers"]
+    assert set(runs["openvino"]["sensitivity"]) == set(runs["ort-cpu"]["sensitivity"])
+    for unit in runs["openvino"]["sensitivity"].values():
+        assert np.isfinite(unit["sqnr_db"]) and -100 <= unit["delta_points"] <= 100
+    r = runner.invoke(app, ["analyze", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--engine", "tensorrt",
+                            "--out", str(tmp_path / "trt")])
+    assert r.exit_code == 2 and "--engine tensorrt: choose one of ort-cpu, openvino" in r.stderr, r.output

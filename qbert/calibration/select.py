@@ -83,9 +83,9 @@ def name_of(placement: str, method: str, groups: Any, percentile: float, keep: t
     return f"{label}, {placement}{kept}"
 
 
-def _runner(model: Any, engine: str, exact: bool) -> Callable[[dict], np.ndarray]:
-    """feeds → logits of one candidate on the runtime its target deploys to: built once, it scores the candidate
-    and later times it."""
+def runner(model: Any, engine: str, exact: bool = False) -> Callable[[dict], np.ndarray]:
+    """feeds → the one output (logits, or embeddings) of an in-memory model on `engine` (ort-cpu | openvino):
+    built once, it scores a candidate and later times it (method auto), or scores a layer (analyze)."""
     if engine == "openvino":
         from qbert.ov_session import compile_model, runner
 
@@ -135,7 +135,7 @@ def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str
             q, summary = emit(model, recipe, spec.judged_on)
             name = name_of(placement, method, groups, pct, keep)
             try:  # OpenVINO 2026.4 failed to compile some Q/DQ graphs (constant folding of a Convert)
-                run = _runner(q, judge.engine, exact)
+                run = runner(q, judge.engine, exact)
             except QbertError as e:
                 skipped.append({"name": name, "reason": str(e)})
                 advance(1)

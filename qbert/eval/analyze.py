@@ -22,7 +22,9 @@ from qbert.data import Dataset
 from qbert.encoding import batches, encode, encode_texts
 from qbert.eval.stats import summarize
 from qbert.exporter.graph import parse
-from qbert.ort_session import logits_of, sqnr_db
+from qbert.calibration.select import runner
+from qbert.calibration.targets import TARGETS
+from qbert.ort_session import logits_of, logits_with, sqnr_db
 from qbert.progress import progress_bar
 
 ROLES = ("x", "h", "y")
@@ -43,17 +45,20 @@ def observe_all(model: Any, encoded, include_padding: bool, batch_size: int | No
 
 
 def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list[str]], heldout, labels,
-                     fp_logits: np.ndarray, pad_id: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
+                     fp_logits: np.ndarray, pad_id: int, batch_size: int = 32, engine: str = "ort-cpu"
+                     ) -> dict[str, dict[str, float]]:
     """For each unit (a set of site keys), quantize only it: output SQNR (dB) and the accuracy drop vs FP32 — or,
-    `labels` None (an embedding model), the share of FP32's top-10 neighbours lost (judge.judged_embeddings)."""
+    `labels` None (an embedding model), the share of FP32's top-10 neighbours lost (judge.judged_embeddings).
+    `engine`: where the quantized units run, emitted for the target that engine runs (ort-cpu or openvino)."""
     scales = per_tensor_scales(all_sites, stats)  # minmax: the sensitivity of each unit alone
     fp_acc = float((fp_logits.argmax(-1) == labels).mean()) if labels is not None else None
     out = {}
     with progress_bar("sensitivity", total=len(keys_per_unit)) as advance:
         for unit, keys in keys_per_unit.items():
             recipe = Recipe(method="minmax", placement="full", sites={k: scales[k] for k in keys})
-            q, _ = emit(model, recipe, "ort-cpu")
-            logits = logits_of(q, heldout, batch_size, pad_id)
+            q, _ = emit(model, recipe, target_of_engine(engine))
+            logits = logits_of(q, heldout, batch_size, pad_id) if engine == "ort-cpu" else \
+                logits_with(runner(q, engine), heldout, batch_size, pad_id)
             if labels is None:
                 lost = judged_embeddings(logits, fp_logits, float("inf"))["drop_points"]
                 out[unit] = {"sqnr_db": sqnr_db(fp_logits, logits), "neighbours_lost": lost / 100,
@@ -69,7 +74,7 @@ def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list
 
 def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, samples: int = 128,
             heldout_rows: int = 256, include_padding: bool = False, batch_size: int | None = None,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, engine: str = "ort-cpu") -> dict[str, Any]:
     from qbert.errors import ConfigError
 
     embedding = meta.task == "embedding"  # one sentence at a time, judged by FP32's neighbours (no labels)
@@ -98,15 +103,24 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}
     for role in ROLES:
         table[role] = [summarize(stats[f"layer.{i}.{role}"]) for i in range(layers)]
-    fp_logits = logits_of(model, enc_h, 32, pad_id)
+    fp_logits = logits_of(model, enc_h, 32, pad_id) if engine == "ort-cpu" else \
+        logits_with(runner(model, engine), enc_h, 32, pad_id)  # FP32 on the engine the units run on
     units = {f"layer.{i}": [s.key for s in all_sites if s.key.startswith(f"layer.{i}.")] for i in range(layers)}
-    sens = site_sensitivity(model, all_sites, stats, units, enc_h, held_labels, fp_logits, pad_id)
+    sens = site_sensitivity(model, all_sites, stats, units, enc_h, held_labels, fp_logits, pad_id, engine=engine)
     worst = max(range(layers), key=lambda i: table["y"][i]["kurtosis"])
     return {"samples": samples, "heldout": len(held_idx), "include_padding": include_padding,
-            "criterion": criterion(held_labels),
+            "criterion": criterion(held_labels), "engine": engine,
             "layers": table, "sensitivity": sens, "worst_layer": worst,
             "worst_channel_amax": stats[f"layer.{worst}.y"].channel_amax.tolist(),
             "worst_channel_energy": stats[f"layer.{worst}.y"].channel_energy.tolist()}
+
+
+ENGINES = ("ort-cpu", "openvino")  # where analyze runs its quantized layers: the CPU runtimes
+
+
+def target_of_engine(engine: str) -> str:
+    """The target whose artefacts `engine` runs."""
+    return next(t.name for t in TARGETS.values() if t.engine == engine)
 
 
 PLOTS = ("kurtosis.png", "channel_energy.png", "channel_range.png", "sensitivity.png")  # what plot() writes
