@@ -31,7 +31,7 @@ from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, qbert
 EVAL = SHARED / "data" / "qnli" / "eval.tsv"
 
 
-def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300) -> Path:
+def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300, calib: Path = TUNE) -> Path:
     """NNCF's INT8 of the FP32 ONNX on its OpenVINO backend, with its transformer defaults."""
     if out.exists():
         return out
@@ -42,7 +42,7 @@ def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300) -> Pat
     from qbert.encoding import batches, encode
     from qbert.exporter.hf import load_tokenizer
 
-    ds = load_dataset_spec(str(TUNE), None, limit=rows)
+    ds = load_dataset_spec(str(calib), None, limit=rows)
     items = [f for _, f in batches(encode(ds, load_tokenizer(tokenizer_dir), 128), 1, sort=False)]
     quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(items),
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=rows)
@@ -120,22 +120,26 @@ def speed_suite(name: str, model_dir: Path, work: Path, args) -> list[dict]:
     return rows
 
 
-def accuracy(work: Path, args) -> list[dict]:
-    """eval.tsv: FP32 (OpenVINO), NNCF INT8, qbert method auto --target openvino; flips vs FP32's predictions."""
+def accuracy(work: Path, args, model_dir: Path = FIXTURE, calib: Path = TUNE) -> list[dict]:
+    """eval.tsv: FP32 (OpenVINO), NNCF INT8, qbert method auto --target openvino, both calibrated on `calib`;
+    flips vs FP32's predictions."""
     from qbert.data import load_dataset_spec
     from qbert.encoding import encode
     from qbert.exporter.hf import load_tokenizer
     from qbert.ort_session import logits_with
 
     fp32 = work / "fp32.onnx"
+    if not fp32.exists():
+        qbert("export", "--model", model_dir, "--out", fp32)
+    nncf_int8(fp32, work / "nncf.xml", str(model_dir), calib=calib)
     auto = work / "openvino-auto.onnx"
-    qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--method", "auto", "--target", "openvino",
+    qbert("calibrate", "--onnx", fp32, "--data", calib, "--method", "auto", "--target", "openvino",
           "--samples", args.samples, "--out", auto)  # anew each run, like the speed rows
     models = {"FP32": ("openvino", fp32), "NNCF INT8": ("openvino", work / "nncf.xml"),
               "qbert method auto --target openvino": ("openvino", auto)}
     label2id = json.loads((fp32.parent / "fp32.onnx.json").read_text())["label2id"]
     ds = load_dataset_spec(str(EVAL), label2id)
-    enc = encode(ds, load_tokenizer(str(FIXTURE)), 128)
+    enc = encode(ds, load_tokenizer(str(model_dir)), 128)
     labels = np.array(ds.labels)
     preds = {k: logits_with(run, enc, 32, 0).argmax(-1) for k, run in runners(models, args.threads).items()}
     rows = []
@@ -151,8 +155,12 @@ def main() -> None:
     from qbert.machine import machine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", choices=("fixture", "base", "both"), default="fixture")
+    ap.add_argument("--suite", choices=("fixture", "base", "both", "none"), default="fixture",
+                    help="speed suites to time (none: accuracy only)")
     ap.add_argument("--accuracy", action="store_true", help="also score FP32, NNCF and method auto on eval.tsv")
+    ap.add_argument("--accuracy-model", type=Path, help="score this classifier instead of the fixture (e.g. "
+                    "runs/unseen/model from unseen_model.py --model-only), calibrated on --calib-data")
+    ap.add_argument("--calib-data", type=Path, default=TUNE, help="calibration rows for --accuracy-model")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
@@ -172,6 +180,9 @@ def main() -> None:
     result = {"machine": machine(), "openvino": openvino.get_version(), "nncf": nncf.__version__, "speed": rows}
     if args.accuracy:
         result["accuracy"] = accuracy(args.out / "fixture", args)
+    if args.accuracy_model:
+        result["accuracy_model"] = str(args.accuracy_model)
+        result["accuracy"] = accuracy(args.out / "accuracy-model", args, args.accuracy_model, args.calib_data)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'result.json'}")
     if args.md:
@@ -205,7 +216,8 @@ def markdown(result: dict, command: str) -> str:
                                                           for b in sizes) + f" | {census} |")
         lines.append("")
     if "accuracy" in result:
-        lines += ["## Accuracy: eval.tsv (1,463 rows), fixture", "", "| model | accuracy | flips vs FP32 |",
+        lines += [f"## Accuracy: eval.tsv (1,463 rows), {result.get('accuracy_model', 'fixture')}", "",
+                  "| model | accuracy | flips vs FP32 |",
                   "|---|---|---|"]
         lines += [f"| {r['model']} | {100 * r['accuracy']:.2f} % | {100 * r['flips_vs_fp32']:.2f} % |"
                   for r in result["accuracy"]]

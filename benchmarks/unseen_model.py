@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--eval-data", type=Path, default=SHARED / "data" / "qnli" / "eval.tsv")
     ap.add_argument("--only", default=",".join(ROWS),
                     help="reproduce rows to run (comma-separated substrings; rows already run are reused)")
+    ap.add_argument("--model-only", action="store_true",
+                    help="stop after fine-tuning and writing unseen.tsv (for other benchmarks to use the model)")
     ap.add_argument("--heldout-check", action="store_true",
                     help="also run --method auto per seed on every unseen row beyond the calibration rows")
     args = ap.parse_args()
@@ -131,6 +133,9 @@ def main() -> None:
     fine_tune(args.base or base_model(args.work), train, model, args.seed, args.epochs)
     unseen = args.work / "unseen.tsv"
     unseen.write_text(rest, encoding="utf-8")
+    if args.model_only:
+        print(f"model: {model}; calibration rows it never saw: {unseen}")
+        return
     qbert("reproduce", "--model", model, "--eval-data", args.eval_data, "--calib-data", unseen,
           "--out", args.work / "reproduce", "--only", args.only)
     print((args.work / "reproduce" / "report.md").read_text())

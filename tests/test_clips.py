@@ -1,4 +1,4 @@
-"""Scale selection (pure numpy): symmetric ranges, percentile keeps negatives, robust to zeros."""
+"""Clip values from statistics (calibration/clips.py, pure numpy): symmetric ranges, percentile keeps negatives, robust to zeros."""
 import numpy as np
 import pytest
 
