@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 
 from qbert.eval.report import render_report
+from qbert.eval.report_embedding import render_embedding_report
 
 
 def load(folder: Path) -> dict:
     report = json.loads((folder / "report.json").read_text())
+    if report.get("task") == "embedding":  # scored by retrieval and FP32 agreement, kept in report.json itself
+        return report
     cached = {}
     for f in sorted((folder / "rows").glob("*.json")):
         row = json.loads(f.read_text())
@@ -38,13 +41,16 @@ def page(report: dict) -> str:
                "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
     if report.get("engine", "ort-cpu") != "ort-cpu":
         command += ["--engine", report["engine"]]
-    body = render_report(report, plots=False).split("\n", 1)[1]  # its own title replaced by the page's
+    embedding = report.get("task") == "embedding"
+    render = render_embedding_report if embedding else render_report
+    body = render(report, plots=False).split("\n", 1)[1]  # its own title replaced by the page's
     m = report.get("machine") or {}
     return "\n".join([
-        f"# The reproduction on {m.get('cpu', 'an unknown CPU')}, {m.get('logical_cores', '?')} cores "
+        f"# The reproduction{' (sentence embeddings)' if embedding else ''} on {m.get('cpu', 'an unknown CPU')}, "
+        f"{m.get('logical_cores', '?')} cores "
         f"({report.get('engine', 'ort-cpu')})", "",
         "Regenerate on a machine of this kind:", "", "```bash", shlex.join(command),
-        f"python benchmarks/results_page.py runs/reproduce <this page>", "```", "",
+        "python benchmarks/results_page.py runs/reproduce <this page>", "```", "",
         "The plots (`kurtosis.png`, `channel_range.png`, …) are written beside report.md in the `--out` folder.",
         body])
 

@@ -56,7 +56,8 @@ def claims(rows: list[dict]) -> list[tuple[str, str, str]]:
     return out
 
 
-def render_embedding_report(report: dict[str, Any]) -> str:
+def render_embedding_report(report: dict[str, Any], plots: bool = True) -> str:
+    """The report as markdown, from report.json's content alone (a saved report renders again)."""
     rows = report["rows"]
     fp = _find(rows, "FP32")
     lines = [*header(report, "# qbert reproduction report (sentence embeddings)", "sentences"),
@@ -87,7 +88,7 @@ def render_embedding_report(report: dict[str, Any]) -> str:
                   + ("" if am["within_budget"] else "; no candidate was within it, so the fewest changed nearest "
                      "neighbours decided") + ")."]
     lines += latency_section(report, rows, fp)
-    lines += outlier_section(report["analysis"], True, "Δ FP32 top-10 neighbours kept pt")
+    lines += outlier_section(report["analysis"], plots, "Δ FP32 top-10 neighbours kept pt")
     lines += ["", "## The study's claims, asked of retrieval", "",
               "| claim | measured here | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in claims(rows)]
