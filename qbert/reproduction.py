@@ -29,11 +29,16 @@ STUDY = {  # the study's published numbers on BERT-base / QNLI (docs/study.md)
 
 
 def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int, engine: str, seeds: int,
-            exact: bool = False) -> str:
+            exact: bool = False, embedding: bool = False) -> str:
     """Inputs that decide a row's numbers; for method auto also what it chooses among (new candidates, new row)."""
     parts: list[Any] = [row.name, row.kind, row.calibrate, fp32_sha, eval_sha, calib_sha, samples, engine, seeds]
     if exact:  # appended only when set, so the keys (and caches) of default-kernel runs stay as they were
         parts.append("exact INT8 kernels")
+    if embedding and (row.calibrate.get("method") == AUTO or row.calibrate.get("auto_fp16")):
+        # the searches judge an embedding model by FP32 neighbours, with its own budget (run_row)
+        from qbert.calibration.judge import EMBEDDING_BUDGET, NEIGHBOURS
+
+        parts.append(["embedding", EMBEDDING_BUDGET, NEIGHBOURS])
     if row.calibrate.get("method") == AUTO:
         from qbert.calibration import select, smooth
 
@@ -58,7 +63,10 @@ def run_row(row: Row, fp32_path: Path, meta: dict, model: Any, calib: str, eval_
     if row.kind == "fp32":
         path = fp32_path
     else:
-        config = CalibrationConfig(data=calib, samples=samples, **row.calibrate)  # the row, as a config
+        settings = dict(row.calibrate)
+        if meta.task == "embedding":  # the rows' budgets are accuracy points: an embedding model's is its own
+            settings.pop("budget", None)  # (points of FP32's top-10 neighbours, judge.EMBEDDING_BUDGET)
+        config = CalibrationConfig(data=calib, samples=samples, **settings)  # the row, as a config
         if config.searches:  # only the searches read labels (a classifier's), a target to judge for, and kernels
             config = replace(config, label2id=label2id if meta.task != "embedding" else None, exact=exact,
                              **({"target": target} if config.method == AUTO else {}))
@@ -303,7 +311,8 @@ def reproduce(model_spec: str, eval_data: str, calib_data: str, out: Path, engin
     results = []
     with progress_bar("reproduce", total=len(rows)) as advance:
         for row in rows:
-            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine, seeds, exact)
+            key = row_key(row, meta.sha256, eval_ds.sha256(), calib_ds.sha256(), samples, engine, seeds, exact,
+                          meta.task == "embedding")
             cached, work = out / "rows" / f"{key}.json", out / "rows" / key
             if cached.is_file():
                 results.append({**read_json(cached), "cached": True})
