@@ -194,7 +194,7 @@ def page(table: list[str], args) -> str:
     return "\n".join([
         f"# INT8 speed on ONNX Runtime CPU: {m['cpu']}, {m['logical_cores']} cores", "",
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}); ONNX Runtime INT8 kernels: "
-        f"{kernel_mode(False)}; {m['ort_int8_path']}.", "", f"Versions: {versions}.", "",
+        f"{kernel_mode(False)}.", "", f"Versions: {versions}.", "",
         f"Regenerate: `{argv}` (models timed in alternating rounds in one run; only ratios within this table "
         "compare).", "", *table, ""])
 

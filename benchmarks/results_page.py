@@ -17,6 +17,7 @@ from pathlib import Path
 
 from qbert.eval.report import render_report
 from qbert.eval.report_embedding import render_embedding_report
+from qbert.reproduction_rows import ROWS
 
 
 def load(folder: Path) -> dict:
@@ -36,21 +37,30 @@ def load(folder: Path) -> dict:
     return report
 
 
-def page(report: dict) -> str:
-    command = ["qbert", "reproduce", "--model", report["model"], "--eval-data", report["eval_data"],
+def page(report: dict, model_as: str | None = None, model_line: str | None = None) -> str:
+    """`model_as`: how the page's command names the model (a shell variable the page defines, say) instead of the
+    path the run used."""
+    command = ["qbert", "reproduce", "--model", model_as or report["model"], "--eval-data", report["eval_data"],
                "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
     if report.get("engine", "ort-cpu") != "ort-cpu":
         command += ["--engine", report["engine"]]
+    ids = [r.get("id") for r in report["rows"]]
+    if None not in ids and ids != [r.id for r in ROWS]:  # a subset: the page's command runs the same rows
+        command += ["--only", ",".join(ids)]
     embedding = report.get("task") == "embedding"
     render = render_embedding_report if embedding else render_report
     body = render(report, plots=False).split("\n", 1)[1]  # its own title replaced by the page's
     m = report.get("machine") or {}
+    line = shlex.join(command)
+    again = ["python", "benchmarks/results_page.py", "runs/reproduce", "<this page>"]
+    if model_as:  # a variable the model_line sets: unquoted, so the shell expands it
+        line = line.replace(shlex.quote(model_as), model_as)
+        again += ["--model-as", model_as, "--model-line", model_line or ""]
     return "\n".join([
         f"# The reproduction{' (sentence embeddings)' if embedding else ''} on {m.get('cpu', 'an unknown CPU')}, "
-        f"{m.get('logical_cores', '?')} cores "
-        f"({report.get('engine', 'ort-cpu')})", "",
-        "Regenerate on a machine of this kind:", "", "```bash", shlex.join(command),
-        "python benchmarks/results_page.py runs/reproduce <this page>", "```", "",
+        f"{m.get('logical_cores', '?')} cores ({report.get('engine', 'ort-cpu')})", "",
+        "Regenerate on a machine of this kind:", "", "```bash", *([model_line] if model_line else []), line,
+        shlex.join(again).replace("'<this page>'", "<this page>"), "```", "",
         "The plots (`kurtosis.png`, `channel_range.png`, …) are written beside report.md in the `--out` folder.",
         body])
 
@@ -59,10 +69,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path, help="a qbert reproduce --out folder")
     ap.add_argument("out", type=Path, help="the markdown page to write")
+    ap.add_argument("--model-as", help="name the model this way in the page's command (e.g. '$M')")
+    ap.add_argument("--model-line", help="a shell line the page's command needs first (e.g. one that sets M)")
     args = ap.parse_args()
     if not (args.folder / "report.json").is_file():
         sys.exit(f"error: {args.folder} holds no report.json; run qbert reproduce --out {args.folder} first")
-    args.out.write_text(page(load(args.folder)))
+    args.out.write_text(page(load(args.folder), args.model_as, args.model_line))
     print(f"wrote {args.out}")
 
 
