@@ -1,5 +1,5 @@
 """The study's rows — what `qbert reproduce` measures, each a name, a kind and the calibration settings it
-varies — and how `--only` picks among them."""
+varies — and how a selection (`only`) picks among them."""
 from __future__ import annotations
 
 import sys
