@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from qbert.calibration.config import CalibrationConfig
-from qbert.calibration.judge import EMBEDDING_BUDGET
+from qbert.calibration.config import CalibrationConfig, Search
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
@@ -42,18 +41,15 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
         raise ConfigError("config", config, "must be a CalibrationConfig(data=…, method=…)")
     config.validate()
     method, placement, samples, seed = config.method, config.placement, config.samples, config.seed
-    fallback, auto_fp16, exact, target = config.fallback, config.auto_fp16, config.exact, config.target
-    include_padding, threads, label2id = config.include_padding, config.threads, config.label2id
-    data, heldout_rows, budget = config.data, config.heldout, config.budget
+    fallback, auto_fp16, include_padding = config.fallback, config.auto_fp16, config.include_padding
+    threads, label2id, data = config.threads, config.label2id, config.data
     choosing = method == AUTO
     chosen_method = None if choosing else method_of(method)
     settings = replace(Settings.of(config), gemm_split=gemm_split)
     judges = {"method": AUTO, "auto_fp16": True}  # the two steps that run INT8 candidates on held-out rows
     embedding = meta.task == "embedding"  # encodes one sentence at a time: calibrate on sentences, not pairs
-    asked_heldout = heldout_rows
-    heldout_rows = heldout_rows or 1000
-    if budget is None:  # an embedding model's budget is in points of FP32's top-10 neighbours lost (judge.py)
-        budget = EMBEDDING_BUDGET if embedding else 0.3 if choosing else 0.5
+    search = Search.of(config, embedding)  # what the searches read, resolved (an embedding model's own budget)
+    asked_heldout = config.heldout
     if chosen_method is not None:
         chosen_method.validate(settings, meta.hidden_size)
     judging = auto_fp16 or choosing  # runs INT8 candidates on held-out rows (sentences, for an embedding model)
@@ -81,7 +77,7 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
                           "{samples} or give more data", samples=samples)
     shuffled = np.random.default_rng(seed).permutation(units)
     rows = np.sort(shuffled[:samples])
-    held_rows = np.sort(shuffled[samples:samples + heldout_rows])  # auto-fp16/auto only: rows not calibrated on
+    held_rows = np.sort(shuffled[samples:samples + search.heldout])  # auto-fp16/auto only: rows not calibrated on
     if judging and asked_heldout and len(held_rows) < asked_heldout:
         raise ConfigError("heldout", asked_heldout, f"the data has {len(held_rows)} rows beyond {{samples=}}; "
                           "lower {heldout} or {samples}, or give more data", samples=samples, heldout=asked_heldout)
@@ -129,13 +125,13 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     elif judging:  # an embedding model: held-out sentences, judged against FP32's own embeddings of them
         held_encoded, held_labels = encode_texts([sentences[i] for i in held_rows], tokenizer, meta.max_length), None
     if choosing:
-        recipe, report = select(model, graph, observed, recipe, target, held_encoded, held_labels, budget,
-                                fallback or [], meta, exact)
+        recipe, report = select(model, graph, observed, recipe, held_encoded, held_labels, search, fallback or [],
+                                meta)
         recipe.calibration["auto_method"] = report
     if auto_fp16:
         from qbert.calibration.auto import auto_fallback
-        recipe, report = auto_fallback(model, recipe, held_encoded, held_labels, budget, meta.pad_token_id,
-                                       exact=exact)
+        recipe, report = auto_fallback(model, recipe, held_encoded, held_labels, search.budget,
+                                       meta.pad_token_id, exact=search.exact)
         recipe.calibration["auto_fp16"] = report
     return recipe
 

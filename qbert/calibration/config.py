@@ -129,3 +129,24 @@ class CalibrationConfig:
         from qbert.calibration.methods import AUTO
 
         return self.method == AUTO or self.auto_fp16
+
+
+@dataclass(frozen=True)
+class Search:
+    """The search config: what method auto and auto mixed precision read, resolved for the model — the budget
+    (default by what judges: 0.3 accuracy points for method auto, 0.5 for auto_fp16, 2 points of FP32's top-10
+    neighbours for an embedding model; judge.py), the held-out rows (default 1,000), the target candidates are
+    judged for, and whether they run on ORT's exact INT8 kernels."""
+    budget: float
+    heldout: int
+    target: str
+    exact: bool
+
+    @classmethod
+    def of(cls, config: CalibrationConfig, embedding: bool = False) -> "Search":
+        from qbert.calibration.judge import AUTO_BUDGET, EMBEDDING_BUDGET, FP16_BUDGET
+        from qbert.calibration.methods import AUTO
+
+        default = EMBEDDING_BUDGET if embedding else AUTO_BUDGET if config.method == AUTO else FP16_BUDGET
+        return cls(default if config.budget is None else config.budget, config.heldout or 1000, config.target,
+                   config.exact)

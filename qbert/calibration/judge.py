@@ -18,6 +18,8 @@ import numpy as np
 
 CONFIDENCE_Z = 1.645  # one-sided 95 % bound on an accuracy drop
 NEIGHBOURS = 10  # an embedding model keeps FP32's top-10 neighbours: the criterion's k
+AUTO_BUDGET = 0.3  # method auto: accuracy points below FP32 on the held-out rows (bound)
+FP16_BUDGET = 0.5  # auto mixed precision: the same
 EMBEDDING_BUDGET = 2.0  # points of FP32's top-10 neighbours an embedding model may lose (bound): ≥ 98 % kept
 
 # One sign for every accuracy change qbert prints or saves: Δ = quantized − FP32, in accuracy points, so a loss is

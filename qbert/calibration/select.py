@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qbert.calibration import groups as G
+from qbert.calibration.config import Search
 from qbert.calibration.emit import emit
 from qbert.calibration.judge import CONFIDENCE_Z, criterion, judge_against, score_of
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
@@ -64,7 +65,6 @@ def histograms() -> bool:
     return any(method_of(m).histograms for _, m, *_ in CANDIDATES)
 
 
-DEFAULT_BUDGET = 0.3  # accuracy points below FP32 on the held-out rows
 RULE = ("fastest candidate whose one-sided 95 % upper bound on the accuracy drop is within the budget; else the "
         "fewest held-out flips vs FP32 (then the lowest bound)")
 
@@ -110,13 +110,14 @@ def _latency(runs: dict[str, Callable[[dict], np.ndarray]], seq: int, vocab: int
     return {k: p50_and_spread(r) for k, r in samples.items()}
 
 
-def select(model: Any, graph: Any, observed: Observed, base: Recipe, target: str, heldout,
-           labels: np.ndarray | None, budget: float, fallback: list[str], meta: Any, exact: bool = False
-           ) -> tuple[Recipe, dict[str, Any]]:
+def select(model: Any, graph: Any, observed: Observed, base: Recipe, heldout, labels: np.ndarray | None,
+           search: Search, fallback: list[str], meta: Any) -> tuple[Recipe, dict[str, Any]]:
     """The chosen recipe and a report of every candidate (held-out accuracy, flips vs FP32, latency or cost),
     each chosen by its registered method from the one observation (`observed`, with the weight rows `needs()`).
     `labels` None: an embedding model, judged by FP32-neighbour agreement on the held-out sentences (judge.py).
-    `exact`: score and time candidates with ORT's non-saturating x86 INT8 kernels (what a VNNI CPU computes)."""
+    `search`: the budget, the target candidates are judged for and, with `exact`, ORT's non-saturating x86 INT8
+    kernels to score and time them with (what a VNNI CPU computes)."""
+    budget, target, exact = search.budget, search.target, search.exact
     pad = meta.pad_token_id
     fp_out = logits_of(model, heldout, 32, pad)
     fp_score = score_of(judge_against(fp_out, fp_out, labels, budget))

@@ -20,7 +20,7 @@ class TorchEngine(Engine):
         it, a sentence-transformers folder runs with its own pooling and anything else as a classifier."""
         import torch
 
-        from qbert.exporter.hf import load_classifier, load_encoder
+        from qbert.exporter.hf import classifier_config, encoder_config
         from qbert.exporter.pooling import read_sentence_transformers
 
         if threads:
@@ -31,8 +31,18 @@ class TorchEngine(Engine):
         if self.pooling is not None and self.pooling.transformer:
             model = str(Path(model).expanduser() / self.pooling.transformer)
         self.hf_spec = model  # the Hugging Face folder or id loaded (its tokenizer's too)
-        self.model, _ = load_classifier(model) if self.pooling is None else load_encoder(model)
+        self.config = classifier_config(model) if self.pooling is None else encoder_config(model)  # checked here
         self.task = "classification" if self.pooling is None else "embedding"
+
+    def activate(self) -> None:
+        from qbert.exporter.hf import load_classifier, load_encoder
+
+        self._model, _ = load_classifier(self.hf_spec) if self.pooling is None else load_encoder(self.hf_spec)
+
+    @property
+    def model(self) -> Any:
+        """The loaded Hugging Face model (loaded on first use)."""
+        return self.active()._model
 
     @property
     def max_length(self) -> int:
@@ -40,12 +50,12 @@ class TorchEngine(Engine):
         cannot be embedded)."""
         from qbert.exporter.arch import positions
 
-        return min(self.declared_length or 128, positions(self.model.config))
+        return min(self.declared_length or 128, positions(self.config))
 
     @property
     def label2id(self) -> dict[str, int]:
         """The model's own label names → class ids (none for an embedding model)."""
-        return dict(self.model.config.label2id) if self.pooling is None else {}
+        return dict(self.config.label2id) if self.pooling is None else {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds)

@@ -90,26 +90,37 @@ def check_classifier(config: Any, spec: str, name: str = "model", embedding_hint
                           "fine-tune it with a classification head first" + hint, pooling="mean")
 
 
-def load_classifier(spec: str, name: str = "model") -> tuple[Any, Any]:
-    """Return (model in eval mode with eager attention, tokenizer); errors name the model argument as `name`."""
-    from transformers import AutoModelForSequenceClassification
-
+def classifier_config(spec: str, name: str = "model") -> Any:
+    """The config of a supported sequence classifier (checked without loading its weights)."""
     config = load_config(spec, name)
     check_classifier(config, spec, name)
-    return _load(spec, name, AutoModelForSequenceClassification, config)
+    return config
 
 
-def load_encoder(spec: str, name: str = "model") -> tuple[Any, Any]:
-    """A plain encoder (the body of a sentence-embedding model, no head) and its tokenizer: (model in eval mode
-    with eager attention, tokenizer). A classifier is refused: its head, not pooling, makes its output."""
-    from transformers import AutoModel
-
+def encoder_config(spec: str, name: str = "model") -> Any:
+    """The config of a supported plain encoder (checked without loading its weights). A classifier is refused:
+    its head, not pooling, makes its output."""
     config = load_config(spec, name)
     check_supported(config.model_type, spec, name)
     if is_classifier(config):
         raise ConfigError(name, spec, f"a sequence classifier (architectures={config.architectures}) is exported "
                           "with its head, as logits; pooling applies to sentence-embedding encoders")
-    return _load(spec, name, AutoModel, config)
+    return config
+
+
+def load_classifier(spec: str, name: str = "model") -> tuple[Any, Any]:
+    """Return (model in eval mode with eager attention, tokenizer); errors name the model argument as `name`."""
+    from transformers import AutoModelForSequenceClassification
+
+    return _load(spec, name, AutoModelForSequenceClassification, classifier_config(spec, name))
+
+
+def load_encoder(spec: str, name: str = "model") -> tuple[Any, Any]:
+    """A plain encoder (the body of a sentence-embedding model, no head) and its tokenizer: (model in eval mode
+    with eager attention, tokenizer)."""
+    from transformers import AutoModel
+
+    return _load(spec, name, AutoModel, encoder_config(spec, name))
 
 
 def _load(spec: str, name: str, auto: Any, config: Any) -> tuple[Any, Any]:
