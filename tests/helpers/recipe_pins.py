@@ -54,23 +54,37 @@ def recipe_print(recipe: Any) -> dict[str, Any]:
             "sites": sites}
 
 
-def graph_print(model: Any) -> dict[str, Any]:
-    """Op counts, dtypes of Q/DQ zero points, and the scales and initializers as numbers."""
-    from onnx import numpy_helper
-
+def _ops(model: Any) -> dict[str, int]:
     ops: dict[str, int] = {}
     for n in model.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    total = [0.0, 0.0]
-    dtypes: dict[str, int] = {}
-    for a in inits.values():
-        dtypes[str(a.dtype)] = dtypes.get(str(a.dtype), 0) + 1
-        f = a.astype(np.float64)
-        total[0] += float(f.sum())
-        total[1] += float(np.abs(f).sum())
-    return {"ops": dict(sorted(ops.items())), "initializer_dtypes": dict(sorted(dtypes.items())),
-            "initializers": len(inits), "initializer_sum": total[0], "initializer_abs_sum": total[1]}
+    return ops
+
+
+def graph_print(model: Any, fp32: Any) -> dict[str, Any]:
+    """What emission decided, independent of how the exporter spelled the FP32 graph (constants as initializers
+    or Constant nodes differ between onnx/onnxscript releases): the ops emission added or removed (counts against
+    the FP32 graph), the Q/DQ scales and zero-point types, and the INT8 weights."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    before, after = _ops(fp32), _ops(model)
+    ops = {k: after.get(k, 0) - before.get(k, 0) for k in {*before, *after}}
+    ops = {k: v for k, v in ops.items() if v}
+    scales, zero_points = [], {}
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scales.extend(np.asarray(values[n.input[1]], np.float64).ravel().tolist())
+            if len(n.input) > 2 and n.input[2] in values:
+                kind = str(values[n.input[2]].dtype)
+                zero_points[kind] = zero_points.get(kind, 0) + 1
+    weights = [a for a in values.values() if a.dtype == np.int8]
+    return {"ops": dict(sorted(ops.items())), "qdq_scales": _numbers(scales),
+            "zero_point_dtypes": dict(sorted(zero_points.items())),
+            "int8_weights": _numbers(np.concatenate([w.ravel() for w in weights]).tolist() if weights else None)}
 
 
 def compute(onnx_path: Path, data: Path) -> dict[str, Any]:
@@ -88,7 +102,7 @@ def compute(onnx_path: Path, data: Path) -> dict[str, Any]:
         entry = {"recipe": recipe_print(recipe)}
         for target in TARGETS:
             q, summary = emit(model, recipe, target)
-            entry[target] = {"graph": graph_print(q), "summary": {k: v for k, v in summary.items()
+            entry[target] = {"graph": graph_print(q, model), "summary": {k: v for k, v in summary.items()
                                                                   if isinstance(v, (int, float, str))}}
         out[name] = entry
     return out
