@@ -201,8 +201,8 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
     return "\n".join(lines)
 
 
-def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None) -> list[str]:
-    """The latency and memory table: every row timed in the same interleaved run."""
+def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None, name: Any = None) -> list[str]:
+    """The latency and memory table: every row timed in the same interleaved run (`name`: how a row is named)."""
     lines: list[str] = []
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
@@ -218,7 +218,7 @@ def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None) -
         lo, hi = r["latency"]["1"].get("p50_spread_ms", [l1, l1])
         speed = f"{fp['latency']['1']['p50_ms'] / l1:.2f}×" if fp else "—"
         size = f"{r['model_bytes'] / fp['model_bytes']:.2f}×" if fp else "—"
-        lines.append(f"| {r['name']} | {l1:.1f} | {lo:.1f}–{hi:.1f} | {l8:.1f} | {speed} | "
+        lines.append(f"| {name(r) if name else r['name']} | {l1:.1f} | {lo:.1f}–{hi:.1f} | {l8:.1f} | {speed} | "
                      f"{r['model_bytes'] / 2**20:.1f} | {size} |")
     return lines
 

@@ -25,6 +25,15 @@ def _recall_text(r: dict) -> str:
     return text + (f" ({100 * min(values):.2f}–{100 * max(values):.2f})" if len(values) > 1 else "")
 
 
+def _name(r: dict) -> str:
+    """A row's name; the searches' names state the classifier's accuracy budget, so theirs say what judged here."""
+    search = r.get("auto_method") or r.get("auto_fp16")
+    if not search:
+        return r["name"]
+    what = "Method auto" if r.get("auto_method") else "Auto mixed precision"
+    return f"{what} (FP32 top-10 neighbours kept, budget {search['budget_points']:g} pt)"
+
+
 def _agreement(r: dict) -> tuple[str, str]:
     a = r.get("agreement")
     if r["kind"] == "fp32":
@@ -76,7 +85,7 @@ def render_embedding_report(report: dict[str, Any], plots: bool = True) -> str:
         cos, kept = _agreement(r)
         act = {"fp32": "FP32", "fp16": "FP16"}.get(r["kind"]) or TARGETS[r["target"]].activation_label
         c = r["census"]
-        lines.append(f"| {r['name']} | {_recall_text(r) if ret else '—'} | {delta} | "
+        lines.append(f"| {_name(r)} | {_recall_text(r) if ret else '—'} | {delta} | "
                      f"{ret.get('mrr@10', float('nan')):.4f} | {ret.get('ndcg@10', float('nan')):.4f} | {cos} | "
                      f"{kept} | {act} / {r['high_precision'].upper()} | {c['integer_gemms']} / {c['float_gemms']} |")
     chooser = _find(rows, "Method auto")
@@ -87,7 +96,7 @@ def render_embedding_report(report: dict[str, Any], plots: bool = True) -> str:
                   f"{am['budget_points']} pt on the drop's one-sided 95 % upper bound"
                   + ("" if am["within_budget"] else "; no candidate was within it, so the fewest changed nearest "
                      "neighbours decided") + ")."]
-    lines += latency_section(report, rows, fp)
+    lines += latency_section(report, rows, fp, _name)
     lines += outlier_section(report["analysis"], plots, "Δ FP32 top-10 neighbours kept pt")
     lines += ["", "## The study's claims, asked of retrieval", "",
               "| claim | measured here | verdict |", "|---|---|---|"]
