@@ -24,7 +24,7 @@ from qbert.eval.stats import summarize
 from qbert.exporter.graph import parse
 from qbert.calibration.select import runner
 from qbert.calibration.targets import TARGETS
-from qbert.ort_session import logits_of, logits_with, sqnr_db
+from qbert.ort_session import logits_with, sqnr_db
 from qbert.progress import progress_bar
 
 ROLES = ("x", "h", "y")
@@ -57,8 +57,7 @@ def site_sensitivity(model: Any, all_sites, stats, keys_per_unit: dict[str, list
         for unit, keys in keys_per_unit.items():
             recipe = Recipe(method="minmax", placement="full", sites={k: scales[k] for k in keys})
             q, _ = emit(model, recipe, target_of_engine(engine))
-            logits = logits_of(q, heldout, batch_size, pad_id) if engine == "ort-cpu" else \
-                logits_with(runner(q, engine), heldout, batch_size, pad_id)
+            logits = logits_with(runner(q, engine), heldout, batch_size, pad_id)
             if labels is None:
                 lost = judged_embeddings(logits, fp_logits, float("inf"))["drop_points"]
                 out[unit] = {"sqnr_db": sqnr_db(fp_logits, logits), "neighbours_lost": lost / 100,
@@ -103,8 +102,7 @@ def analyze(model: Any, meta: dict[str, Any], dataset: Dataset, tokenizer: Any, 
     table = {"hidden_states": [summarize(stats[k]) for k in hidden_keys]}
     for role in ROLES:
         table[role] = [summarize(stats[f"layer.{i}.{role}"]) for i in range(layers)]
-    fp_logits = logits_of(model, enc_h, 32, pad_id) if engine == "ort-cpu" else \
-        logits_with(runner(model, engine), enc_h, 32, pad_id)  # FP32 on the engine the units run on
+    fp_logits = logits_with(runner(model, engine), enc_h, 32, pad_id)  # FP32 on the engine the units run on
     units = {f"layer.{i}": [s.key for s in all_sites if s.key.startswith(f"layer.{i}.")] for i in range(layers)}
     sens = site_sensitivity(model, all_sites, stats, units, enc_h, held_labels, fp_logits, pad_id, engine=engine)
     worst = max(range(layers), key=lambda i: table["y"][i]["kurtosis"])
