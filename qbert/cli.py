@@ -189,9 +189,14 @@ def calibrate(
     exact: bool = typer.Option(False, "--exact", help="--method auto / --auto-fp16: judge candidates with ONNX "
                                "Runtime's non-saturating x86 INT8 kernels — the numbers an AVX-512 VNNI/AMX CPU "
                                "gives — instead of this CPU's default ones (which saturate without VNNI)."),
+    asymmetric: bool = typer.Option(False, "--asymmetric", help="Quantize each activation over the part of its "
+                                    "clip range the calibration data reached (UINT8 with its own zero point: a GELU "
+                                    "or softmax output gets twice the resolution), at the same speed on ort-cpu and "
+                                    "openvino (there on FullyConnected inputs); TensorRT runs symmetric INT8 only."),
 ) -> None:
     """Calibrate an FP32 ONNX and emit a real INT8 Q/DQ ONNX (plus a reusable recipe JSON)."""
     from qbert.api import CalibrationConfig, calibrate as run_calibrate, quantize
+    from qbert.calibration.targets import TARGETS
     from qbert.calibration.methods import AUTO, REGISTRY, Settings
     from qbert.artifacts import load_meta
     from qbert.output_checks import check_outputs
@@ -204,7 +209,7 @@ def calibrate(
     if recipe_in is not None:  # re-emission: calibration flags would silently do nothing
         given = _typed(ctx, "data", "method", "placement", "groups", "percentile", "alpha", "samples", "batch_size",
                        "include_padding", "fp16_fallback", "threads", "auto_fp16", "budget", "heldout", "labels",
-                       "permute", "exact")
+                       "permute", "exact", "asymmetric")
         if given:
             raise QbertError(f"--recipe re-emits a saved calibration, so {', '.join(given)} would do nothing; "
                              f"drop {'it' if len(given) == 1 else 'them'}, or calibrate anew without --recipe")
@@ -216,6 +221,9 @@ def calibrate(
                          "they run the quantized model on labelled rows)")
     elif method in REGISTRY:
         refuse_unread(ctx, REGISTRY[method], Settings(groups="auto" if auto_groups else 4), groups)
+    if asymmetric and not TARGETS[target].takes_grids:
+        raise QbertError(f"--asymmetric: --target {target} runs symmetric INT8 only; drop --asymmetric, or choose "
+                         f"--target {' or '.join(t.name for t in TARGETS.values() if t.takes_grids)}")
     check_flags(ctx)
     if recipe_in is None:
         if data is None:
@@ -225,7 +233,7 @@ def calibrate(
             groups="auto" if auto_groups else integer("--groups", groups),
             permute=permute, include_padding=include_padding, batch_size=batch_size, threads=threads,
             fallback=fallback_patterns(fp16_fallback),
-            auto_fp16=auto_fp16, budget=budget, heldout=heldout, exact=exact,
+            auto_fp16=auto_fp16, budget=budget, heldout=heldout, exact=exact, asymmetric=asymmetric,
             target=target if method == AUTO else "ort-cpu").validate()  # else the target is emission's alone
     recipe_path = recipe_out or Path(str(out_path) + ".recipe.json")
     same_recipe = recipe_in is not None and recipe_path.resolve() == recipe_in.resolve()
@@ -255,7 +263,9 @@ def calibrate(
     shown = REGISTRY[recipe.method].describe(recipe) if recipe.method in REGISTRY else recipe.method
     show(f"calibrated {out_path}", {"method": shown + (f" alpha={recipe.alpha:g}" if recipe.alpha is not None else ""),
                                     "placement": recipe.placement, "target": target,
-                                    "activations": summary["activation_dtype"],
+                                    "activations": summary["activation_dtype"] + (
+                                        f", {summary['asymmetric_sites']} on asymmetric grids"
+                                        if summary.get("asymmetric_sites") else ""),
                                     "high precision": summary["high_precision"],
                                     "quantized tensors": summary["quantized_sites"] or "0 (nothing in INT8)",
                                     "quantized GEMMs": summary["quantized_gemms"],

@@ -180,6 +180,10 @@ CASES = [
      "{d}/unpermuted.recipe.json --out {o}/q.onnx", "permute false"),
     ("calibrate: recipe with a permutation of floats", "calibrate --onnx {d}/m.onnx --recipe "
      "{d}/floatperm.recipe.json --out {o}/q.onnx", "list of channel indices"),
+    ("calibrate: --asymmetric for TensorRT", "calibrate --onnx {d}/m.onnx --data {tsv} --asymmetric --target trt "
+     "--out {o}/q.onnx", "runs symmetric INT8 only"),
+    ("calibrate: --recipe with --asymmetric", "calibrate --onnx {d}/m.onnx --recipe {d}/q.onnx.recipe.json "
+     "--asymmetric --out {o}/x.onnx", "would do nothing"),
     ("calibrate: --exact with minmax", "calibrate --onnx {d}/m.onnx --data {tsv} --exact --out {o}/q.onnx",
      "--exact apply to --method auto and --auto-fp16"),
     ("reproduce: --exact with --engine tensorrt", "reproduce --model {model} --eval-data {tsv} --calib-data "

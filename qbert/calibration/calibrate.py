@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from qbert.calibration.config import CalibrationConfig, Search
+from qbert.calibration.grids import with_grids
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
@@ -106,6 +107,8 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     observed = Observed(stats, rows_max, peg_rows)
     # method auto's base recipe: minmax on `full`, which select() replaces by the candidate it keeps
     choice = (chosen_method or method_of("minmax")).choose(chosen, observed, settings)
+    if config.asymmetric:
+        choice = replace(choice, sites=with_grids(choice.sites, stats))
     recipe = Recipe(
         method=method, placement=placement, sites=choice.sites, **choice.fields,
         permutation=choice.permutation, fallback=dropped,

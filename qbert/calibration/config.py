@@ -29,7 +29,9 @@ class CalibrationConfig:
     is within `budget` points (default 0.5) of FP32 on held-out calibration rows. heldout: how many (more rows
     shrink the noise a small budget must clear: the SE of a paired difference is ≈ √(flip rate / rows)). Both
     need labels; `label2id` maps them, default the model's own. exact: those two judge candidates with ORT's
-    non-saturating x86 INT8 kernels (what an AVX-512 VNNI / AMX CPU computes) instead of this CPU's default ones."""
+    non-saturating x86 INT8 kernels (what an AVX-512 VNNI / AMX CPU computes) instead of this CPU's default ones.
+    asymmetric: quantize each per-tensor activation over the part of its clip range the data reached (UINT8 with a
+    zero point; grids.py) — ort-cpu and openvino run it at the same speed, TensorRT (symmetric only) refuses it."""
 
     data: Any
     method: str = "minmax"
@@ -50,6 +52,7 @@ class CalibrationConfig:
     label2id: dict[str, int] | None = None
     target: str = "ort-cpu"
     exact: bool = False
+    asymmetric: bool = False
 
     def validate(self) -> "CalibrationConfig":
         from qbert.calibration.methods import AUTO, REGISTRY, Settings, method
@@ -94,6 +97,11 @@ class CalibrationConfig:
         if self.method == AUTO and self.auto_fp16 is True:
             raise ConfigError("auto_fp16", self.auto_fp16, "searches held-out rows, as {method=} does: use one of "
                               "them", method=AUTO, auto_fp16=True)
+        if not isinstance(self.asymmetric, bool):
+            raise ConfigError("asymmetric", self.asymmetric, "must be True or False")
+        if self.asymmetric and self.method == AUTO and not TARGETS[self.target].takes_grids:
+            raise ConfigError("asymmetric", self.asymmetric, f"target {self.target} runs symmetric INT8 only; leave "
+                              "it out")
         if not isinstance(self.fallback, list) or not all(isinstance(f, str) for f in self.fallback):
             raise ConfigError("fallback", self.fallback, "must be a list of site keys, globs or roles")
         self._refuse_unused()
@@ -136,11 +144,12 @@ class Search:
     """The search config: what method auto and auto mixed precision read, resolved for the model — the budget
     (default by what judges: 0.3 accuracy points for method auto, 0.5 for auto_fp16, 2 points of FP32's top-10
     neighbours for an embedding model; judge.py), the held-out rows (default 1,000), the target candidates are
-    judged for, and whether they run on ORT's exact INT8 kernels."""
+    judged for, whether they run on ORT's exact INT8 kernels, and whether they use asymmetric grids."""
     budget: float
     heldout: int
     target: str
     exact: bool
+    asymmetric: bool = False
 
     @classmethod
     def of(cls, config: CalibrationConfig, embedding: bool = False) -> "Search":
@@ -149,4 +158,4 @@ class Search:
 
         default = EMBEDDING_BUDGET if embedding else AUTO_BUDGET if config.method == AUTO else FP16_BUDGET
         return cls(default if config.budget is None else config.budget, config.heldout or 1000, config.target,
-                   config.exact)
+                   config.exact, config.asymmetric)

@@ -1,7 +1,8 @@
 """Recipe + FP32 graph + target → Q/DQ ONNX that runs on integer kernels.
 
 - Activations: per-tensor Q→DQ (`trt`: INT8, zero point 0; `ort-cpu`: UINT8, zero point 128 — the same
-  symmetric grid shifted, which is what ORT's fast x86 U8S8 kernels want).
+  symmetric grid shifted, which is what ORT's fast x86 U8S8 kernels want; a site with an asymmetric grid, where
+  the target takes one: UINT8 over [lo, hi] with its own zero point, grids.py).
 - Weights of every GEMM whose input is quantized: INT8 initializer + DequantizeLinear, per output channel
   (axis 1 of the [in, out] MatMul weight).
 - PEG sites: K Slice→Q→DQ groups over contiguous channels; each consuming GEMM becomes K GEMMs over the
@@ -33,10 +34,12 @@ from onnx import helper
 from qbert.calibration import placement as placement_mod
 from qbert.calibration.clips import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
+from qbert.calibration.grids import qparams
+from qbert.calibration.graph_order import drop_unused_initializers, toposort
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
 from qbert.calibration.targets import target as target_of
-from qbert.errors import ConfigError, InternalError, QbertError
+from qbert.errors import ConfigError, QbertError
 from qbert.exporter.graph import BertGraph, Linear, parse
 
 MAX_RATIO = 2.0 ** 15  # per-channel multipliers of a grouped non-GEMM Q/DQ (FP16 holds 2¹⁵ and 2⁻¹⁵)
@@ -52,20 +55,28 @@ class Emitter:
         self.new_nodes: list[Any] = []
         self.counter = 0
         self.quantized_gemms = 0
+        self.asymmetric = 0  # activation Q/DQ emitted on an asymmetric grid
         self.weight_cache: dict[tuple[str, int, int], str] = {}
         self.int8_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.replaced: set[str] = set()  # original GEMM nodes superseded by PEG split GEMMs
         self.side_by_side: dict[tuple[str, ...], tuple[str, str]] = {}  # weights → (concatenated W, bias)
+
+    def grid(self, site: placement_mod.Site, scale: SiteScale) -> list[float] | None:
+        return scale.grid if scale.grid is not None and self.spec.takes_grid(placement_mod.role_of(site.key)) else None
 
     def uid(self, stem: str) -> str:
         self.counter += 1
         return f"qbert/{stem}/{self.counter}"
 
     # -- activations -----------------------------------------------------------------------------------
-    def qdq(self, tensor: str, amax: float, stem: str) -> str:
-        scale = self.inits.add(f"{stem}.scale", np.array(scale_of(amax), dtype=np.float32))
-        dtype = np.int8 if self.spec.activations == "int8" else np.uint8
-        zp = self.inits.add(f"{stem}.zero_point", np.array(self.spec.zero_point, dtype=dtype))
+    def qdq(self, tensor: str, amax: float, stem: str, grid: list[float] | None = None) -> str:
+        """Q→DQ of `tensor` on the target's symmetric grid at `amax`, or UINT8 over `grid` (grids.py)."""
+        if grid is not None:
+            step, point = qparams(grid)
+            self.asymmetric += 1
+        dtype = np.uint8 if grid is not None or self.spec.activations == "uint8" else np.int8
+        scale = self.inits.add(f"{stem}.scale", np.array(step if grid else scale_of(amax), dtype=np.float32))
+        zp = self.inits.add(f"{stem}.zero_point", np.array(point if grid else self.spec.zero_point, dtype=dtype))
         q, dq = f"{stem}.q", f"{stem}.dq"
         self.new_nodes += [helper.make_node("QuantizeLinear", [tensor, scale, zp], [q], name=self.uid(stem + "/Q")),
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]
@@ -200,8 +211,8 @@ class Emitter:
         read = {x for n in keep + self.new_nodes for x in n.input} | {o.name for o in graph.output}
         self.new_nodes = [n for n in self.new_nodes if n.op_type != "DequantizeLinear" or n.output[0] in read]
         del graph.node[:]
-        graph.node.extend(_toposort(keep + self.new_nodes, self.model))
-        _drop_unused_initializers(self.model)
+        graph.node.extend(toposort(keep + self.new_nodes, self.model))
+        drop_unused_initializers(self.model)
         if self.high == "fp16":
             to_fp16(self.model)
         return self.model
@@ -222,18 +233,22 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     em = Emitter(model, target, high, fuse)
     if recipe.permutation is not None:
         fold_stream_permutation(graph, np.asarray(recipe.permutation), em.inits)
-        _drop_unused_initializers(model)  # the unpermuted originals: free them before quantizing
+        drop_unused_initializers(model)  # the unpermuted originals: free them before quantizing
         em.inits = Initializers(model)
     all_sites = placement_mod.sites(graph, recipe.placement)
     linears = {l.name: l for l in graph.linears()}
     in_recipe = [s for s in all_sites if s.key in recipe.sites]  # the rest: high-precision fallback
     in_recipe = [s for s in in_recipe if em.spec.int8_heads or not placement_mod.is_head(s.key)]  # by design
     kept = [s for s in in_recipe if s.key not in em.spec.float_sites]
+    if not em.spec.takes_grids and any(recipe.sites[s.key].grid is not None for s in kept):
+        raise QbertError(f"the recipe has asymmetric activation grids, and target {target} runs symmetric INT8 only: "
+                         "recalibrate it without asymmetric grids for this target")
     for site in kept:
         _emit_site(em, graph, site, recipe.sites[site.key], linears)
     em.finish()
     meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
-            "quantized_sites": len(kept), "fallback": recipe.fallback, "activation_dtype": em.spec.activations}
+            "quantized_sites": len(kept), "fallback": recipe.fallback, "activation_dtype": em.spec.activations,
+            **({"asymmetric_sites": em.asymmetric} if em.asymmetric else {})}
     if len(kept) < len(in_recipe):
         meta["left_in_float_by_target"] = [s.key for s in in_recipe if s.key in em.spec.float_sites]
     return model, meta
@@ -254,7 +269,7 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
         _emit_smoothed(em, site, scale, targets, gemm_nodes, stem, nodes)
         return
     if scale.bounds is None:
-        dq = em.qdq(site.tensor, scale.amax, stem)
+        dq = em.qdq(site.tensor, scale.amax, stem, em.grid(site, scale))
         for name, idx in targets:
             if name in gemm_nodes and idx == 0:
                 em.quantize_linear(gemm_nodes[name], dq)
@@ -317,7 +332,7 @@ def _emit_smoothed(em: Emitter, site: placement_mod.Site, scale: SiteScale, targ
         inv = em.inits.add(f"{stem}.smooth_inv", (1.0 / m).astype(np.float32))
         smoothed = f"{stem}.smoothed"
         em.new_nodes.append(helper.make_node("Mul", [site.tensor, inv], [smoothed], name=em.uid(stem + "/Smooth")))
-    dq = em.qdq(smoothed, scale.amax, stem)
+    dq = em.qdq(smoothed, scale.amax, stem, em.grid(site, scale))
     if others:
         back = em.inits.add(f"{stem}.smooth", m.astype(np.float32))
         unsmoothed = f"{stem}.unsmoothed"
@@ -357,43 +372,3 @@ def _channel_scales(scale: SiteScale) -> np.ndarray:
     for (a, b), m in zip(bounds, amax):
         out[a:b] = scale_of(m)
     return out
-
-
-def _toposort(nodes: list[Any], model: Any) -> list[Any]:
-    ready = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
-    producers: dict[str, int] = {}
-    for i, n in enumerate(nodes):
-        for o in n.output:
-            producers[o] = i
-    order, placed, visiting = [], set(), set()
-
-    def visit(i: int) -> None:
-        stack = [(i, False)]
-        while stack:
-            j, done = stack.pop()
-            if j in placed:
-                continue
-            if done:
-                placed.add(j)
-                order.append(nodes[j])
-                continue
-            if j in visiting:
-                raise InternalError("cycle while emitting the Q/DQ graph")
-            visiting.add(j)
-            stack.append((j, True))
-            for x in nodes[j].input:
-                if x not in ready and x in producers and producers[x] not in placed:
-                    stack.append((producers[x], False))
-
-    for i in range(len(nodes)):
-        visit(i)
-    return order
-
-
-def _drop_unused_initializers(model: Any) -> None:
-    """Delete in place (rebuilding the repeated field would copy every weight once more)."""
-    used = {x for n in model.graph.node for x in n.input}
-    inits = model.graph.initializer
-    for i in reversed(range(len(inits))):
-        if inits[i].name not in used:
-            del inits[i]

@@ -1,6 +1,6 @@
 """Streaming activation statistics: ORT runs the FP32 graph with the observed tensors exposed as outputs.
 
-Per batch, each tensor is reduced at once to: absolute max, per-channel absolute max (hidden-dim tensors),
+Per batch, each tensor is reduced at once to: absolute max and signed extremes, per-channel absolute max and extremes (hidden-dim tensors),
 a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
 bounded by one batch's activations (unlike ORT's calibrators, which keep every activation), and
 variable-length batches are no problem. Padding positions are excluded through the attention mask.
@@ -95,6 +95,10 @@ class TensorStats:
     channel_hist: ChannelHistogram | None = None  # PEG per-group ranges (stream tensors only)
     channel_sum: np.ndarray | None = None  # Σ over tokens of x per channel (bias correction: E[x])
     tokens: int = 0
+    vmin: float = math.inf  # signed extremes (an asymmetric grid's ends, grids.py)
+    vmax: float = -math.inf
+    channel_min: np.ndarray | None = None  # per channel, signed (a smoothed tensor's ends: x/m per channel)
+    channel_max: np.ndarray | None = None
 
 
 def _token_mask(mask: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -188,8 +192,12 @@ class Observer:
             a = np.abs(vals)
             if a.size:
                 st.amax = max(st.amax, float(a.max()))
+                st.vmin, st.vmax = min(st.vmin, float(vals.min())), max(st.vmax, float(vals.max()))
                 if site.layout == "bsh":
                     ch = a.max(axis=0)
+                    lo, hi = vals.min(axis=0), vals.max(axis=0)
+                    st.channel_min = lo if st.channel_min is None else np.minimum(st.channel_min, lo)
+                    st.channel_max = hi if st.channel_max is None else np.maximum(st.channel_max, hi)
                     if self.channel_sums:
                         sums = vals.sum(axis=0, dtype=np.float64)
                         st.channel_sum = sums if st.channel_sum is None else st.channel_sum + sums

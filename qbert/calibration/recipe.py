@@ -137,7 +137,7 @@ class Recipe:
                 raise QbertError(f"{where}: site {key} is a {type(site).__name__}, not a SiteScale (tensor, amax…)")
             if not isinstance(site.tensor, str):
                 raise QbertError(f"{where}: site {key} has no tensor name")
-            for name in ("group_amax", "bounds", "smooth"):
+            for name in ("group_amax", "bounds", "smooth", "grid"):
                 if not isinstance(getattr(site, name), (list, type(None))):
                     raise QbertError(f"{where}: site {key}: {name} must be a list (or null), not "
                                      f"{getattr(site, name)!r} — recalibrate")
@@ -157,6 +157,9 @@ class Recipe:
                                             or not all(_positive(v) for v in site.smooth)):
                 raise QbertError(f"{where}: site {key} has smoothing factors that are not a list of finite "
                                  "numbers > 0 (or sits on PEG groups) — recalibrate")
+            if site.grid is not None and not _grid_ok(site):
+                raise QbertError(f"{where}: site {key} has grid {site.grid!r}; an asymmetric grid is [lo, hi] with "
+                                 "lo ≤ 0 ≤ hi, lo < hi, within [-amax, amax], on a per-tensor site — recalibrate")
         smoothed = any(site.smooth is not None for site in self.sites.values())
         grouped = {k: s.bounds for k, s in self.sites.items() if s.bounds}
         if self.method in REGISTRY:  # the fields its method implies, and none it does not
@@ -257,3 +260,11 @@ def _positive(v: Any, least: float = FLOAT32_TINY) -> bool:
     """A usable clip value or smoothing factor: a finite number that stays itself, a positive normal float32, when
     cast into the graph (1e-300 would become 0, or be raised to a floor, without a word)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and least <= v < FLOAT32_MAX
+
+
+def _grid_ok(site: SiteScale) -> bool:
+    g = site.grid
+    return isinstance(g, list) and len(g) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                        and math.isfinite(v) for v in g) \
+        and -site.amax <= g[0] <= 0.0 <= g[1] <= site.amax and g[0] < g[1] \
+        and (site.bounds is None or site.smooth is not None)

@@ -24,6 +24,7 @@ faster.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ import numpy as np
 from qbert.calibration import groups as G
 from qbert.calibration.config import Search
 from qbert.calibration.emit import emit
+from qbert.calibration.grids import with_grids
 from qbert.calibration.judge import CONFIDENCE_Z, criterion, judge_against, score_of
 from qbert.calibration.placement import apply_fallback, sites as placement_sites
 from qbert.calibration.recipe import Recipe
@@ -131,6 +133,8 @@ def select(model: Any, graph: Any, observed: Observed, base: Recipe, heldout, la
             chosen, dropped = apply_fallback(placement_sites(graph, placement), [*fallback, *keep], strict=False)
             settings = Settings(placement=placement, percentile=pct, groups=groups)
             choice = method_of(method).choose(chosen, observed, settings)
+            if search.asymmetric:
+                choice = replace(choice, sites=with_grids(choice.sites, observed.stats))
             recipe = Recipe(**{**base.__dict__, "method": method, "placement": placement, "sites": choice.sites,
                                **choice.fields, "permutation": choice.permutation, "fallback": dropped})
             q, summary = emit(model, recipe, spec.judged_on)

@@ -12,4 +12,6 @@ class SiteScale:
     group_amax: list[float] | None = None  # PEG: one clip value per contiguous group (in permuted order)
     bounds: list[list[int]] | None = None  # PEG: [start, end) of each group along the channel axis
     smooth: list[float] | None = None  # per-channel divisor m the GEMMs read x/m with (m·W in the weights):
-    # SmoothQuant, or a PEG `--groups auto` GEMM input (its non-GEMM readers, if any, keep group_amax/bounds)
+    # SmoothQuant, or a PEG groups `auto` GEMM input (its non-GEMM readers, if any, keep group_amax/bounds)
+    grid: list[float] | None = None  # asymmetric activations: [lo, hi] of the quantized tensor (x/m where
+    # smoothed), lo ≤ 0 ≤ hi, within [-amax, amax]; 255 steps over it instead of 254 over [-amax, amax] (grids.py)

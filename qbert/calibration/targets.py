@@ -19,6 +19,12 @@ TensorRT cannot build it: no other module tests a target's name.
   Q/DQ pairs compiles). The pooler and classifier run in INT8 here too (`int8_heads`): with them, every GEMM of
   the graph is an INT8 FullyConnected in OpenVINO's compiled model, as in NNCF's. Elsewhere they stay in high
   precision (`head.<n>` sites of the recipe are not emitted).
+
+Asymmetric grids (grids.py; a recipe calibrated with `asymmetric`): `ort-cpu` emits each as UINT8 with its own
+zero point (ONNX Runtime's U8S8 kernels take any zero point at the same cost); `openvino` on the inputs of
+FullyConnected layers only (UINT8 with a zero point, as NNCF's mixed preset quantizes them), the attention
+MatMuls' inputs keeping the signed symmetric form its attention fusion needs; `trt` runs symmetric INT8 only and
+refuses them.
 """
 from __future__ import annotations
 
@@ -43,6 +49,15 @@ class Target:
     refused_by: tuple[str, ...] = ()  # engine kinds that refuse this target's artefacts (another target's form)
     misread_by: tuple[str, ...] = ()  # engine kinds that run them, but measure neither this target nor their own
     why_not_tensorrt: str = ""  # why a TensorRT build refuses this target's artefacts ("" where it builds them)
+    grid_roles: tuple[str, ...] | None = ()  # site roles emitted on an asymmetric grid: None every role, () none
+
+    @property
+    def takes_grids(self) -> bool:
+        return self.grid_roles is None or bool(self.grid_roles)
+
+    def takes_grid(self, role: str) -> bool:
+        """Whether a site of this role is emitted on its asymmetric grid (where the recipe has one)."""
+        return self.grid_roles is None or role in self.grid_roles
 
     @property
     def zero_point(self) -> int:
@@ -56,12 +71,13 @@ class Target:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("ort-cpu", "uint8", "fp32", "ort-cpu", "ort-cpu", True, "U8 activations, FP32 elsewhere",
-           runtime="ORT CPU", why_not_tensorrt="U8 activations, zero point 128, which TensorRT cannot run"),
+           runtime="ORT CPU", why_not_tensorrt="U8 activations, zero point 128, which TensorRT cannot run",
+           grid_roles=None),
     Target("trt", "int8", "fp16", "tensorrt", "ort-cpu", False, "S8 activations, FP16 elsewhere",
            runtime="TensorRT", high_precisions=("fp16", "fp32"), misread_by=("ort-cpu", "openvino")),
     Target("openvino", "int8", "fp32", "openvino", "openvino", True, "S8 activations, FP32 elsewhere",
            float_sites=("emb.sum1", "emb.sum2"), int8_heads=True, runtime="OpenVINO CPU, f32",
-           refused_by=("ort-cpu",),
+           refused_by=("ort-cpu",), grid_roles=("emb.ln", "emb.proj", "context", "x", "a", "z", "head"),
            why_not_tensorrt="FP32 high precision, not the FP16 a strongly typed TensorRT network runs"),
 )}
 
