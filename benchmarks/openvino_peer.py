@@ -8,7 +8,8 @@ qbert's previous best CPU deployment), plus FP32 on both runtimes; every model t
 each INT8 model's ratio to NNCF (> 1: faster than NNCF), and OpenVINO's census of each model it runs.
 
 Accuracy (`--accuracy`): on eval.tsv (never tuned on), FP32, NNCF INT8 and qbert `--method auto --target openvino`
-(calibrated on tune.tsv), each with accuracy and the share of FP32's predictions it flips.
+with symmetric and with asymmetric activation grids (`--asymmetric`), calibrated on tune.tsv, each with accuracy
+and the share of FP32's predictions it flips.
 
     python benchmarks/openvino_peer.py --suite fixture --accuracy     # ≈ 15 min on 2 cores
     python benchmarks/openvino_peer.py --suite base                   # bert-base shape, speed only
@@ -132,11 +133,12 @@ def accuracy(work: Path, args, model_dir: Path = FIXTURE, calib: Path = TUNE) ->
     if not fp32.exists():
         qbert("export", "--model", model_dir, "--out", fp32)
     nncf_int8(fp32, work / "nncf.xml", str(model_dir), calib=calib)
-    auto = work / "openvino-auto.onnx"
-    qbert("calibrate", "--onnx", fp32, "--data", calib, "--method", "auto", "--target", "openvino",
-          "--samples", args.samples, "--out", auto)  # anew each run, like the speed rows
-    models = {"FP32": ("openvino", fp32), "NNCF INT8": ("openvino", work / "nncf.xml"),
-              "qbert method auto --target openvino": ("openvino", auto)}
+    models = {"FP32": ("openvino", fp32), "NNCF INT8": ("openvino", work / "nncf.xml")}
+    for extra in ((), ("--asymmetric",)):  # anew each run, like the speed rows
+        auto = work / f"openvino-auto{'-asymmetric' if extra else ''}.onnx"
+        qbert("calibrate", "--onnx", fp32, "--data", calib, "--method", "auto", "--target", "openvino",
+              "--samples", args.samples, *extra, "--out", auto)
+        models[" ".join(("qbert method auto --target openvino", *extra))] = ("openvino", auto)
     label2id = json.loads((fp32.parent / "fp32.onnx.json").read_text())["label2id"]
     ds = load_dataset_spec(str(EVAL), label2id)
     enc = encode(ds, load_tokenizer(str(model_dir)), 128)
