@@ -224,7 +224,38 @@ def markdown(result: dict, command: str) -> str:
         lines += [f"| {r['model']} | {100 * r['accuracy']:.2f} % | {100 * r['flips_vs_fp32']:.2f} % |"
                   for r in result["accuracy"]]
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + goals(result))
+
+
+def goals(result: dict) -> list[str]:
+    """The issue's goals read off this run: speed ≥ 1.0× NNCF (aim 1.15×), 100 % of GEMM MACs in INT8, method
+    auto within 0.3 pt of FP32 and flipping no more of FP32's predictions than NNCF."""
+    out = ["## Read against the goals", ""]
+    for name in ("qbert minmax --target openvino", "qbert PEG auto --target openvino"):
+        rows = [r for r in result["speed"] if r["model"].startswith(name)]
+        if rows:
+            ratios = [x for r in rows for x in r["x_nncf"].values()]
+            out.append(f"- Speed, {name.removeprefix('qbert ')} against NNCF's INT8: {min(ratios):.2f}–"
+                       f"{max(ratios):.2f}× over {', '.join(r['suite'] for r in rows)} at batch "
+                       f"{', '.join(map(str, rows[0]['x_nncf']))}: ≥ 1.0× {'met' if min(ratios) >= 1.0 else 'not met'}"
+                       f"; the 1.15× aim {'met' if min(ratios) >= 1.15 else 'not reached'}.")
+    census = [r["census"] for r in result["speed"] if r.get("census") and r["model"].startswith("qbert")]
+    if census:
+        share = min(c["integer_mac_share"] for c in census)
+        left = sorted({c["fakequantize_left"] for c in census})
+        out.append(f"- Census of qbert's `--target openvino` graphs: {'' if share == 1 else 'at least '}{share:.2%} of "
+                   f"GEMM MACs in INT8, {' to '.join(map(str, left[::max(1, len(left) - 1)]))} FakeQuantize left.")
+    acc = {r["model"]: r for r in result.get("accuracy", [])}
+    if "FP32" in acc and "NNCF INT8" in acc:
+        fp, nncf = acc["FP32"], acc["NNCF INT8"]
+        for name, r in acc.items():
+            if name.startswith("qbert"):
+                delta = 100 * (r["accuracy"] - fp["accuracy"])
+                out.append(f"- `{name.removeprefix('qbert ')}`: {delta:+.2f} pt vs FP32 (within 0.3 pt: "
+                           f"{'yes' if delta >= -0.3 else 'no'}), {100 * r['flips_vs_fp32']:.2f} % flips against "
+                           f"NNCF's {100 * nncf['flips_vs_fp32']:.2f} % (no more than NNCF: "
+                           f"{'yes' if r['flips_vs_fp32'] <= nncf['flips_vs_fp32'] else 'no'}).")
+    return out + [""]
 
 
 if __name__ == "__main__":
