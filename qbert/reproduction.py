@@ -112,8 +112,12 @@ def seed_key(meta: Any) -> str:
 
 
 def _chosen(recipe: Any) -> str:
+    """What a search kept: method auto's candidate name (it tells α and the grids apart), else the recipe's method,
+    placement, groups and the roles auto mixed precision left in high precision."""
     from qbert.calibration.placement import role_of
 
+    if (getattr(recipe, "calibration", None) or {}).get("auto_method"):
+        return recipe.calibration["auto_method"]["chosen"]
     roles = sorted({role_of(k) for k in recipe.fallback or []})
     grouped = recipe.method in REGISTRY and REGISTRY[recipe.method].grouping
     return (f"{recipe.method}, {recipe.placement}" + (f", groups={recipe.groups}" if grouped else "")

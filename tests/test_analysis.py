@@ -266,6 +266,9 @@ def test_reproduce_names_a_choice_by_method_placement_groups_and_kept_roles():
     kept = SimpleNamespace(method="smoothquant", placement="gemm", groups=1,
                            fallback=["layer.1.a", "layer.0.a", "emb.ln"])
     assert _chosen(kept) == "smoothquant, gemm, a/emb.ln in high precision"
+    searched = SimpleNamespace(method="smoothquant", placement="gemm", groups=1, fallback=[],
+                               calibration={"auto_method": {"chosen": "smoothquant α=1, gemm, asymmetric"}})
+    assert _chosen(searched) == "smoothquant α=1, gemm, asymmetric"  # method auto's candidate: α and grids told apart
 
 
 def test_the_analyze_command_writes_plots_and_json_together(tiny_onnx, tmp_path, monkeypatch):
