@@ -46,6 +46,10 @@ def test_smoothed_grid_reads_each_channel_divided_by_its_factor():
     assert grid_of(SiteScale("t", amax=4.0, smooth=m), st) == [-4.0, 1.0]
 
 
+def test_a_constant_tensor_keeps_the_symmetric_grid():
+    assert grid_of(SiteScale("t", amax=1e-8), stats(0.0, 1e-9)) is None  # (hi − lo)/255 below the least scale
+
+
 def test_zero_is_exactly_a_level():
     for grid in ([-0.17, 4.0], [0.0, 1.0], [-3.0, 0.01], [-1e-3, 7.5]):
         scale, zp = qparams(grid)
@@ -119,7 +123,8 @@ def test_recipe_keeps_and_checks_grids(asym_recipe, tmp_path):
     asym.save(path)
     assert Recipe.load(path).sites == asym.sites
     key = next(k for k, s in asym.sites.items() if s.grid is not None)
-    for bad in ([0.1, 1.0], [-1.0, -0.5], [-1.0, asym.sites[key].amax * 2], [0.0, 0.0], "x", [1]):
+    for bad in ([0.1, 1.0], [-1.0, -0.5], [-1.0, asym.sites[key].amax * 2], [0.0, 0.0], "x", [1],
+                [0.0, 1e-44], [-1e-45, 0.0], [0.0, 1e-9]):  # too narrow: a zero or subnormal scale in the graph
         data = json.loads(path.read_text())
         data["sites"][key]["grid"] = bad
         data.pop("checksum", None)
@@ -153,6 +158,10 @@ def test_refusals(tiny_onnx, tiny_tsv, tmp_path):
     r = invoke("calibrate", "--onnx", tiny_onnx, "--recipe", tmp_path / "a.onnx.recipe.json", "--target", "trt",
                "--out", tmp_path / "c.onnx")
     assert r.exit_code != 0 and "symmetric INT8 only" in r.output and not (tmp_path / "c.onnx").exists()
+    assert "--method auto --target trt" in r.output and "without --asymmetric" in r.output  # a fix that works
+    r = invoke("build", "--onnx", tmp_path / "a.onnx", "--out", tmp_path / "a.plan")  # not "re-emit for trt"
+    assert r.exit_code != 0 and "asymmetric grids" in r.output and "--method auto --target trt" in r.output
+    assert "re-emit" not in r.output and not (tmp_path / "a.plan").exists()
 
 
 @requires_fixture

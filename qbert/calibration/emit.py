@@ -241,8 +241,9 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     in_recipe = [s for s in in_recipe if em.spec.int8_heads or not placement_mod.is_head(s.key)]  # by design
     kept = [s for s in in_recipe if s.key not in em.spec.float_sites]
     if not em.spec.takes_grids and any(recipe.sites[s.key].grid is not None for s in kept):
-        raise QbertError(f"the recipe has asymmetric activation grids, and target {target} runs symmetric INT8 only: "
-                         "recalibrate it without asymmetric grids for this target")
+        raise QbertError(f"the recipe has asymmetric activation grids, and {target} runs symmetric INT8 only: "
+                         "calibrate anew for it ({method=} {target=}, or a fixed method without {asymmetric})",
+                         method="auto", target=target, asymmetric=True)
     for site in kept:
         _emit_site(em, graph, site, recipe.sites[site.key], linears)
     em.finish()

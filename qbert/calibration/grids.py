@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from qbert.calibration.clips import TINY
 from qbert.calibration.site_scale import SiteScale
 
 
@@ -37,7 +38,7 @@ def grid_of(scale: SiteScale, stats: Any) -> list[float] | None:
         return None
     amax = float(scale.amax)
     lo, hi = min(max(lo, -amax), 0.0), max(min(hi, amax), 0.0)  # zero stays exact on the grid (padding, ReLU)
-    if hi - lo <= 0.0:
+    if (hi - lo) / 255.0 < TINY:  # a (near-)constant tensor: the symmetric grid's floor scale is the safe one
         return None
     return [lo, hi]
 

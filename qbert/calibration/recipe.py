@@ -159,7 +159,8 @@ class Recipe:
                                  "numbers > 0 (or sits on PEG groups) — recalibrate")
             if site.grid is not None and not _grid_ok(site):
                 raise QbertError(f"{where}: site {key} has grid {site.grid!r}; an asymmetric grid is [lo, hi] with "
-                                 "lo ≤ 0 ≤ hi, lo < hi, within [-amax, amax], on a per-tensor site — recalibrate")
+                                 "lo ≤ 0 ≤ hi, hi − lo ≥ 255 × 1e-8, within [-amax, amax], on a per-tensor site — "
+                                 "recalibrate")
         smoothed = any(site.smooth is not None for site in self.sites.values())
         grouped = {k: s.bounds for k, s in self.sites.items() if s.bounds}
         if self.method in REGISTRY:  # the fields its method implies, and none it does not
@@ -263,8 +264,12 @@ def _positive(v: Any, least: float = FLOAT32_TINY) -> bool:
 
 
 def _grid_ok(site: SiteScale) -> bool:
+    """[lo, hi] with lo ≤ 0 ≤ hi inside [-amax, amax], wide enough for a usable step ((hi − lo)/255 at least the
+    least scale qbert emits: a narrower grid would put a zero or subnormal scale in the graph), per-tensor."""
+    from qbert.calibration.clips import TINY
+
     g = site.grid
     return isinstance(g, list) and len(g) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                                         and math.isfinite(v) for v in g) \
-        and -site.amax <= g[0] <= 0.0 <= g[1] <= site.amax and g[0] < g[1] \
+        and -site.amax <= g[0] <= 0.0 <= g[1] <= site.amax and (g[1] - g[0]) / 255 >= TINY \
         and (site.bounds is None or site.smooth is not None)
