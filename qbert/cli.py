@@ -221,7 +221,7 @@ def calibrate(
                          "they run the quantized model on labelled rows)")
     elif method in REGISTRY:
         refuse_unread(ctx, REGISTRY[method], Settings(groups="auto" if auto_groups else 4), groups)
-    if asymmetric and not TARGETS[target].takes_grids:
+    if asymmetric and target in TARGETS and not TARGETS[target].takes_grids:  # an unknown target: refused below
         raise QbertError(f"--asymmetric: --target {target} runs symmetric INT8 only; drop --asymmetric, or choose "
                          f"--target {' or '.join(t.name for t in TARGETS.values() if t.takes_grids)}")
     check_flags(ctx)

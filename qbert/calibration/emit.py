@@ -71,12 +71,14 @@ class Emitter:
     # -- activations -----------------------------------------------------------------------------------
     def qdq(self, tensor: str, amax: float, stem: str, grid: list[float] | None = None) -> str:
         """Q→DQ of `tensor` on the target's symmetric grid at `amax`, or UINT8 over `grid` (grids.py)."""
-        if grid is not None:
-            step, point = qparams(grid)
+        if grid is None:
+            step, point = scale_of(amax), self.spec.zero_point
+            dtype = np.uint8 if self.spec.activations == "uint8" else np.int8
+        else:
+            (step, point), dtype = qparams(grid), np.uint8
             self.asymmetric += 1
-        dtype = np.uint8 if grid is not None or self.spec.activations == "uint8" else np.int8
-        scale = self.inits.add(f"{stem}.scale", np.array(step if grid else scale_of(amax), dtype=np.float32))
-        zp = self.inits.add(f"{stem}.zero_point", np.array(point if grid else self.spec.zero_point, dtype=dtype))
+        scale = self.inits.add(f"{stem}.scale", np.array(step, dtype=np.float32))
+        zp = self.inits.add(f"{stem}.zero_point", np.array(point, dtype=dtype))
         q, dq = f"{stem}.q", f"{stem}.dq"
         self.new_nodes += [helper.make_node("QuantizeLinear", [tensor, scale, zp], [q], name=self.uid(stem + "/Q")),
                            helper.make_node("DequantizeLinear", [q, scale, zp], [dq], name=self.uid(stem + "/DQ"))]

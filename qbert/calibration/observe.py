@@ -1,7 +1,7 @@
 """Streaming activation statistics: ORT runs the FP32 graph with the observed tensors exposed as outputs.
 
-Per batch, each tensor is reduced at once to: absolute max and signed extremes, per-channel absolute max and extremes (hidden-dim tensors),
-a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
+Per batch, each tensor is reduced at once to: absolute max and signed extremes, per-channel absolute max and
+signed extremes (hidden-dim tensors), a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
 bounded by one batch's activations (unlike ORT's calibrators, which keep every activation), and
 variable-length batches are no problem. Padding positions are excluded through the attention mask.
 """
