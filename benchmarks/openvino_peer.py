@@ -228,8 +228,8 @@ def markdown(result: dict, command: str) -> str:
 
 
 def goals(result: dict) -> list[str]:
-    """The benchmark's goals (the module docstring) read off this run: speed ≥ 1.0× NNCF (aim 1.15×), 100 % of GEMM MACs in INT8, method
-    auto within 0.3 pt of FP32 and flipping no more of FP32's predictions than NNCF."""
+    """The goals in the module docstring, read off this run: speed ≥ 1.0× NNCF (aim 1.15×), 100 % of GEMM MACs in
+    INT8, method auto within 0.3 pt of FP32 and flipping no more of FP32's predictions than NNCF."""
     out = ["## Read against the goals", ""]
     for name in ("qbert minmax --target openvino", "qbert PEG auto --target openvino"):
         rows = [r for r in result["speed"] if r["model"].startswith(name)]
