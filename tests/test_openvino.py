@@ -130,6 +130,7 @@ def test_method_auto_scores_and_times_candidates_on_openvino(fp32, tmp_path):
     assert len(report["candidates"]) + len(report.get("skipped", [])) == len(CANDIDATES)
     assert all(s["reason"] for s in report.get("skipped", []))
     assert any("a in high precision" in c["name"] for c in report["candidates"])  # timed: the FP32-FFN2 candidate
+    assert any("p/v in high precision, asymmetric" in c["name"] for c in report["candidates"])  # fused by OpenVINO
     assert report["target"] == "openvino"
     recipe.save(tmp_path / "auto.recipe.json")  # re-emitted for another target: no table, one line saying whose it is
     r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--recipe", str(tmp_path / "auto.recipe.json"),
@@ -255,3 +256,30 @@ def test_analyze_scores_each_layer_on_openvino(tiny_onnx, tiny_tsv, tmp_path):
     r = runner.invoke(app, ["analyze", "--onnx", str(tiny_onnx), "--data", str(tiny_tsv), "--engine", "tensorrt",
                             "--out", str(tmp_path / "trt")])
     assert r.exit_code == 2 and "--engine tensorrt: choose one of ort-cpu, openvino" in r.stderr, r.output
+
+
+def test_attention_left_to_openvino_still_runs_every_gemm_in_int8(fp32, tmp_path):
+    """The candidate that leaves P·V's inputs unquantized (as NNCF does): no Q/DQ on the softmax output or V, and
+    OpenVINO's census still counts every GEMM, attention included, in INT8 with each block fused."""
+    from qbert.calibration import select
+    from qbert.calibration.targets import target
+
+    only = [c for c in select.CANDIDATES if c.fused_attention]
+    assert only and all(c.keep == ("p", "v") for c in only)
+    assert not any(c.fused_attention for c in select.candidates_for(target("ort-cpu"), False))
+    assert not any(c.fused_attention for c in select.candidates_for(target("trt"), False))
+    data = write_tsv(tmp_path / "c.tsv", 96, seed=5)
+    out = tmp_path / "pv.onnx"
+    r = runner.invoke(app, ["calibrate", "--onnx", str(fp32), "--data", str(data), "--samples", "64", "--method",
+                            "smoothquant", "--alpha", "1.0", "--asymmetric", "--fp16-fallback", "p,v", "--target",
+                            "openvino", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    model = onnx.load(str(out))
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert not any("Softmax" in t for t in quantized)
+    from qbert.engines import open_engine
+
+    with open_engine("openvino", str(out)) as engine:
+        census = engine.census(batch=1, seq=32)
+    assert census["fused_attention_blocks"] == LAYERS and census["float_gemms"] == 0
+    assert census["integer_mac_share"] == 1.0

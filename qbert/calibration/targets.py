@@ -50,6 +50,8 @@ class Target:
     misread_by: tuple[str, ...] = ()  # engine kinds that run them, but measure neither this target nor their own
     why_not_tensorrt: str = ""  # why a TensorRT build refuses this target's artefacts ("" where it builds them)
     grid_roles: tuple[str, ...] | None = ()  # site roles emitted on an asymmetric grid: None every role, () none
+    fuses_attention: bool = False  # its runtime runs Q·Kᵀ, softmax and P·V as one INT8 block even with P·V's
+    # inputs left unquantized in the graph (OpenVINO's census of such a graph: every GEMM INT8, attention fused)
 
     @property
     def takes_grids(self) -> bool:
@@ -78,6 +80,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("openvino", "int8", "fp32", "openvino", "openvino", True, "S8 activations, FP32 elsewhere",
            float_sites=("emb.sum1", "emb.sum2"), int8_heads=True, runtime="OpenVINO CPU, f32",
            refused_by=("ort-cpu",), grid_roles=("emb.ln", "emb.proj", "context", "x", "a", "z", "head"),
+           fuses_attention=True,
            why_not_tensorrt="FP32 high precision, not the FP16 a strongly typed TensorRT network runs"),
 )}
 
