@@ -97,7 +97,8 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     rows_max = weight_rows(graph, chosen) if needs else {}
     peg_rows = unshared(graph, rows_max, chosen) if "unshared" in needs else {}
     observer = Observer(model, chosen, histograms=search_histograms() if choosing else chosen_method.histograms,
-                        include_padding=include_padding, threads=threads, consume=consume)
+                        include_padding=include_padding, threads=threads, consume=consume,
+                        extremes=choosing or config.asymmetric)  # method auto offers asymmetric candidates
     if consume:
         del model, graph  # peak memory: ORT's copy of the weights is enough from here on
     with progress_bar(f"calibrate [{method}]", total=len(encoded)) as advance:

@@ -1,7 +1,7 @@
 """Streaming activation statistics: ORT runs the FP32 graph with the observed tensors exposed as outputs.
 
-Per batch, each tensor is reduced at once to: absolute max and signed extremes, per-channel absolute max and
-signed extremes (hidden-dim tensors), a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
+Per batch, each tensor is reduced at once to: absolute max, per-channel absolute max (hidden-dim tensors),
+signed extremes per tensor and per channel where asked for (asymmetric grids), a histogram of |x| whose range doubles as needed, and NaN/Inf counts. Nothing else is kept, so memory is
 bounded by one batch's activations (unlike ORT's calibrators, which keep every activation), and
 variable-length batches are no problem. Padding positions are excluded through the attention mask.
 """
@@ -132,10 +132,11 @@ class Observer:
 
     def __init__(self, model, sites: list[Site], histograms: bool, include_padding: bool = False,
                  threads: int | None = None, bins: int = 4096, analysis: bool = False, consume: bool = False,
-                 channel_histograms: bool = False, channel_sums: bool = False):
+                 channel_histograms: bool = False, channel_sums: bool = False, extremes: bool = False):
         """`channel_histograms` keeps a ChannelHistogram per stream tensor (PEG's per-group ranges);
-        `channel_sums` the per-channel sum of x (bias correction's E[x]) — both off unless asked for: they cost
-        every observed batch.
+        `channel_sums` the per-channel sum of x (bias correction's E[x]); `extremes` the signed min and max per
+        tensor and per channel (asymmetric grids, grids.py) — all off unless asked for: they cost every observed
+        batch.
         `consume=True` lets the observer move the model's weights out to a temporary file for ORT to load
         (the caller must not use `model` afterwards): session creation then never holds two copies."""
         import onnx
@@ -175,6 +176,7 @@ class Observer:
         self.analysis = analysis
         self.channel_histograms = channel_histograms
         self.channel_sums = channel_sums
+        self.extremes = extremes
         self.stats = {s.key: TensorStats(hist=AbsHistogram(bins, energy=analysis) if histograms or analysis
                                          else None) for s in sites}
 
@@ -192,12 +194,14 @@ class Observer:
             a = np.abs(vals)
             if a.size:
                 st.amax = max(st.amax, float(a.max()))
-                st.vmin, st.vmax = min(st.vmin, float(vals.min())), max(st.vmax, float(vals.max()))
+                if self.extremes:
+                    st.vmin, st.vmax = min(st.vmin, float(vals.min())), max(st.vmax, float(vals.max()))
                 if site.layout == "bsh":
                     ch = a.max(axis=0)
-                    lo, hi = vals.min(axis=0), vals.max(axis=0)
-                    st.channel_min = lo if st.channel_min is None else np.minimum(st.channel_min, lo)
-                    st.channel_max = hi if st.channel_max is None else np.maximum(st.channel_max, hi)
+                    if self.extremes:
+                        lo, hi = vals.min(axis=0), vals.max(axis=0)
+                        st.channel_min = lo if st.channel_min is None else np.minimum(st.channel_min, lo)
+                        st.channel_max = hi if st.channel_max is None else np.maximum(st.channel_max, hi)
                     if self.channel_sums:
                         sums = vals.sum(axis=0, dtype=np.float64)
                         st.channel_sum = sums if st.channel_sum is None else st.channel_sum + sums
