@@ -34,7 +34,7 @@ from onnx import helper
 from qbert.calibration import placement as placement_mod
 from qbert.calibration.clips import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
-from qbert.calibration.grids import qparams
+from qbert.calibration.grids import FOR_TENSORRT, FOR_TENSORRT_MENTIONS, qparams
 from qbert.calibration.graph_order import drop_unused_initializers, toposort
 from qbert.calibration.peg import Initializers, fold_stream_permutation
 from qbert.calibration.recipe import Recipe, SiteScale
@@ -244,8 +244,7 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     kept = [s for s in in_recipe if s.key not in em.spec.float_sites]
     if not em.spec.takes_grids and any(recipe.sites[s.key].grid is not None for s in kept):
         raise QbertError(f"the recipe has asymmetric activation grids, and {target} runs symmetric INT8 only: "
-                         "calibrate anew for it ({method=} {target=}, or a fixed method without {asymmetric})",
-                         method="auto", target=target, asymmetric=True)
+                         + FOR_TENSORRT, **FOR_TENSORRT_MENTIONS)
     for site in kept:
         _emit_site(em, graph, site, recipe.sites[site.key], linears)
     em.finish()

@@ -23,6 +23,12 @@ from qbert.calibration.clips import TINY
 from qbert.calibration.site_scale import SiteScale
 
 
+# How to get a recipe TensorRT can run from one with grids (emission and the TensorRT build both refuse them):
+# the message's mentions, named as QbertError takes them.
+FOR_TENSORRT = "calibrate anew for TensorRT ({method=} {target=}, or a fixed method without {asymmetric})"
+FOR_TENSORRT_MENTIONS = {"method": "auto", "target": "trt", "asymmetric": True}
+
+
 def grid_of(scale: SiteScale, stats: Any) -> list[float] | None:
     """[lo, hi] for one site, or None where it keeps the symmetric grid (PEG groups; nothing observed)."""
     if scale.bounds is not None and scale.smooth is None:

@@ -80,9 +80,10 @@ def build(onnx_path: Path, out: Path, backend: str = "auto", sm: str | int = "au
         emitted_for = (meta.quantization or {}).get("target")
         why = TARGETS[emitted_for].why_not_tensorrt if emitted_for in TARGETS else ""
         if (meta.quantization or {}).get("asymmetric_sites"):  # re-emitting its recipe for trt would be refused too
-            raise QbertError(f"{onnx_path} has activations on asymmetric grids, which TensorRT cannot run: calibrate "
-                             "anew for TensorRT ({method=} {target=}, or a fixed method without {asymmetric})",
-                             method="auto", target="trt", asymmetric=True)
+            from qbert.calibration.grids import FOR_TENSORRT, FOR_TENSORRT_MENTIONS
+
+            raise QbertError(f"{onnx_path} has activations on asymmetric grids, which TensorRT cannot run: "
+                             + FOR_TENSORRT, **FOR_TENSORRT_MENTIONS)
         if why:
             recipe = (meta.quantization or {}).get("recipe") or "its recipe"
             raise QbertError(f"{onnx_path} was emitted for {{target=}} ({why}); for TensorRT, re-emit its recipe "
