@@ -12,8 +12,8 @@ flip rate is label-free, so it carries over to other data better than a held-out
 lowest bound, the rule before, kept per-tensor minmax on the unseen model — held-out +0.40 pt, eval.tsv −0.87 pt —
 over SmoothQuant, which flipped fewer rows and scores ±0.00 on eval.tsv; changed after seeing that.)
 
-All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so trying
-sixteen settings costs sixteen emissions and evaluations, not sixteen calibrations. One candidate keeps a role in
+All candidates come from one observation of the `full` placement's tensors (a superset of `gemm`'s), so each
+setting tried costs one emission and evaluation, not a calibration. One candidate keeps a role in
 high precision (SmoothQuant with FP32 FFN2 inputs): it is offered only where candidates are timed. Candidates are
 scored and timed on the runtime the target deploys to where there is one here (ONNX Runtime for `ort-cpu`,
 OpenVINO for `openvino`; targets.py). Speed: on a timed target, each
@@ -75,6 +75,8 @@ CANDIDATES = [
     # (unseen model) and 0.55 against 0.85 % (fixture) on held-out rows, on OpenVINO.
     Candidate("gemm", "smoothquant", keep=("p", "v"), alpha=1.0, asymmetric=True, fused_attention=True),
 ]
+
+
 def needs() -> set[str]:
     """The weight-row ranges the candidates read (methods.base.Method.weight_rows), for the observation."""
     return {method_of(c.method).weight_rows(Settings(placement=c.placement, groups=c.groups, percentile=c.percentile))
