@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common import FIXTURE, ROOT, TUNE, qbert
+from openvino_peer import runners
 
 SETTINGS = {  # name → calibrate flags (each also run with --asymmetric)
     "minmax": ["--method", "minmax"],
@@ -41,14 +42,8 @@ def halves(data: Path, work: Path) -> tuple[Path, Path]:
 
 
 def runner(path: Path, target: str, threads: int):
-    if target == "openvino":
-        from qbert.ov_session import compile_path, runner as ov_runner
-
-        return ov_runner(compile_path(path, threads, "f32"))
-    from qbert.ort_session import session_from_path, session_options
-
-    sess = session_from_path(path, session_options(threads=threads))
-    return lambda feeds: sess.run(None, feeds)[0]
+    """The model on the runtime `target` deploys to (openvino_peer's runners, which time the same way)."""
+    return runners({"m": ("openvino" if target == "openvino" else "ort", path)}, threads)["m"]
 
 
 def main() -> None:
@@ -103,7 +98,7 @@ def main() -> None:
             result["rows"].append({"target": target, "setting": label, "accuracy": acc, "flips_vs_fp32": flips,
                                    "p50_ms_b1": p50[label], "x_fp32": p50["FP32"] / p50[label]})
     (work / "result.json").write_text(json.dumps(result, indent=2))
-    print(f"\n| target | setting | held-out accuracy | flips vs FP32 | p50 ms b1 | × FP32 |\n|---|---|---|---|---|---|")
+    print("\n| target | setting | held-out accuracy | flips vs FP32 | p50 ms b1 | × FP32 |\n|---|---|---|---|---|---|")
     for r in result["rows"]:
         print(f"| {r['target']} | {r['setting']} | {100 * r['accuracy']:.2f} % | {100 * r['flips_vs_fp32']:.2f} % | "
               f"{r['p50_ms_b1']:.2f} | {r['x_fp32']:.2f} |")
