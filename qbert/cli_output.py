@@ -113,7 +113,8 @@ def show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
     table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out {_judged_on(report)}, budget "
                                f"{report['budget_points']} pt on the drop's 95 % upper bound; "
-                               f"speed = {report['speed']} (per-round range)"), title_justify="left",
+                               f"speed = {report['speed']} (per-round range; S·: graph structure, timed by its "
+                               "candidates' median)"), title_justify="left",
                   box=None, padding=(0, 1, 0, 0), header_style="bold underline")  # fits 80 columns
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
     for col in (_score_column(report), DELTA, "drop bound pt", "flips %", "speed", ""):
@@ -123,6 +124,8 @@ def show_candidates(report: dict[str, Any]) -> None:
         speed = f"{r['p50_ms_b1']:.{digits}f}" if "p50_ms_b1" in r else f"{r['int8_gemms']} GEMMs, {r['qdq_pairs']} Q/DQ"
         if "p50_spread_ms_b1" in r:  # per-round p50s: overlapping ranges mean "fastest" is within the noise
             speed += " ({:.{d}f}–{:.{d}f})".format(*r["p50_spread_ms_b1"], d=digits)
+        if "structure" in r:
+            speed += f" S{r['structure']}"
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
         table.add_row(escape(r["name"]), f"{100 * score_of(r):.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
