@@ -37,9 +37,25 @@ def load(folder: Path) -> dict:
     return report
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shown(path: str) -> str:
+    """A path as the page's reader types it from the repo root: a run given absolute paths (a benchmark script
+    passes them) must not print this machine's folders."""
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if p.is_relative_to(base):
+            return prefix + str(p.relative_to(base))
+    return path
+
+
 def page(report: dict, model_as: str | None = None, model_line: str | None = None) -> str:
     """`model_as`: how the page's command names the model (a shell variable the page defines, say) instead of the
     path the run used."""
+    report = {**report, **{k: shown(report[k]) for k in ("model", "eval_data", "calib_data") if report.get(k)}}
     command = ["qbert", "reproduce", "--model", model_as or report["model"], "--eval-data", report["eval_data"],
                "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
     if report.get("engine", "ort-cpu") != "ort-cpu":

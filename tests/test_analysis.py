@@ -170,6 +170,9 @@ def test_reproduce_resumes_without_redoing_rows(tiny_model, tmp_path, monkeypatc
     page = results_page.page(results_page.load(tmp_path / "r"))
     body = lambda t: [l for l in t.split("## Accuracy", 1)[1].splitlines() if not l.startswith("![")]
     assert body(page) == body(text) and "qbert reproduce --model" in page
+    shown = results_page.shown  # a benchmark's absolute paths print as a reader types them from the repo root
+    assert shown(str(root / "runs" / "m")) == "runs/m" and shown(str(root.parent / "shared" / "e.tsv")) == \
+        "../shared/e.tsv" and shown("runs/m") == "runs/m"
 
 
 def test_reproduce_method_auto_records_every_seeds_choice(tiny_model, tmp_path):
