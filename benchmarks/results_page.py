@@ -38,6 +38,7 @@ def load(folder: Path) -> dict:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = "fixtures/minilm-l6-qnli"  # the shared fixture: the reproduction the title need not name
 
 
 def shown(path: str) -> str:
@@ -56,7 +57,10 @@ def page(report: dict, model_as: str | None = None, model_line: str | None = Non
     """`model_as`: how the page's command names the model (a shell variable the page defines, say) instead of the
     path the run used."""
     report = {**report, **{k: shown(report[k]) for k in ("model", "eval_data", "calib_data") if report.get(k)}}
-    command = ["qbert", "reproduce", "--model", model_as or report["model"], "--eval-data", report["eval_data"],
+    run_model = report["model"]
+    if model_as:  # the page names the model the way its command does
+        report["model"] = model_as
+    command = ["qbert", "reproduce", "--model", report["model"], "--eval-data", report["eval_data"],
                "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
     if report.get("engine", "ort-cpu") != "ort-cpu":
         command += ["--engine", report["engine"]]
@@ -71,9 +75,12 @@ def page(report: dict, model_as: str | None = None, model_line: str | None = Non
     again = ["python", "benchmarks/results_page.py", "runs/reproduce", "<this page>"]
     if model_as:  # a variable the model_line sets: unquoted, so the shell expands it
         line = line.replace(shlex.quote(model_as), model_as)
-        again += ["--model-as", model_as, "--model-line", model_line or ""]
+        again += ["--model-as", model_as]
+    if model_line:  # what makes the model first (or names it)
+        again += ["--model-line", model_line]
     return "\n".join([
-        f"# The reproduction{' (sentence embeddings)' if embedding else ''} on {m.get('cpu', 'an unknown CPU')}, "
+        f"# The reproduction{' (sentence embeddings)' if embedding else ''}"
+        f"{'' if FIXTURE in run_model or embedding else f' of {run_model}'} on {m.get('cpu', 'an unknown CPU')}, "
         f"{m.get('logical_cores', '?')} cores ({report.get('engine', 'ort-cpu')})", "",
         "Regenerate on a machine of this kind:", "", "```bash", *([model_line] if model_line else []), line,
         shlex.join(again).replace("'<this page>'", "<this page>"), "```", "",
