@@ -20,7 +20,7 @@ OpenVINO for `openvino`; targets.py). Speed: on a timed target, each
 candidate's p50 at batch 1 × max length on this machine, all timed in alternating rounds; for target `trt`
 (no GPU here to time on) the INT8 GEMM count — one per linear and PEG group, however the emitter arranges them
 (Q, K and V side by side are still three linears' work) — then the Q/DQ count, stand in for latency: fewer is
-faster.
+faster. Candidates whose graphs have the same structure share one speed (structure_of, shared_speeds).
 """
 from __future__ import annotations
 
