@@ -2,9 +2,9 @@
 flips, never by which of them the machine happened to run during a slow moment."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-import numpy as np
 
 from qbert.calibration.select import pick, shared_speeds, structure_of
 
