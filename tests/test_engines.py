@@ -225,3 +225,28 @@ def test_build_shows_tensorrt_phases_and_ctrl_c_cancels_it(qdq_pair, tmp_path, m
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the build restored it
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_census_without_room_for_the_optimized_graph_is_one_line(tiny_onnx, monkeypatch):
+    """ORT reports a failed write of its optimized graph as a protobuf error; with the disk full that is named."""
+    import shutil
+    from collections import namedtuple
+
+    import qbert.engines.onnxruntime as ortm
+
+    real = ortm.session_from_path
+
+    def fails_to_write(path, so, *a, **k):
+        if so.optimized_model_filepath:
+            raise RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Protobuf serialization failed.")
+        return real(path, so, *a, **k)
+
+    monkeypatch.setattr(ortm, "session_from_path", fails_to_write)
+    with pytest.raises(RuntimeError, match="serialization failed"):  # room enough: ORT's own error, not a guess
+        ortm.ort_census(str(tiny_onnx))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    result = CliRunner().invoke(app, ["bench", "--onnx", str(tiny_onnx), "--batch", "1", "--iters", "2"])
+    assert result.exit_code == 2, result.output
+    assert "no space for ONNX Runtime's optimized copy" in result.output and "1 MiB free" in result.output
+    assert "Traceback" not in result.output

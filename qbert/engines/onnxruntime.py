@@ -145,6 +145,17 @@ def _positions(model: Any, path: str) -> int:
                                   if "position_embeddings" in t.name and len(t.dims) == 2), None), path)
 
 
+def _short_of_space(path: str, folder: str) -> str | None:
+    """Why the census could not run, when the temporary folder lacks room for the optimized copy of `path`."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free >= 2 * os.path.getsize(path) + 64 * 2**20:
+        return None
+    return (f"no space for ONNX Runtime's optimized copy of {path} (the census reads it): {free // 2**20} MiB free "
+            f"in {Path(folder).parent}; free some space, or set TMPDIR to a folder with room")
+
+
 def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None) -> dict[str, Any]:
     """Load with all graph optimizations, save the optimized graph, and count integer vs float GEMMs — and,
     from one profiled run at `batch`×`seq`, the share of GEMM multiply-accumulates on integer kernels.
@@ -159,7 +170,13 @@ def ort_census(path: str, threads: int | None = None, batch: int = 1, seq: int |
         opt = str(Path(tmp) / "optimized.onnx")
         so = session_options(threads, opt)
         so.enable_profiling, so.profile_file_prefix = True, str(Path(tmp) / "profile")
-        session = session_from_path(path, so)
+        try:
+            session = session_from_path(path, so)
+        except Exception:  # ORT reports a failed write of its optimized graph as "Protobuf serialization failed"
+            short = _short_of_space(path, tmp)
+            if short:
+                raise QbertError(short) from None
+            raise
         model = onnx.load(opt)
         batch, seq = census_shape(batch, seq, _positions(model, path))  # no longer than the model can embed
         shapes = _profiled_shapes(session, batch, seq)
