@@ -175,14 +175,15 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
         am = chooser["auto_method"]
         seeds = chooser.get("seed_chosen") or []
         per_seed = (f" (seeds 0–{len(seeds) - 1}: " + "; ".join(seeds) + ")") if len(seeds) > 1 else ""
+        structured = any("structure" in c for c in am["candidates"])  # reports before one speed per structure: none
         lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0{per_seed} (candidate `{am['chosen']}`): held-out "
                   f"accuracy of every candidate on {am['heldout_rows']} calibration-split rows (FP32 "
                   f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt on the drop's one-sided 95 % upper bound "
                   f"(drop + 1.645 SE), speed = {am['speed']}; rule: {am.get('rule', 'fastest within budget')}. "
                   "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them):",
                   "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | speed | within budget |"
-                  + (" graph structure: median p50 |" if any("structure" in c for c in am["candidates"]) else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if any("structure" in c for c in am["candidates"]) else "")]
+                  + (" graph structure: median p50 |" if structured else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if structured else "")]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
             if "p50_spread_ms_b1" in c:
