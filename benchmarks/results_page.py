@@ -53,15 +53,16 @@ def shown(path: str) -> str:
     return path
 
 
-def page(report: dict, model_as: str | None = None, model_line: str | None = None) -> str:
+def page(report: dict, model_as: str | None = None, model_line: str | None = None, out: str = "runs/reproduce") -> str:
     """`model_as`: how the page's command names the model (a shell variable the page defines, say) instead of the
-    path the run used."""
+    path the run used. `out`: the run's folder, as the page's commands name it — each model's reproduction keeps its
+    own (reproduce refuses a folder that holds another model's)."""
     report = {**report, **{k: shown(report[k]) for k in ("model", "eval_data", "calib_data") if report.get(k)}}
     run_model = report["model"]
     if model_as:  # the page names the model the way its command does
         report["model"] = model_as
     command = ["qbert", "reproduce", "--model", report["model"], "--eval-data", report["eval_data"],
-               "--calib-data", report["calib_data"], "--out", "runs/reproduce"]
+               "--calib-data", report["calib_data"], "--out", out]
     if report.get("engine", "ort-cpu") != "ort-cpu":
         command += ["--engine", report["engine"]]
     ids = [r.get("id") for r in report["rows"]]
@@ -72,7 +73,7 @@ def page(report: dict, model_as: str | None = None, model_line: str | None = Non
     body = render(report, plots=False).split("\n", 1)[1]  # its own title replaced by the page's
     m = report.get("machine") or {}
     line = shlex.join(command)
-    again = ["python", "benchmarks/results_page.py", "runs/reproduce", "<this page>"]
+    again = ["python", "benchmarks/results_page.py", out, "<this page>"]
     if model_as:  # a variable the model_line sets: unquoted, so the shell expands it
         line = line.replace(shlex.quote(model_as), model_as)
         again += ["--model-as", model_as]
@@ -97,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.folder / "report.json").is_file():
         sys.exit(f"error: {args.folder} holds no report.json; run qbert reproduce --out {args.folder} first")
-    args.out.write_text(page(load(args.folder), args.model_as, args.model_line))
+    args.out.write_text(page(load(args.folder), args.model_as, args.model_line, shown(str(args.folder.resolve()))))
     print(f"wrote {args.out}")
 
 
