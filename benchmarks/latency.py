@@ -225,7 +225,7 @@ def main() -> None:
         rows += suite("all-MiniLM-L6-v2 embeddings 6x384", embedding_model(), args.work / "embedding", 12, 384, args,
                       extra=(("qbert INT8 method auto", ["--method", "auto"]),))
     lines = ["| model | suite | " + " | ".join(f"p50 b={b} ms" for b in args.batch) + " | × FP32 (b=1) | "
-             "× peer (b=1) | × minmax (b=1) | × minmax, same placement (b=1) | int GEMMs | float GEMMs | MB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
+             "× peer (b=1) | × minmax (b=1) | × minmax, same placement (b=1) | int GEMMs | float GEMMs | MiB | b=1 kernels: GEMM / other ms | GEMMs × FP32 | "
              "bound, rest as FP32 | bound, rest free |", "|" + "---|" * (len(args.batch) + 13)]
     for r in rows:
         fp = next(x for x in rows if x["suite"] == r["suite"] and x["model"].startswith("FP32"))
