@@ -1,7 +1,14 @@
 """Interleaved timing: several things timed in alternating rounds (A, B, C, A, B, C …) rather than one after the
 other, so that a shared machine's drift (another job, a frequency change) hits all of them alike and a
 difference between them is theirs. Below every layer that times anything (method auto's candidates, reproduce's
-rows), so there is one timer, not one per caller."""
+rows), so there is one timer, not one per caller.
+
+Between one thing's turn and the next the timer pauses (SETTLE_S). A runtime's worker threads keep spinning for
+a while after a run — each ONNX Runtime session and each OpenVINO compiled model has its own pool — and on a
+machine with few cores the next thing timed shares the cores with them. Without the pause, six identical ONNX
+Runtime sessions of one INT8 MiniLM timed in turn (2 cores, batch 1, 5 runs a turn) came out 6.1–13.3 ms; with
+it, 5.32–5.43 ms; and an OpenVINO model timed right after an ONNX Runtime one paid 5.7 ms for a first run that
+otherwise takes 3.5. A 20 ms pause was not enough, 50 ms was."""
 from __future__ import annotations
 
 import time
@@ -10,15 +17,18 @@ from typing import Any, Callable, Hashable, TypeVar
 import numpy as np
 
 K = TypeVar("K", bound=Hashable)
+SETTLE_S = 0.05  # seconds between turns: the previous runtime's threads stop spinning (module docstring)
 
 
 def interleaved(timers: dict[K, Callable[[], np.ndarray]], rounds: int,
-                advance: Callable[..., Any] | None = None) -> dict[K, list[np.ndarray]]:
-    """Call every timer once per round, in turn, for `rounds` rounds; each returns the milliseconds of the runs
-    it made. Returns, per key, one array per round (`advance(1)` after each round, for a progress bar)."""
+                advance: Callable[..., Any] | None = None, settle: float = SETTLE_S) -> dict[K, list[np.ndarray]]:
+    """Call every timer once per round, in turn, for `rounds` rounds, pausing `settle` seconds before each turn;
+    each returns the milliseconds of the runs it made. Returns, per key, one array per round (`advance(1)` after
+    each round, for a progress bar)."""
     samples: dict[K, list[np.ndarray]] = {k: [] for k in timers}
     for _ in range(rounds):
         for k, timer in timers.items():
+            time.sleep(settle)
             samples[k].append(np.asarray(timer(), dtype=np.float64))
         if advance is not None:
             advance(1)
