@@ -7,12 +7,17 @@ qbert's previous best CPU deployment), plus FP32 on both runtimes; every model t
 128, batch 1 and 8, 2 threads each unless `--threads`, OpenVINO at f32 inference precision. Prints p50 per model,
 each INT8 model's ratio to NNCF (> 1: faster than NNCF), and OpenVINO's census of each model it runs.
 
+Where the time goes (`--profile`): the OpenVINO INT8 models of each speed suite at batch 1, side by side in
+alternating rounds, by OpenVINO's own per-layer counters (layer type and kernel; `qbert bench --profile` for one
+model) — what separates two graphs whose census is the same.
+
 Accuracy (`--accuracy`): on eval.tsv (never tuned on), FP32, NNCF INT8 and qbert `--method auto --target openvino`
 with symmetric and with asymmetric activation grids (`--asymmetric`), calibrated on tune.tsv, each with accuracy
 and the share of FP32's predictions it flips.
 
     python benchmarks/openvino_peer.py --suite fixture --accuracy     # ≈ 15 min on 2 cores
     python benchmarks/openvino_peer.py --suite base                   # bert-base shape, speed only
+    python benchmarks/openvino_peer.py --suite fixture --profile      # + per-layer time, NNCF beside qbert
 
 NNCF is a benchmark-only dependency (pip install nncf). Goals: qbert `--target openvino` minmax ≥ 1.0× NNCF at
 batch 1 and 8 (aim ≥ 1.15×); OpenVINO's census of qbert's graph: every encoder GEMM, attention included, INT8;
@@ -118,7 +123,23 @@ def speed_suite(name: str, model_dir: Path, work: Path, args) -> list[dict]:
               + (" | census: {integer_gemms} INT8 / {float_gemms} float GEMMs, {integer_mac_share:.2%} of MACs, "
                  "{fused_attention_blocks} fused attention, {fakequantize_left} FakeQuantize left".format(
                      **row["census"]) if "census" in row else ""), flush=True)
+    if args.profile:
+        profiled(rows, models, args.threads)
     return rows
+
+
+def profiled(rows: list[dict], models: dict[str, tuple[str, Path]], threads: int) -> None:
+    """Each OpenVINO INT8 row gets `profile_b1`: ms per run by layer type and kernel at batch 1 (the models run
+    in alternating rounds)."""
+    from qbert.encoding import random_feeds
+    from qbert.engines.openvino_profile import layer_profile
+
+    labels = [r["model"] for r in rows if models[r["model"]][0] == "openvino" and "FP32" not in r["model"]]
+    profiles = layer_profile([str(models[k][1]) for k in labels], random_feeds(1, 128, 30522), iters=100,
+                             threads=threads)
+    for row in rows:
+        if row["model"] in labels:
+            row["profile_b1"] = profiles[labels.index(row["model"])]
 
 
 def accuracy(work: Path, args, model_dir: Path = FIXTURE, calib: Path = TUNE) -> list[dict]:
@@ -159,6 +180,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", choices=("fixture", "base", "both", "none"), default="fixture",
                     help="speed suites to time (none: accuracy only)")
+    ap.add_argument("--profile", action="store_true", help="also time each OpenVINO INT8 model per layer type "
+                    "and kernel at batch 1 (OpenVINO's performance counters)")
     ap.add_argument("--accuracy", action="store_true", help="also score FP32, NNCF and method auto on eval.tsv")
     ap.add_argument("--accuracy-model", type=Path, help="score this classifier instead of the fixture (e.g. "
                     "runs/unseen/model from unseen_model.py --model-only), calibrated on --calib-data")
@@ -217,6 +240,7 @@ def markdown(result: dict, command: str) -> str:
             lines.append(f"| {r['model']} | " + " | ".join(f"{r['p50_ms'][b]:.2f} | {r['x_nncf'][b]:.2f}"
                                                           for b in sizes) + f" | {census} |")
         lines.append("")
+        lines += profile_table(suite, [r for r in rows if "profile_b1" in r])
     if "accuracy" in result:
         lines += [f"## Accuracy: eval.tsv (1,463 rows), {result.get('accuracy_model', 'fixture')}", "",
                   "| model | accuracy | flips vs FP32 |",
@@ -225,6 +249,24 @@ def markdown(result: dict, command: str) -> str:
                   for r in result["accuracy"]]
         lines.append("")
     return "\n".join(lines + goals(result))
+
+
+def profile_table(suite: str, rows: list[dict], top: int = 10) -> list[str]:
+    """Per-layer time of the suite's OpenVINO INT8 models at batch 1: the `top` layer types (by the largest time
+    any model spends in them), then GEMM layers, all layers and the whole inference."""
+    if not rows:
+        return []
+    names = [r["model"].removesuffix(", OpenVINO").removesuffix(" (peer)") for r in rows]
+    kinds = sorted({k for r in rows for k in r["profile_b1"] if not k.startswith("(")},
+                   key=lambda k: -max(r["profile_b1"].get(k, 0.0) for r in rows))
+    out = [f"### Where the time goes: {suite}, batch 1", "",
+           "OpenVINO's per-layer counters, the models run in alternating rounds (ms per inference; counters on, "
+           "so the whole inference runs a little slower than in the table above).", "",
+           "| layer (kernel) | " + " | ".join(names) + " |", "|---|" + "---|" * len(rows)]
+    for k in kinds[:top] + ["(gemm)", "(kernels)", "(whole run)"]:
+        label = {"(gemm)": "GEMM layers", "(kernels)": "all layers", "(whole run)": "whole inference"}.get(k, k)
+        out.append(f"| {label} | " + " | ".join(f"{r['profile_b1'].get(k, 0.0):.3f}" for r in rows) + " |")
+    return out + [""]
 
 
 GOALS = ("qbert's goals against NNCF on OpenVINO: `--target openvino` at ≥ 1.0× NNCF's INT8 speed at batch 1 and 8 "

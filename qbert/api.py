@@ -251,7 +251,8 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
     sizes, each timed once. seq: tokens per row (default 128, or the model's maximum if shorter). warmup/iters:
     untimed and timed runs per shape. threads: CPU threads (default all cores). exact: ort-cpu's non-saturating
     x86 INT8 kernels. cuda_graph: tensorrt replays one captured CUDA graph per run. data: real tokenized rows
-    (.tsv/.jsonl or a datasets spec) instead of random ids. profile: ort-cpu kernel time per operator type.
+    (.tsv/.jsonl or a datasets spec) instead of random ids. profile: kernel time per operator type (ort-cpu, from
+    ONNX Runtime's profiler) or per executed layer type and kernel (openvino, from its performance counters).
     precision: OpenVINO's inference precision (f32 | bf16)."""
     from qbert.atomic import write_json
     from qbert.output_checks import check_outputs
@@ -272,10 +273,9 @@ def bench(path: str | Path, engine: str | None = None, batch: Sequence[int] = (1
         arg.data("data", data)
     arg.choice("precision", precision, PRECISIONS)
     kind = engine or ("tensorrt" if str(path).endswith((".plan", ".engine")) else "ort-cpu")
-    if profile and kind != "ort-cpu":
-        raise ConfigError("profile", profile, f"works with engine ort-cpu, not {kind}" + {
-            "tensorrt": " (for TensorRT use trtexec --dumpProfile or Nsight Systems)",
-            "openvino": " (for OpenVINO use benchmark_app -pc)"}.get(kind, ""))
+    if profile and kind not in ("ort-cpu", "openvino"):
+        raise ConfigError("profile", profile, f"works with engines ort-cpu and openvino, not {kind}" + {
+            "tensorrt": " (for TensorRT use trtexec --dumpProfile or Nsight Systems)"}.get(kind, ""))
     check_outputs({"json_out": json_out}, {"path": path, "data": data if isinstance(data, (str, Path)) else None})
     result = run_bench(str(path), kind, sizes, seq, warmup, iters, threads=threads, exact=exact,
                        cuda_graph=cuda_graph, data=None if data is None else str(data), profile=profile,

@@ -30,8 +30,9 @@ def bench(
     exact: bool = typer.Option(False, help="ort-cpu: non-saturating x86 INT8 kernels (slower, exact)."),
     cuda_graph: bool = typer.Option(False, help="tensorrt: replay one captured CUDA graph per iteration."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real tokenized rows (else random ids)."),
-    profile: bool = typer.Option(False, help="ort-cpu: kernel time per operator type (ORT's profiler) at the "
-                                 "first batch size — where the time goes."),
+    profile: bool = typer.Option(False, help="Where the time goes, at the first batch size: kernel time per "
+                                 "operator type (ort-cpu, ONNX Runtime's profiler) or per executed layer type and "
+                                 "kernel (openvino, its performance counters)."),
     json_out: Optional[Path] = typer.Option(None, "--json", parser=out_file("bench.json"),
                                             help="Write the result JSON here."),
     precision: str = typer.Option("f32", "--precision", help="openvino: inference precision, f32 | bf16 (needs "
@@ -64,10 +65,9 @@ def bench(
 
     check_range("threads", threads, 1, optional=True)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
-    if profile and kind != "ort-cpu":
-        raise QbertError(f"--profile works with ort-cpu, not {kind}" + (
-            "; for TensorRT use trtexec --dumpProfile or Nsight Systems" if kind == "tensorrt" else
-            "; for OpenVINO use benchmark_app -pc (per-layer counters)" if kind == "openvino" else ""))
+    if profile and kind not in ("ort-cpu", "openvino"):
+        raise QbertError(f"--profile works with ort-cpu and openvino, not {kind}" + (
+            "; for TensorRT use trtexec --dumpProfile or Nsight Systems" if kind == "tensorrt" else ""))
     path = str(onnx if onnx is not None else plan)
     result = run_bench(path, kind, sizes, seq, warmup, iters, json_out=json_out, threads=threads, exact=exact,
                        cuda_graph=cuda_graph, data=data, profile=profile, precision=precision)
@@ -84,11 +84,10 @@ def bench(
     if profile:
         ops = result["profile"]["ms_per_run"]
         total = ops["(kernels)"]
-        table = Table(title=f"where the time goes (ORT profiler, b={sizes[0]}, seq={result['seq']}; kernel ms "
-                      "per run)",
-                      title_justify="left")
-        for col in ("operator", "ms", "share"):
-            table.add_column(col, justify="left" if col == "operator" else "right")
+        table = Table(title=f"where the time goes ({result['profile']['source']}, b={sizes[0]}, seq={result['seq']}; "
+                      "kernel ms per run)", title_justify="left")
+        for i, col in enumerate(("operator" if kind == "ort-cpu" else "layer (kernel)", "ms", "share")):
+            table.add_column(col, justify="right" if i else "left")
         for op in ["(gemm)"] + sorted((k for k in ops if not k.startswith("(")), key=lambda k: -ops[k])[:10]:
             table.add_row(escape(op), f"{ops[op]:.2f}", f"{ops[op] / total:.1%}" if total else "")
         table.add_row("(all kernels)", f"{total:.2f}", "100.0%")

@@ -22,12 +22,15 @@ def openvino() -> Any:
     return ov
 
 
-def compile_config(threads: int | None = None, precision: str = "f32") -> dict[str, str]:
+def compile_config(threads: int | None = None, precision: str = "f32", counters: bool = False) -> dict[str, str]:
     """Latency-oriented (one stream), with the inference precision stated: on a CPU with AVX-512 BF16 or AMX,
-    OpenVINO's default is bf16, which changes accuracy and speed."""
+    OpenVINO's default is bf16, which changes accuracy and speed. `counters`: per-layer performance counters
+    (PERF_COUNT), off for timing since collecting them costs a little on every layer."""
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
+    if counters:
+        config["PERF_COUNT"] = "YES"
     return config
 
 
@@ -44,18 +47,19 @@ def read_model(path: str | Path, shape: tuple[int, int] | None = None) -> Any:
         raise QbertError(f"OpenVINO cannot read {path}: {reason(e)}") from None
 
 
-def compile_read(model: Any, path: str | Path, threads: int | None = None, precision: str = "f32") -> Any:
+def compile_read(model: Any, path: str | Path, threads: int | None = None, precision: str = "f32",
+                 counters: bool = False) -> Any:
     """Compile a model `read_model` returned (`path` only names it in errors)."""
     try:
-        return openvino().Core().compile_model(model, "CPU", compile_config(threads, precision))
+        return openvino().Core().compile_model(model, "CPU", compile_config(threads, precision, counters))
     except Exception as e:  # noqa: BLE001
         raise QbertError(f"OpenVINO cannot load {path}: {reason(e)}") from None
 
 
 def compile_path(path: str | Path, threads: int | None = None, precision: str = "f32",
-                 shape: tuple[int, int] | None = None) -> Any:
-    """A compiled model for an ONNX file (see read_model for `shape`)."""
-    return compile_read(read_model(path, shape), path, threads, precision)
+                 shape: tuple[int, int] | None = None, counters: bool = False) -> Any:
+    """A compiled model for an ONNX file (see read_model for `shape`; compile_config for `counters`)."""
+    return compile_read(read_model(path, shape), path, threads, precision, counters)
 
 
 def compile_model(model: Any, threads: int | None = None, precision: str = "f32") -> Any:

@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "qbert"
 CLI_MODULES = {"cli.py", "cli_rules.py", "cli_output.py", "cli_measure.py"}  # the command line: flags are its own words
 FLAG = re.compile(r"--[a-z]")
 ALLOWED = {  # other tools' flags, named where qbert cannot do the job itself: text the library may hold
-    "trtexec --dumpProfile": "TensorRT's per-layer profile: bench's profile covers ONNX Runtime only",
+    "trtexec --dumpProfile": "TensorRT's per-layer profile: bench's profile covers ONNX Runtime and OpenVINO",
 }
 
 runner = CliRunner()

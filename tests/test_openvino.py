@@ -116,6 +116,30 @@ def test_bench_reports_openvino_census(fp32, tiny_tsv, tmp_path):
     assert "attention blocks fused in INT8" in " ".join(r.stdout.split())
 
 
+def test_bench_profile_reads_openvinos_own_layer_counters(fp32, tiny_tsv, tmp_path):
+    """--profile on openvino: time per executed layer type and kernel, from the compiled model that ran — the
+    quantized graph's GEMMs on INT8 kernels and its attention as fused subgraphs, the FP32 graph's on float ones."""
+    from qbert.api import bench
+
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino")
+    r = runner.invoke(app, ["bench", "--onnx", str(path), "--engine", "openvino", "--batch", "2,1", "--seq", "16",
+                            "--iters", "10", "--warmup", "1", "--profile", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.stderr
+    prof = json.loads((tmp_path / "b.json").read_text())["profile"]
+    assert prof["batch"] == 2 and prof["seq"] == 16 and prof["source"] == "OpenVINO per-layer counters"
+    ops = prof["ms_per_run"]
+    gemm_rows = {k: v for k, v in ops.items() if k.split(" (")[0] in ("FullyConnected", "FullyConnectedQuantizedLegacy",
+                                                                       "MatMul", "Gemm")}
+    assert gemm_rows and all("i8" in k.lower() for k in gemm_rows if "FullyConnected" in k), ops
+    assert any(k.startswith("Subgraph (") and "i8" in k for k in ops), ops  # the fused INT8 attention blocks
+    assert ops["(gemm)"] == pytest.approx(sum(gemm_rows.values()))
+    assert 0 < ops["(gemm)"] < ops["(kernels)"] <= ops["(whole run)"]
+    assert "where the time goes (OpenVINO per-layer counters" in " ".join(r.stdout.split())
+    float_ops = bench(fp32, "openvino", batch=[1], seq=16, warmup=1, iters=5, profile=True)["profile"]["ms_per_run"]
+    float_gemms = [k for k in float_ops if k.startswith("FullyConnected")]
+    assert float_gemms and not any("i8" in k.lower() for k in float_gemms), float_ops
+
+
 def test_method_auto_scores_and_times_candidates_on_openvino(fp32, tmp_path):
     from qbert.api import CalibrationConfig, calibrate as api_calibrate
 
@@ -177,17 +201,12 @@ def fp16_for_openvino(env):
             "--high-precision", "fp16", "--out", str(env["tmp"] / "x.onnx")]
 
 
-def profile_on_openvino(env):
-    return ["bench", "--onnx", str(env["fp32"]), "--engine", "openvino", "--profile", "--iters", "1"]
-
-
 REFUSALS = [  # (case, argv, words the one line holds)
     ("an openvino artefact on ort-cpu", refused_on_ort, "quantized for --target openvino"),
     ("an openvino artefact given to build", refused_by_build, "emitted for --target openvino"),
     ("--precision on ort-cpu", precision_on_ort, "--precision"),
     ("--exact with target openvino", exact_for_openvino, "--exact"),
     ("--high-precision fp16 for openvino", fp16_for_openvino, "--high-precision"),
-    ("--profile on openvino", profile_on_openvino, "not openvino; for OpenVINO use benchmark_app"),
 ]
 
 

@@ -65,7 +65,7 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
               exact: bool = False, cuda_graph: bool = False, data: str | None = None, profile: bool = False,
               precision: str = "f32") -> dict[str, Any]:
     """Time one deployed model at each batch size (random ids, or real rows with `data`), then add memory,
-    the integer-kernel census and, with `profile` (ORT only), kernel time per operator type."""
+    the integer-kernel census and, with `profile` (ort-cpu and openvino), kernel time per operator or layer type."""
     from qbert.engines import open_engine
     from qbert.errors import ConfigError
 
@@ -112,8 +112,15 @@ def run_bench(path: str, kind: str, sizes: list[int], seq: int | None, warmup: i
     finally:
         eng.close()  # device buffers on a GPU
     if profile:
-        from qbert.engines.onnxruntime import op_profile
+        if kind == "openvino":
+            from qbert.engines.openvino_profile import layer_profile
 
-        ops = op_profile([path], feeds_for(sizes[0]), min(iters, 50), min(warmup, 3), threads, exact=exact)[0]
-        result["profile"] = {"batch": sizes[0], "seq": seq, "ms_per_run": ops}
+            ops = layer_profile([path], feeds_for(sizes[0]), min(iters, 50), min(warmup, 3), threads, precision)[0]
+            source = "OpenVINO per-layer counters"
+        else:
+            from qbert.engines.onnxruntime import op_profile
+
+            ops = op_profile([path], feeds_for(sizes[0]), min(iters, 50), min(warmup, 3), threads, exact=exact)[0]
+            source = "ONNX Runtime profiler"
+        result["profile"] = {"batch": sizes[0], "seq": seq, "source": source, "ms_per_run": ops}
     return result
