@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--accuracy-model", type=Path, help="score this classifier instead of the fixture (e.g. "
                     "runs/unseen/model from unseen_model.py --model-only), calibrated on --calib-data")
     ap.add_argument("--calib-data", type=Path, default=TUNE, help="calibration rows for --accuracy-model")
+    ap.add_argument("--model-line", help="the shell line that makes --accuracy-model and --calib-data (the page "
+                    "prints it before its own command), e.g. 'python benchmarks/unseen_model.py --model-only'")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
@@ -213,20 +215,23 @@ def main() -> None:
     if args.md:
         import sys
 
-        command = "python benchmarks/openvino_peer.py " + " ".join(sys.argv[1:])
+        import shlex
+
+        command = "python benchmarks/openvino_peer.py " + shlex.join(sys.argv[1:])
         args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(markdown(result, command))
+        args.md.write_text(markdown(result, command, args.model_line))
         print(f"wrote {args.md}")
 
 
-def markdown(result: dict, command: str) -> str:
-    """The result as a page: the machine, versions and command first, then one table per suite."""
+def markdown(result: dict, command: str, model_line: str | None = None) -> str:
+    """The result as a page: the machine, versions and command (after `model_line`, the one that makes the model
+    it scores, if any) first, then one table per suite."""
     m = result["machine"]
     isa = ", ".join(k for k, v in m["isa"].items() if v) or "unknown"
     lines = ["# qbert on OpenVINO beside NNCF", "",
              f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}). OpenVINO {result['openvino']}, "
              f"NNCF {result['nncf']}; f32 inference precision; seq 128; p50 of models timed in alternating rounds.",
-             "", f"Regenerate: `{command}`", ""]
+             "", *([f"Make the model: `{model_line}`", ""] if model_line else []), f"Regenerate: `{command}`", ""]
     for suite in dict.fromkeys(r["suite"] for r in result["speed"]):
         rows = [r for r in result["speed"] if r["suite"] == suite]
         sizes = list(rows[0]["p50_ms"])
