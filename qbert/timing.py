@@ -1,4 +1,4 @@
-"""Interleaved timing: several things timed in alternating rounds (A, B, C, A, B, C …) rather than one after the
+"""Interleaved timing: several things timed in alternating rounds (A, B, C, B, C, A …) rather than one after the
 other, so that a shared machine's drift (another job, a frequency change) hits all of them alike and a
 difference between them is theirs. Below every layer that times anything (method auto's candidates, reproduce's
 rows), so there is one timer, not one per caller.
@@ -22,14 +22,18 @@ SETTLE_S = 0.05  # seconds between turns: the previous runtime's threads stop sp
 
 def interleaved(timers: dict[K, Callable[[], np.ndarray]], rounds: int,
                 advance: Callable[..., Any] | None = None, settle: float = SETTLE_S) -> dict[K, list[np.ndarray]]:
-    """Call every timer once per round, in turn, for `rounds` rounds, pausing `settle` seconds before each turn;
+    """Call every timer once per round, in turn (each round's order rotated by one), for `rounds` rounds, pausing
+    `settle` seconds before each turn;
     each returns the milliseconds of the runs it made. Returns, per key, one array per round (`advance(1)` after
     each round, for a progress bar)."""
     samples: dict[K, list[np.ndarray]] = {k: [] for k in timers}
-    for _ in range(rounds):
-        for k, timer in timers.items():
+    keys = list(timers)
+    for r in range(rounds):
+        # each round starts one further along (A B C, B C A, C A B …): whatever a turn leaves behind for the
+        # next one falls on every key in turn, not always on the same one
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             time.sleep(settle)
-            samples[k].append(np.asarray(timer(), dtype=np.float64))
+            samples[k].append(np.asarray(timers[k](), dtype=np.float64))
         if advance is not None:
             advance(1)
     return samples
