@@ -5,10 +5,10 @@ rows), so there is one timer, not one per caller.
 
 Between one thing's turn and the next the timer pauses (SETTLE_S). A runtime's worker threads keep spinning for
 a while after a run — each ONNX Runtime session and each OpenVINO compiled model has its own pool — and on a
-machine with few cores the next thing timed shares the cores with them. Without the pause, six identical ONNX
-Runtime sessions of one INT8 MiniLM timed in turn (2 cores, batch 1, 5 runs a turn) came out 6.1–13.3 ms; with
-it, 5.32–5.43 ms; and an OpenVINO model timed right after an ONNX Runtime one paid 5.7 ms for a first run that
-otherwise takes 3.5. A 20 ms pause was not enough, 50 ms was."""
+machine with few cores the next thing timed shares the cores with them, so whichever came after the heaviest
+spinner looked slow. Each round's order is rotated too, so that what one turn leaves behind falls on every key
+in turn. The measurements behind both, and the pause's length, are in docs/guide/method-auto.md ("A pause
+between turns")."""
 from __future__ import annotations
 
 import time
