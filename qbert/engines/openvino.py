@@ -19,7 +19,7 @@ from qbert.engines.base import Engine, check_feeds, census_shape, longest_sequen
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.progress import warn
-from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
+from qbert.ov_session import PRECISIONS, compile_path, openvino, read_model, reason, runner
 
 INTEGER = ("i8", "u8")
 GEMM_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul", "Gemm")
@@ -80,11 +80,13 @@ class OpenVinoEngine(Engine):
 
 def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: int | None = None,
                     precision: str = "f32") -> dict[str, Any]:
-    """Compile a static batch × seq copy and read back what ran: every MatMul of the imported graph (weights
-    and attention alike) is found in the executed layer that holds it, with that layer's runtime precision, so
-    the INT8 share of multiply-accumulates counts attention too. Also: executed GEMM-like layers by type and
-    precision, fused attention blocks (a softmax and its MatMuls in one INT8 subgraph) and FakeQuantize layers
-    left in float."""
+    """Read back what runs: the model compiled as the engine compiles it (dynamic batch and sequence), every
+    MatMul of the imported graph (weights and attention alike) found in the executed layer that holds it, with
+    that layer's runtime precision; multiply-accumulates counted on a static batch × seq copy, so the INT8 share
+    counts attention too. Also: executed GEMM-like layers by type and precision, fused attention blocks (a softmax
+    and its MatMuls in one INT8 subgraph) and FakeQuantize layers left in float. (A static copy is not what runs:
+    with fixed shapes OpenVINO also fuses the elementwise ops around a quantize step into one subgraph, so a
+    static compile would report no FakeQuantize where the deployed model runs them on their own.)"""
     model = read_model(path)  # ONNX or OpenVINO IR
     rows = next((int(op.get_output_shape(0)[0]) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
                  and "position_embeddings" in op.get_friendly_name() and len(op.get_output_shape(0)) == 2), None)
@@ -94,7 +96,7 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     gemms = {op.get_friendly_name(): _macs(op) for op in matmuls}
     # a GEMM whose scale and bias ops write a graph output (the classifier's `logits`) runs under that name
     readers = {op.get_friendly_name(): _downstream(op) for op in matmuls}
-    compiled = compile_read(model, path, threads, precision)
+    compiled = compile_path(path, threads, precision)  # as OpenVinoEngine compiles it
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
@@ -130,6 +132,7 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
         "executed_layers": executed,
         "fused_attention_blocks": fused,
         "fakequantize_left": sum(1 for kind, _, _ in layers if kind == "FakeQuantize"),
+        "fakequantize_layers": [",".join(names) for kind, _, names in layers if kind == "FakeQuantize"],
         "gemms": per_gemm,
         "gemm_macs": {**macs, "shape": [batch, seq]},
         "integer_mac_share": macs["integer"] / total if total else 0.0,
