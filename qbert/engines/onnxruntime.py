@@ -3,6 +3,7 @@ and a per-operator time profile."""
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from qbert.ort_session import session_for, session_from_path, session_options  #
 from qbert.progress import warn
 from qbert.errors import QbertError
 from qbert.machine import kernel_mode, machine
+from qbert.timing import interleaved, wall_ms
 
 INTEGER_GEMMS = ("QLinearMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
                  "QAttention")
@@ -120,10 +122,10 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
             sessions.append((s, {k: v for k, v in feeds.items() if k in names}))
             for _ in range(warmup):
                 s.run(None, sessions[-1][1])
-        for _ in range(rounds):
-            for s, f in sessions:
-                for _ in range(max(1, iters // rounds)):
-                    s.run(None, f)
+        # the shared timer's turns (qbert/timing.py): its pause and rotation keep one session's spinning threads
+        # out of the next one's profile; the times themselves come from the profiler
+        interleaved({i: functools.partial(wall_ms, functools.partial(s.run, None, f), max(1, iters // rounds))
+                     for i, (s, f) in enumerate(sessions)}, rounds)
         results = []
         for s, _ in sessions:
             events = _profile_events(s)

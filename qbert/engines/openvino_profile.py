@@ -10,6 +10,7 @@ preceding elementwise op); this is where that shows.
 from __future__ import annotations
 
 import collections
+import functools
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from qbert.engines.openvino import GEMM_LAYERS
 from qbert.errors import QbertError
 from qbert.ov_session import compile_path, openvino, reason
+from qbert.timing import interleaved
 
 
 def layer_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, warmup: int = 3,
@@ -24,7 +26,8 @@ def layer_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 2
     """Per model: milliseconds per run by "<layer type> (<kernel>)" over the layers OpenVINO executed, plus
     "(kernels)" (their sum), "(gemm)" (FullyConnected / MatMul / Gemm layers; a fused attention block is its own
     `Subgraph` row) and "(whole run)" (wall time of an inference with counters on). Several models run in
-    alternating rounds so that a shared machine's drift hits all alike."""
+    alternating rounds (the shared timer's turns, with its pause and rotation) so that a shared machine's drift
+    hits all alike."""
     executed = openvino().ProfilingInfo.Status.EXECUTED
     requests = []
     for path in paths:
@@ -39,20 +42,26 @@ def layer_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 2
             raise QbertError(f"OpenVINO failed running {path}: {reason(e)}") from None
         requests.append((request, own))
     per_model: list[dict[str, float]] = [collections.defaultdict(float) for _ in paths]
-    runs = [0] * len(paths)
-    for _ in range(rounds):
-        for i, (request, own) in enumerate(requests):
-            for _ in range(max(1, iters // rounds)):
-                start = time.perf_counter()
-                request.infer(own)
-                per_model[i]["(whole run)"] += (time.perf_counter() - start) * 1e3
-                for layer in request.profiling_info:  # the counters of the inference just run
-                    if layer.status == executed:
-                        per_model[i][f"{layer.node_type} ({layer.exec_type})"] += \
-                            layer.real_time.total_seconds() * 1e3
-                runs[i] += 1
+
+    def turn(i: int) -> np.ndarray:
+        """One model's turn: each run's wall time, and its layers' counters added up after each run."""
+        request, own = requests[i]
+        counters = per_model[i]
+        ms = np.empty(max(1, iters // rounds))
+        for j in range(ms.size):
+            start = time.perf_counter()
+            request.infer(own)
+            ms[j] = (time.perf_counter() - start) * 1e3
+            for layer in request.profiling_info:  # the counters of the inference just run
+                if layer.status == executed:
+                    counters[f"{layer.node_type} ({layer.exec_type})"] += layer.real_time.total_seconds() * 1e3
+        counters["(whole run)"] += float(ms.sum())
+        return ms
+
+    samples = interleaved({i: functools.partial(turn, i) for i in range(len(paths))}, rounds)  # pause, rotation
     results = []
-    for ops, n in zip(per_model, runs):
+    for ops, runs in zip(per_model, samples.values()):
+        n = sum(len(r) for r in runs)
         ms = {k: v / n for k, v in ops.items()}
         layers = {k: v for k, v in ms.items() if not k.startswith("(")}
         ms["(kernels)"] = sum(layers.values())
