@@ -195,6 +195,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "openvino_peer")
     ap.add_argument("--md", type=Path, help="also write the tables as a markdown page here (docs/results/…)")
     args = ap.parse_args()
+    if args.profile and args.suite == "none":
+        ap.error("--profile profiles the speed suites' models: give --suite fixture, base or both")
+    if args.model_line and not args.accuracy_model:
+        ap.error("--model-line names what makes --accuracy-model: give that too")
+    args.out.mkdir(parents=True, exist_ok=True)
     import nncf
     import openvino
 
@@ -261,7 +266,7 @@ def profile_table(suite: str, rows: list[dict], top: int = 10) -> list[str]:
     any model spends in them), then GEMM layers, all layers and the whole inference."""
     if not rows:
         return []
-    names = [r["model"].removesuffix(", OpenVINO").removesuffix(" (peer)") for r in rows]
+    names = [r["model"].removesuffix(" (peer)").removesuffix(", OpenVINO") for r in rows]
     kinds = sorted({k for r in rows for k in r["profile_b1"] if not k.startswith("(")},
                    key=lambda k: -max(r["profile_b1"].get(k, 0.0) for r in rows))
     out = [f"### Where the time goes: {suite}, batch 1", "",

@@ -19,8 +19,8 @@ def bench(
     ctx: typer.Context,
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on the CPU (ONNX Runtime or OpenVINO)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT plan to time on the GPU."),
-    engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | openvino | tensorrt, as in eval "
-                                              "(default: ort-cpu for --onnx, tensorrt for --plan)."),
+    engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | openvino | tensorrt | torch, as in "
+                                              "eval (default: ort-cpu for --onnx, tensorrt for --plan)."),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     seq: Optional[int] = typer.Option(None, help="Sequence length (inputs are padded/truncated to it; default 128, "
                                       "or the model's maximum if shorter)."),
@@ -65,7 +65,7 @@ def bench(
 
     check_range("threads", threads, 1, optional=True)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data) if data else None})
-    if profile and kind not in ("ort-cpu", "openvino"):
+    if profile and kind in ("tensorrt", "torch"):  # (an unknown engine gets its own error when it is opened)
         raise QbertError(f"--profile works with ort-cpu and openvino, not {kind}" + (
             "; for TensorRT use trtexec --dumpProfile or Nsight Systems" if kind == "tensorrt" else ""))
     path = str(onnx if onnx is not None else plan)

@@ -1,4 +1,4 @@
-"""Interleaved timing: several things timed in alternating rounds (A, B, C, B, C, A …) rather than one after the
+"""Interleaved timing: several things timed in alternating rounds (A, B, C, then C, A, B …) rather than one after the
 other, so that a shared machine's drift (another job, a frequency change) hits all of them alike and a
 difference between them is theirs. Below every layer that times anything (method auto's candidates, reproduce's
 rows), so there is one timer, not one per caller.
@@ -6,11 +6,12 @@ rows), so there is one timer, not one per caller.
 Between one thing's turn and the next the timer pauses (SETTLE_S). A runtime's worker threads keep spinning for
 a while after a run — each ONNX Runtime session and each OpenVINO compiled model has its own pool — and on a
 machine with few cores the next thing timed shares the cores with them, so whichever came after the heaviest
-spinner looked slow. Each round's order is rotated too, so that what one turn leaves behind falls on every key
-in turn. The measurements behind both, and the pause's length, are in docs/guide/method-auto.md ("A pause
+spinner looked slow. Each round after the first runs in its own (fixed) shuffled order too, so that what one turn
+leaves behind does not always fall on the same key. The measurements behind both, and the pause's length, are in docs/guide/method-auto.md ("A pause
 between turns")."""
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Callable, Hashable, TypeVar
 
@@ -22,16 +23,17 @@ SETTLE_S = 0.05  # seconds between turns: the previous runtime's threads stop sp
 
 def interleaved(timers: dict[K, Callable[[], np.ndarray]], rounds: int,
                 advance: Callable[..., Any] | None = None, settle: float = SETTLE_S) -> dict[K, list[np.ndarray]]:
-    """Call every timer once per round, in turn (each round's order rotated by one), for `rounds` rounds, pausing
-    `settle` seconds before each turn;
+    """Call every timer once per round, in turn (each round after the first in a fixed shuffled order), for
+    `rounds` rounds, pausing `settle` seconds before each turn;
     each returns the milliseconds of the runs it made. Returns, per key, one array per round (`advance(1)` after
     each round, for a progress bar)."""
     samples: dict[K, list[np.ndarray]] = {k: [] for k in timers}
     keys = list(timers)
     for r in range(rounds):
-        # each round starts one further along (A B C, B C A, C A B …): whatever a turn leaves behind for the
-        # next one falls on every key in turn, not always on the same one
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+        # the first round in the given order, each later one in its own fixed shuffle: whatever a turn leaves
+        # behind falls on different keys from round to round (a rotation would keep every key's predecessor)
+        order = keys if r == 0 else random.Random(r).sample(keys, len(keys))
+        for k in order:
             time.sleep(settle)
             samples[k].append(np.asarray(timers[k](), dtype=np.float64))
         if advance is not None:
