@@ -1,5 +1,5 @@
-"""The one interleaved timer: turns alternate in an order rotated every round, each round's runs are kept apart,
-and every turn starts only after the pause that lets the previous runtime's worker threads stop spinning."""
+"""The one interleaved timer: turns alternate in an order shuffled every later round, each round's runs are kept
+apart, and every turn starts only after the pause that lets the previous runtime's worker threads stop spinning."""
 from __future__ import annotations
 
 import time

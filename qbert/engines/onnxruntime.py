@@ -122,8 +122,8 @@ def op_profile(paths: list[str], feeds: dict[str, np.ndarray], iters: int = 20, 
             sessions.append((s, {k: v for k, v in feeds.items() if k in names}))
             for _ in range(warmup):
                 s.run(None, sessions[-1][1])
-        # the shared timer's turns (qbert/timing.py): its pause and rotation keep one session's spinning threads
-        # out of the next one's profile; the times themselves come from the profiler
+        # the shared timer's turns (qbert/timing.py): its pause and shuffled rounds keep one session's spinning
+        # threads out of the next one's profile; the times themselves come from the profiler
         interleaved({i: functools.partial(wall_ms, functools.partial(s.run, None, f), max(1, iters // rounds))
                      for i, (s, f) in enumerate(sessions)}, rounds)
         results = []
