@@ -261,16 +261,18 @@ def test_judged_rows_carry_delta_with_that_sign():
 
 
 def test_method_auto_times_candidates_interleaved_and_records_the_spread(monkeypatch):
-    """Candidates are timed in alternating rounds (A, B, C, A, B, C …), several rounds, each with its per-round
-    spread — not one candidate's turn after another's, which lets a busy machine's drift pick the "fastest"."""
+    """Candidates are timed in alternating rounds (every candidate's turn once a round), several rounds, each with
+    its per-round spread — not one candidate's turn after another's, which lets a busy machine's drift pick the
+    "fastest"."""
     from qbert.calibration import select
 
     order: list[str] = []
     runs = {k: (lambda feeds, k=k: order.append(k)) for k in ("a", "b", "c")}
     result = select._latency(runs, seq=8, vocab=100, rounds=4, iters=2)
     timed = order[3:]  # after one warm-up run each
-    turns = [timed[i] for i in range(0, len(timed), 2)]
-    assert turns == ["a", "b", "c"] * 4, order
+    assert all(timed[i] == timed[i + 1] for i in range(0, len(timed), 2)), order  # a turn: its 2 runs together
+    turns = timed[::2]
+    assert len(turns) == 12 and all(sorted(turns[i:i + 3]) == ["a", "b", "c"] for i in range(0, 12, 3)), order
     assert sorted(result) == ["a", "b", "c"]
     assert all(len(spread) == 2 and spread[0] <= spread[1] for _, spread in result.values()), result
 
