@@ -210,7 +210,8 @@ def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None, n
     seq = rows[0]["latency"]["1"]["seq"] if rows else 128
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
-              f"timed in the same run, interleaved over {rounds} rounds (A, B, C, A, B, C …) so that machine drift "
+              f"timed in the same run, interleaved over {rounds} rounds (each round times every row once, each turn "
+              "after a 50 ms pause that lets the previous row's threads stop spinning) so that machine drift "
               "hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model size on "
               "disk. Speed-up vs FP32 = FP32's p50 ÷ the row's (above 1 is faster); size vs FP32 = the row's "
               "bytes ÷ FP32's (below 1 is smaller).", "",
