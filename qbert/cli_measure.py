@@ -17,7 +17,8 @@ from qbert.errors import QbertError, check_range
 @guarded
 def bench(
     ctx: typer.Context,
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on the CPU (ONNX Runtime or OpenVINO)."),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX to time on the CPU (ONNX Runtime or OpenVINO; "
+                                        "with --engine openvino also an OpenVINO IR .xml, e.g. NNCF's)."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT plan to time on the GPU."),
     engine_kind: Optional[str] = typer.Option(None, "--engine", help="ort-cpu | openvino | tensorrt | torch, as in "
                                               "eval (default: ort-cpu for --onnx, tensorrt for --plan)."),

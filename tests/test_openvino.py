@@ -146,6 +146,29 @@ def test_bench_profile_reads_openvinos_own_layer_counters(fp32, tiny_tsv, tmp_pa
     assert float_gemms and not any("i8" in k.lower() for k in float_gemms), float_ops
 
 
+def test_bench_times_and_censuses_an_openvino_ir_beside_the_onnx(fp32, tiny_tsv, tmp_path):
+    """The peer's artefact (NNCF writes an OpenVINO IR) is timed and censused as qbert's own: the IR converted from
+    qbert's ONNX gets the same census, and its size counts the .bin; elsewhere an IR is refused in one line."""
+    import openvino as ov
+
+    from qbert.api import bench
+
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino")
+    ir = tmp_path / "peer" / "model.xml"
+    ir.parent.mkdir()
+    ov.save_model(ov.Core().read_model(str(path)), str(ir))
+    onnx_result = bench(path, "openvino", batch=[1], seq=16, warmup=1, iters=3)
+    ir_result = bench(ir, "openvino", batch=[1], seq=16, warmup=1, iters=3)
+    for key in ("integer_gemms", "float_gemms", "fused_attention_blocks", "fakequantize_left", "integer_mac_share"):
+        assert ir_result["census"][key] == onnx_result["census"][key], key
+    assert ir_result["model_bytes"] == ir.stat().st_size + ir.with_suffix(".bin").stat().st_size
+    r = runner.invoke(app, ["bench", "--onnx", str(ir), "--batch", "1", "--iters", "1"])  # ort-cpu
+    assert r.exit_code == 2 and "is an OpenVINO IR, not an ONNX" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    ir.with_suffix(".bin").unlink()
+    r = runner.invoke(app, ["bench", "--onnx", str(ir), "--engine", "openvino", "--batch", "1", "--iters", "1"])
+    assert r.exit_code == 2 and "OpenVINO IR weights" in r.stderr and "not found" in r.stderr
+
+
 def test_method_auto_scores_and_times_candidates_on_openvino(fp32, tmp_path):
     from qbert.api import CalibrationConfig, calibrate as api_calibrate
 

@@ -11,6 +11,7 @@ AVX-512 BF16 or AMX, OpenVINO's default is bf16, which changes both accuracy and
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,14 +37,31 @@ def check_precision(precision: str) -> None:
                              "has neither: use f32")
 
 
+def check_model(path: str) -> None:
+    """A qbert ONNX, or an OpenVINO IR (`.xml` with its `.bin`, such as NNCF writes) with the encoder's inputs:
+    the peer's artefact can be timed and censused beside qbert's. Readable one-line errors either way."""
+    from qbert.artifacts import load_onnx
+    from qbert.data import INPUT_NAMES
+    from qbert.atomic import require_file
+
+    if not str(path).endswith(".xml"):
+        load_onnx(path)
+        return
+    require_file(path, "OpenVINO IR")
+    require_file(Path(path).with_suffix(".bin"), "OpenVINO IR weights")
+    names = {n for i in read_model(path).inputs for n in i.get_names()}
+    missing = [n for n in INPUT_NAMES if n not in names]
+    if missing:
+        raise QbertError(f"{path} lacks inputs {missing}: an encoder exported by qbert export (then converted) "
+                         "has them")
+
+
 class OpenVinoEngine(Engine):
     name = "openvino"
 
     def __init__(self, path: str, threads: int | None = None, precision: str = "f32"):
-        from qbert.artifacts import load_onnx
-
         check_precision(precision)
-        load_onnx(path)  # readable errors for missing/corrupt files
+        check_model(path)
         self.path, self.threads, self.precision = str(path), threads, precision
 
     def activate(self) -> None:

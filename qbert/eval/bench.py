@@ -42,9 +42,11 @@ def latency_stats(ms: np.ndarray, batch: int, seq: int, **extra: Any) -> dict[st
 
 
 def model_bytes(path: str | Path) -> int:
-    """Bytes on disk, external-data files included."""
+    """Bytes on disk, external-data files (an ONNX's `.data`, an OpenVINO IR's `.bin`) included."""
     p = Path(path)
     extra = sum(f.stat().st_size for f in p.parent.glob(p.name + ".data")) if p.exists() else 0
+    if p.suffix == ".xml" and p.with_suffix(".bin").is_file():
+        extra += p.with_suffix(".bin").stat().st_size
     return (p.stat().st_size if p.exists() else 0) + extra
 
 
