@@ -20,7 +20,7 @@ from qbert.engines.base import Engine, check_feeds, census_shape, longest_sequen
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.progress import warn
-from qbert.ov_session import PRECISIONS, compile_path, openvino, read_model, reason, runner
+from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
 
 INTEGER = ("i8", "u8")
 GEMM_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul", "Gemm")
@@ -106,6 +106,7 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     with fixed shapes OpenVINO also fuses the elementwise ops around a quantize step into one subgraph, so a
     static compile would report no FakeQuantize where the deployed model runs them on their own.)"""
     model = read_model(path)  # ONNX or OpenVINO IR
+    deployed = model.clone()  # compiled as OpenVinoEngine compiles it: dynamic shapes
     rows = next((int(op.get_output_shape(0)[0]) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"
                  and "position_embeddings" in op.get_friendly_name() and len(op.get_output_shape(0)) == 2), None)
     batch, seq = census_shape(batch, seq, longest_sequence(rows, path))
@@ -114,7 +115,7 @@ def openvino_census(path: str, threads: int | None = None, batch: int = 1, seq: 
     gemms = {op.get_friendly_name(): _macs(op) for op in matmuls}
     # a GEMM whose scale and bias ops write a graph output (the classifier's `logits`) runs under that name
     readers = {op.get_friendly_name(): _downstream(op) for op in matmuls}
-    compiled = compile_path(path, threads, precision)  # as OpenVinoEngine compiles it
+    compiled = compile_read(deployed, path, threads, precision)
     layers = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
