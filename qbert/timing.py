@@ -1,5 +1,5 @@
-"""Interleaved timing: several things timed in alternating rounds (A, B, C, then C, A, B …) rather than one after the
-other, so that a shared machine's drift (another job, a frequency change) hits all of them alike and a
+"""Interleaved timing: several things timed in alternating rounds (A, B, C, then B, C, A or another order …)
+rather than one after the other, so that a shared machine's drift (another job, a frequency change) hits all of them alike and a
 difference between them is theirs. Below every layer that times anything (method auto's candidates, reproduce's
 rows), so there is one timer, not one per caller.
 
@@ -7,8 +7,8 @@ Between one thing's turn and the next the timer pauses (SETTLE_S). A runtime's w
 a while after a run — each ONNX Runtime session and each OpenVINO compiled model has its own pool — and on a
 machine with few cores the next thing timed shares the cores with them, so whichever came after the heaviest
 spinner looked slow. Each round after the first runs in its own (fixed) shuffled order too, so that what one turn
-leaves behind does not always fall on the same key. The measurements behind both, and the pause's length, are in docs/guide/method-auto.md ("A pause
-between turns")."""
+leaves behind does not always fall on the same key. The measurements behind both, and the pause's length, are in
+docs/guide/method-auto.md ("A pause between turns")."""
 from __future__ import annotations
 
 import random
@@ -24,9 +24,8 @@ SETTLE_S = 0.05  # seconds between turns: the previous runtime's threads stop sp
 def interleaved(timers: dict[K, Callable[[], np.ndarray]], rounds: int,
                 advance: Callable[..., Any] | None = None, settle: float = SETTLE_S) -> dict[K, list[np.ndarray]]:
     """Call every timer once per round, in turn (each round after the first in a fixed shuffled order), for
-    `rounds` rounds, pausing `settle` seconds before each turn;
-    each returns the milliseconds of the runs it made. Returns, per key, one array per round (`advance(1)` after
-    each round, for a progress bar)."""
+    `rounds` rounds, pausing `settle` seconds before each turn; each returns the milliseconds of the runs it made.
+    Returns, per key, one array per round (`advance(1)` after each round, for a progress bar)."""
     samples: dict[K, list[np.ndarray]] = {k: [] for k in timers}
     keys = list(timers)
     for r in range(rounds):
