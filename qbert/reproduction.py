@@ -179,8 +179,9 @@ def score(row: dict[str, Any]) -> float:
 def time_rows(rows: list[dict[str, Any]], engine: str, meta: dict, bench_iters: int, rounds: int = 5,
               exact: bool = False) -> dict[str, dict[str, Any]]:
     """Latency of every row at batch 1 and 8, timed in alternating rounds (every row once a round: the shared
-    timer, qbert/timing.py) so that a shared machine's drift hits all rows alike; p50 over all rounds, and the range of the per-round p50s as
-    the spread. TensorRT rows are timed with CUDA events, also with CUDA-graph replay."""
+    timer, qbert/timing.py) so that a shared machine's drift hits all rows alike; p50 over all rounds, and the
+    range of the per-round p50s as the spread. TensorRT rows are timed with CUDA events, also with CUDA-graph
+    replay."""
     import numpy as np
 
     from qbert.encoding import random_feeds

@@ -1,7 +1,7 @@
 """Interleaved timing: several things timed in alternating rounds (A, B, C, then B, C, A or another order …)
 rather than one after the other, so that a shared machine's drift (another job, a frequency change) hits all of
-them alike and a difference between them is theirs. Below every layer that times anything (method auto's candidates, reproduce's
-rows), so there is one timer, not one per caller.
+them alike and a difference between them is theirs. Below every layer that times anything (method auto's
+candidates, reproduce's rows), so there is one timer, not one per caller.
 
 Between one thing's turn and the next the timer pauses (SETTLE_S). A runtime's worker threads keep spinning for
 a while after a run — each ONNX Runtime session and each OpenVINO compiled model has its own pool — and on a
