@@ -236,7 +236,8 @@ def markdown(result: dict, command: str, model_line: str | None = None) -> str:
     lines = ["# qbert on OpenVINO beside NNCF", "",
              f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({isa}). OpenVINO {result['openvino']}, "
              f"NNCF {result['nncf']}; f32 inference precision; seq 128; p50 of models timed in alternating rounds.",
-             "", *([f"Make the model: `{model_line}`", ""] if model_line else []), f"Regenerate: `{command}`", ""]
+             "", "Regenerate (the first line makes the model it scores):" if model_line else "Regenerate:", "",
+             "```bash", *([model_line] if model_line else []), command, "```", ""]
     for suite in dict.fromkeys(r["suite"] for r in result["speed"]):
         rows = [r for r in result["speed"] if r["suite"] == suite]
         sizes = list(rows[0]["p50_ms"])
