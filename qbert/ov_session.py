@@ -3,6 +3,7 @@ and the openvino engine both run on (kept below them, as ort_session is for ONNX
 dependency, imported only here and only when used."""
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,20 @@ def openvino() -> Any:
     return ov
 
 
+def core() -> Any:
+    """The process's one OpenVINO Core. Every Core loads its own CPU plugin, and the plugin points the calling
+    thread's alternate signal stack at a buffer of its own while it lives, restoring the previous one when it goes:
+    with two plugins alive at once (a Core per compile, method auto's candidates held side by side), the second
+    to go restores the first's freed buffer, and the next signal the process receives — Ctrl-C — kills it with a
+    segmentation fault instead of raising KeyboardInterrupt. One Core, kept, means one plugin and a valid stack."""
+    return _kept_core(openvino())  # openvino() first: a missing package is still its one-line error
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_core(ov: Any) -> Any:
+    return ov.Core()
+
+
 def compile_config(threads: int | None = None, precision: str = "f32", counters: bool = False) -> dict[str, str]:
     """Latency-oriented (one stream), with the inference precision stated: on a CPU with AVX-512 BF16 or AMX,
     OpenVINO's default is bf16, which changes accuracy and speed. `counters`: per-layer performance counters
@@ -37,7 +52,7 @@ def compile_config(threads: int | None = None, precision: str = "f32", counters:
 def read_model(path: str | Path, shape: tuple[int, int] | None = None) -> Any:
     """OpenVINO's model of an ONNX file; `shape` (batch, seq) fixes the inputs' shape (for the census)."""
     try:
-        model = openvino().Core().read_model(str(path))
+        model = core().read_model(str(path))
         if shape is not None:
             model.reshape({i.get_any_name(): list(shape) for i in model.inputs})
         return model
@@ -51,7 +66,7 @@ def compile_read(model: Any, path: str | Path, threads: int | None = None, preci
                  counters: bool = False) -> Any:
     """Compile a model `read_model` returned (`path` only names it in errors)."""
     try:
-        return openvino().Core().compile_model(model, "CPU", compile_config(threads, precision, counters))
+        return core().compile_model(model, "CPU", compile_config(threads, precision, counters))
     except Exception as e:  # noqa: BLE001
         raise QbertError(f"OpenVINO cannot load {path}: {reason(e)}") from None
 

@@ -20,7 +20,7 @@ from qbert.engines.base import Engine, check_feeds, census_shape, longest_sequen
 from qbert.errors import QbertError
 from qbert.machine import machine
 from qbert.progress import warn
-from qbert.ov_session import PRECISIONS, compile_path, compile_read, openvino, read_model, reason, runner
+from qbert.ov_session import PRECISIONS, compile_path, compile_read, core, openvino, read_model, reason, runner
 
 INTEGER = ("i8", "u8")
 GEMM_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "MatMul", "Gemm")
@@ -31,7 +31,7 @@ def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise QbertError(f"inference precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "bf16":
-        caps = openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if "BF16" not in caps:
             raise QbertError(f"bf16 inference needs a CPU with AVX-512 BF16 or AMX; this one ({machine()['cpu']}) "
                              "has neither: use f32")
