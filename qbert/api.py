@@ -172,20 +172,26 @@ def open_engine(kind: str, path: str | Path, threads: int | None = None, exact: 
 @arg.arguments_checked
 def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | Path | None = None,
              limit: int | None = None, batch_size: int = 32, threads: int | None = None, exact: bool = False,
-             labels: str | None = None, json_out: str | Path | None = None, precision: str = "f32") -> dict[str, Any]:
+             labels: str | None = None, json_out: str | Path | None = None, precision: str = "f32",
+             fp32: str | Path | None = None) -> dict[str, Any]:
     """Accuracy on labelled data — or, for a sentence-embedding model, retrieval (recall@1/10, MRR@10, nDCG@10
     where the data labels which passage answers which question) and agreement with the FP32 model it was
     quantized from (qbert.eval.embedding); no accuracy then. `model` is a qbert ONNX (ort-cpu, openvino; tensorrt
     runs its `plan`), or for engine torch a Hugging Face model or a qbert ONNX whose FP32 source model then runs —
     the folder export read (by absolute path), refused if it moved or its files changed; the result's `ran` says
     so. `labels` maps the data's label names to ids ("entailment,not_entailment"); `json_out` writes the full
-    result."""
+    result. `fp32`: the qbert FP32 export `model` was quantized from (ort-cpu and openvino engines). A model qbert did
+    not write — NNCF's OpenVINO IR, another tool's ONNX: no sidecar — then borrows that export's tokenizer, length,
+    labels or pooling, so a peer's INT8 is scored on the same rows the same way; and the result says how far from
+    FP32 it moved: the share of FP32's predictions it changed (`fp32.flips`, a classifier) or its agreement with
+    FP32's embeddings (an embedding model, which a qbert INT8 model measures against its sidecar's FP32 anyway)."""
     from qbert.artifacts import load_meta
     from qbert.atomic import sidecar_path, write_json
     from qbert.output_checks import check_outputs
     from qbert.engines import open_engine as open_kind
     from qbert.eval.accuracy import evaluate as run
     from qbert.eval.embedding import RETRIEVAL_LABELS, evaluate_embeddings, fp32_reference
+    from qbert.eval.reference import flips_against, fp32_export
     from qbert.exporter.hf import load_tokenizer
     from qbert.exporter.pooling import Pooling
     from qbert.exporter.provenance import check_loaded, source_model, tokenizer_of
@@ -202,12 +208,21 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     arg.text("labels", labels)
     arg.path("json_out", json_out, optional=True)
     arg.choice("precision", precision, PRECISIONS)
-    check_outputs({"json_out": json_out}, {"model": model, "plan": plan,
+    arg.path("fp32", fp32, optional=True)
+    arg.only_with("fp32", fp32, engine in ("ort-cpu", "openvino"), f"runs beside engines ort-cpu and openvino, not "
+                  f"{engine}; drop fp32")
+    check_outputs({"json_out": json_out}, {"model": model, "plan": plan, "fp32": fp32,
                                            "data": data if isinstance(data, (str, Path)) else None})
     if str(model).endswith(".json"):
         raise QbertError(f"{model} is a JSON file (a sidecar or recipe?); give the .onnx it belongs to")
     is_onnx = str(model).endswith(".onnx") or sidecar_path(model).is_file()
-    meta = load_meta(model) if is_onnx or engine != "torch" else None
+    if fp32 is None and engine in ("ort-cpu", "openvino") and not sidecar_path(model).is_file() and Path(model).is_file():
+        raise QbertError(f"{model} has no sidecar ({sidecar_path(model).name}): put it back beside the model, or, "
+                         "for a model qbert did not write (a peer's INT8), give {fp32}: the qbert FP32 export it was "
+                         "quantized from", fp32=None)
+    reference_meta = fp32_export(fp32, model) if fp32 is not None else None
+    borrowed = reference_meta is not None and not sidecar_path(model).is_file()  # a model qbert did not write
+    meta = reference_meta if borrowed else load_meta(model) if is_onnx or engine != "torch" else None
     if engine == "tensorrt" and plan is None:
         raise ConfigError("plan", None, "engine tensorrt needs a plan (build one with qbert build)")
     source = str(model) if meta is None else source_model(meta, model) if engine == "torch" else None
@@ -219,18 +234,23 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
         if meta is not None and engine == "torch":
             check_loaded(meta, eng.model.config, model)
         task = meta.task if meta else getattr(eng, "task", "classification")
-        tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else tokenizer_of(meta, model)
+        tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else tokenizer_of(meta, fp32 if borrowed else model)
         max_length = meta.max_length if meta else eng.max_length
         if task == "embedding":
             dataset = load_data(data, label_map(RETRIEVAL_LABELS, labels), limit)
-            reference, note = fp32_reference(meta if engine != "torch" else None, model)
+            reference, note = (str(fp32), None) if fp32 is not None else \
+                fp32_reference(meta if engine != "torch" else None, model)
             result = evaluate_embeddings(eng, dataset, tokenizer, batch_size, max_length=max_length,
                                          reference=reference, reference_note=note, threads=threads)
         else:
             label2id = meta.label2id if meta else eng.label2id
             dataset = load_data(data, label_map(label2id, labels), limit)
             result = run(eng, dataset, tokenizer, batch_size=batch_size, max_length=max_length)
-    if meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
+            if fp32 is not None:
+                result["fp32"] = flips_against(fp32, result, dataset, tokenizer, batch_size, max_length, threads)
+    if borrowed:
+        result.update(onnx=str(model), quantization=None, sidecar_from=str(fp32))
+    elif meta is not None:  # torch runs the FP32 source model: never label it with the ONNX's quantization
         result.update(onnx=str(model), quantization=meta.quantization if engine != "torch" else None)
         if engine == "torch":
             result.update(source_model=source, ran=f"fp32 source model of {model}" + (

@@ -96,6 +96,11 @@ def eval_cmd(
                                             help="Write the full result (with predictions) here."),
     precision: str = typer.Option("f32", "--precision", help="openvino: inference precision, f32 | bf16 (needs "
                                   "AVX-512 BF16 or AMX; OpenVINO's own default there is bf16, qbert's is f32)."),
+    fp32: Optional[Path] = typer.Option(None, "--fp32", help="The qbert FP32 export the model was quantized from "
+                                        "(ort-cpu, openvino): also scores a model qbert did not write — NNCF's "
+                                        "OpenVINO IR (.xml), another tool's ONNX — with that export's tokenizer, "
+                                        "length and labels, and reports the share of FP32's predictions it changed "
+                                        "(or, for an embedding model, its agreement with FP32)."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
@@ -107,14 +112,15 @@ def eval_cmd(
         raise QbertError("--engine torch runs one PyTorch model: give --onnx (its sidecar's source model runs) or "
                          "--model, not both")
     if engine != "torch" and onnx is None:
-        raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar)")
+        raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar, or --fp32 for one without)")
     if engine == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
     check_flags(ctx)
     check_outputs({"--json": json_out}, {"--onnx": onnx, "--plan": plan, "--data": Path(data),
-                                         "--model": Path(model) if model else None})
+                                         "--model": Path(model) if model else None, "--fp32": fp32})
     source = model if engine == "torch" and model is not None else onnx
-    result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out, precision)
+    result = evaluate(source, data, engine, plan, limit, batch_size, threads, exact, labels, json_out, precision,
+                      fp32)
     if json_out is not None:
         if not getattr(json_out, "folder_note", ""):  # else the folder note says where it went
             err.print(f"wrote {json_out}")
@@ -126,8 +132,17 @@ def eval_cmd(
                                         "data": data, "examples": result["examples"],
                                "accuracy": "n/a (no labels)" if acc is None else f"{acc:.4f} "
                                f"({result['correct']}/{result['labelled']})",
+                               **against_fp32(result.get("fp32")),
                                "examples/s": result["examples_per_second"],
                                "predictions sha256": result["predictions_sha256"][:16] + "…"})
+
+
+def against_fp32(ref: dict | None) -> dict[str, str]:
+    """eval's rows for `--fp32`: the FP32 export's accuracy on the same rows, and the predictions changed."""
+    if not ref:
+        return {}
+    acc = {} if ref["accuracy"] is None else {"FP32 accuracy (ort-cpu)": f"{ref['accuracy']:.4f}"}
+    return {**acc, "FP32 predictions changed": f"{ref['flips']:.2%}"}
 
 
 @app.command()

@@ -55,6 +55,9 @@ RULES = [
          lambda p: f"selects ONNX Runtime's x86 INT8 kernels; --engine {bench_kind(p)} has none: drop --exact"),
     Rule("bench", "threads", lambda p: bench_kind(p) in ("ort-cpu", "openvino"),
          lambda p: f"sets CPU threads; --engine {bench_kind(p)} runs on the GPU: drop --threads"),
+    Rule("eval", "fp32", lambda p: p["engine"] in ("ort-cpu", "openvino"),
+         lambda p: f"scores an ONNX or OpenVINO IR against its FP32 export on the CPU; --engine {p['engine']} "
+                   "runs neither: drop --fp32"),
     Rule("eval", "precision", lambda p: p["engine"] == "openvino",
          lambda p: f"sets OpenVINO's inference precision; --engine {p['engine']} runs the model's own dtypes: "
                    "drop --precision or add --engine openvino"),

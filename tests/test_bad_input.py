@@ -44,6 +44,9 @@ def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dic
     shutil.copy(d / "nan.onnx", d / "swapped.onnx")  # a readable ONNX its sidecar does not describe
     shutil.copy(d / "m.onnx.json", d / "swapped.onnx.json")
     (d / "nosidecar.onnx").write_bytes(blob)
+    m = onnx.load(str(d / "m.onnx"))  # a foreign classifier over three labels: not a quantization of m.onnx
+    m.graph.output[0].type.tensor_type.shape.dim[-1].dim_value = 3
+    onnx.save(m, str(d / "threelabels.onnx"))
     write_tsv(d / "small.tsv", 10)
     (d / "nocol.tsv").write_text("index\tquestion\tlabel\n0\tq\tentailment\n")
     (d / "badlabel.tsv").write_text("index\tquestion\tsentence\tlabel\n0\tq\ts\tcontradiction\n")
@@ -128,6 +131,14 @@ CASES = [
     ("eval: missing ONNX", "eval --onnx {d}/missing.onnx --data {tsv}", "not found"),
     ("eval: truncated ONNX", "eval --onnx {d}/trunc.onnx --data {tsv}", "does not match its sidecar"),
     ("eval: ONNX without its sidecar", "eval --onnx {d}/nosidecar.onnx --data {tsv}", "no sidecar"),
+    ("eval: --fp32 a quantized model", "eval --onnx {d}/nosidecar.onnx --fp32 {d}/q.onnx --data {tsv}",
+     "is a quantized model; give the FP32 export"),
+    ("eval: --fp32 of another model's outputs", "eval --onnx {d}/other.onnx --fp32 {d}/m.onnx --data {tsv}",
+     "is not the FP32 export"),
+    ("eval: --fp32 for a sidecar-less model of another output width",
+     "eval --onnx {d}/threelabels.onnx --fp32 {d}/m.onnx --data {tsv}", "not a quantization of that export"),
+    ("eval: --fp32 with --engine tensorrt", "eval --onnx {d}/nosidecar.onnx --fp32 {d}/m.onnx --engine tensorrt "
+     "--plan {d}/plan.plan --data {tsv}", "drop --fp32"),
     ("eval: TSV missing columns", "eval --onnx {d}/m.onnx --data {d}/nocol.tsv --json {o}/r.json", "header must name"),
     ("eval: unknown label", "eval --onnx {d}/m.onnx --data {d}/badlabel.tsv --json {o}/r.json", "unknown label"),
     ("eval: empty TSV", "eval --onnx {d}/m.onnx --data {d}/empty.tsv --json {o}/r.json", "is empty"),

@@ -213,6 +213,30 @@ def test_agreement_says_why_when_the_fp32_model_is_gone(st_onnx, pairs_tsv, tmp_
     assert result["retrieval"] is not None
 
 
+def test_a_model_qbert_did_not_write_is_scored_against_the_fp32_export_it_names(st_onnx, pairs_tsv, tmp_path):
+    """A peer's INT8 (here qbert's own, its sidecar dropped: what another tool hands over) borrows the FP32 export's
+    tokenizer, length and pooling through `fp32`, and is scored exactly as the same model with its sidecar."""
+    import shutil
+
+    recipe = qbert.calibrate(st_onnx, qbert.CalibrationConfig(data=pairs_tsv, method="smoothquant", samples=64))
+    own = tmp_path / "own" / "q.onnx"
+    own.parent.mkdir()
+    qbert.quantize(st_onnx, recipe, own)
+    foreign = tmp_path / "peer" / "q.onnx"
+    foreign.parent.mkdir()
+    shutil.copy(own, foreign)  # no sidecar: a model qbert did not write
+    with pytest.raises(qbert.QbertError, match="has no sidecar"):
+        qbert.evaluate(foreign, pairs_tsv)
+    mine, theirs = qbert.evaluate(own, pairs_tsv), qbert.evaluate(foreign, pairs_tsv, fp32=st_onnx)
+    assert theirs["embeddings_sha256"] == mine["embeddings_sha256"] and theirs["retrieval"] == mine["retrieval"]
+    assert theirs["agreement"]["top10_kept"] == mine["agreement"]["top10_kept"] < 1
+    assert theirs["sidecar_from"] == str(st_onnx) and theirs["quantization"] is None
+    fp_copy = tmp_path / "peer" / "fp32.onnx"
+    shutil.copy(st_onnx, fp_copy)  # the FP32 itself, unsidecared: agreement 1
+    same = qbert.evaluate(fp_copy, pairs_tsv, fp32=st_onnx)["agreement"]
+    assert same["top10_kept"] == 1.0 and same["worst_cosine"] > 0.99999
+
+
 def test_openvino_and_trt_targets_emit_embedding_models(st_onnx, pairs_tsv, tmp_path):
     feeds = reference_feeds(st_onnx)
     fp32 = run_onnx(st_onnx, feeds)

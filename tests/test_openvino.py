@@ -359,3 +359,30 @@ def test_ctrl_c_after_several_compiled_models_is_a_keyboardinterrupt(fp32):
         "    print('interrupted')\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "interrupted", (r.returncode, -signal.SIGSEGV, r.stderr[-500:])
+
+
+def test_eval_scores_a_peers_ir_against_its_fp32_export(fp32, tiny_tsv, tmp_path):
+    """NNCF hands over an OpenVINO IR with no sidecar: named beside the FP32 export it came from, it is scored on the
+    same rows with the same tokenizer, and the share of FP32's predictions it changed is reported — here an IR
+    converted from qbert's own ONNX, so every number must equal the ONNX's."""
+    import openvino as ov
+
+    from qbert.api import evaluate
+
+    path = quantized(fp32, tiny_tsv, tmp_path, "openvino")
+    ir = tmp_path / "peer" / "model.xml"
+    ir.parent.mkdir()
+    ov.save_model(ov.Core().read_model(str(path)), str(ir))
+    onnx_result = evaluate(path, str(tiny_tsv), "openvino", fp32=fp32)
+    fp_result = evaluate(fp32, str(tiny_tsv), "ort-cpu")
+    r = runner.invoke(app, ["eval", "--onnx", str(ir), "--engine", "openvino", "--fp32", str(fp32), "--data",
+                            str(tiny_tsv), "--json", str(tmp_path / "ir.json")])
+    assert r.exit_code == 0, r.stderr
+    ir_result = json.loads((tmp_path / "ir.json").read_text())
+    assert ir_result["predictions"] == onnx_result["predictions"] and ir_result["accuracy"] == onnx_result["accuracy"]
+    changed = np.mean(np.asarray(ir_result["predictions"]) != np.asarray(fp_result["predictions"]))
+    assert ir_result["fp32"]["flips"] == onnx_result["fp32"]["flips"] == pytest.approx(changed)
+    assert ir_result["fp32"]["accuracy"] == fp_result["accuracy"] and ir_result["sidecar_from"] == str(fp32)
+    assert "FP32 predictions changed" in r.stdout
+    r = runner.invoke(app, ["eval", "--onnx", str(ir), "--engine", "openvino", "--data", str(tiny_tsv)])
+    assert r.exit_code == 2 and "has no sidecar" in r.stderr and "--fp32" in r.stderr

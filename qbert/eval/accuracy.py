@@ -30,13 +30,13 @@ def predict(engine: Engine, encoded, batch_size: int = 32, pad_id: int = 0,
 
 
 def evaluate(engine: Engine, dataset: Dataset, tokenizer: Any, batch_size: int = 32, *,
-             max_length: int) -> dict[str, Any]:
+             max_length: int, description: str | None = None) -> dict[str, Any]:
     """`max_length` has no default: rows must be cut to what the model was exported for (its sidecar's
     max_length), or a model with fewer positions fails on long rows."""
     encoded = encode(dataset, tokenizer, max_length)
     t0 = time.perf_counter()
     logits = predict(engine, encoded, batch_size, pad_id=int(tokenizer.pad_token_id or 0),
-                     description=f"eval [{engine.name}]")
+                     description=description or f"eval [{engine.name}]")
     seconds = time.perf_counter() - t0
     preds = logits.argmax(-1)
     labels = dataset.labels
