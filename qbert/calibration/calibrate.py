@@ -25,6 +25,14 @@ from qbert.exporter.graph import parse
 from qbert.progress import progress_bar
 
 
+def calibration_rows(units: int, samples: int, seed: int = 0, heldout: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `units` rows (or an embedding model's distinct sentences) calibrate, and which `heldout` others
+    method auto and auto mixed precision judge on: one seeded shuffle, each part in data order. A peer calibrated
+    for comparison takes the same rows from here."""
+    shuffled = np.random.default_rng(seed).permutation(units)
+    return np.sort(shuffled[:samples]), np.sort(shuffled[samples:samples + heldout])
+
+
 def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: CalibrationConfig,
               gemm_split: str | None = None) -> Recipe:
     """Observe `config.data` on the FP32 graph once and ask the method (or method auto's search) for scales.
@@ -76,9 +84,7 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
         what = "distinct sentences (both sides of each pair)" if embedding else "rows"
         raise ConfigError("samples", samples, f"the data ({data}) has {units} {what}; lower "
                           "{samples} or give more data", samples=samples)
-    shuffled = np.random.default_rng(seed).permutation(units)
-    rows = np.sort(shuffled[:samples])
-    held_rows = np.sort(shuffled[samples:samples + search.heldout])  # auto-fp16/auto only: rows not calibrated on
+    rows, held_rows = calibration_rows(units, samples, seed, search.heldout)
     if judging and asked_heldout and len(held_rows) < asked_heldout:
         raise ConfigError("heldout", asked_heldout, f"the data has {len(held_rows)} rows beyond {{samples=}}; "
                           "lower {heldout} or {samples}, or give more data", samples=samples, heldout=asked_heldout)
