@@ -191,7 +191,7 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     from qbert.engines import open_engine as open_kind
     from qbert.eval.accuracy import evaluate as run
     from qbert.eval.embedding import RETRIEVAL_LABELS, evaluate_embeddings, fp32_reference
-    from qbert.eval.reference import flips_against, fp32_export
+    from qbert.eval.reference import check_run, flips_against, fp32_export
     from qbert.exporter.hf import load_tokenizer
     from qbert.exporter.pooling import Pooling
     from qbert.exporter.provenance import check_loaded, source_model, tokenizer_of
@@ -233,6 +233,8 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
                    pooling=pooling if engine == "torch" else None) as eng:
         if meta is not None and engine == "torch":
             check_loaded(meta, eng.model.config, model)
+        if borrowed:
+            check_run(eng, model, fp32, meta)
         task = meta.task if meta else getattr(eng, "task", "classification")
         tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else tokenizer_of(meta, fp32 if borrowed else model)
         max_length = meta.max_length if meta else eng.max_length

@@ -19,7 +19,7 @@ def load_onnx(path: Path | str, expect: str | None = None) -> Any:
     path = require_file(path, "ONNX file")
     if path.suffix == ".xml":
         raise QbertError(f"{path} is an OpenVINO IR, not an ONNX: of qbert's engines only openvino runs it (and "
-                         "only for timing and the census: scoring needs a qbert ONNX and its sidecar)")
+                         "scores it beside the qbert FP32 export it came from)")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError and friends

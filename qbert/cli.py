@@ -80,7 +80,8 @@ def export(
 def eval_cmd(
     ctx: typer.Context,
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX from qbert export/calibrate (ort-cpu and "
-                                        "openvino engines)."),
+                                        "openvino engines); with --fp32 also another tool's ONNX or an OpenVINO "
+                                        "IR (.xml, openvino)."),
     data: str = typer.Option(..., "--data", "-d", help="glue/qnli (needs network), or a local .tsv/.jsonl."),
     engine: str = typer.Option("ort-cpu", help="ort-cpu | openvino | tensorrt | torch."),
     plan: Optional[Path] = typer.Option(None, "--plan", help="TensorRT engine plan (for --engine tensorrt)."),
@@ -99,8 +100,12 @@ def eval_cmd(
     fp32: Optional[Path] = typer.Option(None, "--fp32", help="The qbert FP32 export the model was quantized from "
                                         "(ort-cpu, openvino): also scores a model qbert did not write — NNCF's "
                                         "OpenVINO IR (.xml), another tool's ONNX — with that export's tokenizer, "
-                                        "length and labels, and reports the share of FP32's predictions it changed "
-                                        "(or, for an embedding model, its agreement with FP32)."),
+                                        "length and labels, and reports FP32's accuracy and the share of its "
+                                        "predictions the model changed (an embedding model: agreement with FP32). "
+                                        "Such a model must take input_ids, attention_mask, token_type_ids and "
+                                        "compute the export's output first (logits over its labels, or embeddings "
+                                        "of its width); only that is checked, so a different model with the same "
+                                        "outputs is scored as if it were a quantization of this export."),
 ) -> None:
     """Accuracy of a model on a labelled dataset, with a progress bar and a JSON result."""
     from qbert.api import evaluate
@@ -112,7 +117,8 @@ def eval_cmd(
         raise QbertError("--engine torch runs one PyTorch model: give --onnx (its sidecar's source model runs) or "
                          "--model, not both")
     if engine != "torch" and onnx is None:
-        raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar, or --fp32 for one without)")
+        raise QbertError(f"--engine {engine} needs --onnx (the model and its sidecar" +
+                         (", or --fp32 for one without)" if engine in ("ort-cpu", "openvino") else ")"))
     if engine == "tensorrt" and plan is None:
         raise QbertError("--engine tensorrt needs --plan (build one with qbert build)")
     check_flags(ctx)

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -47,6 +48,16 @@ def build_env(d: Path, tiny_model: Path, tiny_onnx: Path, tiny_tsv: Path) -> dic
     m = onnx.load(str(d / "m.onnx"))  # a foreign classifier over three labels: not a quantization of m.onnx
     m.graph.output[0].type.tensor_type.shape.dim[-1].dim_value = 3
     onnx.save(m, str(d / "threelabels.onnx"))
+    m = onnx.load(str(d / "m.onnx"))  # declares [batch, n] but returns three columns: only a run shows it
+    for node in m.graph.node:
+        node.output[:] = ["logits_two" if o == "logits" else o for o in node.output]
+    m.graph.node.extend([
+        onnx.helper.make_node("Slice", ["logits_two", "col_start", "col_end", "col_axis"], ["first_col"]),
+        onnx.helper.make_node("Concat", ["logits_two", "first_col"], ["logits"], axis=-1)])
+    m.graph.initializer.extend(onnx.numpy_helper.from_array(np.array([v], np.int64), n)
+                               for n, v in (("col_start", 0), ("col_end", 1), ("col_axis", -1)))
+    m.graph.output[0].type.tensor_type.shape.dim[-1].dim_param = "n"
+    onnx.save(m, str(d / "widens.onnx"))
     write_tsv(d / "small.tsv", 10)
     (d / "nocol.tsv").write_text("index\tquestion\tlabel\n0\tq\tentailment\n")
     (d / "badlabel.tsv").write_text("index\tquestion\tsentence\tlabel\n0\tq\ts\tcontradiction\n")
@@ -137,6 +148,12 @@ CASES = [
      "is not the FP32 export"),
     ("eval: --fp32 for a sidecar-less model of another output width",
      "eval --onnx {d}/threelabels.onnx --fp32 {d}/m.onnx --data {tsv}", "not a quantization of that export"),
+    ("eval: --fp32 whose output width shows only when run", "eval --onnx {d}/widens.onnx --fp32 {d}/m.onnx "
+     "--data {tsv}", "returned [2, 3] for a batch of 2"),
+    ("eval: --fp32 a sidecar", "eval --onnx {d}/nosidecar.onnx --fp32 {d}/m.onnx.json --data {tsv}",
+     "is a JSON file"),
+    ("eval: --fp32 the model itself", "eval --onnx {d}/m.onnx --fp32 {d}/m.onnx --data {tsv}",
+     "is the model being scored"),
     ("eval: --fp32 with --engine tensorrt", "eval --onnx {d}/nosidecar.onnx --fp32 {d}/m.onnx --engine tensorrt "
      "--plan {d}/plan.plan --data {tsv}", "drop --fp32"),
     ("eval: TSV missing columns", "eval --onnx {d}/m.onnx --data {d}/nocol.tsv --json {o}/r.json", "header must name"),
