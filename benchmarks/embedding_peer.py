@@ -20,15 +20,12 @@ at batch 1 on ONNX Runtime.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from common import ROOT, SHARED, TUNE, embedding_model, qbert
+from common import ROOT, SHARED, TUNE, embedding_model, qbert, runners, timed
 
 EVAL = SHARED / "data" / "qnli" / "eval.tsv"
 FP32, NNCF = "FP32", "NNCF INT8 (peer)"
@@ -87,36 +84,6 @@ def scored(models: dict[str, tuple[str, Path]], fp32: Path, model_dir: Path, thr
                       **{k: a[k] for k in ("mean_cosine", "worst_cosine", "top10_kept")}}
         print(f"  {label} [{runtime}]: recall@1 {100 * out[label]['recall@1']:.2f} %, top-10 kept "
               f"{100 * out[label]['top10_kept']:.2f} %, cosine {out[label]['mean_cosine']:.4f}", flush=True)
-    return out
-
-
-def timed(models: dict[str, tuple[str, Path]], batches: list[int], iters: int, threads: int,
-          rounds: int = 5) -> dict[str, dict[int, float]]:
-    """p50 ms per model and batch at seq 128, every model on its runtime, in alternating rounds."""
-    from qbert.encoding import random_feeds
-    from qbert.ort_session import session_from_path, session_options
-    from qbert.ov_session import compile_path, runner
-    from qbert.timing import interleaved, wall_ms
-
-    runs = {}
-    for label, (runtime, path) in models.items():
-        if runtime == "openvino":
-            runs[label] = runner(compile_path(path, threads, "f32"))
-        else:
-            sess = session_from_path(path, session_options(threads))
-            names = {i.name for i in sess.get_inputs()}
-            runs[label] = functools.partial(lambda s, n, f: s.run(None, {k: v for k, v in f.items() if k in n}),
-                                            sess, names)
-    out: dict[str, dict[int, float]] = {k: {} for k in runs}
-    for b in batches:
-        feeds = random_feeds(b, 128, 30522)
-        for run in runs.values():
-            for _ in range(3):
-                run(feeds)
-        n = max(2, (iters if b == 1 else iters // 4) // rounds)
-        timers = {k: functools.partial(wall_ms, functools.partial(r, feeds), n) for k, r in runs.items()}
-        for k, samples in interleaved(timers, rounds).items():
-            out[k][b] = float(np.median(np.concatenate(samples)))
     return out
 
 
@@ -192,7 +159,7 @@ def main() -> None:
         entries.append((label, runtime, out))
     keyed = {f"{label} [{runtime}]": (runtime, path) for label, runtime, path in entries}
     scores = scored(keyed, fp32, model_dir, args.threads)
-    p50 = timed(keyed, args.batch, args.iters, args.threads)
+    p50 = timed(runners(keyed, args.threads), args.batch, args.iters)
     rows = [{"model": label, "runtime": runtime, **scores[k], "p50_ms": p50[k]}
             for (label, runtime, _), k in zip(entries, keyed)]
     result = {"machine": machine(), "openvino": openvino.get_version(), "nncf": nncf.__version__,

@@ -26,13 +26,12 @@ method auto within 0.3 pt of FP32 and flipping no more FP32 predictions than NNC
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, qbert
+from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, qbert, runners, timed
 
 EVAL = SHARED / "data" / "qnli" / "eval.tsv"
 
@@ -53,38 +52,6 @@ def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300, calib:
     quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(items),
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=rows)
     ov.save_model(quantized, str(out))
-    return out
-
-
-def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, object]:
-    from qbert.ort_session import session_from_path, session_options
-    from qbert.ov_session import compile_path, runner
-
-    out = {}
-    for label, (runtime, path) in models.items():
-        if runtime == "openvino":
-            out[label] = runner(compile_path(path, threads, "f32"))
-        else:
-            sess = session_from_path(path, session_options(threads))
-            out[label] = lambda feeds, sess=sess: sess.run(["logits"], feeds)[0]
-    return out
-
-
-def timed(runs: dict[str, object], batches: list[int], iters: int, rounds: int = 5) -> dict[str, dict[int, float]]:
-    from qbert.encoding import random_feeds
-    from qbert.timing import interleaved, wall_ms
-
-    out: dict[str, dict[int, float]] = {k: {} for k in runs}
-    for b in batches:
-        feeds = random_feeds(b, 128, 30522)
-        n = max(2, (iters if b == 1 else iters // 4) // rounds)
-        for run in runs.values():
-            for _ in range(3):
-                run(feeds)
-
-        timers = {k: functools.partial(wall_ms, functools.partial(r, feeds), n) for k, r in runs.items()}
-        for k, samples in interleaved(timers, rounds).items():
-            out[k][b] = float(np.median(np.concatenate(samples)))
     return out
 
 
