@@ -111,11 +111,13 @@ def markdown(result: dict, command: str) -> str:
         lines.append(f"| {r['model']} | {r['runtime']} | {100 * r['recall@1']:.2f} % | {r['mrr@10']:.4f} | "
                      f"{r['mean_cosine']:.4f} / {r['worst_cosine']:.4f} | {100 * r['top10_kept']:.2f} % | "
                      + " | ".join(f"{r['p50_ms'][b]:.2f}" for b in sizes)
-                     + f" | {fp[r['runtime']] / r['p50_ms'][b0]:.2f}× | {nncf['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× |")
+                     + f" | {fp[r['runtime']] / r['p50_ms'][b0]:.2f}× "
+                       f"| {nncf['p50_ms'][b0] / r['p50_ms'][b0]:.2f}× |")
     base = rows[(FP32, "ort-cpu")]
-    lines += ["", "## Read against the goal", "", f"`--method auto` on ONNX Runtime keeps FP32's top-10 neighbours at "
-              f"least as often as NNCF's INT8, with recall@1 within 0.3 pt of FP32, at ≥ 2× FP32's speed at batch {b0} "
-              "(on OpenVINO, the same scores, no speed goal):", ""]
+    lines += ["", "## Read against the goal", "",
+              f"`--method auto` on ONNX Runtime keeps FP32's top-10 neighbours at least as often as NNCF's INT8, with "
+              f"recall@1 within 0.3 pt of FP32, at ≥ 2× FP32's speed at batch {b0} (on OpenVINO, the same scores, "
+              "no speed goal):", ""]
     for runtime in ("ort-cpu", "openvino"):
         r = rows.get(("qbert method auto", runtime))
         if r:

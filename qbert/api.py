@@ -216,7 +216,8 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
     if str(model).endswith(".json"):
         raise QbertError(f"{model} is a JSON file (a sidecar or recipe?); give the .onnx it belongs to")
     is_onnx = str(model).endswith(".onnx") or sidecar_path(model).is_file()
-    if fp32 is None and engine in ("ort-cpu", "openvino") and not sidecar_path(model).is_file() and Path(model).is_file():
+    cpu = engine in ("ort-cpu", "openvino")
+    if fp32 is None and cpu and not sidecar_path(model).is_file() and Path(model).is_file():
         raise QbertError(f"{model} has no sidecar ({sidecar_path(model).name}): put it back beside the model, or, "
                          "for a model qbert did not write (a peer's INT8), give {fp32}: the qbert FP32 export it was "
                          "quantized from", fp32=None)
@@ -236,7 +237,8 @@ def evaluate(model: str | Path, data: Any, engine: str = "ort-cpu", plan: str | 
         if borrowed:
             check_run(eng, model, fp32, meta)
         task = meta.task if meta else getattr(eng, "task", "classification")
-        tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else tokenizer_of(meta, fp32 if borrowed else model)
+        tokenizer = load_tokenizer(eng.hf_spec) if engine == "torch" else \
+            tokenizer_of(meta, fp32 if borrowed else model)
         max_length = meta.max_length if meta else eng.max_length
         if task == "embedding":
             dataset = load_data(data, label_map(RETRIEVAL_LABELS, labels), limit)

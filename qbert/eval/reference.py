@@ -70,9 +70,9 @@ def signature_of(model: str | Path) -> tuple[set[str], list[tuple[str, int | Non
             last = shape[rank - 1] if rank else None
             outs.append((o.get_any_name(), rank, last.get_length() if last is not None and last.is_static else None))
         return {n for i in m.inputs for n in i.get_names()}, outs
-    from qbert.atomic import require_file
-
     import onnx
+
+    from qbert.atomic import require_file
 
     path = require_file(model, "ONNX file")
     try:
