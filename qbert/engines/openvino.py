@@ -37,23 +37,26 @@ def check_precision(precision: str) -> None:
                              "has neither: use f32")
 
 
-def check_model(path: str) -> None:
+def check_model(path: str) -> Any:
     """A qbert ONNX, or an OpenVINO IR (`.xml` with its `.bin`, such as NNCF writes) with the encoder's inputs:
-    the peer's artefact can be timed and censused beside qbert's. Readable one-line errors either way."""
+    the peer's artefact can be timed and censused beside qbert's. Readable one-line errors either way. Returns
+    OpenVINO's model of an IR (read once, for a caller that also wants its outputs), None for an ONNX."""
     from qbert.artifacts import load_onnx
     from qbert.data import INPUT_NAMES
     from qbert.atomic import require_file
 
     if not str(path).endswith(".xml"):
         load_onnx(path)
-        return
+        return None
     require_file(path, "OpenVINO IR")
     require_file(Path(path).with_suffix(".bin"), "OpenVINO IR weights")
-    names = {n for i in read_model(path).inputs for n in i.get_names()}
+    model = read_model(path)
+    names = {n for i in model.inputs for n in i.get_names()}
     missing = [n for n in INPUT_NAMES if n not in names]
     if missing:
         raise QbertError(f"{path} lacks inputs {missing}: an encoder exported by qbert export (then converted) "
                          "has them")
+    return model
 
 
 class OpenVinoEngine(Engine):

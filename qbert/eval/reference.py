@@ -59,10 +59,8 @@ def signature_of(model: str | Path) -> tuple[set[str], list[tuple[str, int | Non
     an ONNX or an OpenVINO IR (checked whole first: an IR without its weights is named as such)."""
     if str(model).endswith(".xml"):
         from qbert.engines.openvino import check_model
-        from qbert.ov_session import read_model
 
-        check_model(str(model))
-        m = read_model(model)
+        m = check_model(str(model))  # the IR whole (its weights, qbert's inputs), read once
         outs = []
         for o in m.outputs:
             shape = o.get_partial_shape()

@@ -7,6 +7,7 @@ from typing import Any
 from qbert.atomic import atomic_path, write_json
 from qbert.calibration.judge import DELTA, delta_text
 from qbert.calibration.targets import TARGETS
+from qbert.timing import SETTLE_S
 
 
 NEAR_FP32_PT = 1.0  # "≈ FP32" in a verdict: within this many accuracy points; printed in the report
@@ -211,9 +212,9 @@ def latency_section(report: dict[str, Any], rows: list[dict], fp: dict | None, n
     rounds = rows[0]["latency"]["1"].get("rounds", 1) if rows else 1
     lines += ["", "## Latency and memory", "", f"{report['engine']}, sequence length {seq}, random ids; every row "
               f"timed in the same run, interleaved over {rounds} rounds (each round times every row once, each turn "
-              "after a 50 ms pause that lets the previous row's threads stop spinning) so that machine drift "
-              "hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model size on "
-              "disk. Speed-up vs FP32 = FP32's p50 ÷ the row's (above 1 is faster); size vs FP32 = the row's "
+              f"after a {SETTLE_S * 1000:.0f} ms pause that lets the previous row's threads stop spinning) so that "
+              "machine drift hits all rows alike; p50 over all rounds, spread = lowest–highest per-round p50; model "
+              "size on disk. Speed-up vs FP32 = FP32's p50 ÷ the row's (above 1 is faster); size vs FP32 = the row's "
               "bytes ÷ FP32's (below 1 is smaller).", "",
               "| setting | p50 b=1 ms | spread b=1 | p50 b=8 ms | speed-up vs FP32 (b=1) | model MiB | size vs FP32 |",
               "|---|---|---|---|---|---|---|"]
