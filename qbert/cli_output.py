@@ -135,8 +135,9 @@ def show_candidates(report: dict[str, Any]) -> None:
         err.print(f"[yellow]warning:[/] skipped {escape(skipped['name'])}: {escape(skipped['reason'])}", highlight=False)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
-                  "rows with 95 % confidence; kept the one that changes the fewest FP32 predictions there"
-                  + (" (nearest neighbours)" if "fp32_heldout_score" in report else ""), highlight=False)
+                  + ("sentences with 95 % confidence; kept the one that keeps the most FP32 neighbours there"
+                     if "fp32_heldout_score" in report else "rows with 95 % confidence; kept the one that changes the "
+                     "fewest FP32 predictions there"), highlight=False)
 
 
 def show_fallback_steps(report: dict[str, Any]) -> None:

@@ -190,6 +190,16 @@ CASES = [
      "--method"),
     ("calibrate: fallback matches nothing", "calibrate --onnx {d}/m.onnx --data {tsv} --fp16-fallback nope "
      "--out {o}/q.onnx", "no quantized tensor"),
+    ("calibrate: outlier channels without a count", "calibrate --onnx {d}/m.onnx --data {tsv} --fp16-fallback a:0 "
+     "--out {o}/q.onnx", "PATTERN:N"),
+    ("calibrate: outlier channels of an attention operand", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--fp16-fallback q:2 --out {o}/q.onnx", "no quantized input of a linear layer"),
+    ("calibrate: outlier channels under the full placement", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--placement full --fp16-fallback a:2 --out {o}/q.onnx", "residual path"),
+    ("calibrate: outlier channels with PEG", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg "
+     "--fp16-fallback x:2 --out {o}/q.onnx", "--method"),
+    ("calibrate: more outlier channels than the tensor has", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--fp16-fallback x:32 --out {o}/q.onnx", "has 32 channels"),
     ("build: not ONNX", "build --onnx {d}/text.onnx --out {o}/e.plan", "not a readable ONNX"),
     ("build: bad --shapes", "build --onnx {d}/q.onnx --out {o}/e.plan --shapes 8x128", "--shapes"),
     ("bench: corrupt plan", "bench --plan {d}/plan.plan", "no qbert sidecar"),

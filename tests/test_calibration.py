@@ -305,6 +305,23 @@ def test_method_auto_rule_fastest_within_budget_else_fewest_flips():
     assert pick(rows, speed, timed=False)["name"] == "fastest, more flips"  # counted speeds tie only when equal
 
 
+def test_method_auto_rule_ranks_embedding_candidates_by_neighbours_kept():
+    """An embedding model's candidates are ranked by the criterion (FP32 neighbours lost), not by how many
+    sentences changed their one nearest neighbour: fewer flips must not beat more neighbours kept."""
+    from qbert.calibration.select import pick
+
+    row = lambda name, ms, kept, flips, ok: dict(  # noqa: E731
+        name=name, p50_ms_b1=ms, top10_kept=kept, flips=flips, drop_points=100 * (1 - kept),
+        drop_bound_points=100 * (1 - kept) + 0.3, within_budget=ok)
+    speed = lambda r: r["p50_ms_b1"]  # noqa: E731
+    rows = [row("float FFN2: fewer flips", 10.2, 0.9654, 0.042, False),
+            row("outlier channels: more kept", 7.4, 0.9744, 0.049, False)]
+    assert pick(rows, speed)["name"] == "outlier channels: more kept"  # nothing within budget: the most kept
+    rows = [row("fastest", 7.4, 0.985, 0.010, True), row("as fast, more kept", 7.9, 0.990, 0.030, True),
+            row("slower, most kept", 10.0, 0.995, 0.001, True)]
+    assert pick(rows, speed)["name"] == "as fast, more kept"  # equally fast: the most neighbours kept
+
+
 def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     from tests.conftest import write_tsv
 
@@ -313,9 +330,11 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
     report = r.calibration["auto_method"]
     rows = report["candidates"]
-    assert len(rows) == 16 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
+    assert len(rows) == 17 and report["heldout_rows"] == 336 and report["budget_points"] == 0.3
     assert {(c["alpha"], c["asymmetric"]) for c in rows if c["method"] == "smoothquant"} == {
-        (0.85, False), (0.95, False), (1.0, False), (0.95, True), (1.0, True)}
+        (0.85, False), (0.95, False), (1.0, False), (0.95, True), (1.0, True), (0.85, True)}
+    assert "smoothquant α=0.85, gemm, p/v in high precision, a's 4 largest channels in high precision, asymmetric" \
+        in {c["name"] for c in rows}
     kept = next(c for c in rows if c["name"] == "smoothquant α=0.85, gemm, a in high precision")
     assert kept["method"] == "smoothquant" and kept["groups"] == 1  # SmoothQuant with its FFN2 inputs left FP32
     ok = [c for c in rows if c["within_budget"]]

@@ -75,7 +75,7 @@ def test_calibrate_groups_auto_and_method_auto_from_the_shell(tiny_onnx, tmp_pat
     report = json.loads((tmp_path / "auto.onnx.recipe.json").read_text())["calibration"]["auto_method"]
     assert report["heldout_rows"] == 300  # of the 336 beyond --samples: as asked
     assert "--method auto: 300 held-out rows" in r.stdout and "chosen" in r.stdout
-    assert len(report["candidates"]) == 16 and all(m in r.stdout for m in ("minmax", "mse", "percentile", "peg",
+    assert len(report["candidates"]) == 17 and all(m in r.stdout for m in ("minmax", "mse", "percentile", "peg",
                                                                            "smoothquant"))
 
 

@@ -13,7 +13,8 @@ from qbert.calibration.config import CalibrationConfig, Search
 from qbert.calibration.grids import with_grids
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
-from qbert.calibration.placement import apply_fallback, sites as placement_sites
+from qbert.calibration.outliers import check_applicable, check_widths, fallback_sites, split as split_outliers
+from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.select import histograms as search_histograms, needs as search_needs, select
 from qbert.calibration.smooth import unshared, weight_rows
@@ -74,7 +75,10 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
         model = onnx.load(str(onnx_path))
     graph = parse(model)
     placement = "full" if choosing else placement  # auto observes full's tensors: gemm's and more
-    chosen, dropped = apply_fallback(placement_sites(graph, placement), fallback or [])
+    chosen, dropped, outlier_counts = fallback_sites(placement_sites(graph, placement), fallback or [])
+    if not choosing:  # method auto applies them to the candidates they apply to (select.py)
+        check_applicable(fallback or [], method, placement)
+    check_widths(outlier_counts, weight_rows(graph, [s for s in chosen if s.key in outlier_counts]))
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(str(data), (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
@@ -100,7 +104,7 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     consume = not caller_model and not judging
     # smoothing needs the weights' row ranges: take them before the observer may consume the weights
     needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}
-    rows_max = weight_rows(graph, chosen) if needs else {}
+    rows_max = weight_rows(graph, chosen) if needs or outlier_counts else {}
     peg_rows = unshared(graph, rows_max, chosen) if "unshared" in needs else {}
     observer = Observer(model, chosen, histograms=search_histograms() if choosing else chosen_method.histograms,
                         include_padding=include_padding, threads=threads, consume=consume,
@@ -116,6 +120,8 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     choice = (chosen_method or method_of("minmax")).choose(chosen, observed, settings)
     if config.asymmetric:
         choice = replace(choice, sites=with_grids(choice.sites, stats))
+    if outlier_counts and not choosing:
+        choice = replace(choice, sites=split_outliers(choice.sites, outlier_counts, stats, rows_max))
     recipe = Recipe(
         method=method, placement=placement, sites=choice.sites, **choice.fields,
         permutation=choice.permutation, fallback=dropped,

@@ -20,6 +20,8 @@
   before quantization (smooth.py). PEG with groups `auto` smooths its grouped GEMM inputs the same way (one GEMM,
   not K); under `full` their non-GEMM readers read that DQ · m (a per-channel grid), and on ORT CPU the 1/m is
   folded into the LayerNorm that writes the tensor.
+- Outlier channels (outliers.py): a site's few largest channels leave its GEMMs' INT8 weights (zero rows) and
+  run in high precision beside them: Gather → MatMul → Add onto each GEMM's biased output.
 - High precision: FP16 for TensorRT (strongly typed: the dtypes are the precision; fp16.py), FP32 for ORT-CPU and
   OpenVINO. Each target's dtypes are in targets.py.
 """
@@ -31,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qbert.calibration import placement as placement_mod
+from qbert.calibration import outliers, placement as placement_mod
 from qbert.calibration.clips import QMAX, int8_per_channel, scale_of
 from qbert.calibration.fp16 import to_fp16
 from qbert.calibration.grids import FOR_TENSORRT, FOR_TENSORRT_MENTIONS, qparams
@@ -55,6 +57,7 @@ class Emitter:
         self.new_nodes: list[Any] = []
         self.counter = 0
         self.quantized_gemms = 0
+        self.outlier_gemms = 0  # high-precision GEMMs over outlier channels beside INT8 ones (outliers.py)
         self.asymmetric = 0  # activation Q/DQ emitted on an asymmetric grid
         self.weight_cache: dict[tuple[str, int, int], str] = {}
         self.int8_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -250,7 +253,8 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
     em.finish()
     meta = {"target": target, "high_precision": high, "quantized_gemms": em.quantized_gemms,
             "quantized_sites": len(kept), "fallback": recipe.fallback, "activation_dtype": em.spec.activations,
-            **({"asymmetric_sites": em.asymmetric} if em.asymmetric else {})}
+            **({"asymmetric_sites": em.asymmetric} if em.asymmetric else {}),
+            **({"outlier_gemms": em.outlier_gemms} if em.outlier_gemms else {})}
     if len(kept) < len(in_recipe):
         meta["left_in_float_by_target"] = [s.key for s in in_recipe if s.key in em.spec.float_sites]
     return model, meta
@@ -258,6 +262,20 @@ def emit(fp32: Any, recipe: Recipe, target: str, high_precision: str | None = No
 
 def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: SiteScale,
                linears: dict[str, Linear]) -> None:
+    if not scale.outliers:
+        _emit_scales(em, graph, site, scale, linears)
+        return
+    lins = [linears[n] for n in site.gemm_inputs]
+    if scale.bounds is not None or not lins or placement_mod.is_head(site.key):
+        raise QbertError(f"recipe: site {site.key} keeps outlier channels but is not a per-tensor input of a "
+                         "linear layer; recalibrate")
+    hi = outliers.take_rows(em, site, scale, lins)
+    _emit_scales(em, graph, site, scale, linears)
+    outliers.add_side_gemms(em, site, scale, lins, hi)
+
+
+def _emit_scales(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: SiteScale,
+                 linears: dict[str, Linear]) -> None:
     gemm_nodes = {linears[n].node.name: linears[n] for n in site.gemm_inputs}
     readers = graph.consumers(site.tensor)
     if site.consumers is None:

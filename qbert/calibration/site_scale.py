@@ -15,3 +15,5 @@ class SiteScale:
     # SmoothQuant, or a PEG groups `auto` GEMM input (its non-GEMM readers, if any, keep group_amax/bounds)
     grid: list[float] | None = None  # asymmetric activations: [lo, hi] of the quantized tensor (x/m where
     # smoothed), lo ≤ 0 ≤ hi, within [-amax, amax]; 255 steps over it instead of 254 over [-amax, amax] (grids.py)
+    outliers: list[int] | None = None  # channels (ascending) its GEMMs read in high precision, beside the INT8
+    # GEMM over the rest: their weight rows are zero in INT8 and the clip leaves them out (outliers.py)
