@@ -123,6 +123,15 @@ CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
      "clip value(s) [9e-09]"),
     ("a PEG group clip value of 1e-20", "peg", lambda r: r["sites"][grouped(r)]["group_amax"].__setitem__(0, 1e-20),
      "1e-20"),
+    # outlier channels: ascending distinct indices on a per-tensor site
+    ("outlier channels unsorted", "minmax", lambda r: r["sites"][first(r)].update(outliers=[7, 3]),
+     "outlier channels [7, 3]"),
+    ("outlier channels repeated", "minmax", lambda r: r["sites"][first(r)].update(outliers=[3, 3]),
+     "outlier channels [3, 3]"),
+    ("an outlier channel negative", "minmax", lambda r: r["sites"][first(r)].update(outliers=[-1]),
+     "outlier channels [-1]"),
+    ("outlier channels on a PEG-grouped site", "peg", lambda r: r["sites"][grouped(r)].update(outliers=[1]),
+     "on a per-tensor site"),
     ("a smoothing factor of 1e-300", "smoothquant", lambda r: r["sites"][smoothed(r)]["smooth"].__setitem__(0, 1e-300),
      "smoothing factors"),
 ]

@@ -157,6 +157,12 @@ class Recipe:
                                             or not all(_positive(v) for v in site.smooth)):
                 raise QbertError(f"{where}: site {key} has smoothing factors that are not a list of finite "
                                  "numbers > 0 (or sits on PEG groups) — recalibrate")
+            if site.outliers is not None and not (
+                    isinstance(site.outliers, list) and site.outliers and site.bounds is None
+                    and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in site.outliers)
+                    and site.outliers == sorted(set(site.outliers))):
+                raise QbertError(f"{where}: site {key} has outlier channels {site.outliers!r}; they are ascending "
+                                 "distinct channel indices on a per-tensor site — recalibrate")
             if site.grid is not None and not _grid_ok(site):
                 raise QbertError(f"{where}: site {key} has grid {site.grid!r}; an asymmetric grid is [lo, hi] with "
                                  "lo ≤ 0 ≤ hi, hi − lo ≥ 255 × 1e-8, within [-amax, amax], on a per-tensor site — "
