@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from qbert.cli_output import (FLAGS, LABELS_HELP, err, fallback_patterns, guarded, integer, show, show_candidates, show_embedding_result, show_fallback_steps,
+from qbert.cli_output import (FLAGS, LABELS_HELP, err, fallback_patterns, outlier_row, guarded, integer, show, show_candidates, show_embedding_result, show_fallback_steps,
                                print_version)
 from qbert.cli_measure import analyze, bench, reproduce
 from qbert.cli_rules import check_flags, out_file, refuse_unread, typed as _typed
@@ -188,7 +188,9 @@ def calibrate(
     include_padding: bool = typer.Option(False, "--include-padding", help="Count padding tokens in the "
                                          "statistics (pads to max length, like the study)."),
     fp16_fallback: Optional[str] = typer.Option(None, "--fp16-fallback", help="Comma-separated tensors to keep "
-                                                "unquantized: keys (layer.3.x), globs (layer.*.h) or roles (x,h,y)."),
+                                                "unquantized: keys (layer.3.x), globs (layer.*.h) or roles (x,h,y); "
+                                                "PATTERN:N keeps only the N largest channels of a linear layer's "
+                                                "input unquantized, in a small GEMM beside the INT8 one (a:4)."),
     high_precision: Optional[str] = typer.Option(None, help="fp16 | fp32 for everything not INT8 "
                                                  "(default: fp16 for --target trt, fp32 for ort-cpu)."),
     recipe_in: Optional[Path] = typer.Option(None, "--recipe", help="Re-emit from this recipe; no calibration."),
@@ -291,6 +293,7 @@ def calibrate(
                                     "quantized tensors": summary["quantized_sites"] or "0 (nothing in INT8)",
                                     "quantized GEMMs": summary["quantized_gemms"],
                                     "fp16/fp32 fallback": ", ".join(recipe.fallback) or "none",
+                                    **outlier_row(recipe, summary),
                                     "recipe": recipe_path})
 
 

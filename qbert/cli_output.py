@@ -165,6 +165,17 @@ def integer(flag: str, text: str) -> int:
     return int(text)
 
 
+def outlier_row(recipe: Any, summary: dict[str, Any]) -> dict[str, str]:
+    """The calibrate table's row for outlier channels kept in high precision (none: no row)."""
+    split = {k: len(s.outliers) for k, s in recipe.sites.items() if s.outliers}
+    if not split:
+        return {}
+    counts = sorted(set(split.values()))
+    return {"outlier channels": f"{'/'.join(map(str, counts))} per tensor on {len(split)} tensors "
+                                f"({', '.join(list(split)[:3])}{', …' if len(split) > 3 else ''}), in "
+                                f"{summary.get('outlier_gemms', 0)} {summary['high_precision']} GEMMs"}
+
+
 def fallback_patterns(text: str | None) -> list[str]:
     """--fp16-fallback's comma-separated patterns (None: the flag was not given). A list that names nothing
     (`''`, `,,`) or has an empty item is refused: it would otherwise keep nothing in high precision without a word,
