@@ -34,6 +34,10 @@ QBERT_ROWS = (  # label, runtime, target, calibrate flags
     ("qbert smoothquant", "openvino", "openvino", ["--method", "smoothquant"]),
     ("qbert smoothquant asymmetric, P·V unquantized", "ort-cpu", "ort-cpu",
      ["--method", "smoothquant", "--asymmetric", "--fp16-fallback", "p,v"]),
+    ("qbert smoothquant asymmetric, P·V and FFN2's 4 outlier channels unquantized", "ort-cpu", "ort-cpu",
+     ["--method", "smoothquant", "--asymmetric", "--fp16-fallback", "p,v,a:4"]),
+    ("qbert smoothquant asymmetric, P·V and FFN2's 4 outlier channels unquantized", "openvino", "openvino",
+     ["--method", "smoothquant", "--asymmetric", "--fp16-fallback", "p,v,a:4"]),
     ("qbert method auto", "ort-cpu", "ort-cpu", ["--method", "auto"]),
     ("qbert method auto", "openvino", "openvino", ["--method", "auto"]),
 )
@@ -127,7 +131,9 @@ def markdown(result: dict, command: str) -> str:
             lines.append(f"- method auto on {runtime}: {100 * r['top10_kept']:.2f} % kept against NNCF's "
                          f"{100 * nncf['top10_kept']:.2f} % ({verdict(r['top10_kept'] >= nncf['top10_kept'])}), "
                          f"recall@1 {delta:+.2f} pt vs FP32 ({verdict(delta >= -0.3)}), {speed:.2f}× FP32 on "
-                         f"{runtime} at batch {b0}" + (f" ({verdict(speed >= 2.0)})." if runtime == "ort-cpu" else "."))
+                         f"{runtime} at batch {b0}" + (f" ({verdict(speed >= 2.0)})" if runtime == "ort-cpu" else "")
+                         + (f"; it chose {result['method_auto_chose'][runtime]}." if runtime in
+                            result.get("method_auto_chose", {}) else "."))
     return "\n".join(lines + [""])
 
 
@@ -153,19 +159,22 @@ def main() -> None:
         qbert("export", "--model", model_dir, "--out", fp32)
     entries = [(FP32, "ort-cpu", fp32), (FP32, "openvino", fp32),
                (NNCF, "openvino", nncf_sentences(fp32, args.out / "nncf.xml", model_dir, args.samples))]
+    chosen: dict[str, str] = {}  # method auto's choice per runtime
     for i, (label, runtime, target, flags) in enumerate(QBERT_ROWS):
         out = args.out / f"qbert-{i}-{target}.onnx"  # calibrated anew: a cached graph measures an older qbert
         print(f"calibrating: {label} --target {target}", flush=True)
         qbert("calibrate", "--onnx", fp32, "--data", TUNE, "--samples", args.samples, "--target", target, *flags,
               "--out", out)
         entries.append((label, runtime, out))
+        if "auto" in flags:
+            chosen[runtime] = json.loads(Path(f"{out}.recipe.json").read_text())["calibration"]["auto_method"]["chosen"]
     keyed = {f"{label} [{runtime}]": (runtime, path) for label, runtime, path in entries}
     scores = scored(keyed, fp32, model_dir, args.threads)
     p50 = timed(runners(keyed, args.threads), args.batch, args.iters)
     rows = [{"model": label, "runtime": runtime, **scores[k], "p50_ms": p50[k]}
             for (label, runtime, _), k in zip(entries, keyed)]
     result = {"machine": machine(), "openvino": openvino.get_version(), "nncf": nncf.__version__,
-              "onnxruntime": onnxruntime.__version__, "rows": rows}
+              "onnxruntime": onnxruntime.__version__, "rows": rows, "method_auto_chose": chosen}
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     page = markdown(result, "python benchmarks/embedding_peer.py " + shlex.join(sys.argv[1:]))
     print(page)
