@@ -122,6 +122,7 @@ def markdown(result: dict, command: str) -> str:
               f"`--method auto` on ONNX Runtime keeps FP32's top-10 neighbours at least as often as NNCF's INT8, with "
               f"recall@1 within 0.3 pt of FP32, at ≥ 2× FP32's speed at batch {b0} (on OpenVINO, the same scores, "
               "no speed goal):", ""]
+    sq = rows.get(("qbert smoothquant", "ort-cpu"))  # the speed of full INT8 in the same run: the host's phase
     for runtime in ("ort-cpu", "openvino"):
         r = rows.get(("qbert method auto", runtime))
         if r:
@@ -131,7 +132,9 @@ def markdown(result: dict, command: str) -> str:
             lines.append(f"- method auto on {runtime}: {100 * r['top10_kept']:.2f} % kept against NNCF's "
                          f"{100 * nncf['top10_kept']:.2f} % ({verdict(r['top10_kept'] >= nncf['top10_kept'])}), "
                          f"recall@1 {delta:+.2f} pt vs FP32 ({verdict(delta >= -0.3)}), {speed:.2f}× FP32 on "
-                         f"{runtime} at batch {b0}" + (f" ({verdict(speed >= 2.0)})" if runtime == "ort-cpu" else "")
+                         f"{runtime} at batch {b0}" + (f" ({verdict(speed >= 2.0)}; full-INT8 SmoothQuant "
+                                                       f"{fp[runtime] / sq['p50_ms'][b0]:.2f}× in this run)"
+                                                       if runtime == "ort-cpu" and sq else "")
                          + (f"; it chose {result['method_auto_chose'][runtime]}." if runtime in
                             result.get("method_auto_chose", {}) else "."))
     return "\n".join(lines + [""])
