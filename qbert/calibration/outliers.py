@@ -1,5 +1,5 @@
-"""Outlier channels in high precision beside an INT8 GEMM: `--fp16-fallback a:4` keeps the 4 largest channels of
-every FFN2 input out of the INT8 GEMM and multiplies them in FP32 (FP16 for TensorRT) in a GEMM of their own —
+"""Outlier channels in high precision beside an INT8 GEMM: the fallback pattern `a:4` keeps the 4 largest channels
+of every FFN2 input out of the INT8 GEMM and multiplies them in FP32 (FP16 for TensorRT) in a GEMM of their own —
 the decomposition LLM.int8() (Dettmers et al., 2022) applies per token, here fixed at calibration.
 
 Why: a per-tensor INT8 scale is set by the few channels that reach furthest, and every other channel's noise
