@@ -171,7 +171,8 @@ def outlier_row(recipe: Any, summary: dict[str, Any]) -> dict[str, str]:
     if not split:
         return {}
     counts = sorted(set(split.values()))
-    return {"outlier channels": f"{'/'.join(map(str, counts))} per tensor on {len(split)} tensors "
+    return {"outlier channels": f"{'/'.join(map(str, counts))} per tensor on {len(split)} "
+                                f"tensor{'s' if len(split) > 1 else ''} "
                                 f"({', '.join(list(split)[:3])}{', …' if len(split) > 3 else ''}), in "
                                 f"{summary.get('outlier_gemms', 0)} {summary['high_precision']} GEMMs"}
 

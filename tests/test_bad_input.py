@@ -194,8 +194,14 @@ CASES = [
      "--out {o}/q.onnx", "PATTERN:N"),
     ("calibrate: outlier channels of an attention operand", "calibrate --onnx {d}/m.onnx --data {tsv} "
      "--fp16-fallback q:2 --out {o}/q.onnx", "no quantized input of a linear layer"),
-    ("calibrate: outlier channels under the full placement", "calibrate --onnx {d}/m.onnx --data {tsv} "
-     "--placement full --fp16-fallback a:2 --out {o}/q.onnx", "residual path"),
+    ("calibrate: outlier channels of a tensor the residual path reads", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--placement full --fp16-fallback x:2 --out {o}/q.onnx", "would read its outlier channels clipped"),
+    ("calibrate: outlier channels with a non-ASCII count", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--fp16-fallback a:² --out {o}/q.onnx", "PATTERN:N"),
+    ("calibrate: two outlier counts for one tensor", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--fp16-fallback a:4,layer.0.a:2 --out {o}/q.onnx", "give each tensor one count"),
+    ("calibrate: a tensor both whole and by channels", "calibrate --onnx {d}/m.onnx --data {tsv} "
+     "--fp16-fallback a:4,a --out {o}/q.onnx", "not both"),
     ("calibrate: outlier channels with PEG", "calibrate --onnx {d}/m.onnx --data {tsv} --method peg "
      "--fp16-fallback x:2 --out {o}/q.onnx", "--method"),
     ("calibrate: more outlier channels than the tensor has", "calibrate --onnx {d}/m.onnx --data {tsv} "

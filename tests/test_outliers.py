@@ -61,7 +61,7 @@ def sqnr_db(ref, x):
 
 
 def test_patterns_carry_a_channel_count():
-    assert split_patterns(["p", "a:4", "layer.*.x:16"]) == (["p"], {"a": 4, "layer.*.x": 16})
+    assert split_patterns(["p", "a:4", "layer.*.x:16"]) == (["p"], [("a", 4), ("layer.*.x", 16)])
     for bad in ("a:0", "a:x", ":4", "a:-1"):
         with pytest.raises(ConfigError, match="PATTERN:N"):
             split_patterns([bad])
@@ -142,3 +142,51 @@ def test_tensorrt_builds_the_split_graph_in_fp16(recipes, fp32, tmp_path):
                                  "tensorrt-rtx", "--shapes", "1x1/2x16/4x32", "--opt-level", "0", "--sm", "89"])
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "p.plan.json").read_text())["strongly_typed"] is True
+
+
+def test_method_auto_keeps_the_users_count_over_a_candidates(fp32):
+    """The user's patterns come first in a candidate's list; the first count for a tensor holds there, and is an
+    error only among the user's own patterns."""
+    from qbert.calibration.outliers import fallback_sites
+    from qbert.calibration.placement import sites
+
+    model, _ = fp32
+    all_sites = sites(parse(model), "gemm")
+    _, _, counts = fallback_sites(all_sites, ["layer.0.a:8", "p", "v", "a:4"], strict=False)
+    assert counts == {"layer.0.a": 8, "layer.1.a": 4}
+    with pytest.raises(ConfigError, match="one count"):
+        fallback_sites(all_sites, ["layer.0.a:8", "a:4"])
+    with pytest.raises(ConfigError, match="not both"):
+        fallback_sites(all_sites, ["a", "a:4"])
+
+
+def test_full_placement_takes_counts_where_only_gemms_read(tiny_onnx, tiny_tsv, fp32, feeds):
+    """Under `full` the FFN2 input is read by FFN2 alone, so its outlier channels may leave INT8 there too; the
+    LayerNorm outputs, which the residual path also reads, are refused (bad-input cases)."""
+    model, meta = fp32
+    r = calibrate(tiny_onnx, meta, model, str(tiny_tsv), method="minmax", placement="full", samples=32,
+                  fallback=["a:2"])
+    assert all(len(r.sites[f"layer.{i}.a"].outliers) == 2 for i in range(2))
+    q, summary = emit(model, r, "ort-cpu")
+    assert summary["outlier_gemms"] == 2 and np.isfinite(run(q, feeds)[0]).all()
+
+
+def test_albert_layers_sharing_a_weight_get_their_own_outlier_rows(tmp_path):
+    """ALBERT's layers share one set of weights; with SmoothQuant each layer's smoothed copy is derived from the
+    zeroed one, which must be derived again, not handed out after the first layer's copy freed it. 31 of the 32
+    FFN1 input channels: the same set in both layers."""
+    from qbert.exporter.export import export
+    from tests.conftest import build_tiny, write_tsv
+
+    folder = build_tiny(tmp_path / "albert", "albert")
+    out = tmp_path / "albert.onnx"
+    export(str(folder), out)
+    model, meta = onnx.load(str(out)), load_meta(out)
+    data = write_tsv(tmp_path / "d.tsv", 96)
+    r = calibrate(out, meta, model, str(data), method="smoothquant", samples=32, fallback=["x:31"])
+    assert r.sites["layer.0.x"].outliers == r.sites["layer.1.x"].outliers
+    q, summary = emit(model, r, "ort-cpu")
+    enc = encode(load_dataset_spec(str(data), meta.label2id), load_tokenizer(str(folder)), meta.max_length)
+    f = pad_batch(enc, list(range(32)))
+    ref, got = run(model, f)[0], run(q, f)[0]
+    assert summary["outlier_gemms"] == 2 and sqnr_db(ref, got) > 20.0

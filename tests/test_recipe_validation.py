@@ -131,7 +131,9 @@ CASES: list[tuple[str, str, Callable[[dict], Any], str]] = [
     ("an outlier channel negative", "minmax", lambda r: r["sites"][first(r)].update(outliers=[-1]),
      "outlier channels [-1]"),
     ("outlier channels on a PEG-grouped site", "peg", lambda r: r["sites"][grouped(r)].update(outliers=[1]),
-     "on a per-tensor site"),
+     "per-tensor input of a linear layer"),
+    ("outlier channels on a head", "minmax", lambda r: r["sites"]["head.0"].update(outliers=[1]),
+     "per-tensor input of a linear layer"),
     ("a smoothing factor of 1e-300", "smoothquant", lambda r: r["sites"][smoothed(r)]["smooth"].__setitem__(0, 1e-300),
      "smoothing factors"),
 ]

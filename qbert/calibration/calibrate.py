@@ -13,7 +13,8 @@ from qbert.calibration.config import CalibrationConfig, Search
 from qbert.calibration.grids import with_grids
 from qbert.calibration.methods import AUTO, Observed, Settings, method as method_of
 from qbert.calibration.observe import Observer
-from qbert.calibration.outliers import check_applicable, check_widths, fallback_sites, split as split_outliers
+from qbert.calibration.outliers import (check_applicable, check_readers, check_widths, fallback_sites,
+                                       split as split_outliers)
 from qbert.calibration.placement import sites as placement_sites
 from qbert.calibration.recipe import Recipe
 from qbert.calibration.select import histograms as search_histograms, needs as search_needs, select
@@ -77,7 +78,8 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     placement = "full" if choosing else placement  # auto observes full's tensors: gemm's and more
     chosen, dropped, outlier_counts = fallback_sites(placement_sites(graph, placement), fallback or [])
     if not choosing:  # method auto applies them to the candidates they apply to (select.py)
-        check_applicable(fallback or [], method, placement)
+        check_applicable(fallback or [], method)
+        check_readers(graph, chosen, outlier_counts)
     check_widths(outlier_counts, weight_rows(graph, [s for s in chosen if s.key in outlier_counts]))
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(str(data), (label2id or meta.label2id) if needs_labels else None)

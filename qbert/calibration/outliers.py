@@ -12,8 +12,9 @@ more nodes (Gather, MatMul, Add) per GEMM, which is what it costs on a CPU runti
 A channel's rank is its observed |x| maximum times the largest |W| of its row over the GEMMs that read it: the
 most any one token of it can add to an output. The indices are in the tensor's own channel order; the clip (and an
 asymmetric grid) is recomputed from the other channels' observed ranges, never widened. Only inputs of linear
-layers qualify (their readers are GEMMs with weights), under the gemm placement (where only GEMMs read a quantized
-tensor: under `full` the residual path would read the clipped outliers) and with per-tensor scales (not PEG).
+layers qualify (their readers are GEMMs with weights) whose quantized value only those GEMMs read — every such input
+under the gemm placement; under `full` the residual path also reads the LayerNorm outputs, which would then read
+the outlier channels clipped — with per-tensor scales (PEG's groups are another answer to the same outliers).
 """
 from __future__ import annotations
 
@@ -32,48 +33,83 @@ from qbert.errors import ConfigError, QbertError
 SEP = ":"  # `a:4`: a fallback pattern with a channel count
 
 
-def split_patterns(patterns: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Fallback patterns → (whole tensors kept in high precision, pattern → outlier channel count)."""
-    whole, counts = [], {}
+def split_patterns(patterns: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
+    """Fallback patterns → (whole tensors kept in high precision, [(pattern, outlier channel count)] in order)."""
+    whole, counts = [], []
     for p in patterns:
         if not isinstance(p, str) or SEP not in p:
             whole.append(p)
             continue
         pattern, _, n = p.rpartition(SEP)
-        if not pattern.strip() or not n.strip().isdigit() or int(n) < 1:
+        n = n.strip()
+        if not pattern.strip() or not (n.isascii() and n.isdecimal()) or int(n) < 1:
             raise ConfigError("fallback", p, "keeps a tensor's largest channels in high precision as PATTERN:N, "
                               "N a positive channel count (like a:4 or layer.*.x:8)")
-        counts[pattern.strip()] = int(n)
+        counts.append((pattern.strip(), int(n)))
     return whole, counts
 
 
 def fallback_sites(all_sites: list[Site], patterns: list[str], strict: bool = True
                    ) -> tuple[list[Site], list[str], dict[str, int]]:
     """(sites still quantized, keys kept whole in high precision, site key → outlier channels) for fallback
-    patterns that may carry channel counts; `strict`: a pattern that matches nothing is an error."""
+    patterns that may carry channel counts. `strict` (the user's own patterns): a pattern that matches nothing, or
+    two counts for one tensor, is an error; otherwise (method auto: the user's patterns, then a candidate's) the
+    first count given for a tensor holds."""
     whole, counts = split_patterns(patterns)
     kept, dropped = apply_fallback(all_sites, whole, strict)
+    linear = {s.key for s in kept if s.gemm_inputs and not is_head(s.key)}
     out: dict[str, int] = {}
-    for pattern, n in counts.items():
+    for pattern, n in counts:
         _, matched = apply_fallback(all_sites, [pattern], strict)
-        linear = [k for k in matched if k in {s.key for s in kept if s.gemm_inputs and not is_head(s.key)}]
-        if strict and not linear:
-            roles = ", ".join(dict.fromkeys(role_of(s.key) for s in kept if s.gemm_inputs and not is_head(s.key)))
+        if strict and matched and set(matched) <= set(dropped):
+            raise ConfigError("fallback", f"{pattern}{SEP}{n}", f"{', '.join(matched[:3])} "
+                              f"{'is' if len(matched) == 1 else 'are'} also kept whole in high precision; give the "
+                              "tensor whole or a channel count, not both")
+        hits = [k for k in matched if k in linear]
+        if strict and not hits:
+            roles = ", ".join(dict.fromkeys(role_of(k) for k in linear))
             raise ConfigError("fallback", f"{pattern}{SEP}{n}", "names no quantized input of a linear layer: "
                               f"outlier channels apply to {roles or 'none here'} (attention operands and heads "
-                              "have no weight rows to take them from; a tensor kept whole needs no channel count)")
-        out.update({k: n for k in linear})
+                              "have no weight rows to take them from)")
+        for k in hits:
+            if strict and out.get(k, n) != n:
+                raise ConfigError("fallback", f"{pattern}{SEP}{n}", f"{k} already keeps {out[k]} outlier channels "
+                                  "from an earlier pattern; give each tensor one count")
+            out.setdefault(k, n)
     return kept, dropped, out
 
 
-def check_applicable(patterns: list[str], method: str, placement: str) -> None:
-    """Outlier channels need per-tensor scales under the gemm placement (module docstring)."""
+def check_applicable(patterns: list[str], method: str) -> None:
+    """Outlier channels need per-tensor scales: PEG's groups are another answer to the same outliers."""
     counted = [p for p in patterns if isinstance(p, str) and SEP in p]
-    if counted and (placement != "gemm" or method == "peg"):
-        why = ("under {placement} full the residual path would read the outlier channels clipped" if
-               placement != "gemm" else "{method} peg already gives the outlier channels a scale of their own")
-        raise ConfigError("fallback", counted[0], "outlier channels (PATTERN:N) apply under {placement} gemm with a "
-                          f"per-tensor {{method}}; {why}", placement=placement, method=method)
+    if counted and method == "peg":
+        raise ConfigError("fallback", counted[0], "outlier channels (PATTERN:N) apply with a per-tensor {method}; "
+                          "{method} peg already gives the outlier channels a scale of their own", method=method)
+
+
+def check_readers(graph: Any, sites: list[Site], counts: dict[str, int]) -> None:
+    """Only GEMMs may read a tensor whose outlier channels leave INT8: another reader (under the full placement,
+    the residual Add and LayerNorm that read the LayerNorm outputs) would read those channels clipped."""
+    linears = {l.name: l.node.name for l in graph.linears()}
+    for site in sites:
+        if site.key not in counts:
+            continue
+        gemms = {linears[n] for n in site.gemm_inputs}
+        others = sorted({n.op_type for n in quantized_readers(graph, site) if n.name not in gemms})
+        if others:
+            raise ConfigError("fallback", f"{site.key}{SEP}{counts[site.key]}", f"{site.key} is also read by "
+                              f"{', '.join(others)} under this placement, which would read its outlier channels "
+                              "clipped; keep it whole (no count), or use {placement} gemm", placement="full")
+
+
+def quantized_readers(graph: Any, site: Site) -> list[Any]:
+    """The nodes that read a site's quantized value: its listed consumers (`gemm`: the GEMMs alone, the residual
+    path reads the float tensor), else every reader of the tensor (`full`)."""
+    readers = graph.consumers(site.tensor)
+    if site.consumers is None:
+        return readers
+    names = {name for name, _ in site.consumers}
+    return [n for n in readers if n.name in names]
 
 
 def check_widths(counts: dict[str, int], rows: dict[str, np.ndarray]) -> None:
@@ -125,7 +161,7 @@ def take_rows(em: Any, site: Site, scale: SiteScale, lins: list[Any]) -> dict[st
     for lin in lins:
         weight = lin.node.input[1]
         rows = em.inits.get(weight).shape[0]
-        if idx.max() >= rows:
+        if idx.max() >= rows or len(idx) >= rows:
             raise QbertError(f"recipe: site {site.key} keeps channel {int(idx.max())} in high precision but "
                              f"{lin.name} reads {rows} channels; recalibrate on this model")
         if (weight, tag) not in em.inits.derived:  # before the rows are zeroed (and the original dropped)

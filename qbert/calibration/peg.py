@@ -48,6 +48,9 @@ class Initializers:
             inits = self.model.graph.initializer
             del inits[next(i for i, t in enumerate(inits) if t.name == old)]
             del self.by_name[old]
+            # a derived copy freed here must be derived again, not handed out by name (a weight several layers
+            # share, transformed the same way twice: zeroed outlier rows, then smoothed per layer)
+            self.derived = {k: v for k, v in self.derived.items() if v != old}
         return name
 
 

@@ -40,6 +40,9 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         data = {"format": FORMAT, **asdict(self)}
+        for site in data["sites"].values():  # written only where used: a recipe without them reads as before
+            if site.get("outliers") is None:
+                site.pop("outliers", None)
         return {**data, "checksum": content_checksum(data)}
 
     def save(self, path: Path | str) -> None:
@@ -84,7 +87,7 @@ class Recipe:
         channels, a true permutation, and the fields each method implies (`_check_implied`)."""
         from qbert.calibration.clips import TINY
         from qbert.calibration.methods import NONE, REGISTRY
-        from qbert.calibration.placement import PLACEMENTS, is_site_key, placement_name
+        from qbert.calibration.placement import PLACEMENTS, is_head, is_site_key, placement_name
 
         if not isinstance(self.method, str) or self.method not in (*REGISTRY, NONE):
             raise QbertError(f"{where}: unknown method {self.method!r} (one of {', '.join(REGISTRY)})")
@@ -159,10 +162,12 @@ class Recipe:
                                  "numbers > 0 (or sits on PEG groups) — recalibrate")
             if site.outliers is not None and not (
                     isinstance(site.outliers, list) and site.outliers and site.bounds is None
+                    and self.method != "peg" and not is_head(key)
                     and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in site.outliers)
                     and site.outliers == sorted(set(site.outliers))):
                 raise QbertError(f"{where}: site {key} has outlier channels {site.outliers!r}; they are ascending "
-                                 "distinct channel indices on a per-tensor site — recalibrate")
+                                 "distinct channel indices on a per-tensor input of a linear layer, not under "
+                                 "method peg — recalibrate")
             if site.grid is not None and not _grid_ok(site):
                 raise QbertError(f"{where}: site {key} has grid {site.grid!r}; an asymmetric grid is [lo, hi] with "
                                  "lo ≤ 0 ≤ hi, hi − lo ≥ 255 × 1e-8, within [-amax, amax], on a per-tensor site — "

@@ -99,7 +99,8 @@ RULE = ("of the candidates whose one-sided 95 % upper bound on the accuracy drop
         "counted: the same counts), and of those the fewest held-out flips vs FP32 (then the lowest bound); if none "
         "is within the budget, the fewest flips (then the lowest bound)")
 EMBEDDING_RULE = RULE.replace("fewest held-out flips vs FP32", "most FP32 neighbours kept on the held-out sentences") \
-    .replace("the fewest flips", "the most neighbours kept")  # judge.unfaithfulness says why
+    .replace("the fewest flips", "the most neighbours kept") \
+    .replace("the accuracy drop", "the share of FP32's neighbours lost")  # judge.unfaithfulness says why
 
 
 def structure_of(model: Any) -> tuple:
