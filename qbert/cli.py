@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from qbert.cli_output import (FLAGS, LABELS_HELP, err, fallback_patterns, outlier_row, guarded, integer, show, show_candidates, show_embedding_result, show_fallback_steps,
-                               print_version)
+from qbert.cli_output import (FLAGS, LABELS_HELP, err, fallback_patterns, guarded, integer, outlier_row, print_version,
+                               show, show_candidates, show_embedding_result, show_fallback_steps)
 from qbert.cli_measure import analyze, bench, reproduce
 from qbert.cli_rules import check_flags, out_file, refuse_unread, typed as _typed
 from qbert.progress import warn

@@ -43,6 +43,8 @@ def row_key(row: Row, fp32_sha: str, eval_sha: str, calib_sha: str, samples: int
         from qbert.calibration import select, smooth
 
         parts.append([select.CANDIDATES, smooth.ALPHA, select.RULE])
+        if embedding:  # its own ranking (judge.unfaithfulness)
+            parts.append(select.EMBEDDING_RULE)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -129,10 +129,7 @@ def split(scales: dict[str, SiteScale], counts: dict[str, int], stats: dict[str,
         st, scale = stats.get(key), scales.get(key)
         if scale is None or st is None or st.channel_amax is None or key not in rows:
             continue
-        amax = np.asarray(st.channel_amax, np.float64)
-        if n >= len(amax):
-            raise ConfigError("fallback", f"{key}{SEP}{n}", f"{key} has {len(amax)} channels; keep fewer of them "
-                              "in high precision (or the whole tensor, without a count)")
+        amax = np.asarray(st.channel_amax, np.float64)  # fewer than n channels: refused before (check_widths)
         order = np.argsort(-(amax * np.asarray(rows[key], np.float64)), kind="stable")
         idx = np.sort(order[:n])
         rest = np.ones(len(amax), bool)
@@ -165,7 +162,8 @@ def take_rows(em: Any, site: Site, scale: SiteScale, lins: list[Any]) -> dict[st
             raise QbertError(f"recipe: site {site.key} keeps channel {int(idx.max())} in high precision but "
                              f"{lin.name} reads {rows} channels; recalibrate on this model")
         if (weight, tag) not in em.inits.derived:  # before the rows are zeroed (and the original dropped)
-            em.inits.derived[(weight, tag + ".rows")] = em.inits.add(f"{weight}.outlier_rows", em.inits.get(weight)[idx])
+            em.inits.derived[(weight, tag + ".rows")] = em.inits.add(f"{weight}.outlier_rows",
+                                                                     em.inits.get(weight)[idx])
         hi[lin.name] = em.inits.derived[(weight, tag + ".rows")]
 
         def zeroed(w: np.ndarray) -> np.ndarray:

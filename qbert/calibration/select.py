@@ -132,8 +132,9 @@ def pick(rows: list[dict[str, Any]], speed: Callable[[dict[str, Any]], Any], tim
     """The RULE. Candidates of the same structure (the same GEMMs on the same kernels) differ in p50 only by how the
     machine drifted between their turns — on 2 cores the per-round p50 of one candidate spans 5–15 % — so the
     fastest of them by a hair is a coin toss; the rule keeps the most faithful of them instead (judge.unfaithfulness:
-    the fewest FP32 predictions changed, or an embedding model's most FP32 neighbours kept), while a structurally slower candidate (PEG's K GEMMs, a float FFN2: 15–40 % slower)
-    stays out. Counted speeds (target trt) are exact: ties are equal counts."""
+    the fewest FP32 predictions changed, or an embedding model's most FP32 neighbours kept), while a structurally
+    slower candidate (PEG's K GEMMs, a float FFN2: 15–40 % slower) stays out. Counted speeds (target trt) are
+    exact: ties are equal counts."""
     ok = [r for r in rows if r["within_budget"]]
     if ok:
         fastest = min(speed(r) for r in ok)
@@ -248,7 +249,8 @@ def select(model: Any, graph: Any, observed: Observed, base: Recipe, heldout, la
         shared_speeds(rows, structures)
     speed = (lambda r: r["speed_ms_b1"]) if spec.timed else (lambda r: (r["int8_gemms"], r["qdq_pairs"]))
     best = pick(rows, speed, spec.timed)
-    report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z, "rule": RULE if labels is not None else EMBEDDING_RULE,
+    report = {"budget_points": budget, "confidence_z": CONFIDENCE_Z,
+              "rule": RULE if labels is not None else EMBEDDING_RULE,
               "criterion": criterion(labels), "fp32_heldout_" + ("accuracy" if labels is not None else "score"):
               fp_score, "heldout_rows": int(len(heldout)), "target": spec.name,
               "speed": f"p50 ms, batch 1, this machine ({judge.runtime})" if spec.timed else
