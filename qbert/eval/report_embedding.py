@@ -94,8 +94,10 @@ def render_embedding_report(report: dict[str, Any], plots: bool = True) -> str:
         lines += ["", f"Method auto chose **{chooser['chosen']}** for seed 0, judged on {am['heldout_rows']} "
                   f"held-out calibration sentences by {am.get('criterion', 'FP32 top-10 neighbours kept')} (budget "
                   f"{am['budget_points']} pt on the drop's one-sided 95 % upper bound"
-                  + ("" if am["within_budget"] else "; no candidate was within it, so the fewest changed nearest "
-                     "neighbours decided") + ")."]
+                  + ("" if am["within_budget"] else "; no candidate was within it, so "
+                     + ("the most FP32 neighbours kept" if "neighbours kept" in am.get("rule", "") else
+                        "the fewest changed nearest neighbours")  # the rule the run recorded
+                     + " decided") + ")."]
     lines += latency_section(report, rows, fp, _name)
     lines += outlier_section(report["analysis"], plots, "Δ FP32 top-10 neighbours kept pt")
     lines += ["", "## The study's claims, asked of retrieval", "",
