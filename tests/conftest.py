@@ -199,6 +199,16 @@ def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def fp32(tiny_onnx):
+    """The tiny FP32 export, loaded, with its sidecar (a module may define its own `fp32`, which wins)."""
+    import onnx
+
+    from qbert.artifacts import load_meta
+
+    return onnx.load(str(tiny_onnx)), load_meta(tiny_onnx)
+
+
 @pytest.fixture(scope="session")
 def tiny_tsv(tmp_path_factory) -> Path:
     return write_tsv(tmp_path_factory.mktemp("data") / "tiny.tsv", 96)

@@ -7,7 +7,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from qbert.artifacts import load_meta
 from tests.helpers.calibration import calibrate
 from qbert.calibration.emit import emit
 from qbert.calibration.recipe import Recipe
@@ -21,11 +20,6 @@ from tests.conftest import OUTLIER_CHANNELS, OUTLIER_LAYER
 
 CASES = [(m, p) for m in ("minmax", "percentile", "mse", "entropy", "peg", "peg-auto") for p in ("gemm", "full")] + \
     [("smoothquant", "gemm")]  # peg-auto: --groups auto (grouped GEMM inputs smoothed), peg: K=4
-
-
-@pytest.fixture(scope="module")
-def fp32(tiny_onnx):
-    return onnx.load(str(tiny_onnx)), load_meta(tiny_onnx)
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,6 @@ WHOLE = ["emb.ln", "q", "k_t", "p", "v", "context", "x", "a", "head"]  # every o
 
 
 @pytest.fixture(scope="module")
-def fp32(tiny_onnx):
-    return onnx.load(str(tiny_onnx)), load_meta(tiny_onnx)
-
-
-@pytest.fixture(scope="module")
 def recipes(tiny_onnx, tiny_tsv, fp32):
     """SITE alone in INT8, without and with its two largest channels in high precision."""
     model, meta = fp32
