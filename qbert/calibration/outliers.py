@@ -187,5 +187,6 @@ def add_side_gemms(em: Any, site: Site, scale: SiteScale, lins: list[Any], hi: d
         em.new_nodes.append(helper.make_node("MatMul", [gathered, hi[lin.name]], [part],
                                              name=em.uid(f"{lin.name}/OutlierMatMul")))
         lin.bias_node.output[0] = f"{out}.int8"
-        em.new_nodes.append(helper.make_node("Add", [f"{out}.int8", part], [out], name=em.uid(f"{lin.name}/Outliers")))
+        em.new_nodes.append(helper.make_node("Add", [f"{out}.int8", part], [out],
+                                             name=em.uid(f"{lin.name}/Outliers")))
         em.outlier_gemms += 1
