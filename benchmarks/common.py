@@ -54,6 +54,23 @@ def embedding_model() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def nncf_int8_of(fp32: Path, items: list[dict], out: Path) -> Path:
+    """NNCF's INT8 of an FP32 ONNX on its OpenVINO backend with its transformer defaults, calibrated on `items` (one
+    feed per sample, each cut to the model's inputs), saved as an IR at `out`. The model is read through qbert's
+    one OpenVINO Core (qbert.ov_session.core: a second Core in the process breaks Ctrl-C)."""
+    import nncf
+    import openvino as ov
+
+    from qbert.ov_session import read_model
+
+    model = read_model(fp32)
+    names = {n for i in model.inputs for n in i.get_names()}
+    data = [{k: v for k, v in f.items() if k in names} for f in items]
+    ov.save_model(nncf.quantize(model, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER,
+                                subset_size=len(data)), str(out))
+    return out
+
+
 def runners(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, object]:
     """feeds → the first output, per label, each model on its runtime ("openvino" at f32, else ONNX Runtime)."""
     from qbert.ort_session import session_from_path, session_options

@@ -25,7 +25,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from common import ROOT, SHARED, TUNE, embedding_model, qbert, runners, timed
+from common import ROOT, SHARED, TUNE, embedding_model, nncf_int8_of, qbert, runners, timed
 
 EVAL = SHARED / "data" / "qnli" / "eval.tsv"
 FP32, NNCF = "FP32", "NNCF INT8 (peer)"
@@ -46,9 +46,6 @@ QBERT_ROWS = (  # label, runtime, target, calibrate flags
 def nncf_sentences(fp32: Path, out: Path, model_dir: Path, samples: int) -> Path:
     """NNCF's INT8 of the FP32 embedding ONNX, calibrated on the `samples` sentences of tune.tsv that
     `qbert calibrate --samples` takes, cut at the export's length as qbert's are."""
-    import nncf
-    import openvino as ov
-
     from qbert.artifacts import load_meta
     from qbert.calibration.calibrate import calibration_rows
     from qbert.data import load_dataset_spec
@@ -59,12 +56,7 @@ def nncf_sentences(fp32: Path, out: Path, model_dir: Path, samples: int) -> Path
     rows, _ = calibration_rows(len(sentences), samples)
     texts = [sentences[i] for i in rows]
     enc = encode_texts(texts, load_tokenizer(str(model_dir)), load_meta(fp32).max_length)
-    model = ov.Core().read_model(str(fp32))
-    names = {i.get_any_name() for i in model.inputs}
-    items = [{k: v for k, v in pad_batch(enc, [i]).items() if k in names} for i in range(len(texts))]
-    ov.save_model(nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                                subset_size=len(items)), str(out))
-    return out
+    return nncf_int8_of(fp32, [pad_batch(enc, [i]) for i in range(len(texts))], out)
 
 
 def scored(models: dict[str, tuple[str, Path]], fp32: Path, model_dir: Path, threads: int) -> dict[str, dict]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, qbert, runners, timed
+from common import FIXTURE, ROOT, SHARED, TUNE, bert_base_like, nncf_int8_of, qbert, runners, timed
 
 EVAL = SHARED / "data" / "qnli" / "eval.tsv"
 
@@ -40,19 +40,13 @@ def nncf_int8(fp32: Path, out: Path, tokenizer_dir: str, rows: int = 300, calib:
     """NNCF's INT8 of the FP32 ONNX on its OpenVINO backend, with its transformer defaults."""
     if out.exists():
         return out
-    import nncf
-    import openvino as ov
-
     from qbert.data import load_dataset_spec
     from qbert.encoding import batches, encode
     from qbert.exporter.hf import load_tokenizer
 
     ds = load_dataset_spec(str(calib), None, limit=rows)
     items = [f for _, f in batches(encode(ds, load_tokenizer(tokenizer_dir), 128), 1, sort=False)]
-    quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(items),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=rows)
-    ov.save_model(quantized, str(out))
-    return out
+    return nncf_int8_of(fp32, items, out)
 
 
 def speed_suite(name: str, model_dir: Path, work: Path, args) -> list[dict]:
