@@ -80,7 +80,11 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     if not choosing:  # method auto applies them to the candidates they apply to (select.py)
         check_applicable(fallback or [], method)
         check_readers(graph, chosen, outlier_counts)
-    check_widths(outlier_counts, weight_rows(graph, [s for s in chosen if s.key in outlier_counts]))
+    # smoothing (and outlier channels) need the weights' row ranges: taken before the observer may consume them
+    needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}
+    rows_max = weight_rows(graph, chosen) if needs or outlier_counts else {}
+    peg_rows = unshared(graph, rows_max, chosen) if "unshared" in needs else {}
+    check_widths(outlier_counts, rows_max)  # before any data is read
     dataset = data if isinstance(data, Dataset) else \
         load_dataset_spec(str(data), (label2id or meta.label2id) if needs_labels else None)
     data = str(dataset.source)
@@ -104,10 +108,6 @@ def calibrate(onnx_path: Path, meta: Any, model: Any | None, config: Calibration
     pad_to = meta.max_length if include_padding else None
     batch_size = config.batch_size or auto_batch_size(chosen, meta)
     consume = not caller_model and not judging
-    # smoothing needs the weights' row ranges: take them before the observer may consume the weights
-    needs = search_needs() if choosing else {chosen_method.weight_rows(settings)} - {None}
-    rows_max = weight_rows(graph, chosen) if needs or outlier_counts else {}
-    peg_rows = unshared(graph, rows_max, chosen) if "unshared" in needs else {}
     observer = Observer(model, chosen, histograms=search_histograms() if choosing else chosen_method.histograms,
                         include_padding=include_padding, threads=threads, consume=consume,
                         extremes=choosing or config.asymmetric)  # method auto offers asymmetric candidates
