@@ -67,7 +67,7 @@ def fallback_sites(all_sites: list[Site], patterns: list[str], strict: bool = Tr
                               "tensor whole or a channel count, not both")
         hits = [k for k in matched if k in linear]
         if strict and not hits:
-            roles = ", ".join(dict.fromkeys(role_of(k) for k in linear))
+            roles = ", ".join(dict.fromkeys(role_of(s.key) for s in kept if s.key in linear))  # graph order
             raise ConfigError("fallback", f"{pattern}{SEP}{n}", "names no quantized input of a linear layer: "
                               f"outlier channels apply to {roles or 'none here'} (attention operands and heads "
                               "have no weight rows to take them from)")
