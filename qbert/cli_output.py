@@ -113,11 +113,11 @@ def show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
     table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out {_judged_on(report)}, budget "
                                f"{report['budget_points']} pt on the drop's 95 % upper bound; "
-                               f"speed = {report['speed']} (per-round range; S·: graph structure, timed by its "
-                               "candidates' median)"), title_justify="left",
+                               f"speed = {report['speed']} (per-round range; S·: graph structure, each timed once); KL: "
+                               "divergence from FP32, ×10⁻³"), title_justify="left",
                   box=None, padding=(0, 1, 0, 0), header_style="bold underline")  # fits 80 columns
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
-    for col in (_score_column(report), DELTA, "drop bound pt", "flips %", "speed", ""):
+    for col in (_score_column(report), DELTA, "drop bound pt", "flips %", "KL", "speed", ""):
         table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
         digits = 2 if r.get("p50_ms_b1", 99) < 10 else 1  # sub-10 ms models: 0.1 ms would tie them all
@@ -129,15 +129,16 @@ def show_candidates(report: dict[str, Any]) -> None:
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
         table.add_row(escape(r["name"]), f"{100 * score_of(r):.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
-                      f"{100 * r['flips']:.2f}", speed, mark)
+                      f"{100 * r['flips']:.2f}", f"{1e3 * r['divergence']:.2f}" if "divergence" in r else "—",
+                      speed, mark)
     out.print(table)
     for skipped in report.get("skipped", []):
         err.print(f"[yellow]warning:[/] skipped {escape(skipped['name'])}: {escape(skipped['reason'])}", highlight=False)
     if not report["within_budget"]:
         err.print(f"[yellow]warning:[/] no candidate is within {report['budget_points']} pt of FP32 on the held-out "
                   + ("sentences with 95 % confidence; kept the one that keeps the most FP32 neighbours there"
-                     if "fp32_heldout_score" in report else "rows with 95 % confidence; kept the one that changes the "
-                     "fewest FP32 predictions there"), highlight=False)
+                     if "fp32_heldout_score" in report else "rows with 95 % confidence; kept the one whose predictions "
+                     "diverge least from FP32's there"), highlight=False)
 
 
 def show_fallback_steps(report: dict[str, Any]) -> None:

@@ -47,6 +47,17 @@ def p50_and_spread(runs: list[np.ndarray]) -> tuple[float, list[float]]:
     return float(np.median(np.concatenate(runs))), [min(per_round), max(per_round)]
 
 
+def paired_p50s(runs: dict[K, list[np.ndarray]]) -> dict[K, tuple[float, list[float]]]:
+    """Per key, p50 ms relative to the fastest key timed in the same rounds, and its [lowest, highest] per-round
+    median (p50_and_spread): the median over rounds of the key's round median ÷ the fastest's round median, times
+    the fastest's p50 over all rounds. A round the machine ran slow in slows every key in it, so the ratio inside a
+    round keeps the difference between keys that pooling all rounds blurs with the drift between them."""
+    pooled = {k: p50_and_spread(r) for k, r in runs.items()}
+    per_round = {k: np.array([np.median(x) for x in r]) for k, r in runs.items()}
+    ref = min(pooled, key=lambda k: pooled[k][0])
+    return {k: (float(np.median(per_round[k] / per_round[ref])) * pooled[ref][0], pooled[k][1]) for k in runs}
+
+
 def wall_ms(run: Callable[[], Any], iters: int, advance: Callable[..., Any] | None = None) -> np.ndarray:
     """Milliseconds of each of `iters` calls of `run`, by the wall clock (`advance(1)` after each)."""
     ms = np.empty(iters)

@@ -65,14 +65,28 @@ def judged_embeddings(emb: np.ndarray, fp_emb: np.ndarray, budget: float) -> dic
     return row
 
 
+def divergence(out: np.ndarray, fp_out: np.ndarray) -> float:
+    """Mean KL divergence (nats per row) of a classifier's class probabilities from FP32's, KL(FP32 ‖ quantized):
+    how far quantization moved every row's prediction, flipped or not (unfaithfulness says why it ranks)."""
+    def log_softmax(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    lp, lq = log_softmax(fp_out), log_softmax(out)
+    return float(np.maximum((np.exp(lp) * (lp - lq)).sum(-1), 0.0).mean())
+
+
 def unfaithfulness(row: dict[str, Any]) -> float:
     """What method auto ranks equally fast candidates by, and all of them when none is within the budget
-    (select.pick): a classifier's flips — label-free, so they carry over to other data better than a held-out
-    accuracy difference, and a drop can never exceed them — but an embedding model's FP32 neighbours lost, its
-    criterion itself, which needs no labels either and is the steadier count: ten neighbours per sentence against
-    one nearest (all-MiniLM-L6-v2, 1,000 held-out sentences: standard error ≈ 0.15 pt for neighbours kept, ≈ 0.7 pt
-    for nearest neighbours changed at a 5 % rate)."""
-    return row["drop_points"] if "top10_kept" in row else row["flips"]
+    (select.pick). Label-free, so it carries over to other data better than a held-out accuracy difference.
+    A classifier: the divergence of its class probabilities from FP32's (`divergence`), not the count of flipped
+    predictions it stands for: good candidates flip a few rows in a thousand, so between two of them the flip
+    count differs by a row or two — a coin toss — while the divergence moves with every row's shift towards the
+    decision boundary, flipped or not, and ranks them by the flips they will make on other rows. An embedding
+    model: the FP32 neighbours lost, its criterion itself, which needs no labels either and is the steadier count:
+    ten neighbours per sentence against one nearest (all-MiniLM-L6-v2, 1,000 held-out sentences: standard error
+    ≈ 0.15 pt for neighbours kept, ≈ 0.7 pt for nearest neighbours changed at a 5 % rate)."""
+    return row["drop_points"] if "top10_kept" in row else row["divergence"]
 
 
 def criterion(labels: Any) -> str:
@@ -85,7 +99,8 @@ def judge_against(out: np.ndarray, fp_out: np.ndarray, labels: Any, budget: floa
     """A candidate's outputs on the held-out rows, judged by the criterion: logits with labels, else embeddings."""
     if labels is None:
         return judged_embeddings(out, fp_out, budget)
-    return judged(out.argmax(-1), fp_out.argmax(-1), np.asarray(labels), budget)
+    return {**judged(out.argmax(-1), fp_out.argmax(-1), np.asarray(labels), budget),
+            "divergence": divergence(out, fp_out)}
 
 
 def score_of(row: dict[str, Any]) -> float:

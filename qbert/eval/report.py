@@ -181,19 +181,21 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
                   f"accuracy of every candidate on {am['heldout_rows']} calibration-split rows (FP32 "
                   f"{100 * am['fp32_heldout_accuracy']:.2f}%), budget {am['budget_points']} pt on the drop's one-sided 95 % upper bound "
                   f"(drop + 1.645 SE), speed = {am['speed']}; rule: {am.get('rule', 'fastest within budget')}. "
-                  "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them):",
-                  "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | speed | within budget |"
-                  + (" graph structure: median p50 |" if structured else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if structured else "")]
+                  "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them); "
+                  "KL = mean divergence of the class probabilities from FP32's, ×10⁻³:",
+                  "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | KL | speed | within budget |"
+                  + (" graph structure: speed |" if structured else ""),
+                  "|---|---|---|---|---|---|---|---|" + ("---|" if structured else "")]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
             if "p50_spread_ms_b1" in c:
                 speed += " ({:.1f}–{:.1f})".format(*c["p50_spread_ms_b1"])
             bound = f"{c['drop_bound_points']:.2f}" if "drop_bound_points" in c else "—"
             flips = f"{100 * c['flips']:.1f}%" if "flips" in c else "—"  # reports written before flips were kept
+            kl = f"{1e3 * c['divergence']:.2f}" if "divergence" in c else "—"  # reports before the divergence
             name = f"**{c['name']}** (chosen)" if c["name"] == am["chosen"] else c["name"]
             lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {delta_text(0.0 - c['drop_points'])} | {bound} | "
-                         f"{flips} | {speed} | {'yes' if c['within_budget'] else 'no'} |"
+                         f"{flips} | {kl} | {speed} | {'yes' if c['within_budget'] else 'no'} |"
                          + (f" S{c['structure']}: {c['speed_ms_b1']:.1f} ms |" if "structure" in c else ""))
     lines += latency_section(report, rows, fp)
     lines += outlier_section(report["analysis"], plots, DELTA)
