@@ -163,10 +163,11 @@ def calibrate(
     method: str = typer.Option("minmax", help="minmax | percentile | mse | entropy | peg | smoothquant (GEMM "
                                "inputs' outlier ranges moved into the weights; gemm placement) | auto: try every "
                                "method and placement (on the timed CPU targets, ort-cpu and openvino, also "
-                               "SmoothQuant with FP32 FFN2 inputs) on held-out "
+                               "SmoothQuant with FP32 FFN2 inputs or FFN2 outlier channels) on held-out "
                                "calibration rows and keep the fastest whose drop is within "
-                               "--budget (default 0.3 pt) of FP32 with 95 % confidence; every candidate is printed "
-                               "and saved in the recipe."),
+                               "--budget (default 0.3 pt) of FP32 with 95 % confidence — of those within 10 % of "
+                               "its speed, the one whose predictions diverge least from FP32's; every candidate is "
+                               "printed and saved in the recipe."),
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
                                   "| full: the study's "
                                   "W8A8 (also residual sums, LayerNorm in/out, softmax)."),

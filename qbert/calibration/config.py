@@ -20,7 +20,8 @@ class CalibrationConfig:
     method: a registered method (methods.METHODS: minmax, percentile, mse, entropy, peg, smoothquant), or auto: try
     them × both placements on held-out
     calibration rows and keep the fastest whose drop's one-sided 95 % upper bound is within `budget` points
-    (default 0.3) of FP32 — for `target` (ort-cpu: timed here; trt: fewest INT8 GEMMs).
+    (default 0.3) of FP32 — for `target` (ort-cpu, openvino: timed here; trt: fewest INT8 GEMMs) — and of the
+    equally fast, the most faithful to FP32 (select.RULE).
     placement: gemm (GEMM inputs, what TensorRT fuses) or full (the study's W8A8). groups/permute: PEG.
     alpha: smoothquant's migration strength (0: none, 1: all of each input channel's range into the weights); also
         for the GEMM inputs that peg with groups "auto" smooths instead of splitting into one GEMM per group.
