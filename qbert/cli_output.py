@@ -111,13 +111,14 @@ def _score_column(report: dict[str, Any]) -> str:
 
 def show_candidates(report: dict[str, Any]) -> None:
     """--method auto: every candidate, the chosen one marked."""
+    kl = any("divergence" in r for r in report["candidates"])  # a classifier's ranking (older reports: none)
     table = Table(title=escape(f"--method auto: {report['heldout_rows']} held-out {_judged_on(report)}, budget "
                                f"{report['budget_points']} pt on the drop's 95 % upper bound; "
-                               f"speed = {report['speed']} (per-round range; S·: graph structure, each timed once); KL: "
-                               "divergence from FP32, ×10⁻³"), title_justify="left",
+                               f"speed = {report['speed']} (per-round range; S·: graph structure, each timed once)"
+                               + ("; KL: divergence from FP32, ×10⁻³" if kl else "")), title_justify="left",
                   box=None, padding=(0, 1, 0, 0), header_style="bold underline")  # fits 80 columns
     table.add_column("candidate", overflow="fold", min_width=13)  # names wrap whole ("smoothquant"), never "…"
-    for col in (_score_column(report), DELTA, "drop bound pt", "flips %", "KL", "speed", ""):
+    for col in (_score_column(report), DELTA, "bound pt", "flips %", *(("KL",) if kl else ()), "speed", ""):
         table.add_column(col, no_wrap=col != "speed")
     for r in report["candidates"]:
         digits = 2 if r.get("p50_ms_b1", 99) < 10 else 1  # sub-10 ms models: 0.1 ms would tie them all
@@ -129,8 +130,8 @@ def show_candidates(report: dict[str, Any]) -> None:
         mark = "chosen" if r["name"] == report["chosen"] else ("" if r["within_budget"] else "over")
         table.add_row(escape(r["name"]), f"{100 * score_of(r):.2f}", delta_text(0.0 - r["drop_points"]),
                       f"{r['drop_bound_points']:.2f}" if "drop_bound_points" in r else "—",  # older recipes
-                      f"{100 * r['flips']:.2f}", f"{1e3 * r['divergence']:.2f}" if "divergence" in r else "—",
-                      speed, mark)
+                      f"{100 * r['flips']:.2f}",
+                      *((f"{1e3 * r['divergence']:.3g}" if "divergence" in r else "—",) if kl else ()), speed, mark)
     out.print(table)
     for skipped in report.get("skipped", []):
         err.print(f"[yellow]warning:[/] skipped {escape(skipped['name'])}: {escape(skipped['reason'])}", highlight=False)

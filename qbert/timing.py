@@ -55,7 +55,13 @@ def paired_p50s(runs: dict[K, list[np.ndarray]]) -> dict[K, tuple[float, list[fl
     pooled = {k: p50_and_spread(r) for k, r in runs.items()}
     per_round = {k: np.array([np.median(x) for x in r]) for k, r in runs.items()}
     ref = min(pooled, key=lambda k: pooled[k][0])
-    return {k: (float(np.median(per_round[k] / per_round[ref])) * pooled[ref][0], pooled[k][1]) for k in runs}
+    usable = np.isfinite(per_round[ref]) & (per_round[ref] > 0)  # a round the timer could not resolve pairs nothing
+
+    def paired(k: K) -> float:
+        ratios = per_round[k][usable] / per_round[ref][usable]
+        return float(np.median(ratios)) * pooled[ref][0] if k != ref and ratios.size else pooled[k][0]
+
+    return {k: (paired(k), pooled[k][1]) for k in runs}
 
 
 def wall_ms(run: Callable[[], Any], iters: int, advance: Callable[..., Any] | None = None) -> np.ndarray:

@@ -315,6 +315,15 @@ def test_divergence_from_fp32_grows_with_the_shift_and_is_zero_without_one():
     labels = fp.argmax(-1)
     judged = judge_against(large, fp, labels, 0.3)
     assert judged["divergence"] == pytest.approx(divergence(large, fp)) and judged["flips"] > 0
+    broken = large.copy()
+    broken[3] = np.nan  # one row of a broken candidate: ranked last, whatever order the candidates come in
+    assert divergence(broken, fp) == float("inf")
+    assert divergence(np.where(np.arange(2) == 0, np.inf, large), fp) == float("inf")
+    from qbert.calibration.select import pick
+
+    rows = [dict(name=n, divergence=divergence(o, fp), drop_bound_points=0.0, within_budget=True, p50_ms_b1=1.0)
+            for n, o in (("broken", broken), ("good", small))]
+    assert pick(rows, lambda r: r["p50_ms_b1"])["name"] == pick(rows[::-1], lambda r: r["p50_ms_b1"])["name"] == "good"
 
 
 def test_method_auto_rule_ranks_embedding_candidates_by_neighbours_kept():
@@ -334,11 +343,15 @@ def test_method_auto_rule_ranks_embedding_candidates_by_neighbours_kept():
     assert pick(rows, speed)["name"] == "as fast, more kept"  # equally fast: the most neighbours kept
 
 
-def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
+def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path, monkeypatch):
+    from qbert.calibration import select
     from tests.conftest import write_tsv
 
     model, meta = fp32
     data = write_tsv(tmp_path / "d.tsv", 400, seed=3)
+    timed: dict = {}
+    real = select._latency
+    monkeypatch.setattr(select, "_latency", lambda runs, *a, **k: timed.setdefault("out", real(runs, *a, **k)))
     r = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64)
     report = r.calibration["auto_method"]
     rows = report["candidates"]
@@ -362,7 +375,9 @@ def test_method_auto_keeps_the_fastest_within_budget(tiny_onnx, fp32, tmp_path):
     assert (r.method, r.placement) == (chosen["method"], chosen["placement"]) and r.method != "auto"
     smoothed = {c["structure"] for c in rows if c["method"] == "smoothquant" and "high precision" not in c["name"]}
     assert len(smoothed) == 1  # α and grids change numbers, not the graph: one speed for all of them
-    assert len({(c["structure"], c["p50_ms_b1"]) for c in rows}) == len({c["structure"] for c in rows})  # timed once
+    keys = list(timed["out"])  # one runner timed per structure, in order of first appearance (= its number)
+    assert len(keys) == len({c["structure"] for c in rows})
+    assert all(c["p50_ms_b1"] == timed["out"][keys[c["structure"] - 1]][0] for c in rows)
     assert len({c["structure"] for c in rows}) >= 5  # PEG K=4, full, SmoothQuant, FP32 FFN2 each a graph of its own
     trt = calibrate(tiny_onnx, meta, model, str(data), method="auto", samples=64, target="trt", budget=100.0)
     counts = {c["name"]: (c["int8_gemms"], c["qdq_pairs"]) for c in trt.calibration["auto_method"]["candidates"]}

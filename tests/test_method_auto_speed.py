@@ -45,6 +45,25 @@ def test_paired_timing_cancels_the_drift_between_rounds():
     assert got["a"][1] == p50_and_spread(a)[1]  # the spread stays the key's own, so a reader sees the noise
 
 
+def test_paired_timing_survives_rounds_the_timer_could_not_resolve():
+    a = [np.zeros(5)] + [np.full(5, 2.0)] * 4  # one round at 0 ms (a coarse clock), the fastest key
+    b = [np.full(5, 3.0)] * 5
+    got = paired_p50s({"a": a, "b": b})
+    assert got["a"][0] == p50_and_spread(a)[0] and got["b"][0] == 1.5 * got["a"][0]
+    zero = paired_p50s({"a": [np.zeros(5)] * 3, "b": [np.ones(5)] * 3})  # nothing to pair: the pooled p50s
+    assert zero["a"][0] == 0.0 and zero["b"][0] == 1.0
+    assert paired_p50s({"only": b})["only"][0] == 3.0
+
+
+def test_method_auto_latency_is_the_paired_estimate(monkeypatch):
+    from qbert.calibration import select
+
+    samples = {"x": [np.full(3, f) for f in (1.0, 1.0, 3.0)], "y": [np.full(3, f) for f in (1.2, 3.0, 3.3)]}
+    monkeypatch.setattr(select, "interleaved", lambda timers, rounds: samples)
+    got = select._latency({"x": lambda f: None, "y": lambda f: None}, seq=8, vocab=100, rounds=3, iters=3)
+    assert got == paired_p50s(samples) and got["y"][0] != p50_and_spread(samples["y"])[0]
+
+
 def _qdq(zero_point_type: int, scale: float) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])

@@ -72,8 +72,12 @@ def divergence(out: np.ndarray, fp_out: np.ndarray) -> float:
         x = x.astype(np.float64) - x.max(-1, keepdims=True)
         return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
-    lp, lq = log_softmax(fp_out), log_softmax(out)
-    return float(np.maximum((np.exp(lp) * (lp - lq)).sum(-1), 0.0).mean())
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lp, lq = log_softmax(fp_out), log_softmax(out)
+        p = np.exp(lp)
+        kl = np.maximum(np.where(p > 0, p * (lp - lq), 0.0).sum(-1), 0.0).mean()
+    # a NaN or infinite output is as unfaithful as it gets: ranked last, never first by a comparison that is false
+    return float(kl) if np.isfinite(kl) else float("inf")
 
 
 def unfaithfulness(row: dict[str, Any]) -> float:

@@ -192,7 +192,7 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
                 speed += " ({:.1f}–{:.1f})".format(*c["p50_spread_ms_b1"])
             bound = f"{c['drop_bound_points']:.2f}" if "drop_bound_points" in c else "—"
             flips = f"{100 * c['flips']:.1f}%" if "flips" in c else "—"  # reports written before flips were kept
-            kl = f"{1e3 * c['divergence']:.2f}" if "divergence" in c else "—"  # reports before the divergence
+            kl = f"{1e3 * c['divergence']:.3g}" if "divergence" in c else "—"  # reports before the divergence
             name = f"**{c['name']}** (chosen)" if c["name"] == am["chosen"] else c["name"]
             lines.append(f"| {name} | {100 * c['accuracy']:.2f}% | {delta_text(0.0 - c['drop_points'])} | {bound} | "
                          f"{flips} | {kl} | {speed} | {'yes' if c['within_budget'] else 'no'} |"
