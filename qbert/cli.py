@@ -166,8 +166,8 @@ def calibrate(
                                "SmoothQuant with FP32 FFN2 inputs or FFN2 outlier channels) on held-out "
                                "calibration rows and keep the fastest whose drop is within "
                                "--budget (default 0.3 pt) of FP32 with 95 % confidence — of those within 10 % of "
-                               "its speed, the most faithful to FP32 (a classifier's class probabilities diverge least; an "
-                               "embedding model keeps the most FP32 neighbours); every candidate is "
+                               "its speed, the most faithful to FP32 (a classifier's class probabilities diverge "
+                               "least; an embedding model keeps the most FP32 neighbours); every candidate is "
                                "printed and saved in the recipe."),
     placement: str = typer.Option("gemm", help="gemm: GEMM inputs only (what TensorRT fuses; formerly called trt) "
                                   "| full: the study's "

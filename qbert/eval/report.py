@@ -183,8 +183,8 @@ def render_report(report: dict[str, Any], plots: bool = True) -> str:
                   f"(drop + 1.645 SE), speed = {am['speed']}; rule: {am.get('rule', 'fastest within budget')}. "
                   "Flips = held-out predictions that differ from FP32's (label-free; a drop can never exceed them); "
                   "KL = mean divergence of the class probabilities from FP32's, ×10⁻³:",
-                  "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | KL | speed | within budget |"
-                  + (" graph structure: speed |" if structured else ""),
+                  "", f"| candidate | held-out accuracy | {DELTA} | drop bound pt | flips | KL | speed | "
+                  "within budget |" + (" graph structure: speed |" if structured else ""),
                   "|---|---|---|---|---|---|---|---|" + ("---|" if structured else "")]
         for c in am["candidates"]:
             speed = f"{c['p50_ms_b1']:.1f} ms" if "p50_ms_b1" in c else f"{c['int8_gemms']} GEMMs"
