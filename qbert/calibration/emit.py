@@ -266,8 +266,8 @@ def _emit_site(em: Emitter, graph: BertGraph, site: placement_mod.Site, scale: S
         _emit_scales(em, graph, site, scale, linears)
         return
     lins = [linears[n] for n in site.gemm_inputs]
-    others = {n.name for n in outliers.quantized_readers(graph, site)} - {l.node.name for l in lins}
-    if scale.bounds is not None or not lins or placement_mod.is_head(site.key) or others:
+    if scale.bounds is not None or not lins or placement_mod.is_head(site.key) or \
+            outliers.other_readers(graph, site):
         raise QbertError(f"recipe: site {site.key} keeps outlier channels but is not a per-tensor input read by "
                          "linear layers only; recalibrate")
     hi = outliers.take_rows(em, site, scale, lins)

@@ -90,26 +90,23 @@ def check_applicable(patterns: list[str], method: str) -> None:
 def check_readers(graph: Any, sites: list[Site], counts: dict[str, int]) -> None:
     """Only GEMMs may read a tensor whose outlier channels leave INT8: another reader (under the full placement,
     the residual Add and LayerNorm that read the LayerNorm outputs) would read those channels clipped."""
-    linears = {l.name: l.node.name for l in graph.linears()}
     for site in sites:
         if site.key not in counts:
             continue
-        gemms = {linears[n] for n in site.gemm_inputs}
-        others = sorted({n.op_type for n in quantized_readers(graph, site) if n.name not in gemms})
+        others = sorted({n.op_type for n in other_readers(graph, site)})
         if others:
             raise ConfigError("fallback", f"{site.key}{SEP}{counts[site.key]}", f"{site.key} is also read by "
                               f"{', '.join(others)} under this placement, which would read its outlier channels "
                               "clipped; keep it whole (no count), or use {placement} gemm", placement="full")
 
 
-def quantized_readers(graph: Any, site: Site) -> list[Any]:
-    """The nodes that read a site's quantized value: its listed consumers (`gemm`: the GEMMs alone, the residual
-    path reads the float tensor), else every reader of the tensor (`full`)."""
-    readers = graph.consumers(site.tensor)
-    if site.consumers is None:
-        return readers
-    names = {name for name, _ in site.consumers}
-    return [n for n in readers if n.name in names]
+def other_readers(graph: Any, site: Site) -> list[Any]:
+    """The nodes other than its linear layers' GEMMs that read a site's quantized value: its listed consumers
+    (`gemm`: the GEMMs alone, the residual path reads the float tensor), else every reader of the tensor (`full`).
+    Any of them would read the outlier channels clipped (check_readers; emission checks a recipe again)."""
+    gemms = {l.node.name for l in graph.linears() if l.name in site.gemm_inputs}
+    listed = None if site.consumers is None else {name for name, _ in site.consumers}
+    return [n for n in graph.consumers(site.tensor) if n.name not in gemms and (listed is None or n.name in listed)]
 
 
 def check_widths(counts: dict[str, int], rows: dict[str, np.ndarray]) -> None:
